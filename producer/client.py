@@ -1,0 +1,167 @@
+"""EmbedClient: what a web app uses to enqueue texts and collect their vectors."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+from redis import Redis
+from rq import Queue, Retry
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.results import Result
+
+from producer.errors import JobFailed, JobNotFound, JobTimeout, QueueFull
+from producer.protocol import (
+    EMBED_TASK,
+    EmbedResult,
+    Limits,
+    MsgpackSerializer,
+    result_key,
+    unpack_result,
+    validate_request,
+)
+from producer.settings import ClientSettings
+from producer.stats import collect_stats
+
+Status = Literal["queued", "started", "finished", "failed", "unknown"]
+
+_STATUS = {
+    JobStatus.QUEUED: "queued",
+    JobStatus.DEFERRED: "queued",
+    JobStatus.SCHEDULED: "queued",
+    JobStatus.CREATED: "queued",
+    JobStatus.STARTED: "started",
+    JobStatus.FINISHED: "finished",
+    JobStatus.FAILED: "failed",
+    JobStatus.STOPPED: "failed",
+    JobStatus.CANCELED: "failed",
+}
+
+
+class EmbedClient:
+    """Validate → enqueue → status / result / wait, against one Redis and one queue."""
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        queue: str | None = None,
+        settings: ClientSettings | None = None,
+        connection: Redis | None = None,
+    ):
+        overrides = {k: v for k, v in {"redis_url": redis_url, "queue": queue}.items() if v is not None}
+        base = settings or ClientSettings()
+        self.settings = base.model_copy(update=overrides) if overrides else base
+        self.connection = connection or Redis.from_url(self.settings.redis_url, socket_connect_timeout=5)
+        self.queue = Queue(self.settings.queue, connection=self.connection, serializer=MsgpackSerializer)
+        self.limits = Limits(self.settings.max_texts_per_job, self.settings.max_chars_per_text)
+
+    def submit(
+        self,
+        texts: Sequence[str],
+        instruction: str | None = None,
+        normalize: bool = True,
+        dimensions: int | None = None,
+    ) -> str:
+        """Enqueue one batch of texts; returns its job id."""
+        return self.submit_many([texts], instruction=instruction, normalize=normalize, dimensions=dimensions)[0]
+
+    def submit_many(
+        self,
+        batches: Sequence[Sequence[str]],
+        instruction: str | None = None,
+        normalize: bool = True,
+        dimensions: int | None = None,
+    ) -> list[str]:
+        """Enqueue several batches in one round trip; every batch is checked before any is enqueued."""
+        requests = [
+            validate_request(
+                batch, instruction=instruction, normalize=normalize, dimensions=dimensions, limits=self.limits
+            )
+            for batch in batches
+        ]
+        waiting = self.queue.count
+        if waiting + len(requests) > self.settings.max_queue_length:
+            raise QueueFull(
+                f"queue {self.settings.queue!r} holds {waiting} jobs; {len(requests)} more would pass "
+                f"MAX_QUEUE_LENGTH={self.settings.max_queue_length}"
+            )
+        retry = Retry(max=self.settings.retries) if self.settings.retries else None
+        jobs = self.queue.enqueue_many(
+            [
+                Queue.prepare_data(
+                    EMBED_TASK,
+                    args=(request.to_payload(),),
+                    timeout=self.settings.job_timeout,
+                    result_ttl=self.settings.result_ttl,
+                    failure_ttl=self.settings.result_ttl,
+                    retry=retry,
+                    description=f"embed {len(request.texts)} texts",
+                )
+                for request in requests
+            ]
+        )
+        return [job.id for job in jobs]
+
+    def status(self, job_id: str) -> Status:
+        try:
+            job = Job.fetch(job_id, connection=self.connection, serializer=MsgpackSerializer)
+        except NoSuchJobError:
+            return "finished" if self.connection.exists(result_key(job_id)) else "unknown"
+        return _STATUS.get(job.get_status(refresh=False), "unknown")  # type: ignore[return-value]
+
+    def result(self, job_id: str) -> EmbedResult | None:
+        """The result if the job is finished, None while it is queued or running; JobFailed if it failed."""
+        data = self.connection.get(result_key(job_id))
+        if data is not None:
+            return unpack_result(data)
+        state = self.status(job_id)
+        if state == "failed":
+            raise JobFailed(job_id, self._failure_reason(job_id))
+        if state == "unknown":
+            raise JobNotFound(f"no job {job_id} in Redis (never enqueued, or expired after RESULT_TTL)")
+        if state == "finished":  # finished between the two reads above
+            data = self.connection.get(result_key(job_id))
+            return unpack_result(data) if data is not None else None
+        return None
+
+    def wait(self, job_id: str, timeout: float = 30.0) -> EmbedResult:
+        """Block until the job ends (XREAD on rq's result stream, no polling); JobTimeout at the deadline."""
+        deadline = time.monotonic() + timeout
+        stream = Result.get_key(job_id)
+        while True:
+            result = self.result(job_id)
+            if result is not None:
+                return result
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                raise JobTimeout(f"job {job_id} did not finish within {timeout:g} s (status: {self.status(job_id)})")
+            # A final outcome (success or failure after all retries) appends to this stream.
+            self.connection.xread({stream: "0-0"}, block=max(remaining_ms, 1), count=1)
+
+    def embed(self, texts: Sequence[str], timeout: float = 30.0, **options: Any) -> np.ndarray:
+        """Submit, wait, and return a float32 array (len(texts), dim) in input order."""
+        return self.wait(self.submit(texts, **options), timeout=timeout).embeddings
+
+    def stats(self) -> dict[str, Any]:
+        """Queue depth, live workers with their providers, counters and timing percentiles."""
+        return collect_stats(self.connection, self.queue)
+
+    def _failure_reason(self, job_id: str) -> str:
+        job = Job.fetch(job_id, connection=self.connection, serializer=MsgpackSerializer)
+        latest = job.latest_result()
+        text = (latest.exc_string if latest is not None else None) or ""
+        lines = [line for line in text.strip().splitlines() if line.strip()]
+        return lines[-1] if lines else f"job ended with status {job.get_status(refresh=False)}"
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> EmbedClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

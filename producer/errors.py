@@ -1,0 +1,30 @@
+"""The named errors a producer sees. All derive from EmbedqError."""
+
+
+class EmbedqError(Exception):
+    """Base class of every error embedq raises on purpose."""
+
+
+class InvalidInput(EmbedqError, ValueError):
+    """A request breaks the job schema or a configured limit; nothing was enqueued."""
+
+
+class QueueFull(EmbedqError):
+    """The queue already holds its configured maximum of jobs; try again later or add workers."""
+
+
+class JobFailed(EmbedqError):
+    """The job ended in failure; `reason` holds the worker's explanation."""
+
+    def __init__(self, job_id: str, reason: str):
+        super().__init__(f"job {job_id} failed: {reason}")
+        self.job_id = job_id
+        self.reason = reason
+
+
+class JobTimeout(EmbedqError, TimeoutError):
+    """The job did not finish before the caller's deadline (it may still finish later)."""
+
+
+class JobNotFound(EmbedqError, KeyError):
+    """No such job: never enqueued, or its result and record have expired."""

@@ -1,0 +1,172 @@
+"""The wire format, in one place: the msgpack serializer rq uses, the job payload and result
+schemas, every Redis key name of ours, and the request checks both sides run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from producer.errors import InvalidInput
+
+EMBED_TASK = "worker.tasks.embed"
+PAYLOAD_VERSION = 1
+
+KEY_PREFIX = "embedq:"
+METRICS_KEY = KEY_PREFIX + "metrics"
+TIMINGS_KEY = KEY_PREFIX + "timings"
+TIMINGS_MAXLEN = 10_000
+WORKER_KEY_PATTERN = KEY_PREFIX + "worker:*"
+WORKER_FACTS_TTL = 90  # seconds; refreshed by every rq heartbeat, so a dead worker's facts vanish soon
+TIMING_FIELDS = ("queue_ms", "tokenize_ms", "infer_ms", "pool_ms", "total_ms")
+
+
+def result_key(job_id: str) -> str:
+    return f"{KEY_PREFIX}result:{job_id}"
+
+
+def worker_key(name: str) -> str:
+    return f"{KEY_PREFIX}worker:{name}"
+
+
+class MsgpackSerializer:
+    """rq serializer that can only ever yield plain data: never pickle, which executes code from Redis."""
+
+    @staticmethod
+    def dumps(obj: Any) -> bytes:
+        return msgpack.packb(obj, use_bin_type=True)
+
+    @staticmethod
+    def loads(data: bytes) -> Any:
+        return msgpack.unpackb(data, raw=False)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_texts_per_job: int
+    max_chars_per_text: int
+
+
+@dataclass(frozen=True)
+class EmbedRequest:
+    """One job's work: texts in order plus how to shape their vectors."""
+
+    texts: list[str]
+    instruction: str | None = None
+    normalize: bool = True
+    dimensions: int | None = None
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "v": PAYLOAD_VERSION,
+            "texts": self.texts,
+            "instruction": self.instruction,
+            "normalize": self.normalize,
+            "dimensions": self.dimensions,
+        }
+
+    @classmethod
+    def from_payload(cls, payload: Any, limits: Limits) -> EmbedRequest:
+        """Parse what a job carries; anything off-schema raises InvalidInput."""
+        if not isinstance(payload, dict):
+            raise InvalidInput(f"job payload must be a map, got {type(payload).__name__}")
+        if payload.get("v") != PAYLOAD_VERSION:
+            raise InvalidInput(f"job payload version must be {PAYLOAD_VERSION}, got {payload.get('v')!r}")
+        unknown = set(payload) - {"v", "texts", "instruction", "normalize", "dimensions"}
+        if unknown:
+            raise InvalidInput(f"job payload has unknown fields: {sorted(unknown)}")
+        return validate_request(
+            payload.get("texts"),
+            instruction=payload.get("instruction"),
+            normalize=payload.get("normalize", True),
+            dimensions=payload.get("dimensions"),
+            limits=limits,
+        )
+
+
+def validate_request(
+    texts: Any,
+    *,
+    instruction: Any = None,
+    normalize: Any = True,
+    dimensions: Any = None,
+    limits: Limits,
+) -> EmbedRequest:
+    """Check a request against the schema and limits; the error names the field and the limit."""
+    if not isinstance(texts, list):
+        raise InvalidInput(f"texts must be a list of str, got {type(texts).__name__}")
+    if not texts:
+        raise InvalidInput("texts must not be empty")
+    if len(texts) > limits.max_texts_per_job:
+        raise InvalidInput(
+            f"texts has {len(texts)} items, more than MAX_TEXTS_PER_JOB={limits.max_texts_per_job}; split it with submit_many"
+        )
+    for index, text in enumerate(texts):
+        _check_text(f"texts[{index}]", text, limits.max_chars_per_text)
+    if instruction is not None:
+        _check_text("instruction", instruction, limits.max_chars_per_text)
+    if not isinstance(normalize, bool):
+        raise InvalidInput(f"normalize must be a bool, got {type(normalize).__name__}")
+    if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1):
+        raise InvalidInput(f"dimensions must be a positive int or None, got {dimensions!r}")
+    return EmbedRequest(list(texts), instruction, normalize, dimensions)
+
+
+def _check_text(name: str, text: Any, max_chars: int) -> None:
+    if not isinstance(text, str):
+        raise InvalidInput(f"{name} must be a str, got {type(text).__name__}")
+    if not text.strip():
+        raise InvalidInput(f"{name} is empty or whitespace only; there is nothing to embed")
+    if len(text) > max_chars:
+        raise InvalidInput(f"{name} has {len(text)} characters, more than MAX_CHARS_PER_TEXT={max_chars}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidInput(f"{name} is not valid Unicode (lone surrogate at position {error.start})") from None
+
+
+@dataclass
+class EmbedResult:
+    """A finished job: one float32 row per input text, in input order."""
+
+    job_id: str
+    embeddings: np.ndarray
+    model: str
+    dim: int
+    usage: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    worker: str = ""
+
+
+def pack_result(result: EmbedResult) -> bytes:
+    vectors = np.ascontiguousarray(result.embeddings, dtype="<f4")
+    return msgpack.packb(
+        {
+            "v": PAYLOAD_VERSION,
+            "job_id": result.job_id,
+            "shape": list(vectors.shape),
+            "vectors": vectors.tobytes(),
+            "model": result.model,
+            "usage": result.usage,
+            "timings": result.timings,
+            "worker": result.worker,
+        },
+        use_bin_type=True,
+    )
+
+
+def unpack_result(data: bytes) -> EmbedResult:
+    record = msgpack.unpackb(data, raw=False)
+    rows, dim = record["shape"]
+    vectors = np.frombuffer(record["vectors"], dtype="<f4").reshape(rows, dim).astype(np.float32)
+    return EmbedResult(
+        job_id=record["job_id"],
+        embeddings=vectors,
+        model=record["model"],
+        dim=dim,
+        usage=record["usage"],
+        timings=record["timings"],
+        worker=record["worker"],
+    )

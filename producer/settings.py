@@ -1,0 +1,30 @@
+"""What a producer needs to know, read from EMBEDQ_* variables or a .env file."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+class ClientSettings(BaseSettings):
+    """Connection, queue and limits shared by producers and workers."""
+
+    model_config = SettingsConfigDict(env_prefix="EMBEDQ_", env_file=".env", extra="ignore")
+
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="redis://[user:password@]host:port/db, rediss:// for TLS")
+    queue: str = Field("embedq", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    max_texts_per_job: int = Field(256, ge=1, le=100_000)
+    max_chars_per_text: int = Field(20_000, ge=1)
+    max_queue_length: int = Field(10_000, ge=1, description="jobs waiting before submit raises QueueFull")
+    result_ttl: int = Field(3600, ge=1, description="seconds a result is kept")
+    job_timeout: int = Field(120, ge=1, description="seconds one job may run before it is stopped")
+    retries: int = Field(2, ge=0, le=20, description="re-runs of a job whose worker died or that failed")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if not url.startswith(REDIS_SCHEMES):
+            raise ValueError(f"must start with one of {', '.join(REDIS_SCHEMES)}, got {url!r}")
+        return url

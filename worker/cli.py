@@ -1,0 +1,220 @@
+"""The `embedq` command. Heavy modules are imported inside the commands that need them, so
+`embed`, `embed-file`, `status` and `stats` work from a producer-only install."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from producer.settings import ClientSettings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+
+
+def _service_settings():  # type: ignore[no-untyped-def]
+    from config import Settings
+
+    return Settings()
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from worker.process import run_worker
+
+    run_worker(_service_settings(), name=args.name, burst=args.burst)
+    return 0
+
+
+def cmd_supervise(args: argparse.Namespace) -> int:
+    from worker.supervisor import Supervisor
+
+    return Supervisor(_service_settings(), workers=args.workers).run()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from worker.demo import run_demo
+
+    return run_demo(_service_settings(), workers=args.workers)
+
+
+def _client():  # type: ignore[no-untyped-def]
+    from producer import EmbedClient
+
+    return EmbedClient(settings=ClientSettings())
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    with _client() as client:
+        job_id = client.submit(args.texts, instruction=args.instruction, dimensions=args.dimensions)
+        result = client.wait(job_id, timeout=args.timeout)
+    if args.json:
+        print(json.dumps({"job_id": job_id, "model": result.model, "dim": result.dim, "usage": result.usage,
+                          "timings": result.timings, "embeddings": result.embeddings.tolist()}))
+        return 0
+    print(f"job {job_id}: {result.usage['texts']} texts, {result.usage['tokens']} tokens, model {result.model}, "
+          f"dim {result.dim}, worker {result.worker}, total {result.timings['total_ms']:.1f} ms")
+    for text, vector in zip(args.texts, result.embeddings):
+        head = " ".join(f"{value:+.4f}" for value in vector[:6])
+        print(f"{text[:40]!r:44} [{head} ...] ({len(vector)} floats)")
+    return 0
+
+
+def cmd_embed_file(args: argparse.Namespace) -> int:
+    from producer.embed_file import embed_file
+
+    with _client() as client:
+        vectors = embed_file(client, Path(args.input), Path(args.out), batch_size=args.batch_size, timeout=args.timeout)
+    print(f"wrote {vectors.shape[0]} vectors of dimension {vectors.shape[1]} to {args.out}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _client() as client:
+        print(client.status(args.job_id))
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from producer.stats import format_stats
+
+    with _client() as client:
+        stats = client.stats()
+    print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
+    return 0
+
+
+def cmd_model_prepare(args: argparse.Namespace) -> int:
+    from worker.export import prepare_default
+
+    target = Path(args.dir) if args.dir else _service_settings().model_dir
+    prepare_default(target, force=args.force)
+    print(f"model ready in {target}")
+    return 0
+
+
+def cmd_model_validate(args: argparse.Namespace) -> int:
+    from worker.model import ModelError, validate
+
+    directory = Path(args.dir) if args.dir else _service_settings().model_dir
+    try:
+        report = validate(directory)
+    except ModelError as error:
+        print(f"INVALID {directory}: {error}", file=sys.stderr)
+        return 1
+    spec = report["spec"]
+    print(f"OK {directory}")
+    print(f"  onnx: {spec.onnx_path.relative_to(spec.directory)} (external data: all present)")
+    print(f"  tokenizer: {spec.tokenizer_path.name}")
+    for kind in ("inputs", "outputs"):
+        print(f"  {kind}:")
+        for name, shape, dtype in report[kind]:
+            print(f"    {name:<22} {dtype:<16} {shape}")
+    print(f"  dim {spec.dim}, max length {spec.max_length}, pooling {spec.pooling}")
+    return 0
+
+
+def cmd_model_info(args: argparse.Namespace) -> int:
+    import onnxruntime as ort
+
+    from worker.model import ModelError, load_spec
+    from worker.providers import choose_providers
+
+    settings = _service_settings()
+    try:
+        spec = load_spec(Path(args.dir) if args.dir else settings.model_dir)
+    except ModelError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    providers = choose_providers(settings.providers, ort.get_available_providers(), strict=settings.strict_providers)
+    info = {
+        "model": spec.name,
+        "directory": str(spec.directory),
+        "onnx": str(spec.onnx_path),
+        "dimension": spec.dim,
+        "max_tokens": min(settings.max_length or spec.max_length, spec.max_length),
+        "pooling": settings.pooling or spec.pooling,
+        "prompts": spec.prompts,
+        "providers": [name for name, _ in providers],
+        "provider_options": {name: options for name, options in providers if options},
+        "intra_op_threads": settings.threads_per_worker(),
+    }
+    for key, value in info.items():
+        print(f"{key:<17} {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="embedq", description="Text embeddings behind a Redis job queue.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    worker = commands.add_parser("worker", help="run one worker process on the configured queue")
+    worker.add_argument("--name", help="worker name (default: host.pid)")
+    worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    worker.set_defaults(run=cmd_worker)
+
+    supervise = commands.add_parser("supervise", help="run N worker processes, restarting any that dies")
+    supervise.add_argument("--workers", type=int, help="number of worker processes (default: EMBEDQ_WORKERS)")
+    supervise.set_defaults(run=cmd_supervise)
+
+    demo = commands.add_parser("demo", help="Redis → model → workers → sample jobs → similarities and metrics")
+    demo.add_argument("--workers", type=int, default=2)
+    demo.set_defaults(run=cmd_demo)
+
+    embed = commands.add_parser("embed", help="enqueue texts, wait, print their vectors")
+    embed.add_argument("texts", nargs="+")
+    embed.add_argument("--json", action="store_true", help="print the full result as JSON")
+    embed.add_argument("--instruction", help="task instruction for query embeddings")
+    embed.add_argument("--dimensions", type=int, help="Matryoshka: keep this many dimensions")
+    embed.add_argument("--timeout", type=float, default=60.0)
+    embed.set_defaults(run=cmd_embed)
+
+    embed_file = commands.add_parser("embed-file", help="embed a file (one text a line, or .jsonl) into a .npy")
+    embed_file.add_argument("input")
+    embed_file.add_argument("--out", required=True, help="output .npy (float32, one row a text)")
+    embed_file.add_argument("--batch-size", type=int, default=64, help="texts per job")
+    embed_file.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for one job")
+    embed_file.set_defaults(run=cmd_embed_file)
+
+    status = commands.add_parser("status", help="queued | started | finished | failed | unknown")
+    status.add_argument("job_id")
+    status.set_defaults(run=cmd_status)
+
+    stats = commands.add_parser("stats", help="queue depth, workers, counters, timing percentiles")
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(run=cmd_stats)
+
+    model = commands.add_parser("model", help="prepare, validate or describe the model directory")
+    model_commands = model.add_subparsers(dest="model_command", required=True)
+    prepare = model_commands.add_parser("prepare", help="export the default model to ONNX (once)")
+    prepare.add_argument("--dir", help="target directory (default: EMBEDQ_MODEL_DIR)")
+    prepare.add_argument("--force", action="store_true", help="export again even if prepared")
+    prepare.set_defaults(run=cmd_model_prepare)
+    for name, run, text in (("validate", cmd_model_validate, "load and check a model directory"),
+                            ("info", cmd_model_info, "model, dimension, max tokens, pooling, providers")):
+        sub = model_commands.add_parser(name, help=text)
+        sub.add_argument("dir", nargs="?", help="model directory (default: EMBEDQ_MODEL_DIR)")
+        sub.set_defaults(run=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    from producer.errors import EmbedqError
+
+    try:
+        return args.run(args)
+    except ValidationError as error:
+        print(f"embedq: invalid settings (EMBEDQ_* variables or .env):\n{error}", file=sys.stderr)
+        return 2
+    except EmbedqError as error:
+        print(f"embedq: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

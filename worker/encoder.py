@@ -1,0 +1,162 @@
+"""Texts → float32 vectors with one ONNX Runtime session and one tokenizer, loaded once.
+Knows nothing of queues."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from config import Settings
+from producer.errors import InvalidInput
+from worker.model import ModelSpec, load_spec
+from worker.pooling import POOLERS, truncate
+from worker.providers import ProviderList, choose_providers
+
+POOLED_OUTPUTS = ("sentence_embedding",)
+TOKEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
+NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+@dataclass
+class Encoded:
+    vectors: np.ndarray
+    tokens: int
+    truncated: int
+    timings: dict[str, float]
+
+
+class Encoder:
+    """One model, ready to embed: tokenizer + session + pooling read from the model directory."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        providers: ProviderList,
+        threads: int,
+        max_length: int = 0,
+        max_batch_tokens: int = 16_384,
+        pooling: str = "",
+    ):
+        self.spec = spec
+        self.max_length = min(max_length or spec.max_length, spec.max_length)
+        self.max_batch_tokens = max_batch_tokens
+        self.pooling = pooling or spec.pooling
+        self.pool = POOLERS[self.pooling]
+
+        self.tokenizer = Tokenizer.from_file(str(spec.tokenizer_path))
+        self.pad_id = int((self.tokenizer.padding or {}).get("pad_id", 0))
+        self.tokenizer.enable_truncation(self.max_length)
+        self.tokenizer.no_padding()  # each micro-batch is padded to its own longest text below
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            str(spec.onnx_path),
+            sess_options=options,
+            providers=[name for name, _ in providers],
+            provider_options=[opts for _, opts in providers],
+        )
+        self.providers = self.session.get_providers()
+        self.inputs = {i.name: NUMPY_TYPES.get(i.type, np.int64) for i in self.session.get_inputs()}
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        self.output = next((n for n in (*POOLED_OUTPUTS, *TOKEN_OUTPUTS) if n in outputs), next(iter(outputs)))
+        self.pre_pooled = self.output in POOLED_OUTPUTS
+        last_dim = outputs[self.output].shape[-1]
+        self.dim = last_dim if isinstance(last_dim, int) else spec.dim
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Encoder:
+        return cls(
+            load_spec(settings.model_dir),
+            providers=choose_providers(
+                settings.providers, ort.get_available_providers(), strict=settings.strict_providers
+            ),
+            threads=settings.threads_per_worker(),
+            max_length=settings.max_length,
+            max_batch_tokens=settings.max_batch_tokens,
+            pooling=settings.pooling,
+        )
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        instruction: str | None = None,
+        normalize: bool = True,
+        dimensions: int | None = None,
+    ) -> Encoded:
+        """Vectors (len(texts), dimensions or dim) in input order."""
+        if dimensions is not None and dimensions > self.dim:
+            raise InvalidInput(f"dimensions={dimensions} is more than the model's {self.dim}")
+        started = time.perf_counter()
+        if instruction:
+            texts = [f"Instruct: {instruction}\nQuery:{text}" for text in texts]
+        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=True)
+        lengths = np.array([len(e.ids) for e in encodings])
+        truncated = sum(1 for e in encodings if e.overflowing)
+        tokenized = time.perf_counter()
+
+        pooled = np.empty((len(encodings), self.dim), dtype=np.float32)
+        infer_s = pool_s = 0.0
+        for batch in self._micro_batches(lengths):
+            feed, mask = self._feed([encodings[i] for i in batch])
+            t0 = time.perf_counter()
+            (hidden,) = self.session.run([self.output], feed)
+            t1 = time.perf_counter()
+            pooled[batch] = hidden.astype(np.float32) if self.pre_pooled else self.pool(hidden, mask)
+            pool_s += time.perf_counter() - t1
+            infer_s += t1 - t0
+        t2 = time.perf_counter()
+        vectors = truncate(pooled, dimensions, normalize)
+        pool_s += time.perf_counter() - t2
+        return Encoded(
+            vectors=vectors,
+            tokens=int(lengths.sum()),
+            truncated=truncated,
+            timings={
+                "tokenize_ms": (tokenized - started) * 1000,
+                "infer_ms": infer_s * 1000,
+                "pool_ms": pool_s * 1000,
+            },
+        )
+
+    def _micro_batches(self, lengths: np.ndarray) -> list[np.ndarray]:
+        """Indices sorted by length, cut so that each batch padded to its longest fits the token budget."""
+        order = np.argsort(lengths, kind="stable")
+        batches: list[np.ndarray] = []
+        start = 0
+        for end in range(1, len(order) + 1):
+            longest = lengths[order[end - 1]]
+            if end - start > 1 and (end - start) * longest > self.max_batch_tokens:
+                batches.append(order[start : end - 1])
+                start = end - 1
+        batches.append(order[start:])
+        return batches
+
+    def _feed(self, encodings: list) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The inputs the graph declares, padded to this batch's longest text."""
+        width = max(len(e.ids) for e in encodings)
+        ids = np.full((len(encodings), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(encodings), width), dtype=np.int64)
+        types = np.zeros((len(encodings), width), dtype=np.int64)
+        for row, encoding in enumerate(encodings):
+            n = len(encoding.ids)
+            ids[row, :n] = encoding.ids
+            mask[row, :n] = 1
+            types[row, :n] = encoding.type_ids
+        available = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "token_type_ids": types,
+            "position_ids": np.maximum(np.cumsum(mask, axis=1) - 1, 0),
+        }
+        feed = {name: available[name].astype(dtype, copy=False) for name, dtype in self.inputs.items() if name in available}
+        return feed, mask

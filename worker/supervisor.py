@@ -1,0 +1,169 @@
+"""`embedq supervise`: keep N worker processes alive. A child that dies is restarted with
+backoff; a child that crash-loops is given up on, loudly; SIGTERM or Ctrl-C stops every child
+gracefully (each finishes its current job)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+from config import Settings
+from producer.protocol import worker_key
+from worker.process import worker_name_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Slot:
+    """One worker position: the process filling it now and its crash history."""
+
+    index: int
+    process: subprocess.Popen | None = None
+    started_at: float = 0.0
+    next_start: float = 0.0
+    crashes: deque[float] = field(default_factory=deque)
+    quick_crashes: int = 0
+    given_up: bool = False
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as EMBEDQ_* variables, so every child runs with exactly the supervisor's settings."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        env[f"EMBEDQ_{name.upper()}"] = ",".join(value) if isinstance(value, tuple) else str(value)
+    return env
+
+
+class Supervisor:
+    """Runs `workers` copies of `command` (default: `embedq worker`) until told to stop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        workers: int | None = None,
+        command: Sequence[str] | None = None,
+        crash_limit: int = 5,
+        crash_window: float = 60.0,
+        stable_after: float = 30.0,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        poll_interval: float = 0.2,
+    ):
+        self.settings = settings
+        self.command = list(command or [sys.executable, "-m", "worker.cli", "worker"])
+        self.slots = [Slot(i) for i in range(workers or settings.workers)]
+        self.crash_limit = crash_limit
+        self.crash_window = crash_window
+        self.stable_after = stable_after
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.poll_interval = poll_interval
+        self.stop_grace = settings.job_timeout + 30.0
+        self.restarts = 0
+        self.stop_requests = 0
+        self.env = settings_env(settings)
+        self.connection = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
+
+    def run(self) -> int:
+        """Supervise until SIGTERM/SIGINT; 0 after a clean stop, 1 if every slot was given up."""
+        previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        log.info("supervisor %d: starting %d workers", os.getpid(), len(self.slots))
+        try:
+            while not self.stop_requests:
+                now = time.monotonic()
+                for slot in self.slots:
+                    self._reap(slot, now)
+                    if not slot.given_up and slot.process is None and now >= slot.next_start:
+                        self._start(slot)
+                if all(slot.given_up for slot in self.slots):
+                    log.error("supervisor: every worker slot crash-looped; giving up")
+                    return 1
+                time.sleep(self.poll_interval)
+            self._stop_children()
+            return 0
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def pids(self) -> list[int]:
+        return [slot.process.pid for slot in self.slots if slot.process is not None]
+
+    def _request_stop(self, signum: int, _frame: object) -> None:
+        self.stop_requests += 1
+        if self.stop_requests == 1:
+            log.info("supervisor: %s received; stopping workers after their current jobs", signal.Signals(signum).name)
+        else:  # a second request: rq's cold shutdown (the running job goes back to the queue)
+            log.warning("supervisor: second stop request; interrupting current jobs")
+            self._signal_children(signal.SIGTERM)
+
+    def _start(self, slot: Slot) -> None:
+        # A session of its own: Ctrl-C reaches the supervisor only, which then stops children once, in order.
+        slot.process = subprocess.Popen(self.command, env=self.env, start_new_session=True)
+        slot.started_at = time.monotonic()
+        log.info("supervisor: worker slot %d started as pid %d", slot.index, slot.process.pid)
+
+    def _reap(self, slot: Slot, now: float) -> None:
+        if slot.process is None or slot.process.poll() is None:
+            return
+        code, pid = slot.process.returncode, slot.process.pid
+        lived = now - slot.started_at
+        slot.process = None
+        self._forget_worker(pid)
+        cause = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        slot.quick_crashes = slot.quick_crashes + 1 if lived < self.stable_after else 1
+        slot.crashes.append(now)
+        while slot.crashes and now - slot.crashes[0] > self.crash_window:
+            slot.crashes.popleft()
+        if len(slot.crashes) >= self.crash_limit:
+            slot.given_up = True
+            log.error(
+                "supervisor: worker slot %d (pid %d, %s) died %d times in %.0f s; not restarting it",
+                slot.index, pid, cause, len(slot.crashes), self.crash_window,
+            )
+            return
+        delay = min(self.backoff_max, self.backoff_base * 2 ** (slot.quick_crashes - 1))
+        slot.next_start = now + delay
+        self.restarts += 1
+        log.warning(
+            "supervisor: worker slot %d (pid %d) %s after %.1f s; restarting in %.1f s (restarts so far: %d)",
+            slot.index, pid, cause, lived, delay, self.restarts,
+        )
+
+    def _forget_worker(self, pid: int) -> None:
+        """Drop a dead child's facts at once instead of waiting for their TTL."""
+        try:
+            self.connection.delete(worker_key(worker_name_for(pid)))
+        except RedisError as error:
+            log.warning("supervisor: could not clear facts of dead worker %d: %s", pid, error)
+
+    def _signal_children(self, sig: signal.Signals) -> None:
+        for slot in self.slots:
+            if slot.process is not None and slot.process.poll() is None:
+                slot.process.send_signal(sig)
+
+    def _stop_children(self) -> None:
+        self._signal_children(signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_grace
+        for slot in self.slots:
+            if slot.process is None:
+                continue
+            try:
+                slot.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("supervisor: worker pid %d still busy after %.0f s; killing it", slot.process.pid, self.stop_grace)
+                slot.process.kill()
+                slot.process.wait()
+            log.info("supervisor: worker slot %d (pid %d) stopped, exit code %d", slot.index, slot.process.pid, slot.process.returncode)
+        log.info("supervisor: all workers stopped")

@@ -1,0 +1,125 @@
+"""The one task rq runs: embed a job's texts, write the result and timing metrics to Redis.
+
+EmbedJob makes sure that nothing else can run: rq would otherwise import and call whatever
+function name a job hash carries."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+from rq import get_current_job
+from rq.job import Job
+
+from config import Settings
+from producer.protocol import (
+    EMBED_TASK,
+    METRICS_KEY,
+    TIMINGS_KEY,
+    TIMINGS_MAXLEN,
+    WORKER_FACTS_TTL,
+    EmbedRequest,
+    EmbedResult,
+    Limits,
+    pack_result,
+    result_key,
+    worker_key,
+)
+from worker.encoder import Encoder
+
+
+class ForbiddenTask(RuntimeError):
+    """A job names a function other than the embed task; it is refused, nothing is imported."""
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What the task needs from its process: built once at worker start-up."""
+
+    encoder: Encoder
+    settings: Settings
+    connection: Redis
+    worker_name: str
+
+
+_context: TaskContext | None = None
+
+
+def install(context: TaskContext) -> None:
+    """Called once by the worker process before it takes jobs (rq runs tasks in this process)."""
+    global _context
+    _context = context
+
+
+class EmbedJob(Job):
+    """An rq Job that can only ever call `embed`: no import by name, no callbacks."""
+
+    @property
+    def func(self):  # type: ignore[override]
+        if self.func_name != EMBED_TASK or self.instance is not None:
+            raise ForbiddenTask(f"refusing job {self.id}: it names {self.func_name!r}; this worker runs only {EMBED_TASK}")
+        return embed
+
+    @property
+    def success_callback(self) -> None:  # type: ignore[override]
+        return None
+
+    @property
+    def failure_callback(self) -> None:  # type: ignore[override]
+        return None
+
+    @property
+    def stopped_callback(self) -> None:  # type: ignore[override]
+        return None
+
+
+def embed(payload: Any) -> dict[str, Any]:
+    """Embed one job; returns a small summary (plain types: rq's msgpack result must encode it)."""
+    if _context is None:
+        raise RuntimeError("embed ran outside an embedq worker process (no encoder installed)")
+    context = _context
+    started = time.time()
+    job = get_current_job()
+    job_id = job.id if job else "local"
+    settings = context.settings
+    request = EmbedRequest.from_payload(payload, Limits(settings.max_texts_per_job, settings.max_chars_per_text))
+
+    key = result_key(job_id)
+    if context.connection.exists(key):  # an earlier attempt wrote it, then its worker died
+        return {"result_key": key, "texts": len(request.texts), "already_written": True}
+
+    encoded = context.encoder.encode(
+        request.texts, instruction=request.instruction, normalize=request.normalize, dimensions=request.dimensions
+    )
+    finished = time.time()
+    enqueued = job.enqueued_at.timestamp() if job and job.enqueued_at else started
+    queue_ms = max(0.0, (started - enqueued) * 1000)
+    timings = {
+        "queue_ms": queue_ms,
+        **encoded.timings,
+        "total_ms": queue_ms + (finished - started) * 1000,
+    }
+    usage = {"texts": len(request.texts), "tokens": encoded.tokens, "truncated": encoded.truncated}
+    result = EmbedResult(
+        job_id=job_id,
+        embeddings=encoded.vectors,
+        model=context.encoder.spec.name,
+        dim=int(encoded.vectors.shape[1]),
+        usage=usage,
+        timings=timings,
+        worker=context.worker_name,
+    )
+    with context.connection.pipeline(transaction=False) as pipe:
+        pipe.set(key, pack_result(result), ex=settings.result_ttl, nx=True)
+        pipe.hincrby(METRICS_KEY, "jobs", 1)
+        for name, value in usage.items():
+            pipe.hincrby(METRICS_KEY, name, value)
+        for name, value in timings.items():
+            pipe.hincrbyfloat(METRICS_KEY, name, round(value, 3))
+        pipe.xadd(TIMINGS_KEY, {k: f"{v:.3f}" for k, v in timings.items()}, maxlen=TIMINGS_MAXLEN, approximate=True)
+        pipe.hincrby(worker_key(context.worker_name), "jobs_done", 1)
+        pipe.expire(worker_key(context.worker_name), WORKER_FACTS_TTL)
+        pipe.execute()
+    return {"result_key": key, "texts": len(request.texts), "dim": result.dim, "tokens": encoded.tokens}
