@@ -3,18 +3,16 @@ default model → supervisor with N workers → sample jobs → similarities and
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
 from config import Settings
 from producer import EmbedClient
 from producer.stats import format_stats
-from worker.redis_server import redis_or_private
-from worker.supervisor import settings_env
+from worker.local_service import LocalService
 
 SAMPLE_BATCHES = [
     ["A man is playing a guitar.", "Someone strums an acoustic guitar on stage.", "A chef is slicing onions."],
@@ -22,46 +20,21 @@ SAMPLE_BATCHES = [
     ["How do I reverse a list in Python?", "Use reversed() or slicing with [::-1].", "The weather is sunny and warm."],
     ["Kittens are playing with a ball of wool.", "A kitten chases a toy.", "Interest rates rose by a quarter point."],
 ]
-READY_TIMEOUT = 180.0
 
 
 def run_demo(settings: Settings, workers: int = 2) -> int:
-    with redis_or_private(settings.redis_url) as url:
-        if url != settings.redis_url:
-            print(f"no Redis answered at {settings.redis_url}; started a private redis-server at {url}")
-        settings = settings.model_copy(update={"redis_url": url, "workers": workers})
-        _ensure_model(settings)
-        print(f"starting the supervisor with {workers} workers on queue {settings.queue!r} ...")
-        supervisor = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "supervise", "--workers", str(workers)], env=settings_env(settings)
-        )
-        try:
-            with EmbedClient(settings=settings) as client:
-                _wait_for_workers(client, workers, supervisor)
-                _submit_and_show(client)
-        finally:
-            supervisor.send_signal(signal.SIGTERM)
-            code = supervisor.wait(timeout=settings.job_timeout + 60)
-            print(f"supervisor stopped (exit code {code})")
-    return 0
-
-
-def _ensure_model(settings: Settings) -> None:
-    from worker.export import is_prepared, prepare_default
-
-    if not is_prepared(settings.model_dir):
-        print(f"preparing the default model in {settings.model_dir} (once) ...")
-        prepare_default(settings.model_dir)
-
-
-def _wait_for_workers(client: EmbedClient, workers: int, supervisor: subprocess.Popen) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while len(client.stats()["workers"]) < workers:
-        if supervisor.poll() is not None:
-            raise SystemExit(f"the supervisor exited with code {supervisor.returncode}; see its log above")
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{workers} workers were not ready within {READY_TIMEOUT:.0f} s")
-        time.sleep(0.2)
+    log_path = Path(tempfile.gettempdir()) / "embedq-demo.log"
+    print(f"starting Redis (if none answers at {settings.redis_url}), the model and {workers} workers; "
+          f"their logs go to {log_path} ...")
+    service = LocalService(settings, workers=workers, log_path=log_path)
+    with service:
+        assert service.client is not None
+        if service.private_redis is not None:
+            print(f"no Redis answered at {settings.redis_url}; started a private redis-server at {service.settings.redis_url}")
+        _submit_and_show(service.client)
+        code = service.stop()
+    print(f"supervisor stopped (exit code {code})")
+    return 0 if code == 0 else 1
 
 
 def _submit_and_show(client: EmbedClient) -> None:

@@ -85,7 +85,7 @@ def export_transformer(source: Path, target: Path) -> None:
     try:
         with torch.no_grad():
             torch.onnx.export(
-                LastHiddenState(),
+                LastHiddenState().eval(),
                 (input_ids, attention_mask, token_type_ids),
                 str(staging / "model.onnx"),
                 input_names=names,

@@ -94,7 +94,10 @@ def missing_external_data(onnx_path: Path) -> list[str]:
         from onnx.external_data_helper import uses_external_data
     except ImportError:
         return []
-    model = onnx.load(str(onnx_path), load_external_data=False)
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as error:
+        raise ModelError(f"{onnx_path} is not a valid ONNX model: {error}") from None
     locations = {
         entry.value
         for tensor in model.graph.initializer

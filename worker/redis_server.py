@@ -7,8 +7,6 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -65,16 +63,3 @@ class RedisServer:
     def cleanup(self) -> None:
         self.stop()
         self.directory.cleanup()
-
-
-@contextmanager
-def redis_or_private(url: str) -> Iterator[str]:
-    """Yield `url` if a Redis answers there, else the URL of a private server that lives as long as the block."""
-    if redis_answers(url):
-        yield url
-        return
-    server = RedisServer().start()
-    try:
-        yield server.url
-    finally:
-        server.cleanup()

@@ -1,0 +1,80 @@
+"""Shared fixtures: a real Redis (the one at EMBEDQ_TEST_REDIS_URL, else a private redis-server),
+the real default model, and a real supervisor with real worker processes."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from config import DEFAULT_MODEL_DIR, Settings
+from worker.export import prepare_default
+from worker.local_service import LocalService
+from worker.redis_server import RedisServer, redis_answers
+
+TEST_REDIS_URL = os.environ.get("EMBEDQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+STSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsbenchmark" / "sts-test.csv"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A database of our own (index 15 by default), emptied before and after the session."""
+    if redis_answers(TEST_REDIS_URL):
+        url, server = TEST_REDIS_URL, None
+    else:
+        server = RedisServer().start()
+        url = server.url
+    connection = Redis.from_url(url)
+    connection.flushdb()
+    yield url
+    connection.flushdb()
+    if server is not None:
+        server.cleanup()
+
+
+@pytest.fixture
+def redis(redis_url: str) -> Redis:
+    return Redis.from_url(redis_url)
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    return prepare_default(Path(os.environ.get("EMBEDQ_MODEL_DIR", DEFAULT_MODEL_DIR)))
+
+
+def make_settings(redis_url: str, model_dir: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "redis_url": redis_url,
+        "queue": f"test-{uuid.uuid4().hex[:8]}",
+        "model_dir": model_dir,
+        "workers": 2,
+        "job_timeout": 60,
+        "retries": 1,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(redis_url: str, model_dir: Path) -> Settings:
+    return make_settings(redis_url, model_dir)
+
+
+@pytest.fixture(scope="session")
+def encoder(model_dir: Path):  # type: ignore[no-untyped-def]
+    from worker.encoder import Encoder
+
+    return Encoder.from_settings(Settings(model_dir=model_dir, workers=1))
+
+
+@pytest.fixture(scope="module")
+def service(redis_url: str, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalService]:
+    """A real supervisor with 2 real worker processes, its log kept for the assertions."""
+    log_path = tmp_path_factory.mktemp("service") / "supervisor.log"
+    with LocalService(make_settings(redis_url, model_dir), workers=2, log_path=log_path) as running:
+        yield running
+        assert running.stop() == 0, running.output()

@@ -1,0 +1,108 @@
+"""The product end to end: EmbedClient → real Redis → 2 real worker processes under the supervisor."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from rq import Queue
+
+from producer import EmbedClient, JobFailed, JobNotFound, JobTimeout
+from producer.protocol import EMBED_TASK, METRICS_KEY, MsgpackSerializer, result_key
+from worker.supervisor import settings_env
+
+BATCHES = [[f"text {j} of batch {i}: " + "word " * ((i * 7 + j * 13) % 60) for j in range(1 + i % 9)] for i in range(30)]
+
+
+def test_round_trip_through_two_workers_in_input_order(service, encoder):
+    client = service.client
+    job_ids = client.submit_many(BATCHES)
+    results = [client.wait(job_id, timeout=60) for job_id in job_ids]
+    for batch, job_id, result in zip(BATCHES, job_ids, results):
+        assert result.job_id == job_id
+        assert result.embeddings.shape == (len(batch), 384)
+        np.testing.assert_allclose(result.embeddings, encoder.encode(batch).vectors, atol=1e-5)
+        assert result.usage["texts"] == len(batch)
+        assert result.model == "all-MiniLM-L6-v2"
+        assert set(result.timings) == {"queue_ms", "tokenize_ms", "infer_ms", "pool_ms", "total_ms"}
+        assert result.timings["total_ms"] >= result.timings["infer_ms"] > 0
+    assert len({result.worker for result in results}) == 2, "both workers should have taken jobs"
+    assert client.status(job_ids[0]) == "finished"
+    assert service.client.connection.ttl(result_key(job_ids[0])) > 0
+
+
+def test_embed_returns_vectors_and_metrics_are_written(service, encoder):
+    vectors = service.client.embed(["one query"], timeout=30)
+    np.testing.assert_allclose(vectors, encoder.encode(["one query"]).vectors, atol=1e-5)
+    stats = service.client.stats()
+    assert stats["counters"]["jobs"] >= 1
+    assert stats["counters"]["texts"] >= 1
+    assert {"queue_ms", "infer_ms", "total_ms"} <= set(stats["percentiles"])
+    assert all(worker["providers"] == "CPUExecutionProvider" for worker in stats["workers"])
+    assert len(stats["workers"]) == 2
+
+
+def test_status_and_result_of_an_unknown_job(service):
+    assert service.client.status("no-such-job") == "unknown"
+    with pytest.raises(JobNotFound):
+        service.client.result("no-such-job")
+
+
+def test_wait_times_out_by_its_deadline_when_no_worker_listens(service):
+    idle = EmbedClient(settings=service.settings.model_copy(update={"queue": "nobody-listens"}))
+    job_id = idle.submit(["waiting forever"])
+    assert idle.status(job_id) == "queued"
+    assert idle.result(job_id) is None
+    started = time.monotonic()
+    with pytest.raises(JobTimeout, match="did not finish within 0.5 s"):
+        idle.wait(job_id, timeout=0.5)
+    assert 0.4 < time.monotonic() - started < 2.0
+    idle.queue.empty()
+
+
+def test_a_payload_that_bypasses_the_client_is_refused_by_the_worker(service):
+    queue = Queue(service.settings.queue, connection=service.client.connection, serializer=MsgpackSerializer)
+    bad = queue.enqueue_call(EMBED_TASK, args=({"v": 1, "texts": ["ok", 42]},), retry=None)
+    with pytest.raises(JobFailed, match=r"texts\[1\] must be a str, got int"):
+        service.client.wait(bad.id, timeout=30)
+    assert service.client.embed(["the worker still serves"], timeout=30).shape == (1, 384)
+
+
+def test_a_job_naming_another_function_is_refused_and_nothing_runs(service, tmp_path):
+    marker = tmp_path / "pwned"
+    queue = Queue(service.settings.queue, connection=service.client.connection, serializer=MsgpackSerializer)
+    evil = queue.enqueue_call("os.system", args=(f"touch {marker}",))
+    with pytest.raises(JobFailed, match="ForbiddenTask: refusing job .* it names 'os.system'"):
+        service.client.wait(evil.id, timeout=30)
+    assert not marker.exists()
+    assert service.client.embed(["still serving"], timeout=30).shape == (1, 384)
+    assert float(service.client.connection.hget(METRICS_KEY, "failed_attempts") or 0) >= 1
+
+
+def test_a_killed_worker_is_restarted_by_the_supervisor(service):
+    before = service.wait_for_workers(2)
+    victim = before[0]["pid"]
+    os.kill(int(victim), signal.SIGKILL)
+    after = service.wait_for_workers(2, exclude_pids=frozenset({victim}), timeout=60)
+    assert victim not in {worker["pid"] for worker in after}
+    assert f"(pid {victim}) killed by SIGKILL" in service.output()
+    assert service.client.embed(["after the restart"], timeout=30).shape == (1, 384)
+
+
+def test_cli_embed_status_and_stats(service):
+    env = settings_env(service.settings)
+    run = subprocess.run([sys.executable, "-m", "worker.cli", "embed", "--json", "hello", "world"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert run.returncode == 0, run.stderr
+    record = json.loads(run.stdout)
+    assert np.array(record["embeddings"]).shape == (2, 384)
+    status = subprocess.run([sys.executable, "-m", "worker.cli", "status", record["job_id"]],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert status.stdout.strip() == "finished"
+    stats = subprocess.run([sys.executable, "-m", "worker.cli", "stats"], capture_output=True, text=True, env=env, timeout=60)
+    assert "workers alive: 2" in stats.stdout
+    assert "infer_ms" in stats.stdout and "p95" in stats.stdout

@@ -1,0 +1,87 @@
+"""Every input limit gives its named error before anything reaches Redis; bad settings fail at start-up."""
+
+import pytest
+from pydantic import ValidationError
+
+from config import Settings
+from producer import ClientSettings, EmbedClient, InvalidInput, QueueFull
+
+
+@pytest.fixture
+def client(redis_url):
+    settings = ClientSettings(redis_url=redis_url, queue="validation", max_texts_per_job=3, max_chars_per_text=20,
+                              max_queue_length=3)
+    with EmbedClient(settings=settings) as client:
+        client.queue.empty()
+        yield client
+        client.queue.empty()
+
+
+@pytest.mark.parametrize(
+    ("texts", "options", "message"),
+    [
+        ("just a string", {}, "texts must be a list of str, got str"),
+        (("a", "tuple"), {}, "texts must be a list of str, got tuple"),
+        ([], {}, "texts must not be empty"),
+        (["ok", None], {}, r"texts\[1\] must be a str, got NoneType"),
+        (["ok", 7], {}, r"texts\[1\] must be a str, got int"),
+        ([b"bytes"], {}, r"texts\[0\] must be a str, got bytes"),
+        (["ok", ""], {}, r"texts\[1\] is empty or whitespace only"),
+        (["  \n\t"], {}, r"texts\[0\] is empty or whitespace only"),
+        (["x" * 21], {}, r"texts\[0\] has 21 characters, more than MAX_CHARS_PER_TEXT=20"),
+        (["a", "b", "c", "d"], {}, "texts has 4 items, more than MAX_TEXTS_PER_JOB=3"),
+        (["lone \ud800 surrogate"], {}, r"texts\[0\] is not valid Unicode \(lone surrogate at position 5\)"),
+        (["ok"], {"dimensions": 0}, "dimensions must be a positive int or None, got 0"),
+        (["ok"], {"dimensions": -3}, "dimensions must be a positive int or None, got -3"),
+        (["ok"], {"dimensions": 2.5}, "dimensions must be a positive int or None, got 2.5"),
+        (["ok"], {"dimensions": True}, "dimensions must be a positive int or None, got True"),
+        (["ok"], {"instruction": 5}, "instruction must be a str, got int"),
+        (["ok"], {"normalize": "yes"}, "normalize must be a bool, got str"),
+    ],
+)
+def test_bad_input_is_refused_before_enqueueing(client, texts, options, message):
+    with pytest.raises(InvalidInput, match=message):
+        client.submit(texts, **options)
+    assert client.queue.count == 0
+
+
+def test_one_bad_batch_in_submit_many_enqueues_nothing(client):
+    with pytest.raises(InvalidInput, match=r"texts\[0\] must be a str"):
+        client.submit_many([["fine"], [None]])
+    assert client.queue.count == 0
+
+
+def test_a_full_queue_raises_queue_full(client):
+    client.submit_many([["one"], ["two"]])
+    client.submit(["three"])
+    with pytest.raises(QueueFull, match="holds 3 jobs; 1 more would pass MAX_QUEUE_LENGTH=3"):
+        client.submit(["four"])
+    assert client.queue.count == 3
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("redis_url", "http://localhost:6379", "must start with one of redis://, rediss://, unix://"),
+        ("workers", "0", "greater than or equal to 1"),
+        ("max_texts_per_job", "0", "greater than or equal to 1"),
+        ("providers", " , ", "must name at least one provider"),
+        ("providers", "auto,CPUExecutionProvider", "'auto' cannot be combined"),
+        ("pooling", "max", "Input should be '', 'mean', 'cls' or 'lasttoken'"),
+    ],
+)
+def test_invalid_settings_fail_at_start_up_naming_the_field(monkeypatch, field, value, message):
+    monkeypatch.setenv(f"EMBEDQ_{field.upper()}", value)
+    with pytest.raises(ValidationError, match=message) as error:
+        Settings()
+    assert field in str(error.value)
+
+
+def test_settings_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("EMBEDQ_PROVIDERS", "CoreMLExecutionProvider, CPUExecutionProvider")
+    monkeypatch.setenv("EMBEDQ_WORKERS", "4")
+    monkeypatch.setenv("EMBEDQ_INTRA_OP_THREADS", "0")
+    settings = Settings()
+    assert settings.providers == ("CoreMLExecutionProvider", "CPUExecutionProvider")
+    assert settings.workers == 4
+    assert settings.threads_per_worker() >= 1
