@@ -1,0 +1,16 @@
+# The worker image: embedq[worker] (onnxruntime + tokenizers), no torch. The model directory is
+# mounted at run time (prepare it once with `embedq model prepare`, or the compose `model` service).
+FROM python:3.11-slim
+ARG EXTRAS=worker
+# For EXTRAS=worker,export: an index serving CPU builds of torch 2.13.0, to avoid the multi-GB CUDA build.
+ARG PIP_EXTRA_INDEX_URL=""
+ENV PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL} PYTHONUNBUFFERED=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY producer producer
+COPY worker worker
+COPY config config
+RUN pip install --no-cache-dir ".[${EXTRAS}]"
+USER nobody
+ENTRYPOINT ["embedq"]
+CMD ["supervise"]
