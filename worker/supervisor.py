@@ -137,7 +137,7 @@ class Supervisor:
         slot.next_start = now + delay
         self.restarts += 1
         log.warning(
-            "supervisor: worker slot %d (pid %d) %s after %.1f s; restarting in %.1f s (restarts so far: %d)",
+            "supervisor: worker slot %d (pid %d) %s after %.1f s; restarting in %.2f s (restarts so far: %d)",
             slot.index, pid, cause, lived, delay, self.restarts,
         )
 
