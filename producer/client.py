@@ -3,28 +3,37 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import numpy as np
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.results import Result
 
-from producer.errors import JobFailed, JobNotFound, JobTimeout, QueueFull
+from producer.errors import InvalidInput, JobFailed, JobNotFound, JobTimeout, QueueFull, QueueUnavailable
 from producer.protocol import (
     EMBED_TASK,
     EmbedResult,
     Limits,
     MsgpackSerializer,
+    model_key,
     result_key,
     unpack_result,
     validate_request,
 )
-from producer.settings import ClientSettings
+from producer.settings import ClientSettings, redact_url
 from producer.stats import collect_stats
+
+CONNECT_TIMEOUT = 2.0  # seconds: a Redis that is down fails the call fast instead of hanging it
+SOCKET_TIMEOUT = 10.0
+WAIT_SLICE_MS = 5_000  # wait() blocks in slices shorter than SOCKET_TIMEOUT
+OUTAGE_RETRY_MS = 250
 
 Status = Literal["queued", "started", "finished", "failed", "unknown"]
 
@@ -55,7 +64,9 @@ class EmbedClient:
         overrides = {k: v for k, v in {"redis_url": redis_url, "queue": queue}.items() if v is not None}
         base = settings or ClientSettings()
         self.settings = base.model_copy(update=overrides) if overrides else base
-        self.connection = connection or Redis.from_url(self.settings.redis_url, socket_connect_timeout=5)
+        self.connection = connection or Redis.from_url(
+            self.settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT
+        )
         self.queue = Queue(self.settings.queue, connection=self.connection, serializer=MsgpackSerializer)
         self.limits = Limits(self.settings.max_texts_per_job, self.settings.max_chars_per_text)
 
@@ -83,39 +94,48 @@ class EmbedClient:
             )
             for batch in batches
         ]
-        waiting = self.queue.count
+        with self._reachable():
+            with self.connection.pipeline(transaction=False) as pipe:
+                pipe.llen(self.queue.key)
+                pipe.hget(model_key(self.settings.queue), "dim")
+                waiting, model_dim = pipe.execute()
+        if dimensions is not None and model_dim is not None and dimensions > int(model_dim):
+            raise InvalidInput(f"dimensions={dimensions} is more than the model's {int(model_dim)}")
         if waiting + len(requests) > self.settings.max_queue_length:
             raise QueueFull(
                 f"queue {self.settings.queue!r} holds {waiting} jobs; {len(requests)} more would pass "
                 f"MAX_QUEUE_LENGTH={self.settings.max_queue_length}"
             )
         retry = Retry(max=self.settings.retries) if self.settings.retries else None
-        jobs = self.queue.enqueue_many(
-            [
-                Queue.prepare_data(
-                    EMBED_TASK,
-                    args=(request.to_payload(),),
-                    timeout=self.settings.job_timeout,
-                    result_ttl=self.settings.result_ttl,
-                    failure_ttl=self.settings.result_ttl,
-                    retry=retry,
-                    description=f"embed {len(request.texts)} texts",
-                )
-                for request in requests
-            ]
-        )
+        with self._reachable():
+            jobs = self.queue.enqueue_many(
+                [
+                    Queue.prepare_data(
+                        EMBED_TASK,
+                        args=(request.to_payload(),),
+                        timeout=self.settings.job_timeout,
+                        result_ttl=self.settings.result_ttl,
+                        failure_ttl=self.settings.result_ttl,
+                        retry=retry,
+                        description=f"embed {len(request.texts)} texts",
+                    )
+                    for request in requests
+                ]
+            )
         return [job.id for job in jobs]
 
     def status(self, job_id: str) -> Status:
-        try:
-            job = Job.fetch(job_id, connection=self.connection, serializer=MsgpackSerializer)
-        except NoSuchJobError:
-            return "finished" if self.connection.exists(result_key(job_id)) else "unknown"
-        return _STATUS.get(job.get_status(refresh=False), "unknown")  # type: ignore[return-value]
+        with self._reachable():
+            try:
+                job = Job.fetch(job_id, connection=self.connection, serializer=MsgpackSerializer)
+            except NoSuchJobError:
+                return "finished" if self.connection.exists(result_key(job_id)) else "unknown"
+            return _STATUS.get(job.get_status(refresh=False), "unknown")  # type: ignore[return-value]
 
     def result(self, job_id: str) -> EmbedResult | None:
         """The result if the job is finished, None while it is queued or running; JobFailed if it failed."""
-        data = self.connection.get(result_key(job_id))
+        with self._reachable():
+            data = self.connection.get(result_key(job_id))
         if data is not None:
             return unpack_result(data)
         state = self.status(job_id)
@@ -124,7 +144,8 @@ class EmbedClient:
         if state == "unknown":
             raise JobNotFound(f"no job {job_id} in Redis (never enqueued, or expired after RESULT_TTL)")
         if state == "finished":  # finished between the two reads above
-            data = self.connection.get(result_key(job_id))
+            with self._reachable():
+                data = self.connection.get(result_key(job_id))
             return unpack_result(data) if data is not None else None
         return None
 
@@ -132,15 +153,27 @@ class EmbedClient:
         """Block until the job ends (XREAD on rq's result stream, no polling); JobTimeout at the deadline."""
         deadline = time.monotonic() + timeout
         stream = Result.get_key(job_id)
+        outage: QueueUnavailable | None = None
         while True:
-            result = self.result(job_id)
-            if result is not None:
-                return result
+            try:
+                result = self.result(job_id)
+                if result is not None:
+                    return result
+                outage = None
+            except QueueUnavailable as error:  # Redis may come back before the deadline
+                outage = error
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
-                raise JobTimeout(f"job {job_id} did not finish within {timeout:g} s (status: {self.status(job_id)})")
-            # A final outcome (success or failure after all retries) appends to this stream.
-            self.connection.xread({stream: "0-0"}, block=max(remaining_ms, 1), count=1)
+                state = f"last error: {outage}" if outage else f"status: {self.status(job_id)}"
+                raise JobTimeout(f"job {job_id} did not finish within {timeout:g} s ({state})")
+            if outage:
+                time.sleep(min(remaining_ms, OUTAGE_RETRY_MS) / 1000)
+                continue
+            try:
+                # A final outcome (success or failure after all retries) appends to this stream.
+                self.connection.xread({stream: "0-0"}, block=max(1, min(remaining_ms, WAIT_SLICE_MS)), count=1)
+            except (RedisConnectionError, RedisTimeoutError):
+                continue
 
     def embed(self, texts: Sequence[str], timeout: float = 30.0, **options: Any) -> np.ndarray:
         """Submit, wait, and return a float32 array (len(texts), dim) in input order."""
@@ -148,11 +181,20 @@ class EmbedClient:
 
     def stats(self) -> dict[str, Any]:
         """Queue depth, live workers with their providers, counters and timing percentiles."""
-        return collect_stats(self.connection, self.queue)
+        with self._reachable():
+            return collect_stats(self.connection, self.queue)
+
+    @contextmanager
+    def _reachable(self) -> Iterator[None]:
+        try:
+            yield
+        except (RedisConnectionError, RedisTimeoutError) as error:
+            raise QueueUnavailable(f"Redis at {redact_url(self.settings.redis_url)} did not answer: {error}") from None
 
     def _failure_reason(self, job_id: str) -> str:
-        job = Job.fetch(job_id, connection=self.connection, serializer=MsgpackSerializer)
-        latest = job.latest_result()
+        with self._reachable():
+            job = Job.fetch(job_id, connection=self.connection, serializer=MsgpackSerializer)
+            latest = job.latest_result()
         text = (latest.exc_string if latest is not None else None) or ""
         lines = [line for line in text.strip().splitlines() if line.strip()]
         return lines[-1] if lines else f"job ended with status {job.get_status(refresh=False)}"

@@ -13,6 +13,10 @@ class QueueFull(EmbedqError):
     """The queue already holds its configured maximum of jobs; try again later or add workers."""
 
 
+class QueueUnavailable(EmbedqError, ConnectionError):
+    """Redis did not answer; nothing was enqueued by the call that raised this."""
+
+
 class JobFailed(EmbedqError):
     """The job ended in failure; `reason` holds the worker's explanation."""
 

@@ -19,6 +19,7 @@ METRICS_KEY = KEY_PREFIX + "metrics"
 TIMINGS_KEY = KEY_PREFIX + "timings"
 TIMINGS_MAXLEN = 10_000
 WORKER_KEY_PATTERN = KEY_PREFIX + "worker:*"
+SUPERVISOR_KEY_PATTERN = KEY_PREFIX + "supervisor:*"
 WORKER_FACTS_TTL = 90  # seconds; refreshed by every rq heartbeat, so a dead worker's facts vanish soon
 TIMING_FIELDS = ("queue_ms", "tokenize_ms", "infer_ms", "pool_ms", "total_ms")
 
@@ -29,6 +30,15 @@ def result_key(job_id: str) -> str:
 
 def worker_key(name: str) -> str:
     return f"{KEY_PREFIX}worker:{name}"
+
+
+def model_key(queue: str) -> str:
+    """What the workers on `queue` serve (name, dim, max_tokens): lets producers check `dimensions` early."""
+    return f"{KEY_PREFIX}model:{queue}"
+
+
+def supervisor_key(name: str) -> str:
+    return f"{KEY_PREFIX}supervisor:{name}"
 
 
 class MsgpackSerializer:
@@ -47,6 +57,11 @@ class MsgpackSerializer:
 class Limits:
     max_texts_per_job: int
     max_chars_per_text: int
+
+    @property
+    def max_payload_bytes(self) -> int:
+        """The largest job a valid request can make (4 UTF-8 bytes a character, plus framing)."""
+        return self.max_texts_per_job * (self.max_chars_per_text * 4 + 8) * 2 + 65_536
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from redis import Redis
 from rq import Queue
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
-from producer.protocol import METRICS_KEY, TIMING_FIELDS, TIMINGS_KEY, WORKER_KEY_PATTERN
+from producer.protocol import METRICS_KEY, SUPERVISOR_KEY_PATTERN, TIMING_FIELDS, TIMINGS_KEY, WORKER_KEY_PATTERN
 
 PERCENTILE_WINDOW = 1000  # most recent jobs the percentiles are computed over
 
@@ -18,12 +18,18 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def collect_stats(connection: Redis, queue: Queue) -> dict[str, Any]:
-    workers = []
-    for key in sorted(connection.scan_iter(match=WORKER_KEY_PATTERN, count=500)):
+def _facts(connection: Redis, pattern: str) -> list[dict[str, str]]:
+    found = []
+    for key in sorted(connection.scan_iter(match=pattern, count=500)):
         facts = {_text(k): _text(v) for k, v in connection.hgetall(key).items()}
         if facts:
-            workers.append({"name": _text(key).split(":", 2)[2], **facts})
+            found.append({"name": _text(key).split(":", 2)[2], **facts})
+    return found
+
+
+def collect_stats(connection: Redis, queue: Queue) -> dict[str, Any]:
+    workers = _facts(connection, WORKER_KEY_PATTERN)
+    supervisors = _facts(connection, SUPERVISOR_KEY_PATTERN)
     counters = {_text(k): float(v) for k, v in connection.hgetall(METRICS_KEY).items()}
     records = connection.xrevrange(TIMINGS_KEY, count=PERCENTILE_WINDOW)
     percentiles: dict[str, dict[str, float]] = {}
@@ -38,6 +44,7 @@ def collect_stats(connection: Redis, queue: Queue) -> dict[str, Any]:
         "running": StartedJobRegistry(queue=queue).count,
         "failed": FailedJobRegistry(queue=queue).count,
         "workers": workers,
+        "supervisors": supervisors,
         "counters": counters,
         "percentiles_over_last": len(records),
         "percentiles": percentiles,
@@ -53,6 +60,11 @@ def format_stats(stats: dict[str, Any]) -> str:
         lines.append(
             f"  {worker['name']}  model={worker.get('model')} dim={worker.get('dim')} "
             f"providers={worker.get('providers')} threads={worker.get('threads')} jobs_done={worker.get('jobs_done')}"
+        )
+    for supervisor in stats["supervisors"]:
+        lines.append(
+            f"supervisor {supervisor['name']}: {supervisor.get('workers')} workers, {supervisor.get('restarts')} restarts, "
+            f"{supervisor.get('recovered_jobs')} jobs handed back, {supervisor.get('given_up')} slots given up"
         )
     counters = stats["counters"]
     lines.append(

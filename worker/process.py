@@ -10,12 +10,16 @@ import time
 from datetime import datetime, timezone
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
+from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 
 from config import Settings
-from producer.protocol import METRICS_KEY, WORKER_FACTS_TTL, MsgpackSerializer, worker_key
+from producer.errors import InvalidInput
+from producer.protocol import METRICS_KEY, WORKER_FACTS_TTL, MsgpackSerializer, model_key, worker_key
 from worker import tasks
 from worker.encoder import Encoder
+from worker.recovery import bury_worker
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +36,23 @@ def worker_name_for(pid: int) -> str:
     return f"{socket.gethostname()}.{pid}"
 
 
+class JobTimeoutPenalty(UnixSignalDeathPenalty):
+    """rq's SIGALRM timeout, with a reason that names the setting. Python runs the handler between
+    bytecodes, so a job is stopped after the inference micro-batch it is in."""
+
+    def handle_death_penalty(self, signum, frame):  # type: ignore[no-untyped-def]
+        raise self._exception(f"job ran past JOB_TIMEOUT={self._timeout} s and was stopped")
+
+
+# Failures that would fail again the same way: no retry.
+PERMANENT_FAILURES = (InvalidInput, tasks.ForbiddenTask, JobTimeoutException)
+
+
 class EmbedWorker(SimpleWorker):
     """rq's SimpleWorker plus the facts `embedq stats` shows, kept alive by rq's heartbeat."""
+
+    death_penalty_class = JobTimeoutPenalty
+    max_connection_wait_time = 10.0  # rq's backoff cap while Redis is away (its default: 60 s)
 
     def __init__(self, *args, facts: dict[str, str], **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
@@ -46,6 +65,8 @@ class EmbedWorker(SimpleWorker):
             pipe.delete(key)
             pipe.hset(key, mapping={**self.facts, "jobs_done": 0})
             pipe.expire(key, WORKER_FACTS_TTL)
+            for queue in self.queues:
+                pipe.hset(model_key(queue.name), mapping={"name": self.facts["model"], "dim": self.facts["dim"]})
             pipe.execute()
 
     def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:  # type: ignore[no-untyped-def]
@@ -57,13 +78,37 @@ class EmbedWorker(SimpleWorker):
         super().register_death()
         self.connection.delete(worker_key(self.name))
 
+    def handle_exception(self, job, *exc_info):  # type: ignore[no-untyped-def]
+        if isinstance(exc_info[1], PERMANENT_FAILURES):
+            job.retries_left = 0
+        super().handle_exception(job, *exc_info)
+
     def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="", execution=None):  # type: ignore[no-untyped-def]
-        self.connection.hincrby(METRICS_KEY, "failed_attempts", 1)
+        try:
+            self.connection.hincrby(METRICS_KEY, "failed_attempts", 1)
+        except RedisError:
+            pass  # rq's own failure bookkeeping below logs the outage
         super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
 
 
+def wait_for_redis(connection: Redis, name: str, max_wait: float = 10.0) -> None:
+    """Block until Redis answers, retrying with exponential backoff; logs once per outage."""
+    delay = 0.5
+    while True:
+        try:
+            connection.ping()
+            return
+        except RedisError as error:
+            log.error("worker %s: Redis unreachable (%s); retrying in %.1f s", name, error, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, max_wait)
+
+
 def run_worker(settings: Settings, *, name: str | None = None, burst: bool = False) -> bool:
-    """Load the model, warm it up, then serve jobs until stopped (SIGTERM: finish the job, exit)."""
+    """Load the model, warm it up, then serve jobs until stopped (SIGTERM: finish the job, exit).
+
+    Losing Redis does not end the process: it waits for Redis to return, hands back the job it was
+    running, and serves again. Returns False when rq's loop ended on an error other than that."""
     name = name or default_worker_name()
     started = time.perf_counter()
     encoder = Encoder.from_settings(settings)
@@ -86,14 +131,34 @@ def run_worker(settings: Settings, *, name: str | None = None, burst: bool = Fal
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "load_seconds": f"{load_s:.2f}",
     }
-    worker = EmbedWorker(
-        [Queue(settings.queue, connection=connection, serializer=MsgpackSerializer)],
-        connection=connection,
-        name=name,
-        serializer=MsgpackSerializer,
-        job_class=tasks.EmbedJob,
-        worker_ttl=WORKER_TTL,
-        facts=facts,
-    )
     tasks.install(tasks.TaskContext(encoder, settings, connection, name))
-    return worker.work(burst=burst, logging_level="INFO")
+    while True:
+        wait_for_redis(connection, name)
+        try:
+            # A previous life of this process (Redis lost mid-job) may have left a job and a record behind.
+            bury_worker(connection, name, "its worker lost Redis")
+            worker = EmbedWorker(
+                [Queue(settings.queue, connection=connection, serializer=MsgpackSerializer)],
+                connection=connection,
+                name=name,
+                serializer=MsgpackSerializer,
+                job_class=tasks.EmbedJob,
+                worker_ttl=WORKER_TTL,
+                facts=facts,
+            )
+            worker.work(burst=burst, logging_level="INFO")
+        except RedisError as error:
+            log.error("worker %s: lost Redis (%s); will reconnect", name, error)
+            continue
+        if worker._stop_requested or burst:  # rq's flag for a requested (warm) shutdown
+            return True
+        if _redis_answers(connection):
+            return False
+        log.error("worker %s: rq's loop ended after losing Redis; will reconnect", name)
+
+
+def _redis_answers(connection: Redis) -> bool:
+    try:
+        return bool(connection.ping())
+    except RedisError:
+        return False

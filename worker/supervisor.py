@@ -11,17 +11,21 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from redis import Redis
 from redis.exceptions import RedisError
 
 from config import Settings
-from producer.protocol import worker_key
+from producer.protocol import WORKER_FACTS_TTL, supervisor_key
 from worker.process import worker_name_for
+from worker.recovery import bury_worker
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+FACTS_REFRESH = 10.0  # seconds between refreshes of the supervisor's facts in Redis
 
 
 @dataclass
@@ -72,6 +76,9 @@ class Supervisor:
         self.poll_interval = poll_interval
         self.stop_grace = settings.job_timeout + 30.0
         self.restarts = 0
+        self.recovered_jobs = 0
+        self.name = worker_name_for(os.getpid())
+        self.facts_refreshed = 0.0
         self.stop_requests = 0
         self.env = settings_env(settings)
         self.connection = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
@@ -87,6 +94,8 @@ class Supervisor:
                     self._reap(slot, now)
                     if not slot.given_up and slot.process is None and now >= slot.next_start:
                         self._start(slot)
+                if now - self.facts_refreshed > FACTS_REFRESH:
+                    self._publish_facts()
                 if all(slot.given_up for slot in self.slots):
                     log.error("supervisor: every worker slot crash-looped; giving up")
                     return 1
@@ -94,6 +103,7 @@ class Supervisor:
             self._stop_children()
             return 0
         finally:
+            self._redis(lambda: self.connection.delete(supervisor_key(self.name)), "remove supervisor facts")
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
@@ -120,8 +130,9 @@ class Supervisor:
         code, pid = slot.process.returncode, slot.process.pid
         lived = now - slot.started_at
         slot.process = None
-        self._forget_worker(pid)
         cause = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        recovered = self._redis(lambda: bury_worker(self.connection, worker_name_for(pid), cause), "recover jobs")
+        self.recovered_jobs += len(recovered or [])
         slot.quick_crashes = slot.quick_crashes + 1 if lived < self.stable_after else 1
         slot.crashes.append(now)
         while slot.crashes and now - slot.crashes[0] > self.crash_window:
@@ -136,17 +147,34 @@ class Supervisor:
         delay = min(self.backoff_max, self.backoff_base * 2 ** (slot.quick_crashes - 1))
         slot.next_start = now + delay
         self.restarts += 1
+        self._publish_facts()
         log.warning(
             "supervisor: worker slot %d (pid %d) %s after %.1f s; restarting in %.2f s (restarts so far: %d)",
             slot.index, pid, cause, lived, delay, self.restarts,
         )
 
-    def _forget_worker(self, pid: int) -> None:
-        """Drop a dead child's facts at once instead of waiting for their TTL."""
+    def _redis(self, action: Callable[[], T], what: str) -> T | None:
+        """Redis is a helper here, not a dependency: when it is away, supervising goes on."""
         try:
-            self.connection.delete(worker_key(worker_name_for(pid)))
+            return action()
         except RedisError as error:
-            log.warning("supervisor: could not clear facts of dead worker %d: %s", pid, error)
+            log.warning("supervisor: could not %s (Redis: %s)", what, error)
+            return None
+
+    def _publish_facts(self) -> None:
+        """What `embedq stats` shows of this supervisor; kept alive while it runs."""
+        self.facts_refreshed = time.monotonic()
+        key = supervisor_key(self.name)
+        facts = {"pid": os.getpid(), "workers": len(self.slots), "restarts": self.restarts,
+                 "recovered_jobs": self.recovered_jobs, "given_up": sum(s.given_up for s in self.slots)}
+
+        def write() -> None:
+            with self.connection.pipeline() as pipe:
+                pipe.hset(key, mapping=facts)
+                pipe.expire(key, WORKER_FACTS_TTL)
+                pipe.execute()
+
+        self._redis(write, "publish supervisor facts")
 
     def _signal_children(self, sig: signal.Signals) -> None:
         for slot in self.slots:

@@ -14,6 +14,7 @@ from rq import get_current_job
 from rq.job import Job
 
 from config import Settings
+from producer.errors import InvalidInput
 from producer.protocol import (
     EMBED_TASK,
     METRICS_KEY,
@@ -23,6 +24,7 @@ from producer.protocol import (
     EmbedRequest,
     EmbedResult,
     Limits,
+    MsgpackSerializer,
     pack_result,
     result_key,
     worker_key,
@@ -54,7 +56,20 @@ def install(context: TaskContext) -> None:
 
 
 class EmbedJob(Job):
-    """An rq Job that can only ever call `embed`: no import by name, no callbacks."""
+    """An rq Job that can only ever call `embed`: no import by name, no callbacks, and a payload
+    that must be one msgpack map under the size limit."""
+
+    def _deserialize_data(self) -> None:
+        limits = _limits()
+        if len(self.data) > limits.max_payload_bytes:
+            raise InvalidInput(f"job payload is {len(self.data)} bytes, more than the {limits.max_payload_bytes}-byte limit")
+        try:
+            func_name, instance, args, kwargs = MsgpackSerializer.loads(self.data)
+        except Exception as error:
+            raise InvalidInput(f"job payload is not a msgpack embed job (pickle and other formats are refused): {error}") from None
+        if not isinstance(args, list) or len(args) != 1 or kwargs:
+            raise InvalidInput("job payload must carry exactly one positional argument, the request map")
+        self._func_name, self._instance, self._args, self._kwargs = func_name, instance, args, {}
 
     @property
     def func(self):  # type: ignore[override]
@@ -75,16 +90,25 @@ class EmbedJob(Job):
         return None
 
 
-def embed(payload: Any) -> dict[str, Any]:
-    """Embed one job; returns a small summary (plain types: rq's msgpack result must encode it)."""
+def _require_context() -> TaskContext:
     if _context is None:
         raise RuntimeError("embed ran outside an embedq worker process (no encoder installed)")
-    context = _context
+    return _context
+
+
+def _limits() -> Limits:
+    settings = _require_context().settings
+    return Limits(settings.max_texts_per_job, settings.max_chars_per_text)
+
+
+def embed(payload: Any) -> dict[str, Any]:
+    """Embed one job; returns a small summary (plain types: rq's msgpack result must encode it)."""
+    context = _require_context()
     started = time.time()
     job = get_current_job()
     job_id = job.id if job else "local"
     settings = context.settings
-    request = EmbedRequest.from_payload(payload, Limits(settings.max_texts_per_job, settings.max_chars_per_text))
+    request = EmbedRequest.from_payload(payload, _limits())
 
     key = result_key(job_id)
     if context.connection.exists(key):  # an earlier attempt wrote it, then its worker died
