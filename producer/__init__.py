@@ -1,7 +1,7 @@
 """What a web app imports: enqueue texts, poll or wait for their embeddings."""
 
 from producer.client import EmbedClient
-from producer.errors import EmbedqError, InvalidInput, JobFailed, JobNotFound, JobTimeout, QueueFull
+from producer.errors import EmbedqError, InvalidInput, JobFailed, JobNotFound, JobTimeout, QueueFull, QueueUnavailable
 from producer.protocol import EmbedResult
 from producer.settings import ClientSettings
 
@@ -15,4 +15,5 @@ __all__ = [
     "JobNotFound",
     "JobTimeout",
     "QueueFull",
+    "QueueUnavailable",
 ]

@@ -25,8 +25,7 @@ def _service_settings():  # type: ignore[no-untyped-def]
 def cmd_worker(args: argparse.Namespace) -> int:
     from worker.process import run_worker
 
-    run_worker(_service_settings(), name=args.name, burst=args.burst)
-    return 0
+    return 0 if run_worker(_service_settings(), name=args.name, burst=args.burst) else 1
 
 
 def cmd_supervise(args: argparse.Namespace) -> int:

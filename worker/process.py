@@ -74,6 +74,16 @@ class EmbedWorker(SimpleWorker):
         target = pipeline if pipeline is not None else self.connection
         target.expire(worker_key(self.name), max(WORKER_FACTS_TTL, timeout or 0))
 
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        except RedisError:
+            # rq's teardown stopped at the first Redis call: stop its pubsub thread, or every outage leaks one.
+            if self.pubsub_thread:
+                self.pubsub_thread.stop()
+                self.pubsub_thread.join(timeout=1)
+            raise
+
     def register_death(self) -> None:
         super().register_death()
         self.connection.delete(worker_key(self.name))

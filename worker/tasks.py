@@ -32,6 +32,9 @@ from producer.protocol import (
 from worker.encoder import Encoder
 
 
+UNREADABLE = "<unreadable payload>"  # func_name of a job whose payload could not be parsed
+
+
 class ForbiddenTask(RuntimeError):
     """A job names a function other than the embed task; it is refused, nothing is imported."""
 
@@ -59,20 +62,39 @@ class EmbedJob(Job):
     """An rq Job that can only ever call `embed`: no import by name, no callbacks, and a payload
     that must be one msgpack map under the size limit."""
 
+    payload_error: InvalidInput | None = None
+
     def _deserialize_data(self) -> None:
-        limits = _limits()
-        if len(self.data) > limits.max_payload_bytes:
-            raise InvalidInput(f"job payload is {len(self.data)} bytes, more than the {limits.max_payload_bytes}-byte limit")
+        """Parse the stored job; never raises (rq reads func_name again while handling a failure):
+        an unusable payload is kept as `payload_error`, which `func` raises."""
+        self._func_name, self._instance, self._args, self._kwargs = UNREADABLE, None, [], {}
         try:
-            func_name, instance, args, kwargs = MsgpackSerializer.loads(self.data)
+            func_name, instance, args, kwargs = self._parse(self.data)
+        except InvalidInput as error:
+            self.payload_error = error
+            return
+        self._func_name, self._instance, self._args, self._kwargs = func_name, instance, args, kwargs
+
+    @staticmethod
+    def _parse(data: bytes) -> tuple[Any, Any, list, dict]:
+        limits = _limits()
+        if len(data) > limits.max_payload_bytes:
+            raise InvalidInput(f"job payload is {len(data)} bytes, more than the {limits.max_payload_bytes}-byte limit")
+        try:
+            func_name, instance, args, kwargs = MsgpackSerializer.loads(data)
         except Exception as error:
-            raise InvalidInput(f"job payload is not a msgpack embed job (pickle and other formats are refused): {error}") from None
+            raise InvalidInput(
+                f"job payload is not a msgpack embed job (pickle and other formats are refused): "
+                f"{type(error).__name__}: {error}"
+            ) from None
         if not isinstance(args, list) or len(args) != 1 or kwargs:
             raise InvalidInput("job payload must carry exactly one positional argument, the request map")
-        self._func_name, self._instance, self._args, self._kwargs = func_name, instance, args, {}
+        return func_name, instance, args, {}
 
     @property
     def func(self):  # type: ignore[override]
+        if self.payload_error is not None:
+            raise self.payload_error
         if self.func_name != EMBED_TASK or self.instance is not None:
             raise ForbiddenTask(f"refusing job {self.id}: it names {self.func_name!r}; this worker runs only {EMBED_TASK}")
         return embed

@@ -1,0 +1,197 @@
+"""What production does to a worker fleet, each against real Redis and real worker processes:
+SIGKILL mid-job, a poison job, Redis going away, SIGTERM, a job past its timeout."""
+
+import os
+import random
+import signal
+import threading
+import time
+import uuid
+
+import numpy as np
+import pytest
+from redis import Redis
+from rq.job import Job
+from rq.registry import FailedJobRegistry
+
+from producer import EmbedClient, JobFailed, JobTimeout, QueueUnavailable
+from producer.protocol import METRICS_KEY, MsgpackSerializer, result_key
+from tests.conftest import make_settings
+from worker.local_service import LocalService
+from worker.redis_server import RedisServer
+
+LONG = "Embeddings turn text into vectors so that similar meanings land close together. " * 20  # > 256 tokens
+
+
+def worker_pid_of(connection: Redis, job_id: str) -> int | None:
+    """The pid of the worker running the job now (worker names are host.pid)."""
+    job = Job.fetch(job_id, connection=connection, serializer=MsgpackSerializer)
+    if job.get_status() != "started" or not job.worker_name:
+        return None
+    return int(job.worker_name.rsplit(".", 1)[1])
+
+
+def wait_until_started(connection: Redis, job_id: str, timeout: float = 60.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = worker_pid_of(connection, job_id)
+        if pid is not None:
+            return pid
+        time.sleep(0.01)
+    raise AssertionError(f"job {job_id} did not start within {timeout} s")
+
+
+def supervisor_facts(service: LocalService) -> dict:
+    supervisors = service.client.stats()["supervisors"]
+    assert len(supervisors) == 1, supervisors
+    return supervisors[0]
+
+
+@pytest.fixture
+def fresh_service(redis_url, model_dir, tmp_path):
+    """A service of its own per test: these tests kill and stop its processes."""
+    settings = make_settings(redis_url, model_dir, retries=2, job_timeout=60)
+    with LocalService(settings, workers=2, log_path=tmp_path / "supervisor.log") as service:
+        yield service
+
+
+def test_a_job_whose_worker_is_killed_is_rerun_within_seconds(fresh_service, encoder):
+    client, connection = fresh_service.client, fresh_service.client.connection
+    texts = [LONG] * 48
+    job_id = client.submit(texts)
+    victim = wait_until_started(connection, job_id)
+    os.kill(victim, signal.SIGKILL)
+    killed_at = time.monotonic()
+    result = client.wait(job_id, timeout=60)
+    recovery_s = time.monotonic() - killed_at
+    print(f"killed worker {victim} mid-job; result {recovery_s:.1f} s later")
+    assert recovery_s < 30
+    assert result.worker != f"{os.uname().nodename}.{victim}"
+    np.testing.assert_allclose(result.embeddings, encoder.encode(texts).vectors, atol=1e-5)
+    assert Job.fetch(job_id, connection=connection, serializer=MsgpackSerializer).meta["abandoned"] == 1
+
+
+def test_chaos_300_jobs_5_kills_nothing_lost_nothing_doubled(fresh_service, encoder):
+    client, connection = fresh_service.client, fresh_service.client.connection
+    rng = random.Random(7)
+    batches = [
+        [f"job {i} text {j}: " + ("word " * rng.randint(1, 40) if rng.random() < 0.9 else LONG) for j in range(rng.randint(1, 16))]
+        for i in range(300)
+    ]
+    jobs_before = int(float(connection.hget(METRICS_KEY, "jobs") or 0))
+    failed_before = FailedJobRegistry(queue=client.queue).count
+    started = time.monotonic()
+    job_ids = client.submit_many(batches)
+
+    kills: list[int] = []
+
+    def kill_random_workers() -> None:
+        for _ in range(5):
+            time.sleep(rng.uniform(0.4, 1.2))
+            alive = fresh_service.wait_for_workers(2, exclude_pids=frozenset(str(pid) for pid in kills))
+            victim = int(rng.choice(alive)["pid"])
+            os.kill(victim, signal.SIGKILL)
+            kills.append(victim)
+
+    killer = threading.Thread(target=kill_random_workers)
+    killer.start()
+    results = [client.wait(job_id, timeout=180) for job_id in job_ids]
+    killer.join()
+    elapsed = time.monotonic() - started
+    print(f"chaos: {len(job_ids)} jobs, {sum(map(len, batches))} texts, {len(kills)} SIGKILLs, {elapsed:.1f} s")
+
+    assert len(kills) == 5
+    for batch, result in zip(batches, results):
+        np.testing.assert_allclose(result.embeddings, encoder.encode(batch).vectors, atol=1e-5)
+    assert all(client.status(job_id) == "finished" for job_id in job_ids)
+    assert all(connection.ttl(result_key(job_id)) > 0 for job_id in job_ids)
+    assert FailedJobRegistry(queue=client.queue).count == failed_before
+    # the task writes a result (and counts it) once per job, however many times its worker died
+    assert int(float(connection.hget(METRICS_KEY, "jobs"))) - jobs_before == len(job_ids)
+    facts = fresh_service.wait_for_workers(2)
+    assert len(facts) == 2
+    assert int(supervisor_facts(fresh_service)["restarts"]) == 5
+
+
+def test_a_poison_job_fails_after_its_retries_and_the_rest_finish(fresh_service):
+    client, connection = fresh_service.client, fresh_service.client.connection
+    poison = client.submit([LONG] * 64)
+    others = client.submit_many([[f"innocent {i}"] for i in range(20)])
+    victims = []
+    for _ in range(3):  # RETRIES=2: three attempts, each killing its worker
+        pid = wait_until_started(connection, poison)
+        os.kill(pid, signal.SIGKILL)
+        victims.append(pid)
+        while worker_pid_of(connection, poison) == pid:
+            time.sleep(0.01)
+    with pytest.raises(JobFailed) as failure:
+        client.wait(poison, timeout=60)
+    assert "AbandonedJobError: job abandoned 3 times: its worker died each time" in failure.value.reason
+    assert "no retries left" in failure.value.reason
+    assert poison in FailedJobRegistry(queue=client.queue).get_job_ids()
+    assert all(client.wait(job_id, timeout=60).embeddings.shape == (1, 384) for job_id in others)
+    assert len(fresh_service.wait_for_workers(2)) == 2
+    assert int(supervisor_facts(fresh_service)["restarts"]) == 3
+
+
+def test_redis_going_away_and_coming_back(model_dir, tmp_path, encoder):
+    server = RedisServer(None, "--appendonly", "yes", "--appendfsync", "always").start()
+    settings = make_settings(server.url, model_dir, retries=2, job_timeout=60)
+    try:
+        with LocalService(settings, workers=2, log_path=tmp_path / "supervisor.log") as service:
+            client = service.client
+            batches = [[f"batch {i} line {j} " + "word " * (i % 30) for j in range(8)] for i in range(60)]
+            job_ids = client.submit_many(batches)
+            client.wait(job_ids[0], timeout=60)
+            server.stop()
+            with pytest.raises(QueueUnavailable, match="did not answer"):
+                client.submit(["while Redis is down"])
+            started = time.monotonic()
+            with pytest.raises(JobTimeout, match="did not finish within 1 s"):
+                client.wait(job_ids[-1], timeout=1.0)
+            assert time.monotonic() - started < 3.0
+            time.sleep(3)
+            server.start()
+            results = [client.wait(job_id, timeout=120) for job_id in job_ids]
+            for batch, result in zip(batches, results):
+                np.testing.assert_allclose(result.embeddings, encoder.encode(batch).vectors, atol=1e-5)
+            assert len(service.wait_for_workers(2)) == 2
+            assert int(supervisor_facts(service)["restarts"]) == 0, "workers must ride out the outage"
+            log = service.output()
+            assert "Redis" in log and ("could not connect" in log or "unreachable" in log or "lost Redis" in log)
+            assert service.stop() == 0
+    finally:
+        server.cleanup()
+
+
+def test_sigterm_to_a_worker_mid_job_finishes_the_job_then_exits_0(fresh_service, encoder):
+    client, connection = fresh_service.client, fresh_service.client.connection
+    texts = [LONG] * 32
+    job_id = client.submit(texts)
+    pid = wait_until_started(connection, job_id)
+    os.kill(pid, signal.SIGTERM)
+    result = client.wait(job_id, timeout=60)
+    assert result.worker.endswith(f".{pid}")
+    np.testing.assert_allclose(result.embeddings, encoder.encode(texts).vectors, atol=1e-5)
+    fresh_service.wait_for_workers(2, exclude_pids=frozenset({str(pid)}))
+    assert f"(pid {pid}) exit code 0" in fresh_service.output()
+
+
+def test_sigterm_to_the_supervisor_lets_every_job_finish_then_exits_0(fresh_service):
+    client, connection = fresh_service.client, fresh_service.client.connection
+    job_ids = client.submit_many([[LONG] * 24, [LONG] * 24])
+    for job_id in job_ids:
+        wait_until_started(connection, job_id)
+    assert fresh_service.stop() == 0
+    with Redis.from_url(fresh_service.settings.redis_url) as probe:
+        assert all(probe.exists(result_key(job_id)) for job_id in job_ids)
+
+
+def test_a_job_past_job_timeout_is_stopped_and_the_worker_lives_on(fresh_service):
+    impatient = EmbedClient(settings=fresh_service.settings.model_copy(update={"job_timeout": 1}))
+    job_id = impatient.submit([LONG] * 256)
+    with pytest.raises(JobFailed, match="job ran past JOB_TIMEOUT=1 s and was stopped"):
+        impatient.wait(job_id, timeout=60)
+    assert Job.fetch(job_id, connection=impatient.connection, serializer=MsgpackSerializer).retries_left == 0
+    assert fresh_service.client.embed(["the worker lives on"], timeout=30).shape == (1, 384)
+    assert int(supervisor_facts(fresh_service)["restarts"]) == 0

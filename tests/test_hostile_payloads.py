@@ -1,0 +1,104 @@
+"""Bytes pushed into Redis by hand, bypassing the client: each job fails with a clear reason,
+nothing named in it is imported or executed, and the worker keeps serving the next job."""
+
+import pickle
+import textwrap
+
+import msgpack
+import pytest
+from rq import Queue
+
+from producer import JobFailed
+from producer.protocol import EMBED_TASK, Limits, MsgpackSerializer
+from tests.conftest import make_settings
+from worker.local_service import LocalService
+
+
+@pytest.fixture(scope="module")
+def canary_dir(tmp_path_factory):
+    """A module that leaves a file behind if anything ever imports or calls it."""
+    directory = tmp_path_factory.mktemp("canary")
+    (directory / "embedq_canary.py").write_text(textwrap.dedent(f"""
+        import pathlib
+        pathlib.Path({str(directory / "imported")!r}).touch()
+
+        def run(*args, **kwargs):
+            pathlib.Path({str(directory / "called")!r}).touch()
+    """))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def service(redis_url, model_dir, canary_dir, tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", str(canary_dir))  # the workers could import the canary, if they ever tried
+        settings = make_settings(redis_url, model_dir, max_texts_per_job=8, max_chars_per_text=100)
+        log = tmp_path_factory.mktemp("hostile") / "supervisor.log"
+        with LocalService(settings, workers=2, log_path=log) as running:
+            yield running
+
+
+def push_raw(service, data: bytes, **fields: str) -> str:
+    """A job whose stored bytes are `data`, as anyone who can write to Redis could make it."""
+    queue = Queue(service.settings.queue, connection=service.client.connection, serializer=MsgpackSerializer)
+    with service.client.connection.pipeline() as pipe:  # one MULTI: no worker ever sees the placeholder
+        job = queue.enqueue_call(EMBED_TASK, args=({"v": 1, "texts": ["placeholder"]},), pipeline=pipe)
+        pipe.hset(job.key, mapping={"data": data, **fields})
+        pipe.execute()
+    return job.id
+
+
+def job_tuple(func: str, *args, **kwargs) -> bytes:
+    return msgpack.packb([func, None, list(args), kwargs])
+
+
+HOSTILE = {
+    "malformed msgpack": (b"\xc1\xc1 not msgpack", "job payload is not a msgpack embed job"),
+    "msgpack but not a job": (msgpack.packb(42), "job payload is not a msgpack embed job"),
+    "wrong schema: unknown field": (job_tuple(EMBED_TASK, {"v": 1, "txts": ["a"]}), r"unknown fields: \['txts'\]"),
+    "wrong schema: no texts": (job_tuple(EMBED_TASK, {"v": 1}), "texts must be a list of str, got NoneType"),
+    "wrong schema: old version": (job_tuple(EMBED_TASK, {"v": 0, "texts": ["a"]}), "version must be 1, got 0"),
+    "wrong schema: texts over the limit": (job_tuple(EMBED_TASK, {"v": 1, "texts": ["a"] * 9}), "MAX_TEXTS_PER_JOB=8"),
+    "extra arguments": (job_tuple(EMBED_TASK, {"v": 1, "texts": ["a"]}, "extra"), "exactly one positional argument"),
+    "pickle": (pickle.dumps(("embedq_canary.run", None, ("x",), {})), "job payload is not a msgpack embed job"),
+    "another function": (job_tuple("embedq_canary.run", "x"), "ForbiddenTask: refusing job .* it names 'embedq_canary.run'"),
+    "os.system": (job_tuple("os.system", "touch /tmp/embedq-pwned"), "ForbiddenTask: .* it names 'os.system'"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_hostile_payload_fails_cleanly_and_nothing_runs(service, canary_dir, case):
+    data, reason = HOSTILE[case]
+    workers_before = {w["pid"] for w in service.live_workers()}
+    job_id = push_raw(service, data)
+    with pytest.raises(JobFailed, match=reason):
+        service.client.wait(job_id, timeout=30)
+    assert not (canary_dir / "imported").exists() and not (canary_dir / "called").exists()
+    assert service.client.embed(["the next job is served"], timeout=30).shape == (1, 384)
+    assert {w["pid"] for w in service.live_workers()} == workers_before, "no worker died"
+
+
+def test_a_payload_over_the_size_limit_is_refused_before_it_is_parsed(service):
+    limit = Limits(8, 100).max_payload_bytes
+    job_id = push_raw(service, b"\x00" * (limit + 1))
+    with pytest.raises(JobFailed, match=f"job payload is {limit + 1} bytes, more than the {limit}-byte limit"):
+        service.client.wait(job_id, timeout=30)
+
+
+def test_callbacks_named_in_the_job_hash_are_ignored(service, canary_dir):
+    job_id = push_raw(service, job_tuple(EMBED_TASK, {"v": 1, "texts": [None]}),
+                      failure_callback_name="embedq_canary.run", success_callback_name="embedq_canary.run")
+    with pytest.raises(JobFailed, match=r"texts\[0\] must be a str"):
+        service.client.wait(job_id, timeout=30)
+    good = push_raw(service, job_tuple(EMBED_TASK, {"v": 1, "texts": ["fine"]}), success_callback_name="embedq_canary.run")
+    assert service.client.wait(good, timeout=30).embeddings.shape == (1, 384)
+    assert not (canary_dir / "imported").exists() and not (canary_dir / "called").exists()
+
+
+def test_hostile_jobs_are_not_retried(service):
+    job_id = push_raw(service, job_tuple("os.system", "true"))
+    with pytest.raises(JobFailed):
+        service.client.wait(job_id, timeout=30)
+    from rq.job import Job
+
+    assert Job.fetch(job_id, connection=service.client.connection, serializer=MsgpackSerializer).retries_left in (0, None)
