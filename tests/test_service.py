@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from rq import Queue
 
-from producer import EmbedClient, JobFailed, JobNotFound, JobTimeout
+from producer import EmbedClient, InvalidInput, JobFailed, JobNotFound, JobTimeout
 from producer.protocol import EMBED_TASK, METRICS_KEY, MsgpackSerializer, result_key
 from worker.supervisor import settings_env
 
@@ -106,3 +106,18 @@ def test_cli_embed_status_and_stats(service):
     stats = subprocess.run([sys.executable, "-m", "worker.cli", "stats"], capture_output=True, text=True, env=env, timeout=60)
     assert "workers alive: 2" in stats.stdout
     assert "infer_ms" in stats.stdout and "p95" in stats.stdout
+
+
+def test_dimensions_above_the_served_model_are_refused_before_enqueueing(service):
+    before = service.client.queue.count
+    with pytest.raises(InvalidInput, match="dimensions=385 is more than the model's 384"):
+        service.client.submit(["x"], dimensions=385)
+    assert service.client.queue.count == before
+    assert service.client.embed(["x"], dimensions=384).shape == (1, 384)
+    assert service.client.embed(["x"], dimensions=32).shape == (1, 32)
+
+
+def test_the_result_says_how_many_texts_were_truncated(service):
+    result = service.client.wait(service.client.submit(["short", "long " * 400, "also short"]), timeout=30)
+    assert result.usage["truncated"] == 1
+    assert result.usage["tokens"] <= 256 + 2 * 10

@@ -13,6 +13,7 @@ from tokenizers import Tokenizer
 
 from config import Settings
 from producer.errors import InvalidInput
+from producer.protocol import EmbedRequest
 from worker.model import ModelSpec, load_spec
 from worker.pooling import POOLERS, truncate
 from worker.providers import ProviderList, choose_providers
@@ -20,6 +21,11 @@ from worker.providers import ProviderList, choose_providers
 POOLED_OUTPUTS = ("sentence_embedding",)
 TOKEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
 NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+def format_text(text: str, instruction: str | None) -> str:
+    """Instruction-tuned models (Qwen3-Embedding, e5-instruct) expect queries in this form."""
+    return f"Instruct: {instruction}\nQuery:{text}" if instruction else text
 
 
 @dataclass
@@ -58,6 +64,9 @@ class Encoder:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # Texts vary in length, so every batch has a new shape: memory patterns, planned per shape,
+        # make RSS climb with that variety (bench/memory.py: 1.23x vs 1.08x over 3,000 random shapes).
+        options.enable_mem_pattern = False
         self.session = ort.InferenceSession(
             str(spec.onnx_path),
             sess_options=options,
@@ -94,16 +103,36 @@ class Encoder:
         dimensions: int | None = None,
     ) -> Encoded:
         """Vectors (len(texts), dimensions or dim) in input order."""
-        if dimensions is not None and dimensions > self.dim:
-            raise InvalidInput(f"dimensions={dimensions} is more than the model's {self.dim}")
-        started = time.perf_counter()
-        if instruction:
-            texts = [f"Instruct: {instruction}\nQuery:{text}" for text in texts]
-        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=True)
-        lengths = np.array([len(e.ids) for e in encodings])
-        truncated = sum(1 for e in encodings if e.overflowing)
-        tokenized = time.perf_counter()
+        return self.encode_many([EmbedRequest(list(texts), instruction, normalize, dimensions)])[0]
 
+    def encode_many(self, requests: Sequence[EmbedRequest]) -> list[Encoded]:
+        """Several requests through one inference pass (coalesced jobs); each gets its own vectors,
+        shaped by its own options, and its share of the pass's time by tokens."""
+        for request in requests:
+            if request.dimensions is not None and request.dimensions > self.dim:
+                raise InvalidInput(f"dimensions={request.dimensions} is more than the model's {self.dim}")
+        texts = [format_text(text, request.instruction) for request in requests for text in request.texts]
+        pooled, lengths, truncated, timings = self._pool(texts)
+        results, start = [], 0
+        total_tokens = max(int(lengths.sum()), 1)
+        for request in requests:
+            end = start + len(request.texts)
+            t0 = time.perf_counter()
+            vectors = truncate(pooled[start:end], request.dimensions, request.normalize)
+            tokens = int(lengths[start:end].sum())
+            share = {name: value * tokens / total_tokens for name, value in timings.items()}
+            share["pool_ms"] += (time.perf_counter() - t0) * 1000
+            results.append(Encoded(vectors, tokens, int(truncated[start:end].sum()), share))
+            start = end
+        return results
+
+    def _pool(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
+        """Tokenize, infer in length-sorted micro-batches, pool: raw float32 vectors in input order."""
+        started = time.perf_counter()
+        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=True)
+        lengths = np.array([len(e.ids) for e in encodings])
+        truncated = np.array([bool(e.overflowing) for e in encodings])
+        tokenized = time.perf_counter()
         pooled = np.empty((len(encodings), self.dim), dtype=np.float32)
         infer_s = pool_s = 0.0
         for batch in self._micro_batches(lengths):
@@ -114,19 +143,8 @@ class Encoder:
             pooled[batch] = hidden.astype(np.float32) if self.pre_pooled else self.pool(hidden, mask)
             pool_s += time.perf_counter() - t1
             infer_s += t1 - t0
-        t2 = time.perf_counter()
-        vectors = truncate(pooled, dimensions, normalize)
-        pool_s += time.perf_counter() - t2
-        return Encoded(
-            vectors=vectors,
-            tokens=int(lengths.sum()),
-            truncated=truncated,
-            timings={
-                "tokenize_ms": (tokenized - started) * 1000,
-                "infer_ms": infer_s * 1000,
-                "pool_ms": pool_s * 1000,
-            },
-        )
+        timings = {"tokenize_ms": (tokenized - started) * 1000, "infer_ms": infer_s * 1000, "pool_ms": pool_s * 1000}
+        return pooled, lengths, truncated, timings
 
     def _micro_batches(self, lengths: np.ndarray) -> list[np.ndarray]:
         """Indices sorted by length, cut so that each batch padded to its longest fits the token budget."""

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
+from rq.worker import WorkerStatus
 from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 
 from config import Settings
@@ -54,9 +55,40 @@ class EmbedWorker(SimpleWorker):
     death_penalty_class = JobTimeoutPenalty
     max_connection_wait_time = 10.0  # rq's backoff cap while Redis is away (its default: 60 s)
 
-    def __init__(self, *args, facts: dict[str, str], **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args, facts: dict[str, str], coalesce_jobs: int = 1, coalesce_texts: int = 1,  # type: ignore[no-untyped-def]
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.facts = facts
+        self.coalesce_jobs = coalesce_jobs
+        self.coalesce_texts = coalesce_texts
+
+    def execute_job(self, job, queue):  # type: ignore[no-untyped-def]
+        """Take what else is waiting (up to COALESCE_JOBS jobs / COALESCE_TEXTS texts), embed all
+        of it in one pass, then run each job through rq on its own: own status, result, retries.
+        Every execution is registered first, so a death hands all of them back at once."""
+        batch = [(job, queue), *self._take_waiting(_text_count(job))] if _coalescable(job) else [(job, queue)]
+        executions = [(j, q, self.prepare_execution(j)) for j, q in batch]
+        # A job that already killed a worker runs alone, last: it cannot take its neighbours down again.
+        tasks.precompute([j for j, _, _ in executions if _coalescable(j)])
+        try:
+            for j, q, execution in sorted(executions, key=lambda item: not _coalescable(item[0])):
+                self.perform_job(j, q, execution)
+        finally:
+            tasks.forget_precomputed()
+        self.set_state(WorkerStatus.IDLE)
+
+    def _take_waiting(self, texts: int) -> list:  # type: ignore[type-arg]
+        taken = []
+        while len(taken) + 1 < self.coalesce_jobs and texts < self.coalesce_texts:
+            found = self.queue_class.dequeue_any(
+                self._ordered_queues, None, connection=self.connection, job_class=self.job_class,
+                serializer=self.serializer, death_penalty_class=self.death_penalty_class,
+            )
+            if found is None:
+                break
+            taken.append(found)
+            texts += _text_count(found[0])
+        return taken
 
     def register_birth(self) -> None:
         super().register_birth()
@@ -114,6 +146,16 @@ def wait_for_redis(connection: Redis, name: str, max_wait: float = 10.0) -> None
             delay = min(delay * 2, max_wait)
 
 
+def _coalescable(job: tasks.EmbedJob) -> bool:
+    return not job.meta.get("abandoned")
+
+
+def _text_count(job: tasks.EmbedJob) -> int:
+    payload = job.args[0] if job.args else None
+    texts = payload.get("texts") if isinstance(payload, dict) else None
+    return len(texts) if isinstance(texts, list) else 1
+
+
 def run_worker(settings: Settings, *, name: str | None = None, burst: bool = False) -> bool:
     """Load the model, warm it up, then serve jobs until stopped (SIGTERM: finish the job, exit).
 
@@ -155,6 +197,8 @@ def run_worker(settings: Settings, *, name: str | None = None, burst: bool = Fal
                 job_class=tasks.EmbedJob,
                 worker_ttl=WORKER_TTL,
                 facts=facts,
+                coalesce_jobs=settings.coalesce_jobs,
+                coalesce_texts=settings.coalesce_texts,
             )
             worker.work(burst=burst, logging_level="INFO")
         except RedisError as error:

@@ -77,6 +77,7 @@ class Supervisor:
         self.stop_grace = settings.job_timeout + 30.0
         self.restarts = 0
         self.recovered_jobs = 0
+        self.unburied: dict[str, str] = {}  # dead workers whose jobs wait for Redis to be handed back
         self.name = worker_name_for(os.getpid())
         self.facts_refreshed = 0.0
         self.stop_requests = 0
@@ -94,6 +95,8 @@ class Supervisor:
                     self._reap(slot, now)
                     if not slot.given_up and slot.process is None and now >= slot.next_start:
                         self._start(slot)
+                if self.unburied:
+                    self._bury_dead_workers()
                 if now - self.facts_refreshed > FACTS_REFRESH:
                     self._publish_facts()
                 if all(slot.given_up for slot in self.slots):
@@ -106,9 +109,6 @@ class Supervisor:
             self._redis(lambda: self.connection.delete(supervisor_key(self.name)), "remove supervisor facts")
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-
-    def pids(self) -> list[int]:
-        return [slot.process.pid for slot in self.slots if slot.process is not None]
 
     def _request_stop(self, signum: int, _frame: object) -> None:
         self.stop_requests += 1
@@ -131,8 +131,8 @@ class Supervisor:
         lived = now - slot.started_at
         slot.process = None
         cause = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-        recovered = self._redis(lambda: bury_worker(self.connection, worker_name_for(pid), cause), "recover jobs")
-        self.recovered_jobs += len(recovered or [])
+        self.unburied[worker_name_for(pid)] = cause
+        self._bury_dead_workers()
         slot.quick_crashes = slot.quick_crashes + 1 if lived < self.stable_after else 1
         slot.crashes.append(now)
         while slot.crashes and now - slot.crashes[0] > self.crash_window:
@@ -152,6 +152,14 @@ class Supervisor:
             "supervisor: worker slot %d (pid %d) %s after %.1f s; restarting in %.2f s (restarts so far: %d)",
             slot.index, pid, cause, lived, delay, self.restarts,
         )
+
+    def _bury_dead_workers(self) -> None:
+        """Hand back the jobs of dead children; what fails (Redis away) is tried again next round."""
+        for name, cause in list(self.unburied.items()):
+            recovered = self._redis(lambda: bury_worker(self.connection, name, cause), f"hand back the jobs of {name}")
+            if recovered is not None:
+                self.recovered_jobs += len(recovered)
+                del self.unburied[name]
 
     def _redis(self, action: Callable[[], T], what: str) -> T | None:
         """Redis is a helper here, not a dependency: when it is away, supervising goes on."""

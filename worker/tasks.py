@@ -6,7 +6,7 @@ function name a job hash carries."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
@@ -29,7 +29,7 @@ from producer.protocol import (
     result_key,
     worker_key,
 )
-from worker.encoder import Encoder
+from worker.encoder import Encoded, Encoder
 
 
 UNREADABLE = "<unreadable payload>"  # func_name of a job whose payload could not be parsed
@@ -47,6 +47,7 @@ class TaskContext:
     settings: Settings
     connection: Redis
     worker_name: str
+    precomputed: dict[str, Encoded] = field(default_factory=dict)  # coalesced jobs' vectors, by job id
 
 
 _context: TaskContext | None = None
@@ -123,6 +124,35 @@ def _limits() -> Limits:
     return Limits(settings.max_texts_per_job, settings.max_chars_per_text)
 
 
+def precompute(jobs: list[EmbedJob]) -> None:
+    """One inference pass for several waiting jobs; each job's own task run then only writes its
+    result. Jobs with a bad payload are left out here and fail on their own when they run."""
+    context = _require_context()
+    ready: list[tuple[str, EmbedRequest]] = []
+    for job in jobs:
+        try:
+            job.func  # noqa: B018 - refuses bad payloads and other functions
+            ready.append((job.id, EmbedRequest.from_payload(job.args[0], _limits())))
+        except (InvalidInput, ForbiddenTask):
+            continue
+    if len(ready) < 2:
+        return
+    try:
+        encoded = context.encoder.encode_many([request for _, request in ready])
+    except InvalidInput:
+        return  # e.g. dimensions above the model's: each job then fails alone, with its reason
+    context.precomputed.update(zip((job_id for job_id, _ in ready), encoded))
+    with context.connection.pipeline(transaction=False) as pipe:
+        pipe.hincrby(METRICS_KEY, "coalesced_passes", 1)
+        pipe.hincrby(METRICS_KEY, "coalesced_jobs", len(ready))
+        pipe.execute()
+
+
+def forget_precomputed() -> None:
+    """Drop vectors no job picked up (a job that failed before its task ran)."""
+    _require_context().precomputed.clear()
+
+
 def embed(payload: Any) -> dict[str, Any]:
     """Embed one job; returns a small summary (plain types: rq's msgpack result must encode it)."""
     context = _require_context()
@@ -136,7 +166,7 @@ def embed(payload: Any) -> dict[str, Any]:
     if context.connection.exists(key):  # an earlier attempt wrote it, then its worker died
         return {"result_key": key, "texts": len(request.texts), "already_written": True}
 
-    encoded = context.encoder.encode(
+    encoded = context.precomputed.pop(job_id, None) or context.encoder.encode(
         request.texts, instruction=request.instruction, normalize=request.normalize, dimensions=request.dimensions
     )
     finished = time.time()
@@ -157,7 +187,8 @@ def embed(payload: Any) -> dict[str, Any]:
         timings=timings,
         worker=context.worker_name,
     )
-    with context.connection.pipeline(transaction=False) as pipe:
+    # One MULTI: a worker killed while writing leaves either the whole result and its counts, or nothing.
+    with context.connection.pipeline(transaction=True) as pipe:
         pipe.set(key, pack_result(result), ex=settings.result_ttl, nx=True)
         pipe.hincrby(METRICS_KEY, "jobs", 1)
         for name, value in usage.items():
