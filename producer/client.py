@@ -152,28 +152,28 @@ class EmbedClient:
     def wait(self, job_id: str, timeout: float = 30.0) -> EmbedResult:
         """Block until the job ends (XREAD on rq's result stream, no polling); JobTimeout at the deadline."""
         deadline = time.monotonic() + timeout
-        stream = Result.get_key(job_id)
-        outage: QueueUnavailable | None = None
-        while True:
+        stream, key = Result.get_key(job_id), result_key(job_id)
+        last_error: Exception | None = None
+        while (remaining_ms := int((deadline - time.monotonic()) * 1000)) > 0:
             try:
-                result = self.result(job_id)
-                if result is not None:
-                    return result
-                outage = None
-            except QueueUnavailable as error:  # Redis may come back before the deadline
-                outage = error
-            remaining_ms = int((deadline - time.monotonic()) * 1000)
-            if remaining_ms <= 0:
-                state = f"last error: {outage}" if outage else f"status: {self.status(job_id)}"
-                raise JobTimeout(f"job {job_id} did not finish within {timeout:g} s ({state})")
-            if outage:
-                time.sleep(min(remaining_ms, OUTAGE_RETRY_MS) / 1000)
-                continue
-            try:
-                # A final outcome (success or failure after all retries) appends to this stream.
-                self.connection.xread({stream: "0-0"}, block=max(1, min(remaining_ms, WAIT_SLICE_MS)), count=1)
-            except (RedisConnectionError, RedisTimeoutError):
-                continue
+                # One round trip: the result if it is there, else block until rq records a final
+                # outcome (success, or failure after all retries) on the job's result stream.
+                with self.connection.pipeline(transaction=False) as pipe:
+                    pipe.get(key)
+                    pipe.xread({stream: "0-0"}, block=max(1, min(remaining_ms, WAIT_SLICE_MS)), count=1)
+                    data, ended = pipe.execute()
+                if data is not None:
+                    return unpack_result(data)
+                if ended or self.status(job_id) in ("failed", "unknown", "finished"):
+                    result = self.result(job_id)  # raises JobFailed / JobNotFound
+                    if result is not None:
+                        return result
+                last_error = None
+            except (RedisConnectionError, RedisTimeoutError, QueueUnavailable) as error:  # Redis may come back
+                last_error = error
+                time.sleep(max(0, min(remaining_ms, OUTAGE_RETRY_MS)) / 1000)
+        raise JobTimeout(f"job {job_id} did not finish within {timeout:g} s"
+                         + (f" (Redis did not answer: {last_error})" if last_error else ""))
 
     def embed(self, texts: Sequence[str], timeout: float = 30.0, **options: Any) -> np.ndarray:
         """Submit, wait, and return a float32 array (len(texts), dim) in input order."""

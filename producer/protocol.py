@@ -32,6 +32,11 @@ def worker_key(name: str) -> str:
     return f"{KEY_PREFIX}worker:{name}"
 
 
+def claimed_key(worker_name: str) -> str:
+    """Jobs a coalescing worker took off the queue for its current pass."""
+    return f"{KEY_PREFIX}claimed:{worker_name}"
+
+
 def model_key(queue: str) -> str:
     """What the workers on `queue` serve (name, dim, max_tokens): lets producers check `dimensions` early."""
     return f"{KEY_PREFIX}model:{queue}"

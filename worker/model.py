@@ -132,4 +132,4 @@ def validate(directory: Path | str) -> dict[str, Any]:
         raise ModelError(f"the graph takes no input_ids (it takes {sorted(names)})")
     if not {"last_hidden_state", "sentence_embedding", "token_embeddings"} & {name for name, _, _ in outputs}:
         raise ModelError(f"the graph has no last_hidden_state or sentence_embedding output (it has {[o[0] for o in outputs]})")
-    return {"spec": spec, "inputs": inputs, "outputs": outputs}
+    return {"spec": spec, "inputs": inputs, "outputs": outputs, "quality": _read_json(spec.directory / "quality.json")}

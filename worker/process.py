@@ -17,7 +17,7 @@ from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 
 from config import Settings
 from producer.errors import InvalidInput
-from producer.protocol import METRICS_KEY, WORKER_FACTS_TTL, MsgpackSerializer, model_key, worker_key
+from producer.protocol import METRICS_KEY, WORKER_FACTS_TTL, MsgpackSerializer, claimed_key, model_key, worker_key
 from worker import tasks
 from worker.encoder import Encoder
 from worker.recovery import bury_worker
@@ -49,6 +49,16 @@ class JobTimeoutPenalty(UnixSignalDeathPenalty):
 PERMANENT_FAILURES = (InvalidInput, tasks.ForbiddenTask, JobTimeoutException)
 
 
+CLAIM_SCRIPT = """
+local ids = redis.call('LPOP', KEYS[1], ARGV[1])
+if ids then
+    for _, id in ipairs(ids) do redis.call('SADD', KEYS[2], id) end
+    redis.call('EXPIRE', KEYS[2], 86400)
+end
+return ids
+"""
+
+
 class EmbedWorker(SimpleWorker):
     """rq's SimpleWorker plus the facts `embedq stats` shows, kept alive by rq's heartbeat."""
 
@@ -61,34 +71,45 @@ class EmbedWorker(SimpleWorker):
         self.facts = facts
         self.coalesce_jobs = coalesce_jobs
         self.coalesce_texts = coalesce_texts
+        self._claim = self.connection.register_script(CLAIM_SCRIPT)
 
     def execute_job(self, job, queue):  # type: ignore[no-untyped-def]
         """Take what else is waiting (up to COALESCE_JOBS jobs / COALESCE_TEXTS texts), embed all
         of it in one pass, then run each job through rq on its own: own status, result, retries.
-        Every execution is registered first, so a death hands all of them back at once."""
-        batch = [(job, queue), *self._take_waiting(_text_count(job))] if _coalescable(job) else [(job, queue)]
-        executions = [(j, q, self.prepare_execution(j)) for j, q in batch]
-        # A job that already killed a worker runs alone, last: it cannot take its neighbours down again.
-        tasks.precompute([j for j, _, _ in executions if _coalescable(j)])
+        A job that already killed a worker (abandoned before) runs alone."""
+        if not _coalescable(job):
+            return super().execute_job(job, queue)
+        batch = [self._start(job, queue)]
+        claimed = claimed_key(self.name)
+        wanted = self.coalesce_jobs - 1
+        texts = _text_count(job)
+        while wanted > 0 and texts < self.coalesce_texts:
+            # LPOP + SADD in one script: a job taken here is always either in the queue or in our
+            # claimed set, so the supervisor can hand it back if this process dies at any point.
+            ids = self._claim(keys=[queue.key, claimed], args=[min(wanted, 8)])
+            if not ids:
+                break
+            for found in self.job_class.fetch_many([i.decode() for i in ids], self.connection, self.serializer):
+                if found is not None:
+                    batch.append(self._start(found, queue))
+                    texts += _text_count(found)
+            wanted = self.coalesce_jobs - len(batch)
+        tasks.precompute([j for j, _, _ in batch if _coalescable(j)])
         try:
-            for j, q, execution in sorted(executions, key=lambda item: not _coalescable(item[0])):
+            # jobs abandoned before run last, on their own vectors: they cannot take their neighbours down again
+            for j, q, execution in sorted(batch, key=lambda item: not _coalescable(item[0])):
                 self.perform_job(j, q, execution)
         finally:
             tasks.forget_precomputed()
+            self.connection.delete(claimed)
         self.set_state(WorkerStatus.IDLE)
 
-    def _take_waiting(self, texts: int) -> list:  # type: ignore[type-arg]
-        taken = []
-        while len(taken) + 1 < self.coalesce_jobs and texts < self.coalesce_texts:
-            found = self.queue_class.dequeue_any(
-                self._ordered_queues, None, connection=self.connection, job_class=self.job_class,
-                serializer=self.serializer, death_penalty_class=self.death_penalty_class,
-            )
-            if found is None:
-                break
-            taken.append(found)
-            texts += _text_count(found[0])
-        return taken
+    def _start(self, job, queue):  # type: ignore[no-untyped-def]
+        """Register the execution and mark the job started at once, before the shared pass: if this
+        process dies in it, every job of the batch is handed back as abandoned."""
+        execution = self.prepare_execution(job)
+        self.prepare_job_execution(job, remove_from_intermediate_queue=len(self.queues) == 1)
+        return job, queue, execution
 
     def register_birth(self) -> None:
         super().register_birth()

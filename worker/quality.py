@@ -6,6 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+# The STS Benchmark test set beside this checkout (as in this project's CI); elsewhere pass its path.
+DEFAULT_STSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsbenchmark" / "sts-test.csv"
+
 
 def load_stsb(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     """Sentence pairs and gold scores from an STS Benchmark file (tab-separated, no quoting)."""
