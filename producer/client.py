@@ -76,9 +76,12 @@ class EmbedClient:
         instruction: str | None = None,
         normalize: bool = True,
         dimensions: int | None = None,
+        prompt_name: str | None = None,
     ) -> str:
         """Enqueue one batch of texts; returns its job id."""
-        return self.submit_many([texts], instruction=instruction, normalize=normalize, dimensions=dimensions)[0]
+        return self.submit_many(
+            [texts], instruction=instruction, normalize=normalize, dimensions=dimensions, prompt_name=prompt_name
+        )[0]
 
     def submit_many(
         self,
@@ -86,11 +89,15 @@ class EmbedClient:
         instruction: str | None = None,
         normalize: bool = True,
         dimensions: int | None = None,
+        prompt_name: str | None = None,
     ) -> list[str]:
-        """Enqueue several batches in one round trip; every batch is checked before any is enqueued."""
+        """Enqueue several batches in one round trip; every batch is checked before any is enqueued.
+        `instruction` formats texts as `Instruct: {instruction}\nQuery:{text}`; `prompt_name` picks a
+        prompt the model defines (config_sentence_transformers.json, e.g. "query")."""
         requests = [
             validate_request(
-                batch, instruction=instruction, normalize=normalize, dimensions=dimensions, limits=self.limits
+                batch, instruction=instruction, normalize=normalize, dimensions=dimensions,
+                prompt_name=prompt_name, limits=self.limits,
             )
             for batch in batches
         ]

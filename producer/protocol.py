@@ -77,6 +77,7 @@ class EmbedRequest:
     instruction: str | None = None
     normalize: bool = True
     dimensions: int | None = None
+    prompt_name: str | None = None
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -85,6 +86,7 @@ class EmbedRequest:
             "instruction": self.instruction,
             "normalize": self.normalize,
             "dimensions": self.dimensions,
+            "prompt_name": self.prompt_name,
         }
 
     @classmethod
@@ -94,7 +96,7 @@ class EmbedRequest:
             raise InvalidInput(f"job payload must be a map, got {type(payload).__name__}")
         if payload.get("v") != PAYLOAD_VERSION:
             raise InvalidInput(f"job payload version must be {PAYLOAD_VERSION}, got {payload.get('v')!r}")
-        unknown = set(payload) - {"v", "texts", "instruction", "normalize", "dimensions"}
+        unknown = set(payload) - {"v", "texts", "instruction", "normalize", "dimensions", "prompt_name"}
         if unknown:
             raise InvalidInput(f"job payload has unknown fields: {sorted(unknown)}")
         return validate_request(
@@ -102,6 +104,7 @@ class EmbedRequest:
             instruction=payload.get("instruction"),
             normalize=payload.get("normalize", True),
             dimensions=payload.get("dimensions"),
+            prompt_name=payload.get("prompt_name"),
             limits=limits,
         )
 
@@ -112,6 +115,7 @@ def validate_request(
     instruction: Any = None,
     normalize: Any = True,
     dimensions: Any = None,
+    prompt_name: Any = None,
     limits: Limits,
 ) -> EmbedRequest:
     """Check a request against the schema and limits; the error names the field and the limit."""
@@ -131,7 +135,11 @@ def validate_request(
         raise InvalidInput(f"normalize must be a bool, got {type(normalize).__name__}")
     if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1):
         raise InvalidInput(f"dimensions must be a positive int or None, got {dimensions!r}")
-    return EmbedRequest(list(texts), instruction, normalize, dimensions)
+    if prompt_name is not None:
+        _check_text("prompt_name", prompt_name, limits.max_chars_per_text)
+        if instruction is not None:
+            raise InvalidInput("give instruction or prompt_name, not both")
+    return EmbedRequest(list(texts), instruction, normalize, dimensions, prompt_name)
 
 
 def _check_text(name: str, text: Any, max_chars: int) -> None:

@@ -49,7 +49,8 @@ def _client():  # type: ignore[no-untyped-def]
 
 def cmd_embed(args: argparse.Namespace) -> int:
     with _client() as client:
-        job_id = client.submit(args.texts, instruction=args.instruction, dimensions=args.dimensions)
+        job_id = client.submit(args.texts, instruction=args.instruction, dimensions=args.dimensions,
+                               prompt_name=args.prompt_name)
         result = client.wait(job_id, timeout=args.timeout)
     if args.json:
         print(json.dumps({"job_id": job_id, "model": result.model, "dim": result.dim, "usage": result.usage,
@@ -179,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("texts", nargs="+")
     embed.add_argument("--json", action="store_true", help="print the full result as JSON")
     embed.add_argument("--instruction", help="task instruction for query embeddings")
+    embed.add_argument("--prompt-name", help="a prompt the model defines, e.g. query")
     embed.add_argument("--dimensions", type=int, help="Matryoshka: keep this many dimensions")
     embed.add_argument("--timeout", type=float, default=60.0)
     embed.set_defaults(run=cmd_embed)

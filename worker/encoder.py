@@ -14,18 +14,30 @@ from tokenizers import Tokenizer
 from config import Settings
 from producer.errors import InvalidInput
 from producer.protocol import EmbedRequest
-from worker.model import ModelSpec, load_spec
+from worker.model import ModelError, ModelSpec, load_spec
 from worker.pooling import POOLERS, truncate
 from worker.providers import ProviderList, choose_providers
 
 POOLED_OUTPUTS = ("sentence_embedding",)
 TOKEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
-NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+NUMPY_TYPES = {
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+}
+TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+PAST_PREFIX = "past_key_values"
 
 
-def format_text(text: str, instruction: str | None) -> str:
-    """Instruction-tuned models (Qwen3-Embedding, e5-instruct) expect queries in this form."""
-    return f"Instruct: {instruction}\nQuery:{text}" if instruction else text
+def past_head_shape(declared: list, spec: ModelSpec) -> tuple[int, int]:
+    """(heads, head_dim) of a past_key_values input: from the graph when it says, else config.json."""
+    heads, head_dim = (declared[1], declared[3]) if len(declared) == 4 else (None, None)
+    heads = heads if isinstance(heads, int) else spec.kv_heads
+    head_dim = head_dim if isinstance(head_dim, int) else spec.head_dim
+    if not heads or not head_dim:
+        raise ModelError(f"cannot tell the KV-cache head shape from the graph ({declared}) or config.json")
+    return heads, head_dim
 
 
 @dataclass
@@ -75,6 +87,13 @@ class Encoder:
         )
         self.providers = self.session.get_providers()
         self.inputs = {i.name: NUMPY_TYPES.get(i.type, np.int64) for i in self.session.get_inputs()}
+        # Decoder exports (onnx-community Qwen3-Embedding) also want a KV cache: fed empty, declared head shape.
+        self.past_shapes = {
+            i.name: past_head_shape(i.shape, spec) for i in self.session.get_inputs() if i.name.startswith(PAST_PREFIX)
+        }
+        unknown = set(self.inputs) - set(TOKEN_INPUTS) - set(self.past_shapes)
+        if unknown:
+            raise ModelError(f"the graph wants inputs embedq cannot feed: {sorted(unknown)}")
         outputs = {o.name: o for o in self.session.get_outputs()}
         self.output = next((n for n in (*POOLED_OUTPUTS, *TOKEN_OUTPUTS) if n in outputs), next(iter(outputs)))
         self.pre_pooled = self.output in POOLED_OUTPUTS
@@ -101,9 +120,10 @@ class Encoder:
         instruction: str | None = None,
         normalize: bool = True,
         dimensions: int | None = None,
+        prompt_name: str | None = None,
     ) -> Encoded:
         """Vectors (len(texts), dimensions or dim) in input order."""
-        return self.encode_many([EmbedRequest(list(texts), instruction, normalize, dimensions)])[0]
+        return self.encode_many([EmbedRequest(list(texts), instruction, normalize, dimensions, prompt_name)])[0]
 
     def encode_many(self, requests: Sequence[EmbedRequest]) -> list[Encoded]:
         """Several requests through one inference pass (coalesced jobs); each gets its own vectors,
@@ -111,7 +131,7 @@ class Encoder:
         for request in requests:
             if request.dimensions is not None and request.dimensions > self.dim:
                 raise InvalidInput(f"dimensions={request.dimensions} is more than the model's {self.dim}")
-        texts = [format_text(text, request.instruction) for request in requests for text in request.texts]
+        texts = [self._prefix(request) + text for request in requests for text in request.texts]
         pooled, lengths, truncated, timings = self._pool(texts)
         results, start = [], 0
         total_tokens = max(int(lengths.sum()), 1)
@@ -125,6 +145,16 @@ class Encoder:
             results.append(Encoded(vectors, tokens, int(truncated[start:end].sum()), share))
             start = end
         return results
+
+    def _prefix(self, request: EmbedRequest) -> str:
+        """What goes before each text: an instruction (Qwen3-Embedding's query format) or a named prompt."""
+        if request.instruction:
+            return f"Instruct: {request.instruction}\nQuery:"
+        if request.prompt_name is None:
+            return ""
+        if request.prompt_name not in self.spec.prompts:
+            raise InvalidInput(f"prompt_name={request.prompt_name!r} is not one of the model's prompts {sorted(self.spec.prompts)}")
+        return self.spec.prompts[request.prompt_name]
 
     def _pool(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
         """Tokenize, infer in length-sorted micro-batches, pool: raw float32 vectors in input order."""
@@ -177,4 +207,6 @@ class Encoder:
             "position_ids": np.maximum(np.cumsum(mask, axis=1) - 1, 0),
         }
         feed = {name: available[name].astype(dtype, copy=False) for name, dtype in self.inputs.items() if name in available}
+        for name, (heads, head_dim) in self.past_shapes.items():
+            feed[name] = np.zeros((len(encodings), heads, 0, head_dim), dtype=self.inputs[name])
         return feed, mask

@@ -25,6 +25,8 @@ class ModelSpec:
     max_length: int
     pooling: str
     prompts: dict[str, str] = field(default_factory=dict)
+    kv_heads: int = 0  # decoder models: key/value heads and head size, for an empty KV cache
+    head_dim: int = 0
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -75,6 +77,7 @@ def load_spec(directory: Path | str) -> ModelSpec:
     if not isinstance(max_length, int) or max_length < 1:
         raise ModelError(f"cannot tell the maximum sequence length of {directory}")
     prompts = _read_json(directory / "config_sentence_transformers.json").get("prompts") or {}
+    heads = config.get("num_attention_heads") or 0
     return ModelSpec(
         directory=directory,
         onnx_path=onnx_path,
@@ -84,6 +87,8 @@ def load_spec(directory: Path | str) -> ModelSpec:
         max_length=max_length,
         pooling=read_pooling(directory),
         prompts={str(k): str(v) for k, v in prompts.items()},
+        kv_heads=config.get("num_key_value_heads") or heads,
+        head_dim=config.get("head_dim") or (config.get("hidden_size", 0) // heads if heads else 0),
     )
 
 

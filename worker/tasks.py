@@ -167,7 +167,8 @@ def embed(payload: Any) -> dict[str, Any]:
         return {"result_key": key, "texts": len(request.texts), "already_written": True}
 
     encoded = context.precomputed.pop(job_id, None) or context.encoder.encode(
-        request.texts, instruction=request.instruction, normalize=request.normalize, dimensions=request.dimensions
+        request.texts, instruction=request.instruction, normalize=request.normalize,
+        dimensions=request.dimensions, prompt_name=request.prompt_name,
     )
     finished = time.time()
     enqueued = job.enqueued_at.timestamp() if job and job.enqueued_at else started
