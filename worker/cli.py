@@ -142,6 +142,7 @@ def cmd_model_info(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     providers = choose_providers(settings.providers, ort.get_available_providers(), strict=settings.strict_providers)
+    graph = ort.InferenceSession(str(spec.onnx_path), providers=["CPUExecutionProvider"])
     info = {
         "model": spec.name,
         "directory": str(spec.directory),
@@ -150,6 +151,8 @@ def cmd_model_info(args: argparse.Namespace) -> int:
         "max_tokens": min(settings.max_length or spec.max_length, spec.max_length),
         "pooling": settings.pooling or spec.pooling,
         "prompts": spec.prompts,
+        "inputs": ", ".join(f"{i.name} {i.type}" for i in graph.get_inputs()),
+        "output": ", ".join(f"{o.name} {o.type}" for o in graph.get_outputs()[:1]),
         "providers": [name for name, _ in providers],
         "provider_options": {name: options for name, options in providers if options},
         "intra_op_threads": settings.threads_per_worker(),
