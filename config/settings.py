@@ -27,6 +27,9 @@ class Settings(ClientSettings):
     max_batch_tokens: int = Field(16_384, ge=64, description="padded tokens in one inference micro-batch")
     pooling: Literal["", "mean", "cls", "lasttoken"] = Field("", description="'' = read from the model directory")
     workers: int = Field(2, ge=1, le=256)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="worker log level; INFO logs every job (rq), WARNING only what goes wrong"
+    )
     coalesce_jobs: int = Field(32, ge=1, description="waiting jobs a worker embeds in one pass (1 = off)")
     coalesce_texts: int = Field(256, ge=1, description="stop taking waiting jobs once this many texts are in the pass")
 

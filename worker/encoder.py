@@ -28,6 +28,9 @@ NUMPY_TYPES = {
 }
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 PAST_PREFIX = "past_key_values"
+# A micro-batch ends where the next text is longer than RAGGED_RATIO x its shortest + RAGGED_SLACK tokens.
+RAGGED_RATIO = 1.5
+RAGGED_SLACK = 16
 
 
 def past_head_shape(declared: list, spec: ModelSpec) -> tuple[int, int]:
@@ -177,13 +180,16 @@ class Encoder:
         return pooled, lengths, truncated, timings
 
     def _micro_batches(self, lengths: np.ndarray) -> list[np.ndarray]:
-        """Indices sorted by length, cut so that each batch padded to its longest fits the token budget."""
+        """Indices sorted by length, cut where the batch padded to its longest would pass the token
+        budget, or where the next text is much longer than the batch's shortest (padding would
+        waste more compute than another session.run costs)."""
         order = np.argsort(lengths, kind="stable")
         batches: list[np.ndarray] = []
         start = 0
         for end in range(1, len(order) + 1):
-            longest = lengths[order[end - 1]]
-            if end - start > 1 and (end - start) * longest > self.max_batch_tokens:
+            count, longest, shortest = end - start, lengths[order[end - 1]], lengths[order[start]]
+            ragged = longest > RAGGED_RATIO * shortest + RAGGED_SLACK
+            if count > 1 and (count * longest > self.max_batch_tokens or ragged):
                 batches.append(order[start : end - 1])
                 start = end - 1
         batches.append(order[start:])

@@ -72,6 +72,7 @@ class EmbedWorker(SimpleWorker):
         self.coalesce_jobs = coalesce_jobs
         self.coalesce_texts = coalesce_texts
         self._claim = self.connection.register_script(CLAIM_SCRIPT)
+        self._prepared: set[str] = set()
 
     def execute_job(self, job, queue):  # type: ignore[no-untyped-def]
         """Take what else is waiting (up to COALESCE_JOBS jobs / COALESCE_TEXTS texts), embed all
@@ -108,8 +109,15 @@ class EmbedWorker(SimpleWorker):
         """Register the execution and mark the job started at once, before the shared pass: if this
         process dies in it, every job of the batch is handed back as abandoned."""
         execution = self.prepare_execution(job)
-        self.prepare_job_execution(job, remove_from_intermediate_queue=len(self.queues) == 1)
+        super().prepare_job_execution(job, remove_from_intermediate_queue=len(self.queues) == 1)
+        self._prepared.add(job.id)
         return job, queue, execution
+
+    def prepare_job_execution(self, job, remove_from_intermediate_queue=False):  # type: ignore[no-untyped-def]
+        if job.id in self._prepared:  # started already by _start; rq would do the same writes again
+            self._prepared.discard(job.id)
+            return
+        super().prepare_job_execution(job, remove_from_intermediate_queue)
 
     def register_birth(self) -> None:
         super().register_birth()
@@ -221,7 +229,7 @@ def run_worker(settings: Settings, *, name: str | None = None, burst: bool = Fal
                 coalesce_jobs=settings.coalesce_jobs,
                 coalesce_texts=settings.coalesce_texts,
             )
-            worker.work(burst=burst, logging_level="INFO")
+            worker.work(burst=burst, logging_level=settings.log_level)
         except RedisError as error:
             log.error("worker %s: lost Redis (%s); will reconnect", name, error)
             continue

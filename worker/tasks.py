@@ -19,6 +19,7 @@ from producer.protocol import (
     EMBED_TASK,
     METRICS_KEY,
     TIMINGS_KEY,
+    TIMING_FIELDS,
     TIMINGS_MAXLEN,
     WORKER_FACTS_TTL,
     EmbedRequest,
@@ -39,7 +40,31 @@ class ForbiddenTask(RuntimeError):
     """A job names a function other than the embed task; it is refused, nothing is imported."""
 
 
-@dataclass(frozen=True)
+# One atomic step, one round trip: the result (once: a re-run of a job whose result exists writes
+# nothing) and its counts. KEYS: result, metrics, timings, worker facts. ARGV: result bytes, TTL,
+# timings stream length, facts TTL, then USAGE_FIELDS and TIMING_FIELDS values in order.
+WRITE_RESULT_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('HINCRBY', KEYS[2], 'jobs', 1)
+local usage = {'texts', 'tokens', 'truncated'}
+for n, name in ipairs(usage) do redis.call('HINCRBY', KEYS[2], name, ARGV[4 + n]) end
+local timings = {'queue_ms', 'tokenize_ms', 'infer_ms', 'pool_ms', 'total_ms'}
+local record = {}
+for n, name in ipairs(timings) do
+    redis.call('HINCRBYFLOAT', KEYS[2], name, ARGV[7 + n])
+    table.insert(record, name)
+    table.insert(record, ARGV[7 + n])
+end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', unpack(record))
+redis.call('HINCRBY', KEYS[4], 'jobs_done', 1)
+redis.call('EXPIRE', KEYS[4], ARGV[4])
+return 1
+"""
+USAGE_FIELDS = ("texts", "tokens", "truncated")
+
+
+@dataclass
 class TaskContext:
     """What the task needs from its process: built once at worker start-up."""
 
@@ -48,6 +73,9 @@ class TaskContext:
     connection: Redis
     worker_name: str
     precomputed: dict[str, Encoded] = field(default_factory=dict)  # coalesced jobs' vectors, by job id
+
+    def __post_init__(self) -> None:
+        self.write_result = self.connection.register_script(WRITE_RESULT_SCRIPT)
 
 
 _context: TaskContext | None = None
@@ -162,10 +190,6 @@ def embed(payload: Any) -> dict[str, Any]:
     settings = context.settings
     request = EmbedRequest.from_payload(payload, _limits())
 
-    key = result_key(job_id)
-    if context.connection.exists(key):  # an earlier attempt wrote it, then its worker died
-        return {"result_key": key, "texts": len(request.texts), "already_written": True}
-
     encoded = context.precomputed.pop(job_id, None) or context.encoder.encode(
         request.texts, instruction=request.instruction, normalize=request.normalize,
         dimensions=request.dimensions, prompt_name=request.prompt_name,
@@ -188,16 +212,12 @@ def embed(payload: Any) -> dict[str, Any]:
         timings=timings,
         worker=context.worker_name,
     )
-    # One MULTI: a worker killed while writing leaves either the whole result and its counts, or nothing.
-    with context.connection.pipeline(transaction=True) as pipe:
-        pipe.set(key, pack_result(result), ex=settings.result_ttl, nx=True)
-        pipe.hincrby(METRICS_KEY, "jobs", 1)
-        for name, value in usage.items():
-            pipe.hincrby(METRICS_KEY, name, value)
-        for name, value in timings.items():
-            pipe.hincrbyfloat(METRICS_KEY, name, round(value, 3))
-        pipe.xadd(TIMINGS_KEY, {k: f"{v:.3f}" for k, v in timings.items()}, maxlen=TIMINGS_MAXLEN, approximate=True)
-        pipe.hincrby(worker_key(context.worker_name), "jobs_done", 1)
-        pipe.expire(worker_key(context.worker_name), WORKER_FACTS_TTL)
-        pipe.execute()
+    key = result_key(job_id)
+    written = context.write_result(
+        keys=[key, METRICS_KEY, TIMINGS_KEY, worker_key(context.worker_name)],
+        args=[pack_result(result), settings.result_ttl, TIMINGS_MAXLEN, WORKER_FACTS_TTL,
+              *(usage[name] for name in USAGE_FIELDS), *(f"{timings[name]:.3f}" for name in TIMING_FIELDS)],
+    )
+    if not written:  # an earlier attempt wrote it, then its worker died before rq heard of it
+        return {"result_key": key, "texts": len(request.texts), "already_written": True}
     return {"result_key": key, "texts": len(request.texts), "dim": result.dim, "tokens": encoded.tokens}
