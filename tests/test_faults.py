@@ -41,6 +41,13 @@ def wait_until_started(connection: Redis, job_id: str, timeout: float = 60.0) ->
     raise AssertionError(f"job {job_id} did not start within {timeout} s")
 
 
+def running_long_job(service: LocalService, count: int) -> tuple[list[str], str, int]:
+    """Texts, id and worker pid of a job of `count` long texts, once a worker has started it."""
+    texts = [LONG] * count
+    job_id = service.client.submit(texts)
+    return texts, job_id, wait_until_started(service.client.connection, job_id)
+
+
 def supervisor_facts(service: LocalService) -> dict:
     supervisors = service.client.stats()["supervisors"]
     assert len(supervisors) == 1, supervisors
@@ -57,9 +64,7 @@ def fresh_service(redis_url, model_dir, tmp_path):
 
 def test_a_job_whose_worker_is_killed_is_rerun_within_seconds(fresh_service, encoder):
     client, connection = fresh_service.client, fresh_service.client.connection
-    texts = [LONG] * 48
-    job_id = client.submit(texts)
-    victim = wait_until_started(connection, job_id)
+    texts, job_id, victim = running_long_job(fresh_service, 48)
     os.kill(victim, signal.SIGKILL)
     killed_at = time.monotonic()
     while worker_pid_of(connection, job_id) == victim:  # until the supervisor hands the job back
@@ -169,12 +174,9 @@ def test_redis_going_away_and_coming_back(model_dir, tmp_path, encoder):
 
 
 def test_sigterm_to_a_worker_mid_job_finishes_the_job_then_exits_0(fresh_service, encoder):
-    client, connection = fresh_service.client, fresh_service.client.connection
-    texts = [LONG] * 32
-    job_id = client.submit(texts)
-    pid = wait_until_started(connection, job_id)
+    texts, job_id, pid = running_long_job(fresh_service, 32)
     os.kill(pid, signal.SIGTERM)
-    result = client.wait(job_id, timeout=60)
+    result = fresh_service.client.wait(job_id, timeout=60)
     assert result.worker.endswith(f".{pid}")
     np.testing.assert_allclose(result.embeddings, encoder.encode(texts).vectors, atol=1e-5)
     fresh_service.wait_for_workers(2, exclude_pids=frozenset({str(pid)}))
