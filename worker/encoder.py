@@ -49,6 +49,7 @@ class Encoded:
     tokens: int
     truncated: int
     timings: dict[str, float]
+    started: float  # wall-clock time the (possibly shared) pass began
 
 
 class Encoder:
@@ -134,6 +135,7 @@ class Encoder:
         for request in requests:
             if request.dimensions is not None and request.dimensions > self.dim:
                 raise InvalidInput(f"dimensions={request.dimensions} is more than the model's {self.dim}")
+        started = time.time()
         texts = [self._prefix(request) + text for request in requests for text in request.texts]
         pooled, lengths, truncated, timings = self._pool(texts)
         results, start = [], 0
@@ -145,7 +147,7 @@ class Encoder:
             tokens = int(lengths[start:end].sum())
             share = {name: value * tokens / total_tokens for name, value in timings.items()}
             share["pool_ms"] += (time.perf_counter() - t0) * 1000
-            results.append(Encoded(vectors, tokens, int(truncated[start:end].sum()), share))
+            results.append(Encoded(vectors, tokens, int(truncated[start:end].sum()), share, started))
             start = end
         return results
 

@@ -196,11 +196,12 @@ def embed(payload: Any) -> dict[str, Any]:
     )
     finished = time.time()
     enqueued = job.enqueued_at.timestamp() if job and job.enqueued_at else started
-    queue_ms = max(0.0, (started - enqueued) * 1000)
+    began = min(started, encoded.started)  # a coalesced job's work began with the shared pass
+    queue_ms = max(0.0, (began - enqueued) * 1000)
     timings = {
         "queue_ms": queue_ms,
         **encoded.timings,
-        "total_ms": queue_ms + (finished - started) * 1000,
+        "total_ms": max(0.0, (finished - enqueued) * 1000),
     }
     usage = {"texts": len(request.texts), "tokens": encoded.tokens, "truncated": encoded.truncated}
     result = EmbedResult(
