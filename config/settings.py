@@ -24,7 +24,8 @@ class Settings(ClientSettings):
     strict_providers: bool = Field(False, description="fail instead of falling back to CPU when a provider is missing")
     intra_op_threads: int = Field(0, ge=0, description="0 = cores ÷ workers")
     max_length: int = Field(0, ge=0, description="0 = the model's own maximum")
-    max_batch_tokens: int = Field(16_384, ge=64, description="padded tokens in one inference micro-batch")
+    # Small micro-batches are as fast on CPU and keep the activation peak (and so RSS) low: bench/memory.py.
+    max_batch_tokens: int = Field(2048, ge=64, description="padded tokens in one inference micro-batch")
     pooling: Literal["", "mean", "cls", "lasttoken"] = Field("", description="'' = read from the model directory")
     workers: int = Field(2, ge=1, le=256)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(

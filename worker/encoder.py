@@ -62,7 +62,7 @@ class Encoder:
         providers: ProviderList,
         threads: int,
         max_length: int = 0,
-        max_batch_tokens: int = 16_384,
+        max_batch_tokens: int = 2048,
         pooling: str = "",
     ):
         self.spec = spec
