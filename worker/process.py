@@ -163,7 +163,7 @@ class EmbedWorker(SimpleWorker):
 
 
 def wait_for_redis(connection: Redis, name: str, max_wait: float = 10.0) -> None:
-    """Block until Redis answers, retrying with exponential backoff; logs once per outage."""
+    """Block until Redis answers, retrying with exponential backoff (0.5 s doubling to max_wait)."""
     delay = 0.5
     while True:
         try:
