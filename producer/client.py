@@ -20,7 +20,6 @@ from producer.errors import InvalidInput, JobFailed, JobNotFound, JobTimeout, Qu
 from producer.protocol import (
     EMBED_TASK,
     EmbedResult,
-    Limits,
     MsgpackSerializer,
     model_key,
     result_key,
@@ -68,7 +67,7 @@ class EmbedClient:
             self.settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT
         )
         self.queue = Queue(self.settings.queue, connection=self.connection, serializer=MsgpackSerializer)
-        self.limits = Limits(self.settings.max_texts_per_job, self.settings.max_chars_per_text)
+        self.limits = self.settings.limits
 
     def submit(
         self,

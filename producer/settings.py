@@ -7,6 +7,8 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from producer.protocol import Limits
+
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
@@ -23,6 +25,11 @@ class ClientSettings(BaseSettings):
     result_ttl: int = Field(3600, ge=1, description="seconds a result is kept")
     job_timeout: int = Field(120, ge=1, description="seconds one job may run before it is stopped")
     retries: int = Field(2, ge=0, le=20, description="re-runs of a job whose worker died or that failed")
+
+    @property
+    def limits(self) -> Limits:
+        """The request limits, as the client checks them and the worker checks them again."""
+        return Limits(self.max_texts_per_job, self.max_chars_per_text)
 
     @field_validator("redis_url")
     @classmethod

@@ -21,6 +21,7 @@ from producer.protocol import METRICS_KEY, WORKER_FACTS_TTL, MsgpackSerializer, 
 from worker import tasks
 from worker.encoder import Encoder
 from worker.recovery import bury_worker
+from worker.redis_server import redis_answers
 
 log = logging.getLogger(__name__)
 
@@ -235,13 +236,6 @@ def run_worker(settings: Settings, *, name: str | None = None, burst: bool = Fal
             continue
         if worker._stop_requested or burst:  # rq's flag for a requested (warm) shutdown
             return True
-        if _redis_answers(connection):
+        if redis_answers(connection):
             return False
         log.error("worker %s: rq's loop ended after losing Redis; will reconnect", name)
-
-
-def _redis_answers(connection: Redis) -> bool:
-    try:
-        return bool(connection.ping())
-    except RedisError:
-        return False

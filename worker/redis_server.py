@@ -12,9 +12,11 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 
-def redis_answers(url: str, timeout: float = 1.0) -> bool:
+def redis_answers(target: str | Redis, timeout: float = 1.0) -> bool:
+    """Whether a PING to this URL (or through this connection) is answered."""
     try:
-        return bool(Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout).ping())
+        connection = Redis.from_url(target, socket_connect_timeout=timeout, socket_timeout=timeout) if isinstance(target, str) else target
+        return bool(connection.ping())
     except (RedisError, OSError, ValueError):
         return False
 

@@ -148,8 +148,7 @@ def _require_context() -> TaskContext:
 
 
 def _limits() -> Limits:
-    settings = _require_context().settings
-    return Limits(settings.max_texts_per_job, settings.max_chars_per_text)
+    return _require_context().settings.limits
 
 
 def precompute(jobs: list[EmbedJob]) -> None:
