@@ -6,14 +6,13 @@ import sys
 
 import pytest
 
-from tests.conftest import STSB
 from worker.export import quantize_int8
 from worker.model import ModelError
 
 
-def test_int8_copy_passes_the_quality_gate_and_reports_both_scores(model_dir):
+def test_int8_copy_passes_the_quality_gate_and_reports_both_scores(model_dir, stsb):
     run = subprocess.run([sys.executable, "-m", "worker.cli", "model", "prepare", "--dir", str(model_dir),
-                          "--quantize", "int8", "--stsb", str(STSB)], capture_output=True, text=True, timeout=600)
+                          "--quantize", "int8", "--stsb", str(stsb)], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     assert "int8 copy ready" in run.stdout
     quality = json.loads((model_dir.with_name(model_dir.name + "-int8") / "quality.json").read_text())
@@ -26,10 +25,10 @@ def test_int8_copy_passes_the_quality_gate_and_reports_both_scores(model_dir):
     assert validate.returncode == 0 and "stsb_cosine_spearman" in validate.stdout
 
 
-def test_a_copy_that_loses_too_much_is_not_saved(model_dir, tmp_path, monkeypatch):
+def test_a_copy_that_loses_too_much_is_not_saved(model_dir, stsb, tmp_path, monkeypatch):
     monkeypatch.setattr("worker.export.INT8_MAX_LOSS", 0.0)  # any loss at all is too much
     target = tmp_path / "int8"
     with pytest.raises(ModelError, match=r"int8 scores .* it loses .* more than 0.0; not saved"):
-        quantize_int8(model_dir, STSB, target)
+        quantize_int8(model_dir, stsb, target)
     assert not target.exists()
     assert not list(tmp_path.glob(".staging-*"))

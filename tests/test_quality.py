@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from tests.conftest import STSB
 from worker.quality import cosine_spearman, load_stsb, spearman
 
 PUBLISHED = 82.03  # MTEB, STSBenchmark test, cosine Spearman
@@ -16,8 +15,8 @@ def test_spearman_matches_its_definition_with_ties():
     assert spearman(np.array([1.0, 2.0, 2.0, 3.0]), np.array([1.0, 2.0, 3.0, 4.0])) == pytest.approx(0.9486833, abs=1e-6)
 
 
-def test_stsb_through_the_queue_scores_the_published_figure(service):
-    first, second, gold = load_stsb(STSB)
+def test_stsb_through_the_queue_scores_the_published_figure(service, stsb):
+    first, second, gold = load_stsb(stsb)
     assert len(gold) == 1379
     sentences = list(dict.fromkeys(first + second))
     batches = [sentences[i : i + 64] for i in range(0, len(sentences), 64)]
