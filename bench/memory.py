@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from config import Settings  # noqa: E402
-from worker.local_service import LocalService  # noqa: E402
+from embedq.config import Settings  # noqa: E402
+from embedq.worker.local.service import LocalService  # noqa: E402
 
 SESSION_CONFIGS = {
     "ORT defaults (arena + memory pattern)": {},

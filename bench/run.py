@@ -21,11 +21,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from config import Settings  # noqa: E402
-from worker.encoder import Encoder  # noqa: E402
-from worker.export import int8_dir  # noqa: E402
-from worker.local_service import LocalService  # noqa: E402
-from worker.quality import DEFAULT_STSB, load_stsb  # noqa: E402
+from embedq.config import Settings  # noqa: E402
+from embedq.worker.model.encoder import Encoder  # noqa: E402
+from embedq.worker.model.export import int8_dir  # noqa: E402
+from embedq.worker.local.service import LocalService  # noqa: E402
+from embedq.worker.model.quality import DEFAULT_STSB, load_stsb  # noqa: E402
 
 CORES = os.cpu_count() or 1
 JOB_TEXTS = 32

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from producer.settings import ClientSettings
+from embedq.producer.settings import ClientSettings
 
 DEFAULT_MODEL_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "embedq" / "all-MiniLM-L6-v2"
 

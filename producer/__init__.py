@@ -1,9 +1,9 @@
 """What a web app imports: enqueue texts, poll or wait for their embeddings."""
 
-from producer.client import EmbedClient
-from producer.errors import EmbedqError, InvalidInput, JobFailed, JobNotFound, JobTimeout, QueueFull, QueueUnavailable
-from producer.protocol import EmbedResult
-from producer.settings import ClientSettings
+from embedq.producer.client import EmbedClient
+from embedq.producer.errors import EmbedqError, InvalidInput, JobFailed, JobNotFound, JobTimeout, QueueFull, QueueUnavailable
+from embedq.producer.protocol import EmbedResult
+from embedq.producer.settings import ClientSettings
 
 __all__ = [
     "ClientSettings",

@@ -16,8 +16,8 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.results import Result
 
-from producer.errors import InvalidInput, JobFailed, JobNotFound, JobTimeout, QueueFull, QueueUnavailable
-from producer.protocol import (
+from embedq.producer.errors import InvalidInput, JobFailed, JobNotFound, JobTimeout, QueueFull, QueueUnavailable
+from embedq.producer.protocol import (
     EMBED_TASK,
     EmbedResult,
     MsgpackSerializer,
@@ -26,8 +26,8 @@ from producer.protocol import (
     unpack_result,
     validate_request,
 )
-from producer.settings import ClientSettings, redact_url
-from producer.stats import collect_stats
+from embedq.producer.settings import ClientSettings, redact_url
+from embedq.producer.stats import collect_stats
 
 CONNECT_TIMEOUT = 2.0  # seconds: a Redis that is down fails the call fast instead of hanging it
 SOCKET_TIMEOUT = 10.0

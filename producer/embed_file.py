@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from producer.client import EmbedClient
-from producer.errors import InvalidInput
+from embedq.producer.client import EmbedClient
+from embedq.producer.errors import InvalidInput
 
 
 def read_texts(source: Path) -> list[str]:

@@ -9,9 +9,9 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from producer.errors import InvalidInput
+from embedq.producer.errors import InvalidInput
 
-EMBED_TASK = "worker.tasks.embed"
+EMBED_TASK = "embedq.worker.tasks.embed"
 PAYLOAD_VERSION = 1
 
 KEY_PREFIX = "embedq:"

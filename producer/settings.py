@@ -7,7 +7,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from producer.protocol import Limits
+from embedq.producer.protocol import Limits
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 

@@ -9,7 +9,7 @@ from redis import Redis
 from rq import Queue
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
-from producer.protocol import METRICS_KEY, SUPERVISOR_KEY_PATTERN, TIMING_FIELDS, TIMINGS_KEY, WORKER_KEY_PATTERN
+from embedq.producer.protocol import METRICS_KEY, SUPERVISOR_KEY_PATTERN, TIMING_FIELDS, TIMINGS_KEY, WORKER_KEY_PATTERN
 
 PERCENTILE_WINDOW = 1000  # most recent jobs the percentiles are computed over
 

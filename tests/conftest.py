@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from config import DEFAULT_MODEL_DIR, Settings
-from worker.export import prepare_default
-from worker.local_service import LocalService
-from worker.quality import DEFAULT_STSB
-from worker.redis_server import RedisServer, redis_answers
+from embedq.config import DEFAULT_MODEL_DIR, Settings
+from embedq.worker.model.export import prepare_default
+from embedq.worker.local.service import LocalService
+from embedq.worker.model.quality import DEFAULT_STSB
+from embedq.worker.local.redis_server import RedisServer, redis_answers
 
 TEST_REDIS_URL = os.environ.get("EMBEDQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -77,7 +77,7 @@ def settings(redis_url: str, model_dir: Path) -> Settings:
 
 @pytest.fixture(scope="session")
 def encoder(model_dir: Path):  # type: ignore[no-untyped-def]
-    from worker.encoder import Encoder
+    from embedq.worker.model.encoder import Encoder
 
     return Encoder.from_settings(Settings(model_dir=model_dir, workers=1))
 

@@ -4,8 +4,8 @@ status, result and failure."""
 import numpy as np
 import pytest
 
-from producer import JobFailed
-from producer.protocol import EMBED_TASK, METRICS_KEY
+from embedq.producer import JobFailed
+from embedq.producer.protocol import EMBED_TASK, METRICS_KEY
 from tests.test_hostile_payloads import job_tuple, push_raw
 
 

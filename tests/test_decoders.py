@@ -4,17 +4,18 @@ empty KV cache, prompts, Matryoshka dimensions, fp16 graphs."""
 
 import subprocess
 import sys
+from embedq.worker.cli import embedq_command
 
 import numpy as np
 import pytest
 import torch
 from tokenizers import Tokenizer
 
-from producer import InvalidInput
+from embedq.producer import InvalidInput
 from tests.tiny_models import tiny_bert, tiny_qwen3
-from worker.encoder import Encoder
-from worker.model import load_spec
-from worker.providers import choose_providers
+from embedq.worker.model.encoder import Encoder
+from embedq.worker.model.spec import load_spec
+from embedq.worker.model.providers import choose_providers
 
 TEXTS = [
     "cat",
@@ -164,12 +165,12 @@ def test_fp16_export_of_the_default_model_stays_within_cosine_0999(model_dir, en
 
 def test_validate_and_info_describe_a_decoder_export(qwen3_decoder):
     directory, _ = qwen3_decoder
-    validate = subprocess.run([sys.executable, "-m", "worker.cli", "model", "validate", str(directory)],
+    validate = subprocess.run([*embedq_command(), "model", "validate", str(directory)],
                               capture_output=True, text=True)
     assert validate.returncode == 0, validate.stderr
     for expected in ("onnx/model.onnx", "position_ids", "past_key_values.1.value", "present.0.key", "pooling lasttoken"):
         assert expected in validate.stdout
-    info = subprocess.run([sys.executable, "-m", "worker.cli", "model", "info", str(directory)], capture_output=True, text=True)
+    info = subprocess.run([*embedq_command(), "model", "info", str(directory)], capture_output=True, text=True)
     assert info.returncode == 0, info.stderr
     assert "pooling           lasttoken" in info.stdout
     assert "past_key_values.0.key" in info.stdout and "tensor(float)" in info.stdout

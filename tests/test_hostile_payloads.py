@@ -8,10 +8,10 @@ import msgpack
 import pytest
 from rq import Queue
 
-from producer import JobFailed
-from producer.protocol import EMBED_TASK, Limits, MsgpackSerializer
+from embedq.producer import JobFailed
+from embedq.producer.protocol import EMBED_TASK, Limits, MsgpackSerializer
 from tests.conftest import make_settings
-from worker.local_service import LocalService
+from embedq.worker.local.service import LocalService
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,14 @@
 import shutil
 import subprocess
 import sys
+from embedq.worker.cli import embedq_command
 
 import onnx
 import pytest
 
 
 def embedq(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True, env=env)
+    return subprocess.run([*embedq_command(), *args], capture_output=True, text=True, env=env)
 
 
 @pytest.fixture

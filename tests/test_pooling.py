@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from worker.pooling import cls_pool, l2_normalize, last_token_pool, mean_pool, truncate
+from embedq.worker.model.pooling import cls_pool, l2_normalize, last_token_pool, mean_pool, truncate
 
 HIDDEN = np.array(
     [

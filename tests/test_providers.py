@@ -5,9 +5,9 @@ import logging
 import onnxruntime as ort
 import pytest
 
-from worker.encoder import Encoder
-from worker.model import load_spec
-from worker.providers import COREML, CPU, CUDA, ProviderUnavailable, choose_providers
+from embedq.worker.model.encoder import Encoder
+from embedq.worker.model.spec import load_spec
+from embedq.worker.model.providers import COREML, CPU, CUDA, ProviderUnavailable, choose_providers
 
 ALL = [COREML, CUDA, CPU]
 
@@ -35,7 +35,7 @@ def test_explicit_list_is_honoured_in_order_with_aliases():
 
 
 def test_missing_provider_falls_back_to_cpu_with_a_warning(caplog):
-    with caplog.at_level(logging.WARNING, logger="worker.providers"):
+    with caplog.at_level(logging.WARNING, logger="embedq.worker.model.providers"):
         chosen = choose_providers([COREML], [CPU], platform="linux")
     assert chosen == [(CPU, {})]
     assert "CoreMLExecutionProvider is not available" in caplog.text

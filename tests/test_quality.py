@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from worker.quality import cosine_spearman, load_stsb, spearman
+from embedq.worker.model.quality import cosine_spearman, load_stsb, spearman
 
 PUBLISHED = 82.03  # MTEB, STSBenchmark test, cosine Spearman
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from producer import EmbedClient, QueueUnavailable
+from embedq.producer import EmbedClient, QueueUnavailable
 from tests.conftest import make_settings
-from worker.local_service import LocalService
-from worker.redis_server import RedisServer, free_port
+from embedq.worker.local.service import LocalService
+from embedq.worker.local.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 # What embedq needs and no more: its own keys and rq's, rq's pubsub channels, no admin commands.

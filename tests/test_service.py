@@ -6,14 +6,15 @@ import signal
 import subprocess
 import sys
 import time
+from embedq.worker.cli import embedq_command
 
 import numpy as np
 import pytest
 from rq import Queue
 
-from producer import EmbedClient, InvalidInput, JobFailed, JobNotFound, JobTimeout
-from producer.protocol import EMBED_TASK, METRICS_KEY, MsgpackSerializer, result_key
-from worker.supervisor import settings_env
+from embedq.producer import EmbedClient, InvalidInput, JobFailed, JobNotFound, JobTimeout
+from embedq.producer.protocol import EMBED_TASK, METRICS_KEY, MsgpackSerializer, result_key
+from embedq.worker.supervisor import settings_env
 
 BATCHES = [[f"text {j} of batch {i}: " + "word " * ((i * 7 + j * 13) % 60) for j in range(1 + i % 9)] for i in range(30)]
 
@@ -95,15 +96,15 @@ def test_a_killed_worker_is_restarted_by_the_supervisor(service):
 
 def test_cli_embed_status_and_stats(service):
     env = settings_env(service.settings)
-    run = subprocess.run([sys.executable, "-m", "worker.cli", "embed", "--json", "hello", "world"],
+    run = subprocess.run([*embedq_command(), "embed", "--json", "hello", "world"],
                          capture_output=True, text=True, env=env, timeout=60)
     assert run.returncode == 0, run.stderr
     record = json.loads(run.stdout)
     assert np.array(record["embeddings"]).shape == (2, 384)
-    status = subprocess.run([sys.executable, "-m", "worker.cli", "status", record["job_id"]],
+    status = subprocess.run([*embedq_command(), "status", record["job_id"]],
                             capture_output=True, text=True, env=env, timeout=60)
     assert status.stdout.strip() == "finished"
-    stats = subprocess.run([sys.executable, "-m", "worker.cli", "stats"], capture_output=True, text=True, env=env, timeout=60)
+    stats = subprocess.run([*embedq_command(), "stats"], capture_output=True, text=True, env=env, timeout=60)
     assert "workers alive: 2" in stats.stdout
     assert "infer_ms" in stats.stdout and "p95" in stats.stdout
 

@@ -3,8 +3,8 @@
 import pytest
 from pydantic import ValidationError
 
-from config import Settings
-from producer import ClientSettings, EmbedClient, InvalidInput, QueueFull
+from embedq.config import Settings
+from embedq.producer import ClientSettings, EmbedClient, InvalidInput, QueueFull
 
 
 @pytest.fixture

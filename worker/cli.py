@@ -11,38 +11,44 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from producer.settings import ClientSettings
-from worker.quality import DEFAULT_STSB
+from embedq.producer.settings import ClientSettings
+from embedq.worker.model.quality import DEFAULT_STSB
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 
 
+def embedq_command(*args: str) -> list[str]:
+    """How embedq starts its own children: `-P` keeps the caller's working directory off their import
+    path, so a web app's own worker.py, producer.py or config.py there cannot shadow embedq's modules."""
+    return [sys.executable, "-P", "-m", "embedq.worker.cli", *args]
+
+
 def _service_settings():  # type: ignore[no-untyped-def]
-    from config import Settings
+    from embedq.config import Settings
 
     return Settings()
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from worker.process import run_worker
+    from embedq.worker.process import run_worker
 
     return 0 if run_worker(_service_settings(), name=args.name, burst=args.burst) else 1
 
 
 def cmd_supervise(args: argparse.Namespace) -> int:
-    from worker.supervisor import Supervisor
+    from embedq.worker.supervisor import Supervisor
 
     return Supervisor(_service_settings(), workers=args.workers).run()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from worker.demo import run_demo
+    from embedq.worker.local.demo import run_demo
 
     return run_demo(_service_settings(), workers=args.workers)
 
 
 def _client():  # type: ignore[no-untyped-def]
-    from producer import EmbedClient
+    from embedq.producer import EmbedClient
 
     return EmbedClient(settings=ClientSettings())
 
@@ -65,7 +71,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_embed_file(args: argparse.Namespace) -> int:
-    from producer.embed_file import embed_file
+    from embedq.producer.embed_file import embed_file
 
     with _client() as client:
         vectors = embed_file(client, Path(args.input), Path(args.out), batch_size=args.batch_size, timeout=args.timeout)
@@ -80,7 +86,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from producer.stats import format_stats
+    from embedq.producer.stats import format_stats
 
     with _client() as client:
         stats = client.stats()
@@ -89,8 +95,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_model_prepare(args: argparse.Namespace) -> int:
-    from worker.export import int8_dir, prepare_default, quantize_int8
-    from worker.model import ModelError
+    from embedq.worker.model.export import int8_dir, prepare_default, quantize_int8
+    from embedq.worker.model.spec import ModelError
 
     target = Path(args.dir) if args.dir else _service_settings().model_dir
     prepare_default(target, force=args.force)
@@ -107,7 +113,7 @@ def cmd_model_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_model_validate(args: argparse.Namespace) -> int:
-    from worker.model import ModelError, validate
+    from embedq.worker.model.spec import ModelError, validate
 
     directory = Path(args.dir) if args.dir else _service_settings().model_dir
     try:
@@ -132,8 +138,8 @@ def cmd_model_validate(args: argparse.Namespace) -> int:
 def cmd_model_info(args: argparse.Namespace) -> int:
     import onnxruntime as ort
 
-    from worker.model import ModelError, load_spec
-    from worker.providers import choose_providers
+    from embedq.worker.model.spec import ModelError, load_spec
+    from embedq.worker.model.providers import choose_providers
 
     settings = _service_settings()
     try:
@@ -223,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    from producer.errors import EmbedqError
+    from embedq.producer.errors import EmbedqError
 
     try:
         return args.run(args)

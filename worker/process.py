@@ -15,13 +15,13 @@ from rq import Queue, SimpleWorker
 from rq.worker import WorkerStatus
 from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 
-from config import Settings
-from producer.errors import InvalidInput
-from producer.protocol import METRICS_KEY, WORKER_FACTS_TTL, MsgpackSerializer, claimed_key, model_key, worker_key
-from worker import tasks
-from worker.encoder import Encoder
-from worker.recovery import bury_worker
-from worker.redis_server import redis_answers
+from embedq.config import Settings
+from embedq.producer.errors import InvalidInput
+from embedq.producer.protocol import METRICS_KEY, WORKER_FACTS_TTL, MsgpackSerializer, claimed_key, model_key, worker_key
+from embedq.worker import tasks
+from embedq.worker.model.encoder import Encoder
+from embedq.worker.recovery import bury_worker
+from embedq.worker.local.redis_server import redis_answers
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from rq.job import JobStatus
 from rq.job_lifecycle import record_job_failure
 from rq.exceptions import NoSuchJobError
 
-from producer.protocol import MsgpackSerializer, claimed_key, worker_key
-from worker.tasks import EmbedJob
+from embedq.producer.protocol import MsgpackSerializer, claimed_key, worker_key
+from embedq.worker.tasks import EmbedJob
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,11 @@ from typing import TypeVar
 from redis import Redis
 from redis.exceptions import RedisError
 
-from config import Settings
-from producer.protocol import WORKER_FACTS_TTL, supervisor_key
-from worker.process import worker_name_for
-from worker.recovery import bury_worker
+from embedq.config import Settings
+from embedq.producer.protocol import WORKER_FACTS_TTL, supervisor_key
+from embedq.worker.cli import embedq_command
+from embedq.worker.process import worker_name_for
+from embedq.worker.recovery import bury_worker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,7 +67,7 @@ class Supervisor:
         poll_interval: float = 0.2,
     ):
         self.settings = settings
-        self.command = list(command or [sys.executable, "-m", "worker.cli", "worker"])
+        self.command = list(command or embedq_command("worker"))
         self.slots = [Slot(i) for i in range(workers or settings.workers)]
         self.crash_limit = crash_limit
         self.crash_window = crash_window

@@ -13,9 +13,9 @@ from redis import Redis
 from rq import get_current_job
 from rq.job import Job
 
-from config import Settings
-from producer.errors import InvalidInput
-from producer.protocol import (
+from embedq.config import Settings
+from embedq.producer.errors import InvalidInput
+from embedq.producer.protocol import (
     EMBED_TASK,
     METRICS_KEY,
     TIMINGS_KEY,
@@ -30,7 +30,7 @@ from producer.protocol import (
     result_key,
     worker_key,
 )
-from worker.encoder import Encoded, Encoder
+from embedq.worker.model.encoder import Encoded, Encoder
 
 
 UNREADABLE = "<unreadable payload>"  # func_name of a job whose payload could not be parsed

@@ -12,10 +12,11 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import IO
 
-from config import Settings
-from producer import EmbedClient
-from worker.redis_server import RedisServer, redis_answers
-from worker.supervisor import settings_env
+from embedq.config import Settings
+from embedq.producer import EmbedClient
+from embedq.worker.cli import embedq_command
+from embedq.worker.local.redis_server import RedisServer, redis_answers
+from embedq.worker.supervisor import settings_env
 
 READY_TIMEOUT = 180.0
 
@@ -48,13 +49,13 @@ class LocalService:
             self.private_redis = RedisServer().start()
             url = self.private_redis.url
         self.settings = self.requested.model_copy(update={"redis_url": url, "workers": self.workers})
-        from worker.export import is_prepared, prepare_default
+        from embedq.worker.model.export import is_prepared, prepare_default
 
         if not is_prepared(self.settings.model_dir):
             prepare_default(self.settings.model_dir)
         log: IO[bytes] | None = self._stack.enter_context(self.log_path.open("wb")) if self.log_path else None
         self.supervisor = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "supervise", "--workers", str(self.workers)],
+            embedq_command("supervise", "--workers", str(self.workers)),
             env=settings_env(self.settings), stdout=log, stderr=subprocess.STDOUT if log else None,
         )
         self.client = EmbedClient(settings=self.settings)

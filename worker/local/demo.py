@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from config import Settings
-from producer import EmbedClient
-from producer.stats import format_stats
-from worker.local_service import LocalService
+from embedq.config import Settings
+from embedq.producer import EmbedClient
+from embedq.producer.stats import format_stats
+from embedq.worker.local.service import LocalService
 
 SAMPLE_BATCHES = [
     ["A man is playing a guitar.", "Someone strums an acoustic guitar on stage.", "A chef is slicing onions."],

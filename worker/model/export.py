@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from worker.model import load_spec
+from embedq.worker.model.spec import load_spec
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +137,10 @@ def quantize_int8(source: Path, stsb: Path, target: Path | None = None) -> dict[
     STS-B score is within INT8_MAX_LOSS of the fp32 model's; both scores go to quality.json."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from config import Settings
-    from worker.encoder import Encoder
-    from worker.model import ModelError, find_onnx
-    from worker.quality import cosine_spearman, load_stsb
+    from embedq.config import Settings
+    from embedq.worker.model.encoder import Encoder
+    from embedq.worker.model.spec import ModelError, find_onnx
+    from embedq.worker.model.quality import cosine_spearman, load_stsb
 
     target = target or int8_dir(source)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))

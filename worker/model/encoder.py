@@ -11,12 +11,12 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from config import Settings
-from producer.errors import InvalidInput
-from producer.protocol import EmbedRequest
-from worker.model import ModelError, ModelSpec, load_spec
-from worker.pooling import POOLERS, truncate
-from worker.providers import ProviderList, choose_providers
+from embedq.config import Settings
+from embedq.producer.errors import InvalidInput
+from embedq.producer.protocol import EmbedRequest
+from embedq.worker.model.spec import ModelError, ModelSpec, load_spec
+from embedq.worker.model.pooling import POOLERS, truncate
+from embedq.worker.model.providers import ProviderList, choose_providers
 
 POOLED_OUTPUTS = ("sentence_embedding",)
 TOKEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
