@@ -33,6 +33,7 @@ class Settings(ClientSettings):
     )
     coalesce_jobs: int = Field(32, ge=1, description="waiting jobs a worker embeds in one pass (1 = off)")
     coalesce_texts: int = Field(256, ge=1, description="stop taking waiting jobs once this many texts are in the pass")
+    stsb: Path | None = Field(None, description="STS Benchmark test file (sts-test.csv) for the int8 quality gate")
 
     @field_validator("providers", mode="before")
     @classmethod

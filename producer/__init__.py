@@ -1,7 +1,16 @@
 """What a web app imports: enqueue texts, poll or wait for their embeddings."""
 
 from embedq.producer.client import EmbedClient
-from embedq.producer.errors import EmbedqError, InvalidInput, JobFailed, JobNotFound, JobTimeout, QueueFull, QueueUnavailable
+from embedq.producer.errors import (
+    EmbedqError,
+    InvalidInput,
+    InvalidSettings,
+    JobFailed,
+    JobNotFound,
+    JobTimeout,
+    QueueFull,
+    QueueUnavailable,
+)
 from embedq.producer.protocol import EmbedResult
 from embedq.producer.settings import ClientSettings
 
@@ -11,6 +20,7 @@ __all__ = [
     "EmbedResult",
     "EmbedqError",
     "InvalidInput",
+    "InvalidSettings",
     "JobFailed",
     "JobNotFound",
     "JobTimeout",

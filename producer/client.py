@@ -14,7 +14,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
-from rq.results import Result
 
 from embedq.producer.errors import InvalidInput, JobFailed, JobNotFound, JobTimeout, QueueFull, QueueUnavailable
 from embedq.producer.protocol import (
@@ -26,6 +25,7 @@ from embedq.producer.protocol import (
     unpack_result,
     validate_request,
 )
+from embedq.producer.rq_compat import result_stream_key
 from embedq.producer.settings import ClientSettings, redact_url
 from embedq.producer.stats import collect_stats
 
@@ -61,7 +61,7 @@ class EmbedClient:
         connection: Redis | None = None,
     ):
         overrides = {k: v for k, v in {"redis_url": redis_url, "queue": queue}.items() if v is not None}
-        base = settings or ClientSettings()
+        base = settings or ClientSettings.load()
         self.settings = base.model_copy(update=overrides) if overrides else base
         self.connection = connection or Redis.from_url(
             self.settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT
@@ -158,7 +158,7 @@ class EmbedClient:
     def wait(self, job_id: str, timeout: float = 30.0) -> EmbedResult:
         """Block until the job ends (XREAD on rq's result stream, no polling); JobTimeout at the deadline."""
         deadline = time.monotonic() + timeout
-        stream, key = Result.get_key(job_id), result_key(job_id)
+        stream, key = result_stream_key(job_id), result_key(job_id)
         last_error: Exception | None = None
         while (remaining_ms := int((deadline - time.monotonic()) * 1000)) > 0:
             try:

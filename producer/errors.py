@@ -5,6 +5,10 @@ class EmbedqError(Exception):
     """Base class of every error embedq raises on purpose."""
 
 
+class InvalidSettings(EmbedqError, ValueError):
+    """A setting (EMBEDQ_* variable, .env file or argument) has a value embedq cannot run with."""
+
+
 class InvalidInput(EmbedqError, ValueError):
     """A request breaks the job schema or a configured limit; nothing was enqueued."""
 

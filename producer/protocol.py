@@ -15,8 +15,6 @@ EMBED_TASK = "embedq.worker.tasks.embed"
 PAYLOAD_VERSION = 1
 
 KEY_PREFIX = "embedq:"
-METRICS_KEY = KEY_PREFIX + "metrics"
-TIMINGS_KEY = KEY_PREFIX + "timings"
 TIMINGS_MAXLEN = 10_000
 WORKER_KEY_PATTERN = KEY_PREFIX + "worker:*"
 SUPERVISOR_KEY_PATTERN = KEY_PREFIX + "supervisor:*"
@@ -37,9 +35,19 @@ def claimed_key(worker_name: str) -> str:
     return f"{KEY_PREFIX}claimed:{worker_name}"
 
 
+def metrics_key(queue: str) -> str:
+    """Counters of one queue: jobs, texts, tokens, truncated, failed attempts, coalesced passes."""
+    return f"{KEY_PREFIX}{queue}:metrics"
+
+
+def timings_key(queue: str) -> str:
+    """One queue's recent job timings (a capped stream), for the percentiles `embedq stats` shows."""
+    return f"{KEY_PREFIX}{queue}:timings"
+
+
 def model_key(queue: str) -> str:
-    """What the workers on `queue` serve (name, dim, max_tokens): lets producers check `dimensions` early."""
-    return f"{KEY_PREFIX}model:{queue}"
+    """What the workers on `queue` serve (name, dim): lets producers check `dimensions` early."""
+    return f"{KEY_PREFIX}{queue}:model"
 
 
 def supervisor_key(name: str) -> str:

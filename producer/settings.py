@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, field_validator
+from typing import Any, Self
+
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from embedq.producer.errors import InvalidSettings
 from embedq.producer.protocol import Limits
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -25,6 +28,18 @@ class ClientSettings(BaseSettings):
     result_ttl: int = Field(3600, ge=1, description="seconds a result is kept")
     job_timeout: int = Field(120, ge=1, description="seconds one job may run before it is stopped")
     retries: int = Field(2, ge=0, le=20, description="re-runs of a job whose worker died or that failed")
+
+    @classmethod
+    def load(cls, **values: Any) -> Self:
+        """The settings from the environment and .env, with `values` on top; InvalidSettings names each bad one."""
+        try:
+            return cls(**values)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"EMBEDQ_{'_'.join(str(part) for part in issue['loc']).upper()}: {issue['msg']}"
+                for issue in error.errors()
+            )
+            raise InvalidSettings(f"invalid settings: {problems} (fix the EMBEDQ_* variable or .env)") from None
 
     @property
     def limits(self) -> Limits:

@@ -9,7 +9,13 @@ from redis import Redis
 from rq import Queue
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
-from embedq.producer.protocol import METRICS_KEY, SUPERVISOR_KEY_PATTERN, TIMING_FIELDS, TIMINGS_KEY, WORKER_KEY_PATTERN
+from embedq.producer.protocol import (
+    SUPERVISOR_KEY_PATTERN,
+    TIMING_FIELDS,
+    WORKER_KEY_PATTERN,
+    metrics_key,
+    timings_key,
+)
 
 PERCENTILE_WINDOW = 1000  # most recent jobs the percentiles are computed over
 
@@ -18,20 +24,21 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _facts(connection: Redis, pattern: str) -> list[dict[str, str]]:
+def _facts(connection: Redis, pattern: str, queue: str) -> list[dict[str, str]]:
+    """The facts hashes under `pattern` of the processes serving `queue`."""
     found = []
     for key in sorted(connection.scan_iter(match=pattern, count=500)):
         facts = {_text(k): _text(v) for k, v in connection.hgetall(key).items()}
-        if facts:
+        if facts.get("queue") == queue:
             found.append({"name": _text(key).split(":", 2)[2], **facts})
     return found
 
 
 def collect_stats(connection: Redis, queue: Queue) -> dict[str, Any]:
-    workers = _facts(connection, WORKER_KEY_PATTERN)
-    supervisors = _facts(connection, SUPERVISOR_KEY_PATTERN)
-    counters = {_text(k): float(v) for k, v in connection.hgetall(METRICS_KEY).items()}
-    records = connection.xrevrange(TIMINGS_KEY, count=PERCENTILE_WINDOW)
+    workers = _facts(connection, WORKER_KEY_PATTERN, queue.name)
+    supervisors = _facts(connection, SUPERVISOR_KEY_PATTERN, queue.name)
+    counters = {_text(k): float(v) for k, v in connection.hgetall(metrics_key(queue.name)).items()}
+    records = connection.xrevrange(timings_key(queue.name), count=PERCENTILE_WINDOW)
     percentiles: dict[str, dict[str, float]] = {}
     for name in TIMING_FIELDS:
         values = np.array([float(fields[name.encode()]) for _, fields in records if name.encode() in fields])

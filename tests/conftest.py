@@ -4,20 +4,24 @@ the real default model, and a real supervisor with real worker processes."""
 from __future__ import annotations
 
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from redis import Redis
 
+from embedq import EmbedClient
 from embedq.config import DEFAULT_MODEL_DIR, Settings
+from embedq.producer.protocol import metrics_key
 from embedq.worker.model.export import prepare_default
 from embedq.worker.local.service import LocalService
-from embedq.worker.model.quality import DEFAULT_STSB
 from embedq.worker.local.redis_server import RedisServer, redis_answers
 
 TEST_REDIS_URL = os.environ.get("EMBEDQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# The STS Benchmark test set beside this checkout, as this project's CI has it; EMBEDQ_STSB to point elsewhere.
+SHARED_STSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsbenchmark" / "sts-test.csv"
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +49,7 @@ def redis(redis_url: str) -> Redis:
 def stsb() -> Path:
     """The STS Benchmark test file beside this checkout (EMBEDQ_STSB to point elsewhere). CI has it,
     so there its absence fails; a checkout without it skips the quality tests, saying why."""
-    path = Path(os.environ.get("EMBEDQ_STSB", DEFAULT_STSB))
+    path = Path(os.environ.get("EMBEDQ_STSB", SHARED_STSB))
     if not path.is_file():
         message = f"no STS Benchmark test file at {path} (set EMBEDQ_STSB)"
         pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
@@ -89,3 +93,18 @@ def service(redis_url: str, model_dir: Path, tmp_path_factory: pytest.TempPathFa
     with LocalService(make_settings(redis_url, model_dir), workers=2, log_path=log_path) as running:
         yield running
         assert running.stop() == 0, running.output()
+
+
+def counter(client: EmbedClient, name: str) -> int:
+    """One of the client's queue's counters (embedq:{queue}:metrics), 0 before it is first written."""
+    return int(float(client.connection.hget(metrics_key(client.settings.queue), name) or 0))
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.01) -> float:
+    """Poll `condition` until it holds; seconds it took. AssertionError naming `what` at the deadline."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{what} did not happen within {timeout:g} s")
+        time.sleep(interval)
+    return time.monotonic() - started

@@ -3,38 +3,49 @@ status, result and failure."""
 
 import numpy as np
 import pytest
+from rq import Queue
 
-from embedq.producer import JobFailed
-from embedq.producer.protocol import EMBED_TASK, METRICS_KEY
+from embedq import JobFailed
+from embedq.producer.protocol import EMBED_TASK, MsgpackSerializer, validate_request
+from embedq.worker.local.service import LocalService
+from tests.conftest import counter, make_settings
 from tests.test_hostile_payloads import job_tuple, push_raw
-
-
-def counter(service, name: str) -> int:
-    return int(float(service.client.connection.hget(METRICS_KEY, name) or 0))
 
 
 def test_waiting_single_text_jobs_share_passes_and_match_single_job_vectors(service, encoder):
     texts = [f"search query number {i} about {['cats', 'stocks', 'python', 'weather'][i % 4]}" for i in range(120)]
-    passes_before, coalesced_before = counter(service, "coalesced_passes"), counter(service, "coalesced_jobs")
-    job_ids = service.client.submit_many([[text] for text in texts])
-    results = [service.client.wait(job_id, timeout=60) for job_id in job_ids]
-    passes = counter(service, "coalesced_passes") - passes_before
-    coalesced = counter(service, "coalesced_jobs") - coalesced_before
+    client = service.client
+    jobs_before, passes_before, coalesced_before = (counter(client, n) for n in ("jobs", "coalesced_passes", "coalesced_jobs"))
+    job_ids = client.submit_many([[text] for text in texts])
+    results = [client.wait(job_id, timeout=60) for job_id in job_ids]
+    passes = counter(client, "coalesced_passes") - passes_before
+    coalesced = counter(client, "coalesced_jobs") - coalesced_before
     print(f"120 single-text jobs: {coalesced} coalesced in {passes} passes")
+    assert counter(client, "jobs") - jobs_before == 120
     assert passes >= 1 and coalesced >= 60, "a queue full of small jobs should be embedded in shared passes"
     for text, result in zip(texts, results):
         assert result.embeddings.shape == (1, 384)
         np.testing.assert_allclose(result.embeddings, encoder.encode([text]).vectors, atol=1e-5)
 
 
-def test_options_stay_per_job_inside_a_shared_pass(service, encoder):
-    client = service.client
-    ids = client.submit_many([["alpha"], ["beta"]]) + [client.submit(["gamma"], dimensions=16),
-                                                       client.submit(["delta"], normalize=False)]
-    short, raw = client.wait(ids[2], timeout=30).embeddings, client.wait(ids[3], timeout=30).embeddings
-    assert short.shape == (1, 16)
-    np.testing.assert_allclose(short, encoder.encode(["gamma"], dimensions=16).vectors, atol=1e-5)
-    np.testing.assert_allclose(raw, encoder.encode(["delta"], normalize=False).vectors, atol=1e-4)
+def test_options_stay_per_job_inside_a_shared_pass(redis_url, model_dir, encoder, tmp_path):
+    # One worker, and the four jobs land in the queue in one transaction: it takes them in one pass.
+    with LocalService(make_settings(redis_url, model_dir), workers=1, log_path=tmp_path / "log") as solo:
+        client = solo.client
+        options = [{}, {}, {"dimensions": 16}, {"normalize": False}]
+        requests = [validate_request([text], limits=client.limits, **option)
+                    for text, option in zip(["alpha", "beta", "gamma", "delta"], options)]
+        passes_before, coalesced_before = counter(client, "coalesced_passes"), counter(client, "coalesced_jobs")
+        queue = Queue(client.settings.queue, connection=client.connection, serializer=MsgpackSerializer)
+        jobs = queue.enqueue_many([Queue.prepare_data(EMBED_TASK, args=(r.to_payload(),)) for r in requests])
+        results = [client.wait(job.id, timeout=30).embeddings for job in jobs]
+        assert counter(client, "coalesced_passes") - passes_before == 1
+        assert counter(client, "coalesced_jobs") - coalesced_before == 4, "the four jobs shared one pass"
+    assert results[2].shape == (1, 16)
+    np.testing.assert_allclose(results[0], encoder.encode(["alpha"]).vectors, atol=1e-5)
+    np.testing.assert_allclose(results[2], encoder.encode(["gamma"], dimensions=16).vectors, atol=1e-5)
+    np.testing.assert_allclose(results[3], encoder.encode(["delta"], normalize=False).vectors, atol=1e-4)
+    assert not np.allclose(np.linalg.norm(results[3]), 1.0, atol=1e-3)
 
 
 def test_one_bad_job_does_not_fail_its_neighbours(service):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 
-from embedq.producer import InvalidInput
+from embedq import InvalidInput
 from tests.tiny_models import tiny_bert, tiny_qwen3
 from embedq.worker.model.encoder import Encoder
 from embedq.worker.model.spec import load_spec

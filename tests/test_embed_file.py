@@ -8,7 +8,7 @@ from embedq.worker.cli import embedq_command
 import numpy as np
 import pytest
 
-from embedq.producer import InvalidInput
+from embedq import InvalidInput
 from embedq.producer.embed_file import embed_file, read_texts
 from embedq.worker.supervisor import settings_env
 

@@ -14,9 +14,9 @@ from redis import Redis
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 
-from embedq.producer import EmbedClient, JobFailed, JobTimeout, QueueUnavailable
-from embedq.producer.protocol import METRICS_KEY, MsgpackSerializer, result_key
-from tests.conftest import make_settings
+from embedq import EmbedClient, JobFailed, JobTimeout, QueueUnavailable
+from embedq.producer.protocol import MsgpackSerializer, result_key
+from tests.conftest import counter, make_settings, wait_until
 from embedq.worker.local.service import LocalService
 from embedq.worker.local.redis_server import RedisServer
 
@@ -32,13 +32,10 @@ def worker_pid_of(connection: Redis, job_id: str) -> int | None:
 
 
 def wait_until_started(connection: Redis, job_id: str, timeout: float = 60.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pid = worker_pid_of(connection, job_id)
-        if pid is not None:
-            return pid
-        time.sleep(0.01)
-    raise AssertionError(f"job {job_id} did not start within {timeout} s")
+    wait_until(lambda: worker_pid_of(connection, job_id) is not None, timeout, f"job {job_id} starting")
+    pid = worker_pid_of(connection, job_id)
+    assert pid is not None, f"job {job_id} started, then left its worker before we saw which"
+    return pid
 
 
 def running_long_job(service: LocalService, count: int) -> tuple[list[str], str, int]:
@@ -67,9 +64,8 @@ def test_a_job_whose_worker_is_killed_is_rerun_within_seconds(fresh_service, enc
     texts, job_id, victim = running_long_job(fresh_service, 48)
     os.kill(victim, signal.SIGKILL)
     killed_at = time.monotonic()
-    while worker_pid_of(connection, job_id) == victim:  # until the supervisor hands the job back
-        time.sleep(0.005)
-    handed_back_s = time.monotonic() - killed_at
+    handed_back_s = wait_until(lambda: worker_pid_of(connection, job_id) != victim, 60,
+                               f"the supervisor handing back job {job_id} of killed worker {victim}", interval=0.005)
     result = client.wait(job_id, timeout=60)
     recovery_s = time.monotonic() - killed_at
     print(f"killed worker {victim} mid-job: job handed back after {handed_back_s:.2f} s, result after {recovery_s:.1f} s")
@@ -87,7 +83,7 @@ def test_chaos_300_jobs_5_kills_nothing_lost_nothing_doubled(fresh_service, enco
         [f"job {i} text {j}: " + ("word " * rng.randint(1, 40) if rng.random() < 0.9 else LONG) for j in range(rng.randint(1, 16))]
         for i in range(300)
     ]
-    jobs_before = int(float(connection.hget(METRICS_KEY, "jobs") or 0))
+    jobs_before = counter(client, "jobs")
     failed_before = FailedJobRegistry(queue=client.queue).count
     started = time.monotonic()
     job_ids = client.submit_many(batches)
@@ -116,7 +112,7 @@ def test_chaos_300_jobs_5_kills_nothing_lost_nothing_doubled(fresh_service, enco
     assert all(connection.ttl(result_key(job_id)) > 0 for job_id in job_ids)
     assert FailedJobRegistry(queue=client.queue).count == failed_before
     # the task writes a result (and counts it) once per job, however many times its worker died
-    assert int(float(connection.hget(METRICS_KEY, "jobs"))) - jobs_before == len(job_ids)
+    assert counter(client, "jobs") - jobs_before == len(job_ids)
     facts = fresh_service.wait_for_workers(2)
     assert len(facts) == 2
     assert int(supervisor_facts(fresh_service)["restarts"]) == 5
@@ -131,8 +127,8 @@ def test_a_poison_job_fails_after_its_retries_and_the_rest_finish(fresh_service)
         pid = wait_until_started(connection, poison)
         os.kill(pid, signal.SIGKILL)
         victims.append(pid)
-        while worker_pid_of(connection, poison) == pid:
-            time.sleep(0.01)
+        wait_until(lambda: worker_pid_of(connection, poison) != pid, 60,  # noqa: B023 - pid of this round
+                   f"the supervisor handing back the poison job from killed worker {pid}")
     with pytest.raises(JobFailed) as failure:
         client.wait(poison, timeout=60)
     assert "AbandonedJobError: job abandoned 3 times: its worker died each time" in failure.value.reason
@@ -198,6 +194,7 @@ def test_a_job_past_job_timeout_is_stopped_and_the_worker_lives_on(fresh_service
     job_id = impatient.submit([LONG] * 256)
     with pytest.raises(JobFailed, match="job ran past JOB_TIMEOUT=1 s and was stopped"):
         impatient.wait(job_id, timeout=60)
-    assert Job.fetch(job_id, connection=impatient.connection, serializer=MsgpackSerializer).retries_left == 0
+    assert Job.fetch(job_id, connection=impatient.connection, serializer=MsgpackSerializer).retries_left == 2, \
+        "a timed-out job would time out again: no retry is used"
     assert fresh_service.client.embed(["the worker lives on"], timeout=30).shape == (1, 384)
     assert int(supervisor_facts(fresh_service)["restarts"]) == 0

@@ -3,14 +3,17 @@ nothing named in it is imported or executed, and the worker keeps serving the ne
 
 import pickle
 import textwrap
+from pathlib import Path
 
 import msgpack
+import numpy as np
 import pytest
-from rq import Queue
+from rq import Queue, Retry
+from rq.job import Job
 
-from embedq.producer import JobFailed
+from embedq import JobFailed
 from embedq.producer.protocol import EMBED_TASK, Limits, MsgpackSerializer
-from tests.conftest import make_settings
+from tests.conftest import counter, make_settings
 from embedq.worker.local.service import LocalService
 
 
@@ -38,11 +41,12 @@ def service(redis_url, model_dir, canary_dir, tmp_path_factory):
             yield running
 
 
-def push_raw(service, data: bytes, **fields: str) -> str:
+def push_raw(service, data: bytes, retries: int = 0, **fields: str) -> str:
     """A job whose stored bytes are `data`, as anyone who can write to Redis could make it."""
     queue = Queue(service.settings.queue, connection=service.client.connection, serializer=MsgpackSerializer)
     with service.client.connection.pipeline() as pipe:  # one MULTI: no worker ever sees the placeholder
-        job = queue.enqueue_call(EMBED_TASK, args=({"v": 1, "texts": ["placeholder"]},), pipeline=pipe)
+        job = queue.enqueue_call(EMBED_TASK, args=({"v": 1, "texts": ["placeholder"]},), pipeline=pipe,
+                                 retry=Retry(max=retries) if retries else None)
         pipe.hset(job.key, mapping={"data": data, **fields})
         pipe.execute()
     return job.id
@@ -50,6 +54,16 @@ def push_raw(service, data: bytes, **fields: str) -> str:
 
 def job_tuple(func: str, *args, **kwargs) -> bytes:
     return msgpack.packb([func, None, list(args), kwargs])
+
+
+class Gadget:
+    """Unpickling this (loading alone, nothing called afterwards) creates the file at `path`."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (str(self.path), "w")
 
 
 HOSTILE = {
@@ -95,10 +109,30 @@ def test_callbacks_named_in_the_job_hash_are_ignored(service, canary_dir):
     assert not (canary_dir / "imported").exists() and not (canary_dir / "called").exists()
 
 
-def test_hostile_jobs_are_not_retried(service):
-    job_id = push_raw(service, job_tuple("os.system", "true"))
+@pytest.mark.parametrize("data", [job_tuple("os.system", "true"), job_tuple(EMBED_TASK, {"v": 1, "texts": [7]})],
+                         ids=["forbidden task", "invalid input"])
+def test_refused_jobs_are_not_retried_though_they_have_retries(service, data):
+    failed_before = counter(service.client, "failed_attempts")
+    job_id = push_raw(service, data, retries=2)
     with pytest.raises(JobFailed):
         service.client.wait(job_id, timeout=30)
-    from rq.job import Job
+    job = Job.fetch(job_id, connection=service.client.connection, serializer=MsgpackSerializer)
+    assert job.retries_left == 2, "no retry was used"
+    assert counter(service.client, "failed_attempts") - failed_before == 1, "the job ran exactly once"
 
-    assert Job.fetch(job_id, connection=service.client.connection, serializer=MsgpackSerializer).retries_left in (0, None)
+
+def test_a_pickle_whose_loading_alone_would_create_a_file_is_refused(service, tmp_path):
+    control = tmp_path / "control"
+    pickle.loads(pickle.dumps(Gadget(control)))  # the gadget is live: loading it creates the file
+    assert control.exists()
+    marker = tmp_path / "pwned"
+    job_id = push_raw(service, pickle.dumps(Gadget(marker)))
+    with pytest.raises(JobFailed, match="job payload is not a msgpack embed job"):
+        service.client.wait(job_id, timeout=30)
+    assert not marker.exists()
+
+
+def test_jobs_queued_under_the_old_task_name_still_run(service, encoder):
+    job_id = push_raw(service, job_tuple("worker.tasks.embed", {"v": 1, "texts": ["queued before the upgrade"]}))
+    result = service.client.wait(job_id, timeout=30)
+    np.testing.assert_allclose(result.embeddings, encoder.encode(["queued before the upgrade"]).vectors, atol=1e-5)

@@ -5,6 +5,8 @@ import pytest
 
 from embedq.worker.model.pooling import cls_pool, l2_normalize, last_token_pool, mean_pool, truncate
 
+pytestmark = pytest.mark.unit
+
 HIDDEN = np.array(
     [
         [[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]],  # last position is padding

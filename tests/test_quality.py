@@ -8,6 +8,7 @@ from embedq.worker.model.quality import cosine_spearman, load_stsb, spearman
 PUBLISHED = 82.03  # MTEB, STSBenchmark test, cosine Spearman
 
 
+@pytest.mark.unit
 def test_spearman_matches_its_definition_with_ties():
     assert spearman(np.array([1.0, 2.0, 3.0, 4.0]), np.array([10.0, 20.0, 30.0, 40.0])) == pytest.approx(1.0)
     assert spearman(np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0])) == pytest.approx(-1.0)

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from rq import Queue
 
-from embedq.producer import EmbedClient, InvalidInput, JobFailed, JobNotFound, JobTimeout
-from embedq.producer.protocol import EMBED_TASK, METRICS_KEY, MsgpackSerializer, result_key
+from embedq import EmbedClient, InvalidInput, JobFailed, JobNotFound, JobTimeout
+from embedq.producer.protocol import EMBED_TASK, MsgpackSerializer, result_key
+from tests.conftest import counter
 from embedq.worker.supervisor import settings_env
 
 BATCHES = [[f"text {j} of batch {i}: " + "word " * ((i * 7 + j * 13) % 60) for j in range(1 + i % 9)] for i in range(30)]
@@ -33,15 +34,39 @@ def test_round_trip_through_two_workers_in_input_order(service, encoder):
         assert result.timings["total_ms"] >= result.timings["infer_ms"] > 0
     assert len({result.worker for result in results}) == 2, "both workers should have taken jobs"
     assert client.status(job_ids[0]) == "finished"
-    assert service.client.connection.ttl(result_key(job_ids[0])) > 0
+
+
+def test_a_result_is_kept_for_result_ttl(service):
+    job_id = service.client.submit(["kept for RESULT_TTL seconds"])
+    service.client.wait(job_id, timeout=30)
+    ttl = service.client.connection.ttl(result_key(job_id))
+    assert service.settings.result_ttl - 5 <= ttl <= service.settings.result_ttl
+
+
+def test_each_workers_jobs_done_grows_by_the_results_that_name_it(service):
+    before = {w["name"]: int(w["jobs_done"]) for w in service.client.stats()["workers"]}
+    results = [service.client.wait(job_id, timeout=60) for job_id in service.client.submit_many(BATCHES)]
+    after = {w["name"]: int(w["jobs_done"]) for w in service.client.stats()["workers"]}
+    assert set(after) == set(before)
+    for name in before:
+        assert after[name] - before[name] == sum(result.worker == name for result in results), name
+
+
+def test_an_instruction_reaches_the_worker_through_the_queue(service, encoder):
+    task = "Given a web search query, retrieve relevant passages"
+    texts = ["how do I reverse a list in python"]
+    through_queue = service.client.embed(texts, instruction=task, timeout=30)
+    np.testing.assert_allclose(through_queue, encoder.encode(texts, instruction=task).vectors, atol=1e-5)
+    assert not np.allclose(through_queue, encoder.encode(texts).vectors, atol=1e-3)
 
 
 def test_embed_returns_vectors_and_metrics_are_written(service, encoder):
-    vectors = service.client.embed(["one query"], timeout=30)
-    np.testing.assert_allclose(vectors, encoder.encode(["one query"]).vectors, atol=1e-5)
+    before = service.client.stats()["counters"]
+    vectors = service.client.embed(["one query", "and another"], timeout=30)
+    np.testing.assert_allclose(vectors, encoder.encode(["one query", "and another"]).vectors, atol=1e-5)
     stats = service.client.stats()
-    assert stats["counters"]["jobs"] >= 1
-    assert stats["counters"]["texts"] >= 1
+    assert stats["counters"]["jobs"] - before.get("jobs", 0) == 1
+    assert stats["counters"]["texts"] - before.get("texts", 0) == 2
     assert {"queue_ms", "infer_ms", "total_ms"} <= set(stats["percentiles"])
     assert all(worker["providers"] == "CPUExecutionProvider" for worker in stats["workers"])
     assert len(stats["workers"]) == 2
@@ -76,12 +101,13 @@ def test_a_payload_that_bypasses_the_client_is_refused_by_the_worker(service):
 def test_a_job_naming_another_function_is_refused_and_nothing_runs(service, tmp_path):
     marker = tmp_path / "pwned"
     queue = Queue(service.settings.queue, connection=service.client.connection, serializer=MsgpackSerializer)
+    failed_before = counter(service.client, "failed_attempts")
     evil = queue.enqueue_call("os.system", args=(f"touch {marker}",))
     with pytest.raises(JobFailed, match="ForbiddenTask: refusing job .* it names 'os.system'"):
         service.client.wait(evil.id, timeout=30)
     assert not marker.exists()
     assert service.client.embed(["still serving"], timeout=30).shape == (1, 384)
-    assert float(service.client.connection.hget(METRICS_KEY, "failed_attempts") or 0) >= 1
+    assert counter(service.client, "failed_attempts") - failed_before == 1
 
 
 def test_a_killed_worker_is_restarted_by_the_supervisor(service):

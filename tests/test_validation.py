@@ -1,20 +1,32 @@
 """Every input limit gives its named error before anything reaches Redis; bad settings fail at start-up."""
 
+import fakeredis
 import pytest
-from pydantic import ValidationError
 
+from embedq import ClientSettings, EmbedClient, InvalidInput, InvalidSettings, QueueFull
 from embedq.config import Settings
-from embedq.producer import ClientSettings, EmbedClient, InvalidInput, QueueFull
+from embedq.producer.protocol import EmbedRequest, Limits
+
+pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
-def client(redis_url):
-    settings = ClientSettings(redis_url=redis_url, queue="validation", max_texts_per_job=3, max_chars_per_text=20,
-                              max_queue_length=3)
-    with EmbedClient(settings=settings) as client:
-        client.queue.empty()
+def client():
+    settings = ClientSettings(queue="validation", max_texts_per_job=3, max_chars_per_text=20, max_queue_length=3)
+    with EmbedClient(settings=settings, connection=fakeredis.FakeRedis()) as client:
         yield client
-        client.queue.empty()
+
+
+def test_a_text_of_exactly_the_limit_and_exactly_the_most_texts_are_accepted(client):
+    client.submit(["x" * 20, "y", "z"])
+    assert client.queue.count == 1
+    limits = Limits(max_texts_per_job=3, max_chars_per_text=20)
+    payload = {"v": 1, "texts": ["x" * 20, "y", "z"]}
+    assert EmbedRequest.from_payload(payload, limits).texts == ["x" * 20, "y", "z"]  # the worker's check agrees
+    with pytest.raises(InvalidInput, match="MAX_CHARS_PER_TEXT=20"):
+        EmbedRequest.from_payload({"v": 1, "texts": ["x" * 21]}, limits)
+    with pytest.raises(InvalidInput, match="MAX_TEXTS_PER_JOB=3"):
+        EmbedRequest.from_payload({"v": 1, "texts": ["a"] * 4}, limits)
 
 
 @pytest.mark.parametrize(
@@ -72,9 +84,9 @@ def test_a_full_queue_raises_queue_full(client):
 )
 def test_invalid_settings_fail_at_start_up_naming_the_field(monkeypatch, field, value, message):
     monkeypatch.setenv(f"EMBEDQ_{field.upper()}", value)
-    with pytest.raises(ValidationError, match=message) as error:
-        Settings()
-    assert field in str(error.value)
+    with pytest.raises(InvalidSettings, match=message) as error:
+        Settings.load()
+    assert f"EMBEDQ_{field.upper()}" in str(error.value)
 
 
 def test_settings_come_from_the_environment(monkeypatch):

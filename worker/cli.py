@@ -8,11 +8,14 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
+from embedq.producer.errors import EmbedqError
 from embedq.producer.settings import ClientSettings
-from embedq.worker.model.quality import DEFAULT_STSB
+
+if TYPE_CHECKING:
+    from embedq.config import Settings
+    from embedq.producer import EmbedClient
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 
@@ -23,10 +26,10 @@ def embedq_command(*args: str) -> list[str]:
     return [sys.executable, "-P", "-m", "embedq.worker.cli", *args]
 
 
-def _service_settings():  # type: ignore[no-untyped-def]
+def _service_settings(**values: object) -> Settings:
     from embedq.config import Settings
 
-    return Settings()
+    return Settings.load(**values)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -36,9 +39,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_supervise(args: argparse.Namespace) -> int:
+    import onnxruntime as ort
+
+    from embedq.worker.model.providers import choose_providers
+    from embedq.worker.model.spec import load_spec
     from embedq.worker.supervisor import Supervisor
 
-    return Supervisor(_service_settings(), workers=args.workers).run()
+    settings = _service_settings()
+    # What would make every child crash-loop is said once, here, before any child starts.
+    load_spec(settings.model_dir)
+    choose_providers(settings.providers, ort.get_available_providers(), strict=settings.strict_providers)
+    return Supervisor(settings, workers=args.workers).run()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -47,10 +58,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(_service_settings(), workers=args.workers)
 
 
-def _client():  # type: ignore[no-untyped-def]
+def _client(queue: str | None = None) -> EmbedClient:
     from embedq.producer import EmbedClient
 
-    return EmbedClient(settings=ClientSettings())
+    return EmbedClient(settings=ClientSettings.load(**({"queue": queue} if queue else {})))
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -88,39 +99,35 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     from embedq.producer.stats import format_stats
 
-    with _client() as client:
+    with _client(args.queue) as client:
         stats = client.stats()
     print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
     return 0
 
 
 def cmd_model_prepare(args: argparse.Namespace) -> int:
+    from embedq.producer.errors import InvalidSettings
     from embedq.worker.model.export import int8_dir, prepare_default, quantize_int8
-    from embedq.worker.model.spec import ModelError
 
-    target = Path(args.dir) if args.dir else _service_settings().model_dir
+    settings = _service_settings()
+    target = Path(args.dir) if args.dir else settings.model_dir
+    stsb = Path(args.stsb) if args.stsb else settings.stsb
+    if args.quantize == "int8" and stsb is None:
+        raise InvalidSettings("--quantize int8 scores the copy on STS Benchmark: pass --stsb PATH or set EMBEDQ_STSB")
     prepare_default(target, force=args.force)
     print(f"model ready in {target}")
-    if args.quantize == "int8":
-        try:
-            scores = quantize_int8(target, Path(args.stsb))
-        except ModelError as error:
-            print(f"int8 copy NOT ready: {error}", file=sys.stderr)
-            return 1
+    if args.quantize == "int8" and stsb is not None:
+        scores = quantize_int8(target, stsb)
         print(f"int8 copy ready in {int8_dir(target)}: STS-B cosine Spearman int8 {scores['int8']:.2f}, "
               f"fp32 {scores['fp32']:.2f} (loss {scores['loss']:.2f}); use it with EMBEDQ_MODEL_DIR={int8_dir(target)}")
     return 0
 
 
 def cmd_model_validate(args: argparse.Namespace) -> int:
-    from embedq.worker.model.spec import ModelError, validate
+    from embedq.worker.model.spec import validate
 
     directory = Path(args.dir) if args.dir else _service_settings().model_dir
-    try:
-        report = validate(directory)
-    except ModelError as error:
-        print(f"INVALID {directory}: {error}", file=sys.stderr)
-        return 1
+    report = validate(directory)
     spec = report["spec"]
     print(f"OK {directory}")
     print(f"  onnx: {spec.onnx_path.relative_to(spec.directory)} (external data: all present)")
@@ -138,15 +145,11 @@ def cmd_model_validate(args: argparse.Namespace) -> int:
 def cmd_model_info(args: argparse.Namespace) -> int:
     import onnxruntime as ort
 
-    from embedq.worker.model.spec import ModelError, load_spec
     from embedq.worker.model.providers import choose_providers
+    from embedq.worker.model.spec import load_spec
 
     settings = _service_settings()
-    try:
-        spec = load_spec(Path(args.dir) if args.dir else settings.model_dir)
-    except ModelError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    spec = load_spec(Path(args.dir) if args.dir else settings.model_dir)
     providers = choose_providers(settings.providers, ort.get_available_providers(), strict=settings.strict_providers)
     graph = ort.InferenceSession(str(spec.onnx_path), providers=["CPUExecutionProvider"])
     info = {
@@ -207,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     stats = commands.add_parser("stats", help="queue depth, workers, counters, timing percentiles")
     stats.add_argument("--json", action="store_true")
+    stats.add_argument("--queue", help="the queue to describe (default: EMBEDQ_QUEUE)")
     stats.set_defaults(run=cmd_stats)
 
     model = commands.add_parser("model", help="prepare, validate or describe the model directory")
@@ -216,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--force", action="store_true", help="export again even if prepared")
     prepare.add_argument("--quantize", choices=["int8"], help="also write a dynamically quantized copy beside it, "
                          "kept only if its STS-B score is within 0.5 of fp32's")
-    prepare.add_argument("--stsb", default=str(DEFAULT_STSB), help="STS Benchmark test file for the quality gate")
+    prepare.add_argument("--stsb", help="STS Benchmark test file (sts-test.csv) for the int8 quality gate "
+                         "(default: EMBEDQ_STSB)")
     prepare.set_defaults(run=cmd_model_prepare)
     for name, run, text in (("validate", cmd_model_validate, "load and check a model directory"),
                             ("info", cmd_model_info, "model, dimension, max tokens, pooling, providers")):
@@ -227,18 +232,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. An EmbedqError (a user's error: bad input, settings, model, Redis away) is one
+    line on stderr and exit 1 (2 for settings); anything else is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    from embedq.producer.errors import EmbedqError
+    from embedq.producer.errors import InvalidSettings
 
     try:
-        return args.run(args)
-    except ValidationError as error:
-        print(f"embedq: invalid settings (EMBEDQ_* variables or .env):\n{error}", file=sys.stderr)
-        return 2
+        code: int = args.run(args)
+        return code
     except EmbedqError as error:
-        print(f"embedq: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
+        message = " ".join(str(error).split())
+        print(f"embedq: {type(error).__name__}: {message}", file=sys.stderr)
+        return 2 if isinstance(error, InvalidSettings) else 1
 
 
 if __name__ == "__main__":

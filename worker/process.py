@@ -11,13 +11,22 @@ from datetime import datetime, timezone
 
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import Queue, SimpleWorker
-from rq.worker import WorkerStatus
-from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
+from redis.client import Pipeline
+from rq import Queue
+from rq.job import Job
+from rq.timeouts import JobTimeoutException
 
 from embedq.config import Settings
 from embedq.producer.errors import InvalidInput
-from embedq.producer.protocol import METRICS_KEY, WORKER_FACTS_TTL, MsgpackSerializer, claimed_key, model_key, worker_key
+from embedq.producer.protocol import (
+    WORKER_FACTS_TTL,
+    MsgpackSerializer,
+    claimed_key,
+    metrics_key,
+    model_key,
+    worker_key,
+)
+from embedq.producer.rq_compat import PassWorker
 from embedq.worker import tasks
 from embedq.worker.model.encoder import Encoder
 from embedq.worker.recovery import bury_worker
@@ -38,14 +47,6 @@ def worker_name_for(pid: int) -> str:
     return f"{socket.gethostname()}.{pid}"
 
 
-class JobTimeoutPenalty(UnixSignalDeathPenalty):
-    """rq's SIGALRM timeout, with a reason that names the setting. Python runs the handler between
-    bytecodes, so a job is stopped after the inference micro-batch it is in."""
-
-    def handle_death_penalty(self, signum, frame):  # type: ignore[no-untyped-def]
-        raise self._exception(f"job ran past JOB_TIMEOUT={self._timeout} s and was stopped")
-
-
 # Failures that would fail again the same way: no retry.
 PERMANENT_FAILURES = (InvalidInput, tasks.ForbiddenTask, JobTimeoutException)
 
@@ -60,11 +61,10 @@ return ids
 """
 
 
-class EmbedWorker(SimpleWorker):
-    """rq's SimpleWorker plus the facts `embedq stats` shows, kept alive by rq's heartbeat."""
+class EmbedWorker(PassWorker):
+    """rq's SimpleWorker with coalesced passes, plus the facts `embedq stats` shows, kept alive by rq's heartbeat."""
 
-    death_penalty_class = JobTimeoutPenalty
-    max_connection_wait_time = 10.0  # rq's backoff cap while Redis is away (its default: 60 s)
+    permanent_failures = PERMANENT_FAILURES
 
     def __init__(self, *args, facts: dict[str, str], coalesce_jobs: int = 1, coalesce_texts: int = 1,  # type: ignore[no-untyped-def]
                  **kwargs) -> None:
@@ -73,15 +73,14 @@ class EmbedWorker(SimpleWorker):
         self.coalesce_jobs = coalesce_jobs
         self.coalesce_texts = coalesce_texts
         self._claim = self.connection.register_script(CLAIM_SCRIPT)
-        self._prepared: set[str] = set()
 
-    def execute_job(self, job, queue):  # type: ignore[no-untyped-def]
+    def execute_pass(self, job: Job, queue: Queue) -> None:
         """Take what else is waiting (up to COALESCE_JOBS jobs / COALESCE_TEXTS texts), embed all
         of it in one pass, then run each job through rq on its own: own status, result, retries.
         A job that already killed a worker (abandoned before) runs alone."""
         if not _coalescable(job):
-            return super().execute_job(job, queue)
-        batch = [self._start(job, queue)]
+            return self.run_alone(job, queue)
+        batch = [(job, queue, self.start_job(job, queue))]
         claimed = claimed_key(self.name)
         wanted = self.coalesce_jobs - 1
         texts = _text_count(job)
@@ -93,35 +92,20 @@ class EmbedWorker(SimpleWorker):
                 break
             for found in self.job_class.fetch_many([i.decode() for i in ids], self.connection, self.serializer):
                 if found is not None:
-                    batch.append(self._start(found, queue))
+                    batch.append((found, queue, self.start_job(found, queue)))
                     texts += _text_count(found)
             wanted = self.coalesce_jobs - len(batch)
         tasks.precompute([j for j, _, _ in batch if _coalescable(j)])
         try:
             # jobs abandoned before run last, on their own vectors: they cannot take their neighbours down again
             for j, q, execution in sorted(batch, key=lambda item: not _coalescable(item[0])):
-                self.perform_job(j, q, execution)
+                self.run_started_job(j, q, execution)
         finally:
             tasks.forget_precomputed()
             self.connection.delete(claimed)
-        self.set_state(WorkerStatus.IDLE)
+        self.mark_idle()
 
-    def _start(self, job, queue):  # type: ignore[no-untyped-def]
-        """Register the execution and mark the job started at once, before the shared pass: if this
-        process dies in it, every job of the batch is handed back as abandoned."""
-        execution = self.prepare_execution(job)
-        super().prepare_job_execution(job, remove_from_intermediate_queue=len(self.queues) == 1)
-        self._prepared.add(job.id)
-        return job, queue, execution
-
-    def prepare_job_execution(self, job, remove_from_intermediate_queue=False):  # type: ignore[no-untyped-def]
-        if job.id in self._prepared:  # started already by _start; rq would do the same writes again
-            self._prepared.discard(job.id)
-            return
-        super().prepare_job_execution(job, remove_from_intermediate_queue)
-
-    def register_birth(self) -> None:
-        super().register_birth()
+    def on_birth(self) -> None:
         key = worker_key(self.name)
         with self.connection.pipeline() as pipe:
             pipe.delete(key)
@@ -131,36 +115,17 @@ class EmbedWorker(SimpleWorker):
                 pipe.hset(model_key(queue.name), mapping={"name": self.facts["model"], "dim": self.facts["dim"]})
             pipe.execute()
 
-    def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:  # type: ignore[no-untyped-def]
-        super().heartbeat(timeout, pipeline)
-        target = pipeline if pipeline is not None else self.connection
+    def on_heartbeat(self, target: Redis | Pipeline, timeout: int | None) -> None:
         target.expire(worker_key(self.name), max(WORKER_FACTS_TTL, timeout or 0))
 
-    def teardown(self) -> None:
-        try:
-            super().teardown()
-        except RedisError:
-            # rq's teardown stopped at the first Redis call: stop its pubsub thread, or every outage leaks one.
-            if self.pubsub_thread:
-                self.pubsub_thread.stop()
-                self.pubsub_thread.join(timeout=1)
-            raise
-
-    def register_death(self) -> None:
-        super().register_death()
+    def on_death(self) -> None:
         self.connection.delete(worker_key(self.name))
 
-    def handle_exception(self, job, *exc_info):  # type: ignore[no-untyped-def]
-        if isinstance(exc_info[1], PERMANENT_FAILURES):
-            job.retries_left = 0
-        super().handle_exception(job, *exc_info)
-
-    def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="", execution=None):  # type: ignore[no-untyped-def]
+    def on_job_failure(self, job: Job) -> None:
         try:
-            self.connection.hincrby(METRICS_KEY, "failed_attempts", 1)
+            self.connection.hincrby(metrics_key(job.origin), "failed_attempts", 1)
         except RedisError:
-            pass  # rq's own failure bookkeeping below logs the outage
-        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+            pass  # rq's own failure bookkeeping after this logs the outage
 
 
 def wait_for_redis(connection: Redis, name: str, max_wait: float = 10.0) -> None:
@@ -205,6 +170,7 @@ def run_worker(settings: Settings, *, name: str | None = None, burst: bool = Fal
     connection = Redis.from_url(settings.redis_url, socket_connect_timeout=5, health_check_interval=30)
     facts = {
         "pid": str(os.getpid()),
+        "queue": settings.queue,
         "host": socket.gethostname(),
         "model": encoder.spec.name,
         "dim": str(encoder.dim),
@@ -234,7 +200,7 @@ def run_worker(settings: Settings, *, name: str | None = None, burst: bool = Fal
         except RedisError as error:
             log.error("worker %s: lost Redis (%s); will reconnect", name, error)
             continue
-        if worker._stop_requested or burst:  # rq's flag for a requested (warm) shutdown
+        if worker.stop_requested or burst:
             return True
         if redis_answers(connection):
             return False

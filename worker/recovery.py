@@ -1,18 +1,17 @@
 """Hand back the jobs of a worker that died, at once instead of after rq's heartbeat expiry
 (~80 s): each is re-queued while it has retries left, else failed with the reason. rq's own
-machinery (Execution, Job.retry, record_job_failure) does the bookkeeping."""
+machinery does the bookkeeping, reached through rq_compat."""
 
 from __future__ import annotations
 
 import logging
 
 from redis import Redis
-from rq import Queue, SimpleWorker
-from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, Execution
-from rq.job import JobStatus
-from rq.job_lifecycle import record_job_failure
+from rq import Queue
 from rq.exceptions import NoSuchJobError
+from rq.job import JobStatus
 
+from embedq.producer import rq_compat
 from embedq.producer.protocol import MsgpackSerializer, claimed_key, worker_key
 from embedq.worker.tasks import EmbedJob
 
@@ -21,39 +20,33 @@ log = logging.getLogger(__name__)
 
 def recover_jobs(connection: Redis, worker_name: str, cause: str) -> list[str]:
     """Re-queue (or fail, when out of retries) every job `worker_name` was running; their ids."""
-    executions_key = WORKER_EXECUTIONS_KEY_TEMPLATE.format(worker_name)
     recovered = []
-    for member in connection.smembers(executions_key):
-        composite = member.decode()
-        job_id, execution_id = composite.rsplit(":", 1)
+    for job_id, execution_id in rq_compat.executions_of(connection, worker_name):
         try:
             job = EmbedJob.fetch(job_id, connection=connection, serializer=MsgpackSerializer)
         except NoSuchJobError:
-            connection.srem(executions_key, composite)
+            rq_compat.forget_execution(connection, worker_name, job_id, execution_id)
             continue
         status = job.get_status(refresh=False)
         if status not in (JobStatus.STARTED, JobStatus.QUEUED):
-            connection.srem(executions_key, composite)
+            rq_compat.forget_execution(connection, worker_name, job_id, execution_id)
             continue
         queue = Queue(job.origin, connection=connection, serializer=MsgpackSerializer, job_class=EmbedJob)
-        execution = Execution(execution_id, job_id, connection=connection, worker_name=worker_name)
         with connection.pipeline() as pipe:
-            execution.delete(job=job, pipeline=pipe)
-            # rq's own clean-up would later take a job left in the intermediate list for a stuck one
-            pipe.lrem(queue.intermediate_queue_key, 0, job_id)
+            rq_compat.end_execution(job, execution_id, worker_name, queue, pipe)
             if status == JobStatus.QUEUED:  # dequeued, never started: back to the front, no retry used
                 if connection.lpos(queue.key, job_id) is None:
-                    queue.push_job_id(job_id, pipeline=pipe, at_front=True)
+                    rq_compat.push_to_front(queue, job_id, pipe)
                 outcome = "never started; back in the queue"
             else:
                 abandoned = int(job.meta.get("abandoned", 0)) + 1
                 job.meta["abandoned"] = abandoned
                 pipe.hset(job.key, "meta", MsgpackSerializer.dumps(job.meta))
                 if job.retries_left:
-                    job.retry(queue, pipe)
+                    rq_compat.retry(job, queue, pipe)
                     outcome = f"re-queued ({job.retries_left} retries left)"
                 else:
-                    record_job_failure(
+                    rq_compat.fail(
                         job,
                         f"AbandonedJobError: job abandoned {abandoned} times: its worker died each time "
                         f"(last: {worker_name}, {cause}); no retries left",
@@ -77,7 +70,7 @@ def return_claimed(connection: Redis, worker_name: str) -> list[str]:
             continue
         queue = Queue(job.origin, connection=connection, serializer=MsgpackSerializer, job_class=EmbedJob)
         if job.get_status(refresh=False) == JobStatus.QUEUED and connection.lpos(queue.key, job_id) is None:
-            queue.push_job_id(job_id, at_front=True)
+            rq_compat.push_to_front(queue, job_id)
             log.warning("job %s, taken by dead worker %s but never started: back in the queue", job_id, worker_name)
             returned.append(job_id)
     connection.delete(claimed_key(worker_name))
@@ -87,8 +80,6 @@ def return_claimed(connection: Redis, worker_name: str) -> list[str]:
 def bury_worker(connection: Redis, worker_name: str, cause: str) -> list[str]:
     """Everything a dead worker leaves behind: its jobs handed back, its rq record and facts removed."""
     recovered = recover_jobs(connection, worker_name, cause) + return_claimed(connection, worker_name)
-    dead = SimpleWorker.find_by_key(SimpleWorker.redis_worker_namespace_prefix + worker_name, connection=connection)
-    if dead is not None:
-        dead.register_death()
+    rq_compat.remove_worker_record(connection, worker_name)
     connection.delete(worker_key(worker_name))
     return recovered

@@ -174,7 +174,7 @@ class Supervisor:
         """What `embedq stats` shows of this supervisor; kept alive while it runs."""
         self.facts_refreshed = time.monotonic()
         key = supervisor_key(self.name)
-        facts = {"pid": os.getpid(), "workers": len(self.slots), "restarts": self.restarts,
+        facts = {"pid": os.getpid(), "queue": self.settings.queue, "workers": len(self.slots), "restarts": self.restarts,
                  "recovered_jobs": self.recovered_jobs, "given_up": sum(s.given_up for s in self.slots)}
 
         def write() -> None:

@@ -11,14 +11,11 @@ from typing import Any
 
 from redis import Redis
 from rq import get_current_job
-from rq.job import Job
 
 from embedq.config import Settings
-from embedq.producer.errors import InvalidInput
+from embedq.producer.errors import EmbedqError, InvalidInput
 from embedq.producer.protocol import (
     EMBED_TASK,
-    METRICS_KEY,
-    TIMINGS_KEY,
     TIMING_FIELDS,
     TIMINGS_MAXLEN,
     WORKER_FACTS_TTL,
@@ -28,15 +25,21 @@ from embedq.producer.protocol import (
     MsgpackSerializer,
     pack_result,
     result_key,
+    metrics_key,
+    timings_key,
     worker_key,
 )
+from embedq.producer.rq_compat import GuardedJob, StoredCall
 from embedq.worker.model.encoder import Encoded, Encoder
 
 
-UNREADABLE = "<unreadable payload>"  # func_name of a job whose payload could not be parsed
+UNREADABLE = "<unreadable payload>"
+# Jobs enqueued by embedq 0.1 name the task by its old module path: accepted until the next release.
+LEGACY_TASK_NAMES = ("worker.tasks.embed",)
+TASK_NAMES = (EMBED_TASK, *LEGACY_TASK_NAMES)  # func_name of a job whose payload could not be parsed
 
 
-class ForbiddenTask(RuntimeError):
+class ForbiddenTask(EmbedqError):
     """A job names a function other than the embed task; it is refused, nothing is imported."""
 
 
@@ -87,25 +90,23 @@ def install(context: TaskContext) -> None:
     _context = context
 
 
-class EmbedJob(Job):
+class EmbedJob(GuardedJob):
     """An rq Job that can only ever call `embed`: no import by name, no callbacks, and a payload
     that must be one msgpack map under the size limit."""
 
     payload_error: InvalidInput | None = None
 
-    def _deserialize_data(self) -> None:
-        """Parse the stored job; never raises (rq reads func_name again while handling a failure):
-        an unusable payload is kept as `payload_error`, which `func` raises."""
-        self._func_name, self._instance, self._args, self._kwargs = UNREADABLE, None, [], {}
+    def read_call(self, data: bytes) -> StoredCall:
+        """Parse the stored job; never raises: an unusable payload is kept as `payload_error`,
+        which `func` raises."""
         try:
-            func_name, instance, args, kwargs = self._parse(self.data)
+            return self._parse(data)
         except InvalidInput as error:
             self.payload_error = error
-            return
-        self._func_name, self._instance, self._args, self._kwargs = func_name, instance, args, kwargs
+            return UNREADABLE, None, [], {}
 
     @staticmethod
-    def _parse(data: bytes) -> tuple[Any, Any, list, dict]:
+    def _parse(data: bytes) -> StoredCall:
         limits = _limits()
         if len(data) > limits.max_payload_bytes:
             raise InvalidInput(f"job payload is {len(data)} bytes, more than the {limits.max_payload_bytes}-byte limit")
@@ -124,21 +125,9 @@ class EmbedJob(Job):
     def func(self):  # type: ignore[override]
         if self.payload_error is not None:
             raise self.payload_error
-        if self.func_name != EMBED_TASK or self.instance is not None:
+        if self.func_name not in TASK_NAMES or self.instance is not None:
             raise ForbiddenTask(f"refusing job {self.id}: it names {self.func_name!r}; this worker runs only {EMBED_TASK}")
         return embed
-
-    @property
-    def success_callback(self) -> None:  # type: ignore[override]
-        return None
-
-    @property
-    def failure_callback(self) -> None:  # type: ignore[override]
-        return None
-
-    @property
-    def stopped_callback(self) -> None:  # type: ignore[override]
-        return None
 
 
 def _require_context() -> TaskContext:
@@ -170,8 +159,8 @@ def precompute(jobs: list[EmbedJob]) -> None:
         return  # e.g. dimensions above the model's: each job then fails alone, with its reason
     context.precomputed.update(zip((job_id for job_id, _ in ready), encoded))
     with context.connection.pipeline(transaction=False) as pipe:
-        pipe.hincrby(METRICS_KEY, "coalesced_passes", 1)
-        pipe.hincrby(METRICS_KEY, "coalesced_jobs", len(ready))
+        pipe.hincrby(metrics_key(context.settings.queue), "coalesced_passes", 1)
+        pipe.hincrby(metrics_key(context.settings.queue), "coalesced_jobs", len(ready))
         pipe.execute()
 
 
@@ -214,7 +203,7 @@ def embed(payload: Any) -> dict[str, Any]:
     )
     key = result_key(job_id)
     written = context.write_result(
-        keys=[key, METRICS_KEY, TIMINGS_KEY, worker_key(context.worker_name)],
+        keys=[key, metrics_key(settings.queue), timings_key(settings.queue), worker_key(context.worker_name)],
         args=[pack_result(result), settings.result_ttl, TIMINGS_MAXLEN, WORKER_FACTS_TTL,
               *(usage[name] for name in USAGE_FIELDS), *(f"{timings[name]:.3f}" for name in TIMING_FIELDS)],
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from embedq.config import Settings
-from embedq.producer import EmbedClient
+from embedq import EmbedClient
 from embedq.producer.stats import format_stats
 from embedq.worker.local.service import LocalService
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO
 
 from embedq.config import Settings
-from embedq.producer import EmbedClient
+from embedq import EmbedClient
 from embedq.worker.cli import embedq_command
 from embedq.worker.local.redis_server import RedisServer, redis_answers
 from embedq.worker.supervisor import settings_env

@@ -71,7 +71,10 @@ class Encoder:
         self.pooling = pooling or spec.pooling
         self.pool = POOLERS[self.pooling]
 
-        self.tokenizer = Tokenizer.from_file(str(spec.tokenizer_path))
+        try:
+            self.tokenizer = Tokenizer.from_file(str(spec.tokenizer_path))
+        except Exception as error:
+            raise ModelError(f"{spec.tokenizer_path} does not load: {error}") from None
         self.pad_id = int((self.tokenizer.padding or {}).get("pad_id", 0))
         self.tokenizer.enable_truncation(self.max_length)
         self.tokenizer.no_padding()  # each micro-batch is padded to its own longest text below
@@ -83,12 +86,19 @@ class Encoder:
         # Texts vary in length, so every batch has a new shape: memory patterns, planned per shape,
         # make RSS climb with that variety (bench/memory.py: 1.23x vs 1.08x over 3,000 random shapes).
         options.enable_mem_pattern = False
-        self.session = ort.InferenceSession(
-            str(spec.onnx_path),
-            sess_options=options,
-            providers=[name for name, _ in providers],
-            provider_options=[opts for _, opts in providers],
-        )
+        try:
+            self.session = ort.InferenceSession(
+                str(spec.onnx_path),
+                sess_options=options,
+                providers=[name for name, _ in providers],
+                provider_options=[opts for _, opts in providers],
+            )
+        except Exception as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ModelError(
+                f"{spec.onnx_path} does not load in onnxruntime ({first_line}); "
+                "check it with `embedq model validate`, or export it again with `embedq model prepare --force`"
+            ) from None
         self.providers = self.session.get_providers()
         self.inputs = {i.name: NUMPY_TYPES.get(i.type, np.int64) for i in self.session.get_inputs()}
         # Decoder exports (onnx-community Qwen3-Embedding) also want a KV cache: fed empty, declared head shape.

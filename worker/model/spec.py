@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from embedq.producer.errors import EmbedqError
+
 POOLING_MODES = {"pooling_mode_lasttoken": "lasttoken", "pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean"}
 
 
-class ModelError(Exception):
+class ModelError(EmbedqError):
     """The model directory is missing something or holds something unusable; the message says what."""
 
 

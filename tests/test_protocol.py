@@ -1,0 +1,59 @@
+"""The wire format and key layout, on their own: what producers and workers of any version exchange."""
+
+import msgpack
+import numpy as np
+import pytest
+
+from embedq import EmbedResult, InvalidInput
+from embedq.producer import protocol
+from embedq.producer.protocol import EmbedRequest, Limits, MsgpackSerializer, pack_result, unpack_result
+
+pytestmark = pytest.mark.unit
+LIMITS = Limits(max_texts_per_job=4, max_chars_per_text=50)
+
+
+def test_every_key_of_ours_is_under_embedq_and_per_queue_where_it_counts():
+    assert protocol.result_key("j1") == "embedq:result:j1"
+    assert protocol.metrics_key("q1") == "embedq:q1:metrics"
+    assert protocol.timings_key("q1") == "embedq:q1:timings"
+    assert protocol.model_key("q1") == "embedq:q1:model"
+    assert protocol.worker_key("host.7") == "embedq:worker:host.7"
+    assert protocol.supervisor_key("host.9") == "embedq:supervisor:host.9"
+    assert protocol.claimed_key("host.7") == "embedq:claimed:host.7"
+    assert protocol.metrics_key("a") != protocol.metrics_key("b")
+
+
+def test_a_request_survives_the_payload_round_trip():
+    request = EmbedRequest(["first", "second"], instruction=None, normalize=False, dimensions=8, prompt_name="query")
+    wire = MsgpackSerializer.dumps(request.to_payload())
+    assert EmbedRequest.from_payload(MsgpackSerializer.loads(wire), LIMITS) == request
+
+
+@pytest.mark.parametrize(("payload", "message"), [
+    ([1, 2], "job payload must be a map, got list"),
+    ({"v": 2, "texts": ["a"]}, "job payload version must be 1, got 2"),
+    ({"v": 1, "texts": ["a"], "extra": 1}, r"unknown fields: \['extra'\]"),
+    ({"v": 1, "texts": ["a"], "instruction": "x", "prompt_name": "query"}, "give instruction or prompt_name, not both"),
+])
+def test_off_schema_payloads_are_named(payload, message):
+    with pytest.raises(InvalidInput, match=message):
+        EmbedRequest.from_payload(payload, LIMITS)
+
+
+def test_a_result_round_trips_as_little_endian_float32():
+    vectors = np.arange(6, dtype=np.float32).reshape(2, 3) / 7
+    result = EmbedResult("j1", vectors, "m", 3, {"texts": 2, "tokens": 9, "truncated": 0},
+                         {"total_ms": 1.5}, "host.1")
+    data = pack_result(result)
+    assert msgpack.unpackb(data)["vectors"] == vectors.astype("<f4").tobytes()
+    back = unpack_result(data)
+    assert back.embeddings.dtype == np.float32
+    np.testing.assert_array_equal(back.embeddings, vectors)
+    assert (back.job_id, back.model, back.dim, back.usage, back.timings, back.worker) == \
+        ("j1", "m", 3, result.usage, result.timings, "host.1")
+
+
+def test_the_largest_valid_job_fits_the_payload_limit():
+    request = EmbedRequest(["\U0001f642" * LIMITS.max_chars_per_text] * LIMITS.max_texts_per_job)
+    job = MsgpackSerializer.dumps([protocol.EMBED_TASK, None, [request.to_payload()], {}])
+    assert len(job) <= LIMITS.max_payload_bytes

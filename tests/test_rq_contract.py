@@ -1,0 +1,108 @@
+"""The rq surface embedq.producer.rq_compat relies on (its docstring lists it), checked against the
+installed rq. When an rq upgrade moves any of it, the failure names what changed and where."""
+
+import inspect
+
+import fakeredis
+import pytest
+import rq
+from rq import Queue, SimpleWorker
+from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, Execution
+from rq.job import Job
+from rq.job_lifecycle import call_exception_handlers, record_job_failure
+from rq.results import Result
+from rq.timeouts import UnixSignalDeathPenalty
+
+from embedq.producer import rq_compat
+from embedq.producer.protocol import EMBED_TASK, MsgpackSerializer
+
+pytestmark = pytest.mark.unit
+
+# (owner, name, the parameter names embedq passes or overrides with)
+SIGNATURES = [
+    (Job, "_deserialize_data", ["self"]),
+    (Job, "retry", ["self", "queue", "pipeline"]),
+    (UnixSignalDeathPenalty, "handle_death_penalty", ["self", "signum", "frame"]),
+    (UnixSignalDeathPenalty, "__init__", ["self", "timeout", "exception", "kwargs"]),
+    (SimpleWorker, "execute_job", ["self", "job", "queue"]),
+    (SimpleWorker, "prepare_execution", ["self", "job"]),
+    (SimpleWorker, "prepare_job_execution", ["self", "job", "remove_from_intermediate_queue"]),
+    (SimpleWorker, "perform_job", ["self", "job", "queue", "execution"]),
+    (SimpleWorker, "set_state", ["self", "state", "pipeline"]),
+    (SimpleWorker, "heartbeat", ["self", "timeout", "pipeline"]),
+    (SimpleWorker, "register_birth", ["self"]),
+    (SimpleWorker, "register_death", ["self"]),
+    (SimpleWorker, "teardown", ["self"]),
+    (SimpleWorker, "handle_exception", ["self", "job", "exc_info"]),
+    (SimpleWorker, "handle_job_failure", ["self", "job", "queue", "started_job_registry", "exc_string", "execution"]),
+    (Execution, "__init__", ["self", "id", "job_id", "connection", "worker_name"]),
+    (Execution, "delete", ["self", "job", "pipeline"]),
+    (Queue, "push_job_id", ["self", "job_id", "pipeline", "at_front"]),
+]
+
+
+def where(owner: object, name: str) -> str:
+    return f"rq {rq.__version__}: {getattr(owner, '__qualname__', owner)}.{name}"
+
+
+@pytest.mark.parametrize(("owner", "name", "expected"), SIGNATURES, ids=[f"{o.__name__}.{n}" for o, n, _ in SIGNATURES])
+def test_the_methods_rq_compat_overrides_or_calls_keep_their_signatures(owner, name, expected):
+    member = getattr(owner, name, None)
+    assert member is not None, f"{where(owner, name)} is gone; embedq.producer.rq_compat relies on it"
+    found = list(inspect.signature(member).parameters)
+    assert found[: len(expected)] == expected, (
+        f"{where(owner, name)} changed: embedq.producer.rq_compat expects parameters {expected}, rq has {found}"
+    )
+
+
+def test_the_module_level_helpers_keep_their_signatures():
+    for function, expected in ((record_job_failure, ["job", "exc_string", "pipeline"]),
+                               (call_exception_handlers, ["handlers", "job", "exc_info"]),
+                               (Result.get_key, ["job_id"])):
+        found = list(inspect.signature(function).parameters)
+        assert found == expected, f"rq {rq.__version__}: {function.__qualname__} now takes {found}, not {expected}"
+
+
+def test_the_properties_and_attributes_rq_compat_touches_are_there():
+    for name in ("should_retry", "success_callback", "failure_callback", "stopped_callback"):
+        assert isinstance(inspect.getattr_static(Job, name, None), property), f"{where(Job, name)} is no longer a property"
+    assert isinstance(inspect.getattr_static(Queue, "intermediate_queue_key", None), property), \
+        f"{where(Queue, 'intermediate_queue_key')} is no longer a property"
+    worker = SimpleWorker([Queue("contract", connection=fakeredis.FakeRedis())], connection=fakeredis.FakeRedis())
+    for name in ("_stop_requested", "pubsub_thread", "_exc_handlers", "max_connection_wait_time",
+                 "death_penalty_class", "redis_worker_namespace_prefix"):
+        assert hasattr(worker, name), f"{where(SimpleWorker, name)} is gone; embedq.producer.rq_compat uses it"
+    assert worker._stop_requested is False, f"{where(SimpleWorker, '_stop_requested')} no longer starts False"
+    penalty = UnixSignalDeathPenalty(7, RuntimeError)
+    assert (penalty._timeout, penalty._exception) == (7, RuntimeError), \
+        f"{where(UnixSignalDeathPenalty, '_timeout / _exception')} moved: the JOB_TIMEOUT message reads them"
+
+
+def test_the_key_layouts_rq_compat_reads_are_rqs():
+    assert WORKER_EXECUTIONS_KEY_TEMPLATE.format("w1") == "rq:worker:w1:executions", \
+        f"rq {rq.__version__}: WORKER_EXECUTIONS_KEY_TEMPLATE is now {WORKER_EXECUTIONS_KEY_TEMPLATE!r}"
+    assert rq_compat.result_stream_key("abc") == "rq:results:abc", \
+        f"rq {rq.__version__}: the result stream key is now {rq_compat.result_stream_key('abc')!r}"
+
+
+def test_rq_reads_a_stored_call_through_the_guarded_hook_and_never_imports_it():
+    class Recording(rq_compat.GuardedJob):
+        seen: list[bytes] = []
+
+        def read_call(self, data):
+            Recording.seen.append(data)
+            return "embedq.safe.name", None, ["the argument"], {}
+
+    connection = fakeredis.FakeRedis()
+    queue = Queue("contract", connection=connection, serializer=MsgpackSerializer)
+    stored = queue.enqueue_call("os.system", args=({"v": 1},))
+    job = Recording.fetch(stored.id, connection=connection, serializer=MsgpackSerializer)
+    assert (job.func_name, job.args, job.kwargs, job.instance) == ("embedq.safe.name", ["the argument"], {}, None), \
+        f"rq {rq.__version__} no longer fills func_name/args/kwargs from Job._deserialize_data's attributes"
+    assert Recording.seen, f"rq {rq.__version__} no longer calls Job._deserialize_data when it reads a job"
+    assert (job.success_callback, job.failure_callback, job.stopped_callback) == (None, None, None)
+    job.retries_left = 2
+    assert job.should_retry
+    job.permanent_failure = True
+    assert not job.should_retry, "a permanent failure must not be retried"
+    assert stored.func_name == "os.system" and EMBED_TASK != "os.system"  # plain rq would import it
