@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from embedq.config import Settings  # noqa: E402
-from embedq.worker.local.service import LocalService  # noqa: E402
+from embedq.config import Settings
+from embedq.worker.local.service import LocalService
 
 SESSION_CONFIGS = {
     "ORT defaults (arena + memory pattern)": {},
@@ -58,12 +58,18 @@ print(json.dumps(marks))
 
 
 def compare_sessions(model: Path, calls: int) -> None:
-    print(f"1. ONNX Runtime settings, {calls} calls of random shapes (1-8 x 3-256 tokens), 1 thread, fresh process each")
+    print(
+        f"1. ONNX Runtime settings, {calls} calls of random shapes (1-8 x 3-256 tokens), 1 thread, fresh process each"
+    )
     print(f"   {'settings':<40}{'RSS@100 MB':>12}{'RSS@' + str(calls) + ' MB':>14}{'growth':>9}{'seconds':>9}")
     for label, config in SESSION_CONFIGS.items():
         started = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", PROBE, json.dumps(config), str(calls), str(model)],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", PROBE, json.dumps(config), str(calls), str(model)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         marks = json.loads(out.stdout)
         first, last = marks["100"], marks[str(calls)]
         print(f"   {label:<40}{first:>12.0f}{last:>14.0f}{last / first:>8.2f}x{time.perf_counter() - started:>9.0f}")
@@ -78,8 +84,10 @@ def rss_mb(pid: str) -> float:
 
 def mixed_jobs(count: int) -> list[list[str]]:
     rng = random.Random(0)
-    words = "embedding queue worker vector token model redis batch latency memory shape".split()
-    return [[" ".join(rng.choices(words, k=rng.randint(1, 250))) for _ in range(rng.randint(1, 4))] for _ in range(count)]
+    words = ["embedding", "queue", "worker", "vector", "token", "model", "redis", "batch", "latency", "memory", "shape"]
+    return [
+        [" ".join(rng.choices(words, k=rng.randint(1, 250))) for _ in range(rng.randint(1, 4))] for _ in range(count)
+    ]
 
 
 def worker_memory(settings: Settings, jobs: int, workers: int) -> None:
@@ -98,13 +106,18 @@ def worker_memory(settings: Settings, jobs: int, workers: int) -> None:
             for job_id in client.submit_many(batches[start : start + 500]):
                 client.wait(job_id, timeout=300)
             done = min(jobs, start + 500)
-            print(f"   {done:>6} jobs, {time.perf_counter() - started:6.0f} s, RSS "
-                  + ", ".join(f"{rss_mb(pid):.0f} MB" for pid in pids), flush=True)
+            print(
+                f"   {done:>6} jobs, {time.perf_counter() - started:6.0f} s, RSS "
+                + ", ".join(f"{rss_mb(pid):.0f} MB" for pid in pids),
+                flush=True,
+            )
         assert {w["pid"] for w in service.live_workers()} == set(pids), "a worker was restarted during the run"
         after_all = {pid: rss_mb(pid) for pid in pids}
     for pid in pids:
         ratio = after_all[pid] / after_100[pid]
-        print(f"   worker {pid}: {after_100[pid]:.0f} MB after 100 jobs, {after_all[pid]:.0f} MB after {done} jobs: {ratio:.2f}x")
+        print(
+            f"   worker {pid}: {after_100[pid]:.0f} MB after 100 jobs, {after_all[pid]:.0f} MB after {done} jobs: {ratio:.2f}x"
+        )
 
 
 def main() -> int:

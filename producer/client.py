@@ -95,16 +95,19 @@ class EmbedClient:
         prompt the model defines (config_sentence_transformers.json, e.g. "query")."""
         requests = [
             validate_request(
-                batch, instruction=instruction, normalize=normalize, dimensions=dimensions,
-                prompt_name=prompt_name, limits=self.limits,
+                batch,
+                instruction=instruction,
+                normalize=normalize,
+                dimensions=dimensions,
+                prompt_name=prompt_name,
+                limits=self.limits,
             )
             for batch in batches
         ]
-        with self._reachable():
-            with self.connection.pipeline(transaction=False) as pipe:
-                pipe.llen(self.queue.key)
-                pipe.hget(model_key(self.settings.queue), "dim")
-                waiting, model_dim = pipe.execute()
+        with self._reachable(), self.connection.pipeline(transaction=False) as pipe:
+            pipe.llen(self.queue.key)
+            pipe.hget(model_key(self.settings.queue), "dim")
+            waiting, model_dim = pipe.execute()
         if dimensions is not None and model_dim is not None and dimensions > int(model_dim):
             raise InvalidInput(f"dimensions={dimensions} is more than the model's {int(model_dim)}")
         if waiting + len(requests) > self.settings.max_queue_length:
@@ -141,7 +144,7 @@ class EmbedClient:
     def result(self, job_id: str) -> EmbedResult | None:
         """The result if the job is finished, None while it is queued or running; JobFailed if it failed."""
         with self._reachable():
-            data = self.connection.get(result_key(job_id))
+            data: bytes | None = self.connection.get(result_key(job_id))  # type: ignore[assignment]
         if data is not None:
             return unpack_result(data)
         state = self.status(job_id)
@@ -151,7 +154,7 @@ class EmbedClient:
             raise JobNotFound(f"no job {job_id} in Redis (never enqueued, or expired after RESULT_TTL)")
         if state == "finished":  # finished between the two reads above
             with self._reachable():
-                data = self.connection.get(result_key(job_id))
+                data = self.connection.get(result_key(job_id))  # type: ignore[assignment]
             return unpack_result(data) if data is not None else None
         return None
 
@@ -178,8 +181,10 @@ class EmbedClient:
             except (RedisConnectionError, RedisTimeoutError, QueueUnavailable) as error:  # Redis may come back
                 last_error = error
                 time.sleep(max(0, min(remaining_ms, OUTAGE_RETRY_MS)) / 1000)
-        raise JobTimeout(f"job {job_id} did not finish within {timeout:g} s"
-                         + (f" (Redis did not answer: {last_error})" if last_error else ""))
+        raise JobTimeout(
+            f"job {job_id} did not finish within {timeout:g} s"
+            + (f" (Redis did not answer: {last_error})" if last_error else "")
+        )
 
     def embed(self, texts: Sequence[str], timeout: float = 30.0, **options: Any) -> np.ndarray:
         """Submit, wait, and return a float32 array (len(texts), dim) in input order."""

@@ -25,9 +25,10 @@ def read_texts(source: Path) -> list[str]:
                 if not line.strip():
                     continue
                 record = json.loads(line)
-                line = record.get("text") if isinstance(record, dict) else record
-                if not isinstance(line, str):
-                    raise InvalidInput(f"{source}:{number}: expected a string or an object with a \"text\" string")
+                text = record.get("text") if isinstance(record, dict) else record
+                if not isinstance(text, str):
+                    raise InvalidInput(f'{source}:{number}: expected a string or an object with a "text" string')
+                line = text
             elif not line.strip():
                 raise InvalidInput(f"{source}:{number} is blank; every line must hold a text to embed")
             texts.append(line)

@@ -59,7 +59,8 @@ class MsgpackSerializer:
 
     @staticmethod
     def dumps(obj: Any) -> bytes:
-        return msgpack.packb(obj, use_bin_type=True)
+        packed: bytes = msgpack.packb(obj, use_bin_type=True)
+        return packed
 
     @staticmethod
     def loads(data: bytes) -> Any:
@@ -133,7 +134,8 @@ def validate_request(
         raise InvalidInput("texts must not be empty")
     if len(texts) > limits.max_texts_per_job:
         raise InvalidInput(
-            f"texts has {len(texts)} items, more than MAX_TEXTS_PER_JOB={limits.max_texts_per_job}; split it with submit_many"
+            f"texts has {len(texts)} items, more than MAX_TEXTS_PER_JOB={limits.max_texts_per_job}; "
+            "split it with submit_many"
         )
     for index, text in enumerate(texts):
         _check_text(f"texts[{index}]", text, limits.max_chars_per_text)
@@ -178,7 +180,7 @@ class EmbedResult:
 
 def pack_result(result: EmbedResult) -> bytes:
     vectors = np.ascontiguousarray(result.embeddings, dtype="<f4")
-    return msgpack.packb(
+    packed: bytes = msgpack.packb(
         {
             "v": PAYLOAD_VERSION,
             "job_id": result.job_id,
@@ -191,6 +193,7 @@ def pack_result(result: EmbedResult) -> bytes:
         },
         use_bin_type=True,
     )
+    return packed
 
 
 def unpack_result(data: bytes) -> EmbedResult:

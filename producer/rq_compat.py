@@ -21,8 +21,8 @@ rq's private or undocumented surface used here, and why:
 - Handing back a dead worker's jobs: `WORKER_EXECUTIONS_KEY_TEMPLATE`, `Execution(id, job_id,
   connection, worker_name).delete(job, pipeline)`, `Queue.intermediate_queue_key`,
   `Queue.push_job_id(job_id, pipeline, at_front)`, `Job.retry(queue, pipeline)`,
-  `rq.job_lifecycle.record_job_failure(job, exc_string, pipeline)` and `call_exception_handlers`, `Worker.find_by_key` with
-  `redis_worker_namespace_prefix`.
+  `rq.job_lifecycle.record_job_failure(job, exc_string, pipeline)` and `call_exception_handlers`,
+  `Worker.find_by_key` with `redis_worker_namespace_prefix`.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ StoredCall = tuple[Any, Any, list[Any], dict[str, Any]]  # func_name, instance, 
 
 def result_stream_key(job_id: str) -> str:
     """The stream rq appends a job's final outcome (success, or failure after its retries) to."""
-    return str(Result.get_key(job_id))
+    return str(Result.get_key(job_id))  # type: ignore[no-untyped-call]
 
 
 class GuardedJob(Job):
@@ -70,15 +70,15 @@ class GuardedJob(Job):
         return not self.permanent_failure and bool(super().should_retry)
 
     @property
-    def success_callback(self) -> None:  # type: ignore[override]
+    def success_callback(self) -> None:
         return None
 
     @property
-    def failure_callback(self) -> None:  # type: ignore[override]
+    def failure_callback(self) -> None:
         return None
 
     @property
-    def stopped_callback(self) -> None:  # type: ignore[override]
+    def stopped_callback(self) -> None:
         return None
 
 
@@ -154,7 +154,7 @@ class PassWorker(SimpleWorker):
         super().prepare_job_execution(job, remove_from_intermediate_queue)
 
     def register_birth(self) -> None:
-        super().register_birth()
+        super().register_birth()  # type: ignore[no-untyped-call]
         self.on_birth()
 
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
@@ -162,12 +162,12 @@ class PassWorker(SimpleWorker):
         self.on_heartbeat(pipeline if pipeline is not None else self.connection, timeout)
 
     def register_death(self) -> None:
-        super().register_death()
+        super().register_death()  # type: ignore[no-untyped-call]
         self.on_death()
 
     def teardown(self) -> None:
         try:
-            super().teardown()
+            super().teardown()  # type: ignore[no-untyped-call]
         except RedisError:
             # rq's teardown stopped at the first Redis call: stop its pubsub thread, or every outage leaks one.
             if self.pubsub_thread:
@@ -179,7 +179,7 @@ class PassWorker(SimpleWorker):
         """rq's version, less the job's arguments (a user's texts) in the log record."""
         if isinstance(exc_info[1], self.permanent_failures) and isinstance(job, GuardedJob):
             job.permanent_failure = True
-        self.log.error("Worker %s: job %s failed", self.name, job.id, exc_info=tuple(exc_info))  # type: ignore[arg-type]
+        self.log.error("Worker %s: job %s failed", self.name, job.id, exc_info=tuple(exc_info))
         call_exception_handlers(self._exc_handlers, job, *exc_info)
 
     def handle_job_failure(
@@ -196,8 +196,9 @@ class PassWorker(SimpleWorker):
 
 def executions_of(connection: Redis, worker_name: str) -> list[tuple[str, str]]:
     """(job id, execution id) of every execution rq records for this worker."""
-    members = connection.smembers(WORKER_EXECUTIONS_KEY_TEMPLATE.format(worker_name))
-    return [tuple(member.decode().rsplit(":", 1)) for member in members]  # type: ignore[misc]
+    members: set[bytes] = connection.smembers(WORKER_EXECUTIONS_KEY_TEMPLATE.format(worker_name))  # type: ignore[assignment]
+    pairs = (member.decode().rsplit(":", 1) for member in members)
+    return [(job_id, execution_id) for job_id, execution_id in pairs]
 
 
 def forget_execution(connection: Redis, worker_name: str, job_id: str, execution_id: str) -> None:
@@ -228,4 +229,4 @@ def remove_worker_record(connection: Redis, worker_name: str) -> None:
     """Drop a dead worker's rq record, as if it had shut down."""
     dead = SimpleWorker.find_by_key(SimpleWorker.redis_worker_namespace_prefix + worker_name, connection=connection)
     if dead is not None:
-        dead.register_death()
+        dead.register_death()  # type: ignore[no-untyped-call]

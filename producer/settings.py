@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
-
 from typing import Any, Self
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,7 +19,9 @@ class ClientSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="EMBEDQ_", env_file=".env", extra="ignore")
 
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="redis://[user:password@]host:port/db, rediss:// for TLS")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="redis://[user:password@]host:port/db, rediss:// for TLS"
+    )
     queue: str = Field("embedq", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
     max_texts_per_job: int = Field(256, ge=1, le=100_000)
     max_chars_per_text: int = Field(20_000, ge=1)

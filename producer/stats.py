@@ -38,7 +38,9 @@ def collect_stats(connection: Redis, queue: Queue) -> dict[str, Any]:
     workers = _facts(connection, WORKER_KEY_PATTERN, queue.name)
     supervisors = _facts(connection, SUPERVISOR_KEY_PATTERN, queue.name)
     counters = {_text(k): float(v) for k, v in connection.hgetall(metrics_key(queue.name)).items()}
-    records = connection.xrevrange(timings_key(queue.name), count=PERCENTILE_WINDOW)
+    records: list[tuple[bytes, dict[bytes, bytes]]] = connection.xrevrange(  # type: ignore[assignment]
+        timings_key(queue.name), count=PERCENTILE_WINDOW
+    )
     percentiles: dict[str, dict[str, float]] = {}
     for name in TIMING_FIELDS:
         values = np.array([float(fields[name.encode()]) for _, fields in records if name.encode() in fields])
@@ -70,15 +72,19 @@ def format_stats(stats: dict[str, Any]) -> str:
         )
     for supervisor in stats["supervisors"]:
         lines.append(
-            f"supervisor {supervisor['name']}: {supervisor.get('workers')} workers, {supervisor.get('restarts')} restarts, "
+            f"supervisor {supervisor['name']}: {supervisor.get('workers')} workers, "
+            f"{supervisor.get('restarts')} restarts, "
             f"{supervisor.get('recovered_jobs')} jobs handed back, {supervisor.get('given_up')} slots given up"
         )
     counters = stats["counters"]
     lines.append(
         "done: {jobs:.0f} jobs, {texts:.0f} texts, {tokens:.0f} tokens ({truncated:.0f} texts truncated), "
         "{failed:.0f} failed attempts".format(
-            jobs=counters.get("jobs", 0), texts=counters.get("texts", 0), tokens=counters.get("tokens", 0),
-            truncated=counters.get("truncated", 0), failed=counters.get("failed_attempts", 0),
+            jobs=counters.get("jobs", 0),
+            texts=counters.get("texts", 0),
+            tokens=counters.get("tokens", 0),
+            truncated=counters.get("truncated", 0),
+            failed=counters.get("failed_attempts", 0),
         )
     )
     if stats["percentiles"]:

@@ -15,9 +15,9 @@ from redis import Redis
 from embedq import EmbedClient
 from embedq.config import DEFAULT_MODEL_DIR, Settings
 from embedq.producer.protocol import metrics_key
-from embedq.worker.model.export import prepare_default
-from embedq.worker.local.service import LocalService
 from embedq.worker.local.redis_server import RedisServer, redis_answers
+from embedq.worker.local.service import LocalService
+from embedq.worker.model.export import prepare_default
 
 TEST_REDIS_URL = os.environ.get("EMBEDQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 # The STS Benchmark test set beside this checkout, as this project's CI has it; EMBEDQ_STSB to point elsewhere.

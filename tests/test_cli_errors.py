@@ -12,8 +12,9 @@ from embedq.worker.local.redis_server import free_port
 
 def run_embedq(*args: str, **env: str) -> subprocess.CompletedProcess:
     environment = {key: value for key, value in os.environ.items() if not key.startswith("EMBEDQ_")}
-    return subprocess.run([*embedq_command(), *args], capture_output=True, text=True, timeout=120,
-                          env={**environment, **env})
+    return subprocess.run(
+        [*embedq_command(), *args], capture_output=True, text=True, timeout=120, env={**environment, **env}
+    )
 
 
 def assert_one_line(run: subprocess.CompletedProcess, code: int, *fragments: str) -> None:
@@ -35,14 +36,16 @@ def corrupt_model(model_dir, tmp_path):
 
 def test_worker_with_a_missing_model_directory(tmp_path):
     run = run_embedq("worker", EMBEDQ_MODEL_DIR=str(tmp_path / "nowhere"))
-    assert_one_line(run, 1, "ModelError", f"model directory {tmp_path / 'nowhere'} does not exist",
-                    "run `embedq model prepare`")
+    assert_one_line(
+        run, 1, "ModelError", f"model directory {tmp_path / 'nowhere'} does not exist", "run `embedq model prepare`"
+    )
 
 
 def test_worker_with_a_corrupt_model_onnx(corrupt_model):
     run = run_embedq("worker", EMBEDQ_MODEL_DIR=str(corrupt_model))
-    assert_one_line(run, 1, "ModelError", f"{corrupt_model / 'model.onnx'} does not load in onnxruntime",
-                    "embedq model validate")
+    assert_one_line(
+        run, 1, "ModelError", f"{corrupt_model / 'model.onnx'} does not load in onnxruntime", "embedq model validate"
+    )
 
 
 def test_supervise_refuses_a_missing_model_before_starting_any_worker(tmp_path):
@@ -51,8 +54,12 @@ def test_supervise_refuses_a_missing_model_before_starting_any_worker(tmp_path):
 
 
 def test_supervise_with_an_unknown_provider_in_strict_mode(model_dir):
-    run = run_embedq("supervise", EMBEDQ_MODEL_DIR=str(model_dir), EMBEDQ_PROVIDERS="CUDAExecutionProvider",
-                     EMBEDQ_STRICT_PROVIDERS="true")
+    run = run_embedq(
+        "supervise",
+        EMBEDQ_MODEL_DIR=str(model_dir),
+        EMBEDQ_PROVIDERS="CUDAExecutionProvider",
+        EMBEDQ_STRICT_PROVIDERS="true",
+    )
     assert_one_line(run, 1, "ProviderUnavailable", "CUDAExecutionProvider is not available", "EMBEDQ_STRICT_PROVIDERS")
 
 

@@ -15,7 +15,9 @@ from tests.test_hostile_payloads import job_tuple, push_raw
 def test_waiting_single_text_jobs_share_passes_and_match_single_job_vectors(service, encoder):
     texts = [f"search query number {i} about {['cats', 'stocks', 'python', 'weather'][i % 4]}" for i in range(120)]
     client = service.client
-    jobs_before, passes_before, coalesced_before = (counter(client, n) for n in ("jobs", "coalesced_passes", "coalesced_jobs"))
+    jobs_before, passes_before, coalesced_before = (
+        counter(client, n) for n in ("jobs", "coalesced_passes", "coalesced_jobs")
+    )
     job_ids = client.submit_many([[text] for text in texts])
     results = [client.wait(job_id, timeout=60) for job_id in job_ids]
     passes = counter(client, "coalesced_passes") - passes_before
@@ -33,8 +35,10 @@ def test_options_stay_per_job_inside_a_shared_pass(redis_url, model_dir, encoder
     with LocalService(make_settings(redis_url, model_dir), workers=1, log_path=tmp_path / "log") as solo:
         client = solo.client
         options = [{}, {}, {"dimensions": 16}, {"normalize": False}]
-        requests = [validate_request([text], limits=client.limits, **option)
-                    for text, option in zip(["alpha", "beta", "gamma", "delta"], options)]
+        requests = [
+            validate_request([text], limits=client.limits, **option)
+            for text, option in zip(["alpha", "beta", "gamma", "delta"], options)
+        ]
         passes_before, coalesced_before = counter(client, "coalesced_passes"), counter(client, "coalesced_jobs")
         queue = Queue(client.settings.queue, connection=client.connection, serializer=MsgpackSerializer)
         jobs = queue.enqueue_many([Queue.prepare_data(EMBED_TASK, args=(r.to_payload(),)) for r in requests])
@@ -50,9 +54,11 @@ def test_options_stay_per_job_inside_a_shared_pass(redis_url, model_dir, encoder
 
 def test_one_bad_job_does_not_fail_its_neighbours(service):
     good_before = service.client.submit_many([[f"neighbour {i}"] for i in range(10)])
-    bad_ids = [push_raw(service, job_tuple(EMBED_TASK, {"v": 1, "texts": [7]})),
-               push_raw(service, job_tuple(EMBED_TASK, {"v": 1, "texts": ["x"], "dimensions": 999})),
-               push_raw(service, job_tuple("os.system", "true"))]
+    bad_ids = [
+        push_raw(service, job_tuple(EMBED_TASK, {"v": 1, "texts": [7]})),
+        push_raw(service, job_tuple(EMBED_TASK, {"v": 1, "texts": ["x"], "dimensions": 999})),
+        push_raw(service, job_tuple("os.system", "true")),
+    ]
     good_after = service.client.submit_many([[f"neighbour {i}"] for i in range(10, 20)])
     reasons = []
     for job_id in bad_ids:

@@ -3,8 +3,6 @@ architecture: pooling read from the model directory, decoder exports with positi
 empty KV cache, prompts, Matryoshka dimensions, fp16 graphs."""
 
 import subprocess
-import sys
-from embedq.worker.cli import embedq_command
 
 import numpy as np
 import pytest
@@ -12,10 +10,11 @@ import torch
 from tokenizers import Tokenizer
 
 from embedq import InvalidInput
-from tests.tiny_models import tiny_bert, tiny_qwen3
+from embedq.worker.cli import embedq_command
 from embedq.worker.model.encoder import Encoder
-from embedq.worker.model.spec import load_spec
 from embedq.worker.model.providers import choose_providers
+from embedq.worker.model.spec import load_spec
+from tests.tiny_models import tiny_bert, tiny_qwen3
 
 TEXTS = [
     "cat",
@@ -27,8 +26,9 @@ TEXTS = [
 
 
 def encoder_for(directory, **options):
-    return Encoder(load_spec(directory), providers=choose_providers(["cpu"], ["CPUExecutionProvider"]), threads=1,
-                   **options)
+    return Encoder(
+        load_spec(directory), providers=choose_providers(["cpu"], ["CPUExecutionProvider"]), threads=1, **options
+    )
 
 
 def normalized(vectors: np.ndarray) -> np.ndarray:
@@ -117,21 +117,29 @@ def test_bert_cls_pooling_equals_transformers(bert_cls):
 def test_pooling_can_be_overridden_by_the_setting(bert_cls):
     directory, _ = bert_cls
     assert encoder_for(directory, pooling="mean").pooling == "mean"
-    assert not np.allclose(encoder_for(directory, pooling="mean").encode(TEXTS[:2]).vectors,
-                           encoder_for(directory).encode(TEXTS[:2]).vectors)
+    assert not np.allclose(
+        encoder_for(directory, pooling="mean").encode(TEXTS[:2]).vectors,
+        encoder_for(directory).encode(TEXTS[:2]).vectors,
+    )
 
 
 def test_instruction_and_named_prompts_format_queries(qwen3_decoder):
     directory, _ = qwen3_decoder
     encoder = encoder_for(directory)
-    instructed = encoder.encode(["what is python"], instruction="Given a web search query, retrieve relevant passages").vectors
+    instructed = encoder.encode(
+        ["what is python"], instruction="Given a web search query, retrieve relevant passages"
+    ).vectors
     by_name = encoder.encode(["what is python"], prompt_name="query").vectors
-    by_hand = encoder.encode(["Instruct: Given a web search query, retrieve relevant passages\nQuery:what is python"]).vectors
+    by_hand = encoder.encode(
+        ["Instruct: Given a web search query, retrieve relevant passages\nQuery:what is python"]
+    ).vectors
     np.testing.assert_allclose(instructed, by_hand, atol=1e-6)
     np.testing.assert_allclose(by_name, by_hand, atol=1e-6)
     assert not np.allclose(encoder.encode(["what is python"]).vectors, by_hand, atol=1e-3)
     np.testing.assert_allclose(encoder.encode(["cat"], prompt_name="document").vectors, encoder.encode(["cat"]).vectors)
-    with pytest.raises(InvalidInput, match=r"prompt_name='passage' is not one of the model's prompts \['document', 'query'\]"):
+    with pytest.raises(
+        InvalidInput, match=r"prompt_name='passage' is not one of the model's prompts \['document', 'query'\]"
+    ):
         encoder.encode(["x"], prompt_name="passage")
 
 
@@ -153,8 +161,10 @@ def test_fp16_export_of_the_default_model_stays_within_cosine_0999(model_dir, en
 
     fp16_dir = tmp_path / "fp16"
     shutil.copytree(model_dir, fp16_dir)
-    onnx.save(convert_float_to_float16(onnx.load(str(model_dir / "model.onnx")), keep_io_types=False),
-              str(fp16_dir / "model.onnx"))
+    onnx.save(
+        convert_float_to_float16(onnx.load(str(model_dir / "model.onnx")), keep_io_types=False),
+        str(fp16_dir / "model.onnx"),
+    )
     half = encoder_for(fp16_dir)
     assert half.session.get_outputs()[0].type == "tensor(float16)"
     texts = ["A man is playing a guitar.", "The stock market fell sharply today.", "long " * 300]
@@ -165,10 +175,15 @@ def test_fp16_export_of_the_default_model_stays_within_cosine_0999(model_dir, en
 
 def test_validate_and_info_describe_a_decoder_export(qwen3_decoder):
     directory, _ = qwen3_decoder
-    validate = subprocess.run([*embedq_command(), "model", "validate", str(directory)],
-                              capture_output=True, text=True)
+    validate = subprocess.run([*embedq_command(), "model", "validate", str(directory)], capture_output=True, text=True)
     assert validate.returncode == 0, validate.stderr
-    for expected in ("onnx/model.onnx", "position_ids", "past_key_values.1.value", "present.0.key", "pooling lasttoken"):
+    for expected in (
+        "onnx/model.onnx",
+        "position_ids",
+        "past_key_values.1.value",
+        "present.0.key",
+        "pooling lasttoken",
+    ):
         assert expected in validate.stdout
     info = subprocess.run([*embedq_command(), "model", "info", str(directory)], capture_output=True, text=True)
     assert info.returncode == 0, info.stderr

@@ -2,16 +2,14 @@
 
 import os
 import subprocess
-import sys
-from embedq.worker.cli import embedq_command
 
+from embedq.worker.cli import embedq_command
 from embedq.worker.local.redis_server import free_port
 
 
 def test_demo_starts_a_private_redis_and_prints_similarities_and_metrics(model_dir):
     env = {**os.environ, "EMBEDQ_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "EMBEDQ_MODEL_DIR": str(model_dir)}
-    run = subprocess.run([*embedq_command(), "demo"], capture_output=True, text=True, env=env,
-                         timeout=300)
+    run = subprocess.run([*embedq_command(), "demo"], capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     out = run.stdout
     assert "started a private redis-server" in out

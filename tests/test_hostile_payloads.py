@@ -13,21 +13,23 @@ from rq.job import Job
 
 from embedq import JobFailed
 from embedq.producer.protocol import EMBED_TASK, Limits, MsgpackSerializer
-from tests.conftest import counter, make_settings
 from embedq.worker.local.service import LocalService
+from tests.conftest import counter, make_settings
 
 
 @pytest.fixture(scope="module")
 def canary_dir(tmp_path_factory):
     """A module that leaves a file behind if anything ever imports or calls it."""
     directory = tmp_path_factory.mktemp("canary")
-    (directory / "embedq_canary.py").write_text(textwrap.dedent(f"""
+    (directory / "embedq_canary.py").write_text(
+        textwrap.dedent(f"""
         import pathlib
         pathlib.Path({str(directory / "imported")!r}).touch()
 
         def run(*args, **kwargs):
             pathlib.Path({str(directory / "called")!r}).touch()
-    """))
+    """)
+    )
     return directory
 
 
@@ -45,8 +47,12 @@ def push_raw(service, data: bytes, retries: int = 0, **fields: str) -> str:
     """A job whose stored bytes are `data`, as anyone who can write to Redis could make it."""
     queue = Queue(service.settings.queue, connection=service.client.connection, serializer=MsgpackSerializer)
     with service.client.connection.pipeline() as pipe:  # one MULTI: no worker ever sees the placeholder
-        job = queue.enqueue_call(EMBED_TASK, args=({"v": 1, "texts": ["placeholder"]},), pipeline=pipe,
-                                 retry=Retry(max=retries) if retries else None)
+        job = queue.enqueue_call(
+            EMBED_TASK,
+            args=({"v": 1, "texts": ["placeholder"]},),
+            pipeline=pipe,
+            retry=Retry(max=retries) if retries else None,
+        )
         pipe.hset(job.key, mapping={"data": data, **fields})
         pipe.execute()
     return job.id
@@ -75,7 +81,10 @@ HOSTILE = {
     "wrong schema: texts over the limit": (job_tuple(EMBED_TASK, {"v": 1, "texts": ["a"] * 9}), "MAX_TEXTS_PER_JOB=8"),
     "extra arguments": (job_tuple(EMBED_TASK, {"v": 1, "texts": ["a"]}, "extra"), "exactly one positional argument"),
     "pickle": (pickle.dumps(("embedq_canary.run", None, ("x",), {})), "job payload is not a msgpack embed job"),
-    "another function": (job_tuple("embedq_canary.run", "x"), "ForbiddenTask: refusing job .* it names 'embedq_canary.run'"),
+    "another function": (
+        job_tuple("embedq_canary.run", "x"),
+        "ForbiddenTask: refusing job .* it names 'embedq_canary.run'",
+    ),
     "os.system": (job_tuple("os.system", "touch /tmp/embedq-pwned"), "ForbiddenTask: .* it names 'os.system'"),
 }
 
@@ -100,17 +109,26 @@ def test_a_payload_over_the_size_limit_is_refused_before_it_is_parsed(service):
 
 
 def test_callbacks_named_in_the_job_hash_are_ignored(service, canary_dir):
-    job_id = push_raw(service, job_tuple(EMBED_TASK, {"v": 1, "texts": [None]}),
-                      failure_callback_name="embedq_canary.run", success_callback_name="embedq_canary.run")
+    job_id = push_raw(
+        service,
+        job_tuple(EMBED_TASK, {"v": 1, "texts": [None]}),
+        failure_callback_name="embedq_canary.run",
+        success_callback_name="embedq_canary.run",
+    )
     with pytest.raises(JobFailed, match=r"texts\[0\] must be a str"):
         service.client.wait(job_id, timeout=30)
-    good = push_raw(service, job_tuple(EMBED_TASK, {"v": 1, "texts": ["fine"]}), success_callback_name="embedq_canary.run")
+    good = push_raw(
+        service, job_tuple(EMBED_TASK, {"v": 1, "texts": ["fine"]}), success_callback_name="embedq_canary.run"
+    )
     assert service.client.wait(good, timeout=30).embeddings.shape == (1, 384)
     assert not (canary_dir / "imported").exists() and not (canary_dir / "called").exists()
 
 
-@pytest.mark.parametrize("data", [job_tuple("os.system", "true"), job_tuple(EMBED_TASK, {"v": 1, "texts": [7]})],
-                         ids=["forbidden task", "invalid input"])
+@pytest.mark.parametrize(
+    "data",
+    [job_tuple("os.system", "true"), job_tuple(EMBED_TASK, {"v": 1, "texts": [7]})],
+    ids=["forbidden task", "invalid input"],
+)
 def test_refused_jobs_are_not_retried_though_they_have_retries(service, data):
     failed_before = counter(service.client, "failed_attempts")
     job_id = push_raw(service, data, retries=2)

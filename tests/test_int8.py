@@ -2,18 +2,21 @@
 
 import json
 import subprocess
-import sys
-from embedq.worker.cli import embedq_command
 
 import pytest
 
+from embedq.worker.cli import embedq_command
 from embedq.worker.model.export import quantize_int8
 from embedq.worker.model.spec import ModelError
 
 
 def test_int8_copy_passes_the_quality_gate_and_reports_both_scores(model_dir, stsb):
-    run = subprocess.run([*embedq_command(), "model", "prepare", "--dir", str(model_dir),
-                          "--quantize", "int8", "--stsb", str(stsb)], capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [*embedq_command(), "model", "prepare", "--dir", str(model_dir), "--quantize", "int8", "--stsb", str(stsb)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr
     assert "int8 copy ready" in run.stdout
     quality = json.loads((model_dir.with_name(model_dir.name + "-int8") / "quality.json").read_text())
@@ -21,8 +24,11 @@ def test_int8_copy_passes_the_quality_gate_and_reports_both_scores(model_dir, st
     print(f"STS-B cosine Spearman: fp32 {scores['fp32']:.2f}, int8 {scores['int8']:.2f}")
     assert abs(scores["fp32"] - 82.03) < 0.01
     assert 0 <= scores["loss"] <= 0.5
-    validate = subprocess.run([*embedq_command(), "model", "validate",
-                               str(model_dir.with_name(model_dir.name + "-int8"))], capture_output=True, text=True)
+    validate = subprocess.run(
+        [*embedq_command(), "model", "validate", str(model_dir.with_name(model_dir.name + "-int8"))],
+        capture_output=True,
+        text=True,
+    )
     assert validate.returncode == 0 and "stsb_cosine_spearman" in validate.stdout
 
 

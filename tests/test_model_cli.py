@@ -2,11 +2,11 @@
 
 import shutil
 import subprocess
-import sys
-from embedq.worker.cli import embedq_command
 
 import onnx
 import pytest
+
+from embedq.worker.cli import embedq_command
 
 
 def embedq(*args, env=None):
@@ -24,8 +24,15 @@ def test_validate_accepts_the_prepared_model_and_lists_its_graph(model_dir):
     run = embedq("model", "validate", str(model_dir))
     assert run.returncode == 0, run.stderr
     assert f"OK {model_dir}" in run.stdout
-    for expected in ("input_ids", "attention_mask", "token_type_ids", "last_hidden_state", "tensor(int64)",
-                     "tensor(float)", "dim 384, max length 256, pooling mean"):
+    for expected in (
+        "input_ids",
+        "attention_mask",
+        "token_type_ids",
+        "last_hidden_state",
+        "tensor(int64)",
+        "tensor(float)",
+        "dim 384, max length 256, pooling mean",
+    ):
         assert expected in run.stdout
 
 

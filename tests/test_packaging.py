@@ -48,8 +48,12 @@ def clean_env(**extra: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-                    str(ROOT)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (built,) = out.glob("embedq-*.whl")
     return built
 
@@ -59,8 +63,15 @@ def test_the_wheel_installs_one_top_level_package_and_the_web_app_install_needs_
     names = archive.namelist()
     dist_info = next(name.split("/")[0] for name in names if ".dist-info/" in name)
     assert {name.split("/")[0] for name in names} == {"embedq", dist_info}
-    assert {"embedq/__init__.py", "embedq/py.typed", "embedq/producer/client.py", "embedq/producer/rq_compat.py",
-            "embedq/config/settings.py", "embedq/worker/model/encoder.py", "embedq/worker/cli.py"} <= set(names)
+    assert {
+        "embedq/__init__.py",
+        "embedq/py.typed",
+        "embedq/producer/client.py",
+        "embedq/producer/rq_compat.py",
+        "embedq/config/settings.py",
+        "embedq/worker/model/encoder.py",
+        "embedq/worker/cli.py",
+    } <= set(names)
     assert not [name for name in names if name.startswith(("embedq/tests/", "embedq/bench/"))]
     metadata = Parser().parsestr(archive.read(f"{dist_info}/METADATA").decode())
     base = [req for req in metadata.get_all("Requires-Dist") if "extra ==" not in req]
@@ -70,13 +81,25 @@ def test_the_wheel_installs_one_top_level_package_and_the_web_app_install_needs_
 
 def test_import_embedq_from_the_installed_wheel_inside_a_web_app_directory(wheel, app_dir, tmp_path):
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-                   check=True, capture_output=True, timeout=300)
-    probe = ("import sys, embedq; from embedq import EmbedClient, EmbedResult, EmbedqError, InvalidInput, QueueFull, "
-             "QueueUnavailable, JobFailed, JobTimeout, JobNotFound; print(embedq.__file__); "
-             "print('onnxruntime' in sys.modules, 'torch' in sys.modules)")
-    run = subprocess.run([sys.executable, "-c", probe], cwd=app_dir, capture_output=True, text=True, timeout=60,
-                         env=clean_env(PYTHONPATH=str(target)))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    probe = (
+        "import sys, embedq; from embedq import EmbedClient, EmbedResult, EmbedqError, InvalidInput, QueueFull, "
+        "QueueUnavailable, JobFailed, JobTimeout, JobNotFound; print(embedq.__file__); "
+        "print('onnxruntime' in sys.modules, 'torch' in sys.modules)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=app_dir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(PYTHONPATH=str(target)),
+    )
     assert run.returncode == 0, run.stderr
     where, heavy = run.stdout.splitlines()
     assert where == str(target / "embedq" / "__init__.py")
@@ -84,8 +107,14 @@ def test_import_embedq_from_the_installed_wheel_inside_a_web_app_directory(wheel
 
 
 def test_the_demo_runs_from_a_web_app_directory(launch_dir, model_dir):
-    run = subprocess.run([str(CONSOLE_SCRIPT), "demo"], cwd=launch_dir, capture_output=True, text=True, timeout=300,
-                         env=clean_env(EMBEDQ_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", EMBEDQ_MODEL_DIR=str(model_dir)))
+    run = subprocess.run(
+        [str(CONSOLE_SCRIPT), "demo"],
+        cwd=launch_dir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=clean_env(EMBEDQ_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", EMBEDQ_MODEL_DIR=str(model_dir)),
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "workers alive: 2" in run.stdout
     assert "the web app's own" not in run.stdout + run.stderr
@@ -102,16 +131,24 @@ def test_supervised_workers_serve_a_web_app_script_from_its_own_directory(launch
         "with EmbedClient() as client:\n"
         "    np.save('vectors.npy', client.embed(['a web app embeds this', 'and this'], timeout=60))\n"
     )
-    supervisor = subprocess.Popen([str(CONSOLE_SCRIPT), "supervise", "--workers", "2"], cwd=launch_dir, env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    supervisor = subprocess.Popen(
+        [str(CONSOLE_SCRIPT), "supervise", "--workers", "2"],
+        cwd=launch_dir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
-        app = subprocess.run([sys.executable, "app/app.py"], cwd=launch_dir, capture_output=True, text=True,
-                             timeout=120, env=env)
+        app = subprocess.run(
+            [sys.executable, "app/app.py"], cwd=launch_dir, capture_output=True, text=True, timeout=120, env=env
+        )
         assert app.returncode == 0, app.stderr
     finally:
         supervisor.terminate()
         log, _ = supervisor.communicate(timeout=120)
     assert supervisor.returncode == 0, log
     assert "the web app's own" not in log and "restarting in" not in log, log
-    np.testing.assert_allclose(np.load(launch_dir / "vectors.npy"),
-                               encoder.encode(["a web app embeds this", "and this"]).vectors, atol=1e-5)
+    np.testing.assert_allclose(
+        np.load(launch_dir / "vectors.npy"), encoder.encode(["a web app embeds this", "and this"]).vectors, atol=1e-5
+    )

@@ -29,12 +29,18 @@ def test_a_request_survives_the_payload_round_trip():
     assert EmbedRequest.from_payload(MsgpackSerializer.loads(wire), LIMITS) == request
 
 
-@pytest.mark.parametrize(("payload", "message"), [
-    ([1, 2], "job payload must be a map, got list"),
-    ({"v": 2, "texts": ["a"]}, "job payload version must be 1, got 2"),
-    ({"v": 1, "texts": ["a"], "extra": 1}, r"unknown fields: \['extra'\]"),
-    ({"v": 1, "texts": ["a"], "instruction": "x", "prompt_name": "query"}, "give instruction or prompt_name, not both"),
-])
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ([1, 2], "job payload must be a map, got list"),
+        ({"v": 2, "texts": ["a"]}, "job payload version must be 1, got 2"),
+        ({"v": 1, "texts": ["a"], "extra": 1}, r"unknown fields: \['extra'\]"),
+        (
+            {"v": 1, "texts": ["a"], "instruction": "x", "prompt_name": "query"},
+            "give instruction or prompt_name, not both",
+        ),
+    ],
+)
 def test_off_schema_payloads_are_named(payload, message):
     with pytest.raises(InvalidInput, match=message):
         EmbedRequest.from_payload(payload, LIMITS)
@@ -42,15 +48,20 @@ def test_off_schema_payloads_are_named(payload, message):
 
 def test_a_result_round_trips_as_little_endian_float32():
     vectors = np.arange(6, dtype=np.float32).reshape(2, 3) / 7
-    result = EmbedResult("j1", vectors, "m", 3, {"texts": 2, "tokens": 9, "truncated": 0},
-                         {"total_ms": 1.5}, "host.1")
+    result = EmbedResult("j1", vectors, "m", 3, {"texts": 2, "tokens": 9, "truncated": 0}, {"total_ms": 1.5}, "host.1")
     data = pack_result(result)
     assert msgpack.unpackb(data)["vectors"] == vectors.astype("<f4").tobytes()
     back = unpack_result(data)
     assert back.embeddings.dtype == np.float32
     np.testing.assert_array_equal(back.embeddings, vectors)
-    assert (back.job_id, back.model, back.dim, back.usage, back.timings, back.worker) == \
-        ("j1", "m", 3, result.usage, result.timings, "host.1")
+    assert (back.job_id, back.model, back.dim, back.usage, back.timings, back.worker) == (
+        "j1",
+        "m",
+        3,
+        result.usage,
+        result.timings,
+        "host.1",
+    )
 
 
 def test_the_largest_valid_job_fits_the_payload_limit():

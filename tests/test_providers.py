@@ -6,8 +6,8 @@ import onnxruntime as ort
 import pytest
 
 from embedq.worker.model.encoder import Encoder
-from embedq.worker.model.spec import load_spec
 from embedq.worker.model.providers import COREML, CPU, CUDA, ProviderUnavailable, choose_providers
+from embedq.worker.model.spec import load_spec
 
 ALL = [COREML, CUDA, CPU]
 
@@ -16,7 +16,15 @@ ALL = [COREML, CUDA, CPU]
 def test_auto_on_macos_picks_coreml_with_its_options():
     chosen = choose_providers(["auto"], [COREML, CPU], platform="darwin")
     assert chosen == [
-        (COREML, {"MLComputeUnits": "ALL", "ModelFormat": "MLProgram", "RequireStaticInputShapes": "0", "EnableOnSubgraphs": "0"}),
+        (
+            COREML,
+            {
+                "MLComputeUnits": "ALL",
+                "ModelFormat": "MLProgram",
+                "RequireStaticInputShapes": "0",
+                "EnableOnSubgraphs": "0",
+            },
+        ),
         (CPU, {}),
     ]
 

@@ -28,8 +28,10 @@ SECRET = "sk-live-4f9c2b7e1d Patient Jane Roe, DOB 1970-01-01"
 def test_two_queues_on_one_redis_keep_their_own_counts_workers_and_stats(redis_url, model_dir, tmp_path):
     first = make_settings(redis_url, model_dir, queue=f"first-{uuid.uuid4().hex[:6]}")
     second = make_settings(redis_url, model_dir, queue=f"second-{uuid.uuid4().hex[:6]}")
-    with LocalService(first, workers=1, log_path=tmp_path / "first.log") as a, \
-            LocalService(second, workers=1, log_path=tmp_path / "second.log") as b:
+    with (
+        LocalService(first, workers=1, log_path=tmp_path / "first.log") as a,
+        LocalService(second, workers=1, log_path=tmp_path / "second.log") as b,
+    ):
         for job_id in a.client.submit_many([["one"], ["two", "three"], ["four"]]):
             a.client.wait(job_id, timeout=60)
         for job_id in b.client.submit_many([["five"]] * 5):
@@ -40,8 +42,13 @@ def test_two_queues_on_one_redis_keep_their_own_counts_workers_and_stats(redis_u
         assert [w["queue"] for w in stats_a["workers"]] == [first.queue]
         assert [w["queue"] for w in stats_b["workers"]] == [second.queue]
         assert [s["queue"] for s in stats_a["supervisors"]] == [first.queue]
-        cli = subprocess.run([*embedq_command(), "stats", "--json", "--queue", second.queue], capture_output=True,
-                             text=True, env=settings_env(first), timeout=60)
+        cli = subprocess.run(
+            [*embedq_command(), "stats", "--json", "--queue", second.queue],
+            capture_output=True,
+            text=True,
+            env=settings_env(first),
+            timeout=60,
+        )
         assert cli.returncode == 0, cli.stderr
         assert json.loads(cli.stdout)["counters"]["jobs"] == 5
 
@@ -54,13 +61,16 @@ def test_rq_readers_work_on_our_jobs_and_never_show_a_users_text(service, redis_
 
     job = Job.fetch(job_id, connection=client.connection, serializer=MsgpackSerializer)  # plain rq, our serializer
     assert (job.func_name, job.get_status(), job.description) == (EMBED_TASK, "queued", "embed 1 texts")
-    info = subprocess.run([RQ, "info", "-u", redis_url, "-S", SERIALIZER, settings.queue], capture_output=True,
-                          text=True, timeout=60)
+    info = subprocess.run(
+        [RQ, "info", "-u", redis_url, "-S", SERIALIZER, settings.queue], capture_output=True, text=True, timeout=60
+    )
     assert info.returncode == 0, info.stderr
     assert settings.queue in info.stdout and SECRET not in info.stdout
 
     env = {**settings_env(settings), "EMBEDQ_LOG_LEVEL": "DEBUG"}
-    burst = subprocess.run([*embedq_command(), "worker", "--burst"], capture_output=True, text=True, env=env, timeout=180)
+    burst = subprocess.run(
+        [*embedq_command(), "worker", "--burst"], capture_output=True, text=True, env=env, timeout=180
+    )
     assert burst.returncode == 0, burst.stderr
     with pytest.raises(JobFailed, match="dimensions=999 is more than the model's 384"):
         client.wait(job_id, timeout=10)
@@ -68,8 +78,12 @@ def test_rq_readers_work_on_our_jobs_and_never_show_a_users_text(service, redis_
     assert FailedJobRegistry(queue=queue).get_job_ids() == [job_id]
     assert SECRET.split()[0] not in burst.stdout + burst.stderr, "a user's text reached the worker's log"
 
-    requeue = subprocess.run([RQ, "requeue", "--all", "--queue", settings.queue, "-u", redis_url, "-S", SERIALIZER],
-                             capture_output=True, text=True, timeout=60)
+    requeue = subprocess.run(
+        [RQ, "requeue", "--all", "--queue", settings.queue, "-u", redis_url, "-S", SERIALIZER],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert requeue.returncode == 0, requeue.stderr
     assert FailedJobRegistry(queue=queue).count == 0
     assert queue.job_ids == [job_id] and client.status(job_id) == "queued"
@@ -80,4 +94,6 @@ def test_rq_readers_work_on_our_jobs_and_never_show_a_users_text(service, redis_
     finished = Queue(service.settings.queue, connection=client.connection, serializer=MsgpackSerializer)
     assert done in FinishedJobRegistry(queue=finished).get_job_ids()
     assert SECRET.split()[0] not in service.output()
-    assert SECRET.split()[0] not in str(Job.fetch(done, connection=client.connection, serializer=MsgpackSerializer).description)
+    assert SECRET.split()[0] not in str(
+        Job.fetch(done, connection=client.connection, serializer=MsgpackSerializer).description
+    )

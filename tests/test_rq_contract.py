@@ -2,6 +2,7 @@
 installed rq. When an rq upgrade moves any of it, the failure names what changed and where."""
 
 import inspect
+from typing import ClassVar
 
 import fakeredis
 import pytest
@@ -56,38 +57,52 @@ def test_the_methods_rq_compat_overrides_or_calls_keep_their_signatures(owner, n
 
 
 def test_the_module_level_helpers_keep_their_signatures():
-    for function, expected in ((record_job_failure, ["job", "exc_string", "pipeline"]),
-                               (call_exception_handlers, ["handlers", "job", "exc_info"]),
-                               (Result.get_key, ["job_id"])):
+    for function, expected in (
+        (record_job_failure, ["job", "exc_string", "pipeline"]),
+        (call_exception_handlers, ["handlers", "job", "exc_info"]),
+        (Result.get_key, ["job_id"]),
+    ):
         found = list(inspect.signature(function).parameters)
         assert found == expected, f"rq {rq.__version__}: {function.__qualname__} now takes {found}, not {expected}"
 
 
 def test_the_properties_and_attributes_rq_compat_touches_are_there():
     for name in ("should_retry", "success_callback", "failure_callback", "stopped_callback"):
-        assert isinstance(inspect.getattr_static(Job, name, None), property), f"{where(Job, name)} is no longer a property"
-    assert isinstance(inspect.getattr_static(Queue, "intermediate_queue_key", None), property), \
+        assert isinstance(inspect.getattr_static(Job, name, None), property), (
+            f"{where(Job, name)} is no longer a property"
+        )
+    assert isinstance(inspect.getattr_static(Queue, "intermediate_queue_key", None), property), (
         f"{where(Queue, 'intermediate_queue_key')} is no longer a property"
+    )
     worker = SimpleWorker([Queue("contract", connection=fakeredis.FakeRedis())], connection=fakeredis.FakeRedis())
-    for name in ("_stop_requested", "pubsub_thread", "_exc_handlers", "max_connection_wait_time",
-                 "death_penalty_class", "redis_worker_namespace_prefix"):
+    for name in (
+        "_stop_requested",
+        "pubsub_thread",
+        "_exc_handlers",
+        "max_connection_wait_time",
+        "death_penalty_class",
+        "redis_worker_namespace_prefix",
+    ):
         assert hasattr(worker, name), f"{where(SimpleWorker, name)} is gone; embedq.producer.rq_compat uses it"
     assert worker._stop_requested is False, f"{where(SimpleWorker, '_stop_requested')} no longer starts False"
     penalty = UnixSignalDeathPenalty(7, RuntimeError)
-    assert (penalty._timeout, penalty._exception) == (7, RuntimeError), \
+    assert (penalty._timeout, penalty._exception) == (7, RuntimeError), (
         f"{where(UnixSignalDeathPenalty, '_timeout / _exception')} moved: the JOB_TIMEOUT message reads them"
+    )
 
 
 def test_the_key_layouts_rq_compat_reads_are_rqs():
-    assert WORKER_EXECUTIONS_KEY_TEMPLATE.format("w1") == "rq:worker:w1:executions", \
+    assert WORKER_EXECUTIONS_KEY_TEMPLATE.format("w1") == "rq:worker:w1:executions", (
         f"rq {rq.__version__}: WORKER_EXECUTIONS_KEY_TEMPLATE is now {WORKER_EXECUTIONS_KEY_TEMPLATE!r}"
-    assert rq_compat.result_stream_key("abc") == "rq:results:abc", \
+    )
+    assert rq_compat.result_stream_key("abc") == "rq:results:abc", (
         f"rq {rq.__version__}: the result stream key is now {rq_compat.result_stream_key('abc')!r}"
+    )
 
 
 def test_rq_reads_a_stored_call_through_the_guarded_hook_and_never_imports_it():
     class Recording(rq_compat.GuardedJob):
-        seen: list[bytes] = []
+        seen: ClassVar[list[bytes]] = []
 
         def read_call(self, data):
             Recording.seen.append(data)
@@ -97,8 +112,9 @@ def test_rq_reads_a_stored_call_through_the_guarded_hook_and_never_imports_it():
     queue = Queue("contract", connection=connection, serializer=MsgpackSerializer)
     stored = queue.enqueue_call("os.system", args=({"v": 1},))
     job = Recording.fetch(stored.id, connection=connection, serializer=MsgpackSerializer)
-    assert (job.func_name, job.args, job.kwargs, job.instance) == ("embedq.safe.name", ["the argument"], {}, None), \
+    assert (job.func_name, job.args, job.kwargs, job.instance) == ("embedq.safe.name", ["the argument"], {}, None), (
         f"rq {rq.__version__} no longer fills func_name/args/kwargs from Job._deserialize_data's attributes"
+    )
     assert Recording.seen, f"rq {rq.__version__} no longer calls Job._deserialize_data when it reads a job"
     assert (job.success_callback, job.failure_callback, job.stopped_callback) == (None, None, None)
     job.retries_left = 2

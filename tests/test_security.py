@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from embedq import EmbedClient, QueueUnavailable
-from tests.conftest import make_settings
-from embedq.worker.local.service import LocalService
 from embedq.worker.local.redis_server import RedisServer, free_port
+from embedq.worker.local.service import LocalService
+from tests.conftest import make_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 # What embedq needs and no more: its own keys and rq's, rq's pubsub channels, no admin commands.
@@ -51,12 +51,44 @@ def test_an_acl_user_with_least_privilege_works(server, model_dir, tmp_path):
 
 def test_rediss_tls_works(server, model_dir, tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     port = free_port()
-    server("--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
-           "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no", port=port)
+    server(
+        "--port",
+        "0",
+        "--tls-port",
+        str(port),
+        "--tls-cert-file",
+        str(cert),
+        "--tls-key-file",
+        str(key),
+        "--tls-ca-cert-file",
+        str(cert),
+        "--tls-auth-clients",
+        "no",
+        port=port,
+    )
     serve_one_job(f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={cert}", model_dir, tmp_path)
 
 

@@ -4,9 +4,7 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-from embedq.worker.cli import embedq_command
 
 import numpy as np
 import pytest
@@ -14,10 +12,13 @@ from rq import Queue
 
 from embedq import EmbedClient, InvalidInput, JobFailed, JobNotFound, JobTimeout
 from embedq.producer.protocol import EMBED_TASK, MsgpackSerializer, result_key
-from tests.conftest import counter
+from embedq.worker.cli import embedq_command
 from embedq.worker.supervisor import settings_env
+from tests.conftest import counter
 
-BATCHES = [[f"text {j} of batch {i}: " + "word " * ((i * 7 + j * 13) % 60) for j in range(1 + i % 9)] for i in range(30)]
+BATCHES = [
+    [f"text {j} of batch {i}: " + "word " * ((i * 7 + j * 13) % 60) for j in range(1 + i % 9)] for i in range(30)
+]
 
 
 def test_round_trip_through_two_workers_in_input_order(service, encoder):
@@ -122,13 +123,15 @@ def test_a_killed_worker_is_restarted_by_the_supervisor(service):
 
 def test_cli_embed_status_and_stats(service):
     env = settings_env(service.settings)
-    run = subprocess.run([*embedq_command(), "embed", "--json", "hello", "world"],
-                         capture_output=True, text=True, env=env, timeout=60)
+    run = subprocess.run(
+        [*embedq_command(), "embed", "--json", "hello", "world"], capture_output=True, text=True, env=env, timeout=60
+    )
     assert run.returncode == 0, run.stderr
     record = json.loads(run.stdout)
     assert np.array(record["embeddings"]).shape == (2, 384)
-    status = subprocess.run([*embedq_command(), "status", record["job_id"]],
-                            capture_output=True, text=True, env=env, timeout=60)
+    status = subprocess.run(
+        [*embedq_command(), "status", record["job_id"]], capture_output=True, text=True, env=env, timeout=60
+    )
     assert status.stdout.strip() == "finished"
     stats = subprocess.run([*embedq_command(), "stats"], capture_output=True, text=True, env=env, timeout=60)
     assert "workers alive: 2" in stats.stdout

@@ -66,15 +66,28 @@ def _client(queue: str | None = None) -> EmbedClient:
 
 def cmd_embed(args: argparse.Namespace) -> int:
     with _client() as client:
-        job_id = client.submit(args.texts, instruction=args.instruction, dimensions=args.dimensions,
-                               prompt_name=args.prompt_name)
+        job_id = client.submit(
+            args.texts, instruction=args.instruction, dimensions=args.dimensions, prompt_name=args.prompt_name
+        )
         result = client.wait(job_id, timeout=args.timeout)
     if args.json:
-        print(json.dumps({"job_id": job_id, "model": result.model, "dim": result.dim, "usage": result.usage,
-                          "timings": result.timings, "embeddings": result.embeddings.tolist()}))
+        print(
+            json.dumps(
+                {
+                    "job_id": job_id,
+                    "model": result.model,
+                    "dim": result.dim,
+                    "usage": result.usage,
+                    "timings": result.timings,
+                    "embeddings": result.embeddings.tolist(),
+                }
+            )
+        )
         return 0
-    print(f"job {job_id}: {result.usage['texts']} texts, {result.usage['tokens']} tokens, model {result.model}, "
-          f"dim {result.dim}, worker {result.worker}, total {result.timings['total_ms']:.1f} ms")
+    print(
+        f"job {job_id}: {result.usage['texts']} texts, {result.usage['tokens']} tokens, model {result.model}, "
+        f"dim {result.dim}, worker {result.worker}, total {result.timings['total_ms']:.1f} ms"
+    )
     for text, vector in zip(args.texts, result.embeddings):
         head = " ".join(f"{value:+.4f}" for value in vector[:6])
         print(f"{text[:40]!r:44} [{head} ...] ({len(vector)} floats)")
@@ -118,8 +131,10 @@ def cmd_model_prepare(args: argparse.Namespace) -> int:
     print(f"model ready in {target}")
     if args.quantize == "int8" and stsb is not None:
         scores = quantize_int8(target, stsb)
-        print(f"int8 copy ready in {int8_dir(target)}: STS-B cosine Spearman int8 {scores['int8']:.2f}, "
-              f"fp32 {scores['fp32']:.2f} (loss {scores['loss']:.2f}); use it with EMBEDQ_MODEL_DIR={int8_dir(target)}")
+        print(
+            f"int8 copy ready in {int8_dir(target)}: STS-B cosine Spearman int8 {scores['int8']:.2f}, "
+            f"fp32 {scores['fp32']:.2f} (loss {scores['loss']:.2f}); use it with EMBEDQ_MODEL_DIR={int8_dir(target)}"
+        )
     return 0
 
 
@@ -218,13 +233,19 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = model_commands.add_parser("prepare", help="export the default model to ONNX (once)")
     prepare.add_argument("--dir", help="target directory (default: EMBEDQ_MODEL_DIR)")
     prepare.add_argument("--force", action="store_true", help="export again even if prepared")
-    prepare.add_argument("--quantize", choices=["int8"], help="also write a dynamically quantized copy beside it, "
-                         "kept only if its STS-B score is within 0.5 of fp32's")
-    prepare.add_argument("--stsb", help="STS Benchmark test file (sts-test.csv) for the int8 quality gate "
-                         "(default: EMBEDQ_STSB)")
+    prepare.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="also write a dynamically quantized copy beside it, kept only if its STS-B score is within 0.5 of fp32's",
+    )
+    prepare.add_argument(
+        "--stsb", help="STS Benchmark test file (sts-test.csv) for the int8 quality gate (default: EMBEDQ_STSB)"
+    )
     prepare.set_defaults(run=cmd_model_prepare)
-    for name, run, text in (("validate", cmd_model_validate, "load and check a model directory"),
-                            ("info", cmd_model_info, "model, dimension, max tokens, pooling, providers")):
+    for name, run, text in (
+        ("validate", cmd_model_validate, "load and check a model directory"),
+        ("info", cmd_model_info, "model, dimension, max tokens, pooling, providers"),
+    ):
         sub = model_commands.add_parser(name, help=text)
         sub.add_argument("dir", nargs="?", help="model directory (default: EMBEDQ_MODEL_DIR)")
         sub.set_defaults(run=run)

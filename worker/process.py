@@ -7,11 +7,13 @@ import logging
 import os
 import socket
 import time
-from datetime import datetime, timezone
+from contextlib import suppress
+from datetime import UTC, datetime
+from typing import Any
 
 from redis import Redis
-from redis.exceptions import RedisError
 from redis.client import Pipeline
+from redis.exceptions import RedisError
 from rq import Queue
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
@@ -28,9 +30,9 @@ from embedq.producer.protocol import (
 )
 from embedq.producer.rq_compat import PassWorker
 from embedq.worker import tasks
+from embedq.worker.local.redis_server import redis_answers
 from embedq.worker.model.encoder import Encoder
 from embedq.worker.recovery import bury_worker
-from embedq.worker.local.redis_server import redis_answers
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +68,14 @@ class EmbedWorker(PassWorker):
 
     permanent_failures = PERMANENT_FAILURES
 
-    def __init__(self, *args, facts: dict[str, str], coalesce_jobs: int = 1, coalesce_texts: int = 1,  # type: ignore[no-untyped-def]
-                 **kwargs) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        facts: dict[str, str],
+        coalesce_jobs: int = 1,
+        coalesce_texts: int = 1,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.facts = facts
         self.coalesce_jobs = coalesce_jobs
@@ -107,9 +115,10 @@ class EmbedWorker(PassWorker):
 
     def on_birth(self) -> None:
         key = worker_key(self.name)
+        fields: dict[Any, Any] = {**self.facts, "jobs_done": 0}  # redis-py's Mapping type is invariant in its keys
         with self.connection.pipeline() as pipe:
             pipe.delete(key)
-            pipe.hset(key, mapping={**self.facts, "jobs_done": 0})
+            pipe.hset(key, mapping=fields)
             pipe.expire(key, WORKER_FACTS_TTL)
             for queue in self.queues:
                 pipe.hset(model_key(queue.name), mapping={"name": self.facts["model"], "dim": self.facts["dim"]})
@@ -122,10 +131,8 @@ class EmbedWorker(PassWorker):
         self.connection.delete(worker_key(self.name))
 
     def on_job_failure(self, job: Job) -> None:
-        try:
+        with suppress(RedisError):  # rq's own failure bookkeeping after this logs the outage
             self.connection.hincrby(metrics_key(job.origin), "failed_attempts", 1)
-        except RedisError:
-            pass  # rq's own failure bookkeeping after this logs the outage
 
 
 def wait_for_redis(connection: Redis, name: str, max_wait: float = 10.0) -> None:
@@ -141,11 +148,11 @@ def wait_for_redis(connection: Redis, name: str, max_wait: float = 10.0) -> None
             delay = min(delay * 2, max_wait)
 
 
-def _coalescable(job: tasks.EmbedJob) -> bool:
+def _coalescable(job: Job) -> bool:
     return not job.meta.get("abandoned")
 
 
-def _text_count(job: tasks.EmbedJob) -> int:
+def _text_count(job: Job) -> int:
     payload = job.args[0] if job.args else None
     texts = payload.get("texts") if isinstance(payload, dict) else None
     return len(texts) if isinstance(texts, list) else 1
@@ -164,8 +171,14 @@ def run_worker(settings: Settings, *, name: str | None = None, burst: bool = Fal
     threads = settings.threads_per_worker()
     log.info(
         "worker %s: %s (dim %d, max %d tokens, %s pooling) ready in %.1f s on %s, %d intra-op threads",
-        name, encoder.spec.name, encoder.dim, encoder.max_length, encoder.pooling, load_s,
-        ",".join(encoder.providers), threads,
+        name,
+        encoder.spec.name,
+        encoder.dim,
+        encoder.max_length,
+        encoder.pooling,
+        load_s,
+        ",".join(encoder.providers),
+        threads,
     )
     connection = Redis.from_url(settings.redis_url, socket_connect_timeout=5, health_check_interval=30)
     facts = {
@@ -176,7 +189,7 @@ def run_worker(settings: Settings, *, name: str | None = None, burst: bool = Fal
         "dim": str(encoder.dim),
         "providers": ",".join(encoder.providers),
         "threads": str(threads),
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "load_seconds": f"{load_s:.2f}",
     }
     tasks.install(tasks.TaskContext(encoder, settings, connection, name))

@@ -62,7 +62,8 @@ def recover_jobs(connection: Redis, worker_name: str, cause: str) -> list[str]:
 def return_claimed(connection: Redis, worker_name: str) -> list[str]:
     """Jobs a coalescing worker took off the queue but had not started when it died: back to the front."""
     returned = []
-    for member in connection.smembers(claimed_key(worker_name)):
+    members: set[bytes] = connection.smembers(claimed_key(worker_name))  # type: ignore[assignment]
+    for member in members:
         job_id = member.decode()
         try:
             job = EmbedJob.fetch(job_id, connection=connection, serializer=MsgpackSerializer)

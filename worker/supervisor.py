@@ -8,12 +8,12 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from functools import partial
+from typing import Any, TypeVar
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -34,7 +34,7 @@ class Slot:
     """One worker position: the process filling it now and its crash history."""
 
     index: int
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     next_start: float = 0.0
     crashes: deque[float] = field(default_factory=deque)
@@ -142,7 +142,11 @@ class Supervisor:
             slot.given_up = True
             log.error(
                 "supervisor: worker slot %d (pid %d, %s) died %d times in %.0f s; not restarting it",
-                slot.index, pid, cause, len(slot.crashes), self.crash_window,
+                slot.index,
+                pid,
+                cause,
+                len(slot.crashes),
+                self.crash_window,
             )
             return
         delay = min(self.backoff_max, self.backoff_base * 2 ** (slot.quick_crashes - 1))
@@ -151,13 +155,18 @@ class Supervisor:
         self._publish_facts()
         log.warning(
             "supervisor: worker slot %d (pid %d) %s after %.1f s; restarting in %.2f s (restarts so far: %d)",
-            slot.index, pid, cause, lived, delay, self.restarts,
+            slot.index,
+            pid,
+            cause,
+            lived,
+            delay,
+            self.restarts,
         )
 
     def _bury_dead_workers(self) -> None:
         """Hand back the jobs of dead children; what fails (Redis away) is tried again next round."""
         for name, cause in list(self.unburied.items()):
-            recovered = self._redis(lambda: bury_worker(self.connection, name, cause), f"hand back the jobs of {name}")
+            recovered = self._redis(partial(bury_worker, self.connection, name, cause), f"hand back the jobs of {name}")
             if recovered is not None:
                 self.recovered_jobs += len(recovered)
                 del self.unburied[name]
@@ -174,8 +183,14 @@ class Supervisor:
         """What `embedq stats` shows of this supervisor; kept alive while it runs."""
         self.facts_refreshed = time.monotonic()
         key = supervisor_key(self.name)
-        facts = {"pid": os.getpid(), "queue": self.settings.queue, "workers": len(self.slots), "restarts": self.restarts,
-                 "recovered_jobs": self.recovered_jobs, "given_up": sum(s.given_up for s in self.slots)}
+        facts: dict[Any, Any] = {
+            "pid": os.getpid(),
+            "queue": self.settings.queue,
+            "workers": len(self.slots),
+            "restarts": self.restarts,
+            "recovered_jobs": self.recovered_jobs,
+            "given_up": sum(s.given_up for s in self.slots),
+        }
 
         def write() -> None:
             with self.connection.pipeline() as pipe:
@@ -199,8 +214,15 @@ class Supervisor:
             try:
                 slot.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                log.error("supervisor: worker pid %d still busy after %.0f s; killing it", slot.process.pid, self.stop_grace)
+                log.error(
+                    "supervisor: worker pid %d still busy after %.0f s; killing it", slot.process.pid, self.stop_grace
+                )
                 slot.process.kill()
                 slot.process.wait()
-            log.info("supervisor: worker slot %d (pid %d) stopped, exit code %d", slot.index, slot.process.pid, slot.process.returncode)
+            log.info(
+                "supervisor: worker slot %d (pid %d) stopped, exit code %d",
+                slot.index,
+                slot.process.pid,
+                slot.process.returncode,
+            )
         log.info("supervisor: all workers stopped")

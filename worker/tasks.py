@@ -6,11 +6,13 @@ function name a job hash carries."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
 from rq import get_current_job
+from rq.job import Job
 
 from embedq.config import Settings
 from embedq.producer.errors import EmbedqError, InvalidInput
@@ -23,15 +25,14 @@ from embedq.producer.protocol import (
     EmbedResult,
     Limits,
     MsgpackSerializer,
+    metrics_key,
     pack_result,
     result_key,
-    metrics_key,
     timings_key,
     worker_key,
 )
 from embedq.producer.rq_compat import GuardedJob, StoredCall
 from embedq.worker.model.encoder import Encoded, Encoder
-
 
 UNREADABLE = "<unreadable payload>"
 # Jobs enqueued by embedq 0.1 name the task by its old module path: accepted until the next release.
@@ -122,11 +123,13 @@ class EmbedJob(GuardedJob):
         return func_name, instance, args, {}
 
     @property
-    def func(self):  # type: ignore[override]
+    def func(self) -> Callable[[Any], dict[str, Any]]:
         if self.payload_error is not None:
             raise self.payload_error
         if self.func_name not in TASK_NAMES or self.instance is not None:
-            raise ForbiddenTask(f"refusing job {self.id}: it names {self.func_name!r}; this worker runs only {EMBED_TASK}")
+            raise ForbiddenTask(
+                f"refusing job {self.id}: it names {self.func_name!r}; this worker runs only {EMBED_TASK}"
+            )
         return embed
 
 
@@ -140,7 +143,7 @@ def _limits() -> Limits:
     return _require_context().settings.limits
 
 
-def precompute(jobs: list[EmbedJob]) -> None:
+def precompute(jobs: list[Job]) -> None:
     """One inference pass for several waiting jobs; each job's own task run then only writes its
     result. Jobs with a bad payload are left out here and fail on their own when they run."""
     context = _require_context()
@@ -179,8 +182,11 @@ def embed(payload: Any) -> dict[str, Any]:
     request = EmbedRequest.from_payload(payload, _limits())
 
     encoded = context.precomputed.pop(job_id, None) or context.encoder.encode(
-        request.texts, instruction=request.instruction, normalize=request.normalize,
-        dimensions=request.dimensions, prompt_name=request.prompt_name,
+        request.texts,
+        instruction=request.instruction,
+        normalize=request.normalize,
+        dimensions=request.dimensions,
+        prompt_name=request.prompt_name,
     )
     finished = time.time()
     enqueued = job.enqueued_at.timestamp() if job and job.enqueued_at else started
@@ -204,8 +210,14 @@ def embed(payload: Any) -> dict[str, Any]:
     key = result_key(job_id)
     written = context.write_result(
         keys=[key, metrics_key(settings.queue), timings_key(settings.queue), worker_key(context.worker_name)],
-        args=[pack_result(result), settings.result_ttl, TIMINGS_MAXLEN, WORKER_FACTS_TTL,
-              *(usage[name] for name in USAGE_FIELDS), *(f"{timings[name]:.3f}" for name in TIMING_FIELDS)],
+        args=[
+            pack_result(result),
+            settings.result_ttl,
+            TIMINGS_MAXLEN,
+            WORKER_FACTS_TTL,
+            *(usage[name] for name in USAGE_FIELDS),
+            *(f"{timings[name]:.3f}" for name in TIMING_FIELDS),
+        ],
     )
     if not written:  # an earlier attempt wrote it, then its worker died before rq heard of it
         return {"result_key": key, "texts": len(request.texts), "already_written": True}

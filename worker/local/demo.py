@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from embedq.config import Settings
 from embedq import EmbedClient
+from embedq.config import Settings
 from embedq.producer.stats import format_stats
 from embedq.worker.local.service import LocalService
 
@@ -24,13 +24,16 @@ SAMPLE_BATCHES = [
 
 def run_demo(settings: Settings, workers: int = 2) -> int:
     log_path = Path(tempfile.gettempdir()) / "embedq-demo.log"
-    print(f"starting Redis (if none answers at {settings.redis_url}), the model and {workers} workers; "
-          f"their logs go to {log_path} ...")
+    print(
+        f"starting Redis (if none answers at {settings.redis_url}), the model and {workers} workers; "
+        f"their logs go to {log_path} ..."
+    )
     service = LocalService(settings, workers=workers, log_path=log_path)
     with service:
         assert service.client is not None
         if service.private_redis is not None:
-            print(f"no Redis answered at {settings.redis_url}; started a private redis-server at {service.settings.redis_url}")
+            started = service.settings.redis_url
+            print(f"no Redis answered at {settings.redis_url}; started a private redis-server at {started}")
         _submit_and_show(service.client)
         code = service.stop()
     print(f"supervisor stopped (exit code {code})")
@@ -45,8 +48,10 @@ def _submit_and_show(client: EmbedClient) -> None:
     print(f"\n{len(job_ids)} jobs, {sum(len(b) for b in SAMPLE_BATCHES)} texts embedded in {elapsed * 1000:.0f} ms\n")
     for result in results:
         timings = "  ".join(f"{k}={v:.1f}" for k, v in result.timings.items())
-        print(f"job {result.job_id[:8]}  worker {result.worker}  {result.usage['texts']} texts, "
-              f"{result.usage['tokens']} tokens, dim {result.dim}\n    {timings}")
+        print(
+            f"job {result.job_id[:8]}  worker {result.worker}  {result.usage['texts']} texts, "
+            f"{result.usage['tokens']} tokens, dim {result.dim}\n    {timings}"
+        )
     texts = [text for batch in SAMPLE_BATCHES for text in batch]
     vectors = np.concatenate([result.embeddings for result in results])
     similarity = vectors @ vectors.T

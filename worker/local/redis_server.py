@@ -15,7 +15,11 @@ from redis.exceptions import RedisError
 def redis_answers(target: str | Redis, timeout: float = 1.0) -> bool:
     """Whether a PING to this URL (or through this connection) is answered."""
     try:
-        connection = Redis.from_url(target, socket_connect_timeout=timeout, socket_timeout=timeout) if isinstance(target, str) else target
+        connection = (
+            Redis.from_url(target, socket_connect_timeout=timeout, socket_timeout=timeout)
+            if isinstance(target, str)
+            else target
+        )
         return bool(connection.ping())
     except (RedisError, OSError, ValueError):
         return False
@@ -24,7 +28,8 @@ def redis_answers(target: str | Redis, timeout: float = 1.0) -> bool:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class RedisServer:
@@ -33,12 +38,26 @@ class RedisServer:
     def __init__(self, port: int | None = None, *extra_args: str):
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError("no Redis answers and redis-server is not installed (Debian: apt-get install redis-server)")
+            raise RuntimeError(
+                "no Redis answers and redis-server is not installed (Debian: apt-get install redis-server)"
+            )
         self.port = port or free_port()
         self.directory = tempfile.TemporaryDirectory(prefix="embedq-redis-")
-        self.args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                     "--dir", self.directory.name, *extra_args]
-        self.process: subprocess.Popen | None = None
+        self.args = [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self.directory.name,
+            *extra_args,
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import IO
 
-from embedq.config import Settings
 from embedq import EmbedClient
+from embedq.config import Settings
 from embedq.worker.cli import embedq_command
 from embedq.worker.local.redis_server import RedisServer, redis_answers
 from embedq.worker.supervisor import settings_env
@@ -28,7 +27,7 @@ class LocalService:
         self.log_path = log_path
         self.settings = settings
         self.private_redis: RedisServer | None = None
-        self.supervisor: subprocess.Popen | None = None
+        self.supervisor: subprocess.Popen[bytes] | None = None
         self.client: EmbedClient | None = None
         self._stack = ExitStack()
 
@@ -56,17 +55,21 @@ class LocalService:
         log: IO[bytes] | None = self._stack.enter_context(self.log_path.open("wb")) if self.log_path else None
         self.supervisor = subprocess.Popen(
             embedq_command("supervise", "--workers", str(self.workers)),
-            env=settings_env(self.settings), stdout=log, stderr=subprocess.STDOUT if log else None,
+            env=settings_env(self.settings),
+            stdout=log,
+            stderr=subprocess.STDOUT if log else None,
         )
         self.client = EmbedClient(settings=self.settings)
         self.wait_for_workers(self.workers)
 
     def live_workers(self) -> list[dict[str, str]]:
         assert self.client is not None
-        return self.client.stats()["workers"]
+        workers: list[dict[str, str]] = self.client.stats()["workers"]
+        return workers
 
-    def wait_for_workers(self, count: int, exclude_pids: frozenset[str] = frozenset(),
-                         timeout: float = READY_TIMEOUT) -> list[dict[str, str]]:
+    def wait_for_workers(
+        self, count: int, exclude_pids: frozenset[str] = frozenset(), timeout: float = READY_TIMEOUT
+    ) -> list[dict[str, str]]:
         """Block until `count` workers (other than `exclude_pids`) have loaded the model and listen."""
         deadline = time.monotonic() + timeout
         while True:

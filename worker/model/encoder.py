@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -14,9 +15,9 @@ from tokenizers import Tokenizer
 from embedq.config import Settings
 from embedq.producer.errors import InvalidInput
 from embedq.producer.protocol import EmbedRequest
-from embedq.worker.model.spec import ModelError, ModelSpec, load_spec
 from embedq.worker.model.pooling import POOLERS, truncate
 from embedq.worker.model.providers import ProviderList, choose_providers
+from embedq.worker.model.spec import ModelError, ModelSpec, load_spec
 
 POOLED_OUTPUTS = ("sentence_embedding",)
 TOKEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
@@ -33,7 +34,7 @@ RAGGED_RATIO = 1.5
 RAGGED_SLACK = 16
 
 
-def past_head_shape(declared: list, spec: ModelSpec) -> tuple[int, int]:
+def past_head_shape(declared: list[Any], spec: ModelSpec) -> tuple[int, int]:
     """(heads, head_dim) of a past_key_values input: from the graph when it says, else config.json."""
     heads, head_dim = (declared[1], declared[3]) if len(declared) == 4 else (None, None)
     heads = heads if isinstance(heads, int) else spec.kv_heads
@@ -168,7 +169,9 @@ class Encoder:
         if request.prompt_name is None:
             return ""
         if request.prompt_name not in self.spec.prompts:
-            raise InvalidInput(f"prompt_name={request.prompt_name!r} is not one of the model's prompts {sorted(self.spec.prompts)}")
+            raise InvalidInput(
+                f"prompt_name={request.prompt_name!r} is not one of the model's prompts {sorted(self.spec.prompts)}"
+            )
         return self.spec.prompts[request.prompt_name]
 
     def _pool(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
@@ -207,7 +210,7 @@ class Encoder:
         batches.append(order[start:])
         return batches
 
-    def _feed(self, encodings: list) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def _feed(self, encodings: list[Any]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """The inputs the graph declares, padded to this batch's longest text."""
         width = max(len(e.ids) for e in encodings)
         ids = np.full((len(encodings), width), self.pad_id, dtype=np.int64)
@@ -224,7 +227,9 @@ class Encoder:
             "token_type_ids": types,
             "position_ids": np.maximum(np.cumsum(mask, axis=1) - 1, 0),
         }
-        feed = {name: available[name].astype(dtype, copy=False) for name, dtype in self.inputs.items() if name in available}
+        feed = {
+            name: available[name].astype(dtype, copy=False) for name, dtype in self.inputs.items() if name in available
+        }
         for name, (heads, head_dim) in self.past_shapes.items():
             feed[name] = np.zeros((len(encodings), heads, 0, head_dim), dtype=self.inputs[name])
         return feed, mask

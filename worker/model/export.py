@@ -107,8 +107,11 @@ def export_transformer(source: Path, target: Path) -> None:
             if (source / name).is_file():
                 (staging / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source / name, staging / name)
-        _check_export(staging, {n: t.numpy() for n, t in zip(names, (input_ids, attention_mask, token_type_ids))},
-                      expected.last_hidden_state.numpy())
+        _check_export(
+            staging,
+            {n: t.numpy() for n, t in zip(names, (input_ids, attention_mask, token_type_ids))},
+            expected.last_hidden_state.numpy(),
+        )
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
@@ -144,14 +147,19 @@ def quantize_int8(source: Path, stsb: Path, target: Path | None = None) -> dict[
 
     from embedq.config import Settings
     from embedq.worker.model.encoder import Encoder
-    from embedq.worker.model.spec import ModelError, find_onnx
     from embedq.worker.model.quality import cosine_spearman, load_stsb
+    from embedq.worker.model.spec import ModelError, find_onnx
 
     target = target or int8_dir(source)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
     staging.chmod(0o755)
     try:
-        shutil.copytree(source, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.onnx", "*.onnx.data", "*.onnx_data", "quality.json"))
+        shutil.copytree(
+            source,
+            staging,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("*.onnx", "*.onnx.data", "*.onnx_data", "quality.json"),
+        )
         quantize_dynamic(str(find_onnx(source)), str(staging / "model.onnx"), weight_type=QuantType.QInt8)
         first, second, gold = load_stsb(stsb)
         scores = {}
@@ -165,7 +173,9 @@ def quantize_int8(source: Path, stsb: Path, target: Path | None = None) -> dict[
                 f"int8 scores {scores['int8']:.2f} on STS-B against fp32's {scores['fp32']:.2f}: it loses "
                 f"{scores['loss']:.2f}, more than {INT8_MAX_LOSS}; not saved"
             )
-        (staging / "quality.json").write_text(json.dumps({"stsb_cosine_spearman": scores, "quantization": "dynamic int8"}, indent=2))
+        (staging / "quality.json").write_text(
+            json.dumps({"stsb_cosine_spearman": scores, "quantization": "dynamic int8"}, indent=2)
+        )
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)

@@ -14,7 +14,8 @@ def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Average of the token vectors the attention mask keeps (padding excluded)."""
     weights = mask.astype(np.float32)[:, :, None]
     summed = (hidden.astype(np.float32) * weights).sum(axis=1)
-    return summed / np.maximum(weights.sum(axis=1), 1e-9)
+    pooled: np.ndarray = summed / np.maximum(weights.sum(axis=1), 1e-9)
+    return pooled
 
 
 def cls_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -38,7 +39,8 @@ POOLERS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, NORM_EPSILON)
+    normalized: np.ndarray = vectors / np.maximum(norms, NORM_EPSILON)
+    return normalized
 
 
 def truncate(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:

@@ -50,9 +50,13 @@ def choose_providers(
             if name in available:
                 names.append(name)
                 continue
-            message = f"execution provider {name} is not available in this onnxruntime (it offers {', '.join(available)})"
+            message = (
+                f"execution provider {name} is not available in this onnxruntime (it offers {', '.join(available)})"
+            )
             if strict:
-                raise ProviderUnavailable(f"{message}; install an onnxruntime build with it, or unset EMBEDQ_STRICT_PROVIDERS")
+                raise ProviderUnavailable(
+                    f"{message}; install an onnxruntime build with it, or unset EMBEDQ_STRICT_PROVIDERS"
+                )
             log.warning("%s; falling back to %s", message, CPU)
     names = [name for name in dict.fromkeys(names) if name != CPU] + [CPU]
     return [(name, dict(PROVIDER_OPTIONS.get(name, {}))) for name in names]

@@ -24,7 +24,7 @@ def load_stsb(path: Path) -> tuple[list[str], list[str], np.ndarray]:
 
 
 def _average_ranks(values: np.ndarray) -> np.ndarray:
-    unique, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
     ends = np.cumsum(counts)
     return ((ends - counts + ends - 1) / 2.0)[inverse]
 

@@ -10,7 +10,11 @@ from typing import Any
 
 from embedq.producer.errors import EmbedqError
 
-POOLING_MODES = {"pooling_mode_lasttoken": "lasttoken", "pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean"}
+POOLING_MODES = {
+    "pooling_mode_lasttoken": "lasttoken",
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_mean_tokens": "mean",
+}
 
 
 class ModelError(EmbedqError):
@@ -35,14 +39,19 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return data
     except (OSError, ValueError) as error:
         raise ModelError(f"{path} is not readable JSON: {error}") from None
 
 
 def find_onnx(directory: Path) -> Path:
     """model.onnx at the top, else the first onnx/model*.onnx (hub exports keep variants there)."""
-    candidates = [directory / "model.onnx", directory / "onnx" / "model.onnx", *sorted((directory / "onnx").glob("model*.onnx"))]
+    candidates = [
+        directory / "model.onnx",
+        directory / "onnx" / "model.onnx",
+        *sorted((directory / "onnx").glob("model*.onnx")),
+    ]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
@@ -138,5 +147,7 @@ def validate(directory: Path | str) -> dict[str, Any]:
     if "input_ids" not in names:
         raise ModelError(f"the graph takes no input_ids (it takes {sorted(names)})")
     if not {"last_hidden_state", "sentence_embedding", "token_embeddings"} & {name for name, _, _ in outputs}:
-        raise ModelError(f"the graph has no last_hidden_state or sentence_embedding output (it has {[o[0] for o in outputs]})")
+        raise ModelError(
+            f"the graph has no last_hidden_state or sentence_embedding output (it has {[o[0] for o in outputs]})"
+        )
     return {"spec": spec, "inputs": inputs, "outputs": outputs, "quality": _read_json(spec.directory / "quality.json")}
