@@ -6,7 +6,8 @@ ARG EXTRAS=worker
 ARG PIP_EXTRA_INDEX_URL=""
 ENV PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL} PYTHONUNBUFFERED=1
 WORKDIR /app
-COPY pyproject.toml README.md ./
+# The repository root is the package `embedq` (pyproject.toml maps it): its __init__.py and py.typed too.
+COPY pyproject.toml README.md __init__.py py.typed ./
 COPY producer producer
 COPY worker worker
 COPY config config

@@ -5,7 +5,8 @@
 1. ONNX Runtime session settings side by side: each in a fresh process, the same random
    batch shapes (1-8 texts x 3-256 tokens), RSS after 100 calls and after --calls.
 2. Real worker processes under the supervisor: RSS of each worker after the first 100 jobs and
-   after --jobs jobs of mixed lengths, with the settings embedq ships."""
+   after --jobs jobs of mixed lengths, with the settings embedq ships.
+Results go to bench/results/memory.json (then `./dev bench report`)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchlib import save
 
 from embedq.config import Settings
 from embedq.worker.local.service import LocalService
@@ -50,18 +52,20 @@ for call in range(1, calls + 1):
     rows, width = int(rng.integers(1, 9)), int(rng.integers(3, 257))
     width = min(256, -(-width // bucket) * bucket)
     ids = rng.integers(1000, 29000, size=(rows, width))
-    session.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    session.run(["last_hidden_state"], feed)
     if call in (100, calls):
         marks[call] = rss_mb()
 print(json.dumps(marks))
 """
 
 
-def compare_sessions(model: Path, calls: int) -> None:
+def compare_sessions(model: Path, calls: int) -> list[dict[str, Any]]:
     print(
         f"1. ONNX Runtime settings, {calls} calls of random shapes (1-8 x 3-256 tokens), 1 thread, fresh process each"
     )
     print(f"   {'settings':<40}{'RSS@100 MB':>12}{'RSS@' + str(calls) + ' MB':>14}{'growth':>9}{'seconds':>9}")
+    rows = []
     for label, config in SESSION_CONFIGS.items():
         started = time.perf_counter()
         out = subprocess.run(
@@ -73,6 +77,8 @@ def compare_sessions(model: Path, calls: int) -> None:
         marks = json.loads(out.stdout)
         first, last = marks["100"], marks[str(calls)]
         print(f"   {label:<40}{first:>12.0f}{last:>14.0f}{last / first:>8.2f}x{time.perf_counter() - started:>9.0f}")
+        rows.append({"settings": label, "calls": calls, "rss_after_100_mb": first, "rss_after_all_mb": last})
+    return rows
 
 
 def rss_mb(pid: str) -> float:
@@ -90,7 +96,7 @@ def mixed_jobs(count: int) -> list[list[str]]:
     ]
 
 
-def worker_memory(settings: Settings, jobs: int, workers: int) -> None:
+def worker_memory(settings: Settings, jobs: int, workers: int) -> list[dict[str, Any]]:
     print(f"\n2. {workers} real worker processes, {jobs} jobs of 1-4 texts x 1-250 words (mixed shapes)")
     batches = mixed_jobs(jobs)
     with LocalService(settings, workers=workers, log_path=Path("/tmp/embedq-bench-memory.log")) as service:
@@ -113,11 +119,14 @@ def worker_memory(settings: Settings, jobs: int, workers: int) -> None:
             )
         assert {w["pid"] for w in service.live_workers()} == set(pids), "a worker was restarted during the run"
         after_all = {pid: rss_mb(pid) for pid in pids}
-    for pid in pids:
-        ratio = after_all[pid] / after_100[pid]
+    rows = []
+    for index, pid in enumerate(pids, start=1):
+        before, after = after_100[pid], after_all[pid]
         print(
-            f"   worker {pid}: {after_100[pid]:.0f} MB after 100 jobs, {after_all[pid]:.0f} MB after {done} jobs: {ratio:.2f}x"
+            f"   worker {pid}: {before:.0f} MB after 100 jobs, {after:.0f} MB after {done} jobs: {after / before:.2f}x"
         )
+        rows.append({"worker": index, "jobs": done, "rss_after_100_mb": before, "rss_after_all_mb": after})
+    return rows
 
 
 def main() -> int:
@@ -127,10 +136,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip-sessions", action="store_true")
     args = parser.parse_args()
-    settings = Settings(queue="embedq-bench-memory", workers=args.workers)
-    if not args.skip_sessions:
-        compare_sessions(settings.model_dir / "model.onnx", args.calls)
-    worker_memory(settings, args.jobs, args.workers)
+    settings = Settings.load(queue="embedq-bench-memory", workers=args.workers)
+    sessions = [] if args.skip_sessions else compare_sessions(settings.model_dir / "model.onnx", args.calls)
+    save("memory", {"sessions": sessions, "workers": worker_memory(settings, args.jobs, args.workers)})
     return 0
 
 

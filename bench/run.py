@@ -1,85 +1,70 @@
-"""Side-by-side benchmarks, measured in one run: A and B alternate in every repeat and the tables
-show medians and the ratio B / A.
+"""Throughput and latency, side by side in one run: A and B alternate in every repeat, the tables
+show medians and the ratio B / A. Results go to bench/results/run.json (then `./dev bench report`).
 
-    ./dev bench [run] [--repeats 3] [--markdown BENCHMARKS.md]
+    ./dev bench [run] [--repeats 3] [--texts 512]
 
-Corpus: STS Benchmark test sentences plus long concatenations (truncated at the model's 256
-tokens), all-MiniLM-L6-v2 fp32 unless a row says int8."""
+Every peer runs the way its own users run it: sentence-transformers gets the whole corpus in one
+`encode(texts, batch_size=B)` call (it sorts by length itself); embedq gets the corpus as jobs of B
+texts, as a web app sends them. all-MiniLM-L6-v2 fp32 unless a row says int8."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchlib import CORES, mixed_corpus, rate, save, short_queries, side_by_side, stsb_path
 
 from embedq.config import Settings
 from embedq.worker.local.service import LocalService
 from embedq.worker.model.encoder import Encoder
 from embedq.worker.model.export import int8_dir
-from embedq.worker.model.quality import DEFAULT_STSB, load_stsb
 
-CORES = os.cpu_count() or 1
 JOB_TEXTS = 32
-Rows = list[tuple[str, str, str, str, str]]
+Row = dict[str, Any]
 
 
-def corpus(path: Path, count: int) -> list[str]:
-    first, second, _ = load_stsb(path)
-    sentences = list(dict.fromkeys(first + second))
-    rng = np.random.default_rng(0)
-    long = [" ".join(rng.choice(sentences, 12)) for _ in range(count // 16)]
-    texts = sentences[: count - len(long)] + long
-    rng.shuffle(texts)
-    return texts
-
-
-def side_by_side(a: Callable[[], float], b: Callable[[], float], repeats: int) -> tuple[float, float]:
-    """Alternate A and B; medians of their rates."""
-    rates_a, rates_b = [], []
-    for _ in range(repeats):
-        rates_a.append(a())
-        rates_b.append(b())
-    return statistics.median(rates_a), statistics.median(rates_b)
-
-
-def rate(texts: list[str], run: Callable[[list[str]], None]) -> Callable[[], float]:
-    def measure() -> float:
-        started = time.perf_counter()
-        run(texts)
-        return len(texts) / (time.perf_counter() - started)
-
-    return measure
-
-
-def in_batches(encode: Callable[[list[str]], object], size: int) -> Callable[[list[str]], None]:
-    def run(texts: list[str]) -> None:
+def in_jobs(encode: Callable[[list[str]], object], texts: list[str], size: int) -> Callable[[], None]:
+    def run() -> None:
         for i in range(0, len(texts), size):
             encode(texts[i : i + size])
 
     return run
 
 
-def through(service: LocalService, size: int) -> Callable[[list[str]], None]:
-    def run(texts: list[str]) -> None:
+def through(service: LocalService, batches: list[list[str]]) -> Callable[[], None]:
+    def run() -> None:
         client = service.client
         assert client is not None
-        for job_id in client.submit_many([texts[i : i + size] for i in range(0, len(texts), size)]):
+        for job_id in client.submit_many(batches):
             client.wait(job_id, timeout=600)
 
     return run
 
 
-def row(name: str, a: float, b: float, unit: str, goal: str = "") -> tuple[str, str, str, str, str]:
-    return (name, f"{a:,.1f} {unit}", f"{b:,.1f} {unit}", f"{b / a:.2f}", goal)
+def chunks(texts: list[str], size: int) -> list[list[str]]:
+    return [texts[i : i + size] for i in range(0, len(texts), size)]
+
+
+def measure(
+    rows: list[Row],
+    key: str,
+    measure: str,
+    a: Callable[[], float],
+    b: Callable[[], float],
+    repeats: int,
+    unit: str,
+    goal: str = "",
+) -> None:
+    rate_a, rate_b = side_by_side(a, b, repeats)
+    rows.append(
+        {"key": key, "measure": measure, "a": rate_a, "b": rate_b, "unit": unit, "ratio": rate_b / rate_a, "goal": goal}
+    )
+    print(f"  {measure}: A {rate_a:,.1f} {unit}, B {rate_b:,.1f} {unit}, B/A {rate_b / rate_a:.2f}", flush=True)
 
 
 def main() -> int:
@@ -87,8 +72,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--texts", type=int, default=512, help="corpus size for throughput rows")
     parser.add_argument("--latency-samples", type=int, default=300)
-    parser.add_argument("--stsb", type=Path, default=DEFAULT_STSB)
-    parser.add_argument("--markdown", type=Path, help="also write the tables to this file")
+    parser.add_argument("--stsb", type=Path, help="STS Benchmark test file (default: EMBEDQ_STSB or ../shared)")
     args = parser.parse_args()
 
     import torch
@@ -96,29 +80,71 @@ def main() -> int:
     from sentence_transformers import SentenceTransformer
 
     torch.set_num_threads(CORES)
-    base = Settings(queue="embedq-bench")
-    texts = corpus(args.stsb, args.texts)
+    base = Settings.load(queue="embedq-bench")
+    texts = mixed_corpus(stsb_path(args.stsb), args.texts)
     fp32 = Encoder.from_settings(base.model_copy(update={"workers": 1}))
-    int8 = Encoder.from_settings(base.model_copy(update={"workers": 1, "model_dir": int8_dir(base.model_dir)}))
     one_thread = Encoder.from_settings(base.model_copy(update={"workers": 1, "intra_op_threads": 1}))
     st = SentenceTransformer(str(get_model_path()), device="cpu")
     st.max_seq_length = fp32.max_length
-    st_encode = lambda batch: st.encode(batch, batch_size=len(batch), normalize_embeddings=True)  # noqa: E731
 
-    rows: Rows = []
-    print(f"1. in-process: sentence-transformers (A) vs embedq Encoder (B), {CORES} threads each", flush=True)
-    for size in (1, 8, 32, 128):
-        sample = texts[: 64 if size == 1 else 256]
-        a, b = side_by_side(
-            rate(sample, in_batches(st_encode, size)), rate(sample, in_batches(fp32.encode, size)), args.repeats
-        )
-        rows.append(row(f"batch {size}: sentence-transformers fp32 vs Encoder fp32", a, b, "texts/s"))
-        print("  ", rows[-1], flush=True)
-    a, b = side_by_side(
-        rate(texts[:256], in_batches(st_encode, 32)), rate(texts[:256], in_batches(int8.encode, 32)), args.repeats
+    def st_corpus(size: int, corpus: list[str] = texts) -> Callable[[], None]:
+        return lambda: st.encode(corpus, batch_size=size, normalize_embeddings=True)
+
+    rows: list[Row] = []
+    n = len(texts)
+    print(
+        f"1. in-process, {n} texts: sentence-transformers encode(all, batch_size=B) (A) vs embedq Encoder, "
+        f"jobs of B texts (B); {CORES} threads each",
+        flush=True,
     )
-    rows.append(row("batch 32: sentence-transformers fp32 vs Encoder int8", a, b, "texts/s", "≥ 2"))
-    print("  ", rows[-1], flush=True)
+    for size in (1, 8, 32, 128):
+        measure(
+            rows,
+            f"st_b{size}",
+            f"batch {size}: sentence-transformers, whole corpus vs Encoder, jobs of {size}",
+            rate(n, st_corpus(size)),
+            rate(n, in_jobs(fp32.encode, texts, size)),
+            args.repeats,
+            "texts/s",
+        )
+    measure(
+        rows,
+        "st_one_call",
+        "whole corpus in one call each: sentence-transformers (batch_size 32) vs Encoder",
+        rate(n, st_corpus(32)),
+        rate(n, lambda: fp32.encode(texts)),
+        args.repeats,
+        "texts/s",
+    )
+
+    def st_per_chunk() -> None:
+        for chunk in chunks(texts, 32):
+            st.encode(chunk, batch_size=32, normalize_embeddings=True)
+
+    measure(
+        rows,
+        "st_per_request",
+        "per 32-text request (one encode call per chunk, as a server gets them): sentence-transformers vs Encoder",
+        rate(n, st_per_chunk),
+        rate(n, in_jobs(fp32.encode, texts, 32)),
+        args.repeats,
+        "texts/s",
+    )
+    int8_path = int8_dir(base.model_dir)
+    if int8_path.is_dir():
+        int8 = Encoder.from_settings(base.model_copy(update={"workers": 1, "model_dir": int8_path}))
+        measure(
+            rows,
+            "st_int8",
+            "batch 32: sentence-transformers fp32, whole corpus vs Encoder int8, jobs of 32",
+            rate(n, st_corpus(32)),
+            rate(n, in_jobs(int8.encode, texts, 32)),
+            args.repeats,
+            "texts/s",
+            "≥ 2",
+        )
+    else:
+        print(f"  (no int8 copy in {int8_path}: `embedq model prepare --quantize int8` to measure it)")
 
     log = Path("/tmp/embedq-bench.log")
     one = base.model_copy(update={"queue": "embedq-bench-1w", "workers": 1})
@@ -129,43 +155,54 @@ def main() -> int:
         LocalService(two, log_path=log.with_suffix(".2w.log")) as two_workers,
         LocalService(solo, log_path=log.with_suffix(".solo.log")) as no_coalescing,
     ):
-        print("2-3. the queue, jobs of 32 texts", flush=True)
+        jobs = chunks(texts, JOB_TEXTS)
         for service in (one_worker, two_workers, no_coalescing):
-            through(service, JOB_TEXTS)(texts[:128])  # warm up
-        a, b = side_by_side(
-            rate(texts, in_batches(fp32.encode, JOB_TEXTS)), rate(texts, through(two_workers, JOB_TEXTS)), args.repeats
+            through(service, jobs[:4])()  # warm up
+        print(f"2. the queue, jobs of {JOB_TEXTS} texts", flush=True)
+        measure(
+            rows,
+            "queue_vs_inprocess",
+            f"in-process Encoder ({CORES} threads) vs queue (2 workers x {two.threads_per_worker()} thread)",
+            rate(n, in_jobs(fp32.encode, texts, JOB_TEXTS)),
+            rate(n, through(two_workers, jobs)),
+            args.repeats,
+            "texts/s",
+            "≥ 0.95",
         )
-        rows.append(
-            row(
-                f"in-process Encoder ({CORES} threads) vs queue (2 workers x {two.threads_per_worker()} thread)",
-                a,
-                b,
-                "texts/s",
-                "≥ 0.95",
-            )
+        measure(
+            rows,
+            "one_vs_two_workers",
+            f"queue: 1 worker x {one.threads_per_worker()} threads vs 2 workers x {two.threads_per_worker()} thread",
+            rate(n, through(one_worker, jobs)),
+            rate(n, through(two_workers, jobs)),
+            args.repeats,
+            "texts/s",
+            "≥ 1.7",
         )
-        print("  ", rows[-1], flush=True)
-        a, b = side_by_side(
-            rate(texts, through(one_worker, JOB_TEXTS)), rate(texts, through(two_workers, JOB_TEXTS)), args.repeats
-        )
-        rows.append(
-            row(
-                f"queue: 1 worker x {one.threads_per_worker()} threads vs 2 workers x {two.threads_per_worker()} thread",
-                a,
-                b,
-                "texts/s",
-                "≥ 1.7",
-            )
-        )
-        print("  ", rows[-1], flush=True)
 
-        print("5. single-text jobs, queue full: one job a pass (A) vs coalesced (B)", flush=True)
-        singles = texts[:400]
-        a, b = side_by_side(
-            rate(singles, through(no_coalescing, 1)), rate(singles, through(two_workers, 1)), args.repeats
+        print("3. single-text jobs, queue full: one job a pass (A) vs coalesced (B)", flush=True)
+        singles = [[text] for text in texts[:400]]
+        measure(
+            rows,
+            "coalesce_mixed",
+            "single-text jobs, mixed corpus: COALESCE_JOBS=1 vs 32",
+            rate(len(singles), through(no_coalescing, singles)),
+            rate(len(singles), through(two_workers, singles)),
+            args.repeats,
+            "jobs/s",
+            "≥ 3",
         )
-        rows.append(row("single-text jobs: COALESCE_JOBS=1 vs 32", a, b, "jobs/s", "≥ 3"))
-        print("  ", rows[-1], flush=True)
+        queries = [[text] for text in short_queries(400)]
+        measure(
+            rows,
+            "coalesce_short",
+            "single-text jobs, short queries: COALESCE_JOBS=1 vs 32",
+            rate(len(queries), through(no_coalescing, queries)),
+            rate(len(queries), through(two_workers, queries)),
+            args.repeats,
+            "jobs/s",
+            "≥ 3",
+        )
 
         print("4. one short text, enqueue -> result, one at a time", flush=True)
         client = two_workers.client
@@ -179,28 +216,11 @@ def main() -> int:
             client.embed([text], timeout=30)
             queued.append((time.perf_counter() - t1) * 1000)
             raw.append((t1 - t0) * 1000)
-        q50, q95 = np.percentile(queued, [50, 95])
-        r50 = float(np.percentile(raw, 50))
-
-    lines = [
-        f"Machine: {platform.machine()}, {CORES} cores, Python {platform.python_version()}, "
-        f"onnxruntime CPU; model all-MiniLM-L6-v2; corpus {len(texts)} texts (STS-B sentences + long ones); "
-        f"{args.repeats} repeats, A and B alternating, medians.",
-        "",
-        "| measure (A vs B) | A | B | B / A | goal |",
-        "| --- | ---: | ---: | ---: | --- |",
-        *[f"| {name} | {a} | {b} | {ratio} | {goal} |" for name, a, b, ratio, goal in rows],
-        "",
-        "| one short text, enqueue → result (loopback Redis, 2 workers) | ms |",
-        "| --- | ---: |",
-        f"| p50 | {q50:.2f} |",
-        f"| p95 | {q95:.2f} |",
-        f"| raw inference p50 (1 thread) | {r50:.2f} |",
-        f"| queue overhead at p50 (goal ≤ 3) | {q50 - r50:.2f} |",
-    ]
-    print("\n" + "\n".join(lines))
-    if args.markdown:
-        args.markdown.write_text("\n".join(lines) + "\n")
+    q50, q95 = (float(v) for v in np.percentile(queued, [50, 95]))
+    r50 = float(np.percentile(raw, 50))
+    latency = {"p50_ms": q50, "p95_ms": q95, "raw_p50_ms": r50, "overhead_p50_ms": q50 - r50, "samples": len(queued)}
+    print(f"  p50 {q50:.2f} ms, p95 {q95:.2f} ms, raw inference p50 {r50:.2f} ms")
+    save("run", {"repeats": args.repeats, "corpus_texts": n, "rows": rows, "latency": latency})
     return 0
 
 

@@ -11,6 +11,12 @@ import time
 from redis import Redis
 from redis.exceptions import RedisError
 
+from embedq.producer.errors import EmbedqError
+
+
+class LocalServiceError(EmbedqError):
+    """The service on this machine (demo, benchmarks, tests) could not be started; the message says why."""
+
 
 def redis_answers(target: str | Redis, timeout: float = 1.0) -> bool:
     """Whether a PING to this URL (or through this connection) is answered."""
@@ -38,7 +44,7 @@ class RedisServer:
     def __init__(self, port: int | None = None, *extra_args: str):
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError(
+            raise LocalServiceError(
                 "no Redis answers and redis-server is not installed (Debian: apt-get install redis-server)"
             )
         self.port = port or free_port()
@@ -68,12 +74,12 @@ class RedisServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with code {self.process.returncode} on port {self.port}")
+                raise LocalServiceError(f"redis-server exited with code {self.process.returncode} on port {self.port}")
             with socket.socket() as sock:
                 if sock.connect_ex(("127.0.0.1", self.port)) == 0:
                     return self
             time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout:g} s")
+        raise LocalServiceError(f"redis-server did not answer on port {self.port} within {timeout:g} s")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

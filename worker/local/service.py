@@ -14,7 +14,7 @@ from typing import IO
 from embedq import EmbedClient
 from embedq.config import Settings
 from embedq.worker.cli import embedq_command
-from embedq.worker.local.redis_server import RedisServer, redis_answers
+from embedq.worker.local.redis_server import LocalServiceError, RedisServer, redis_answers
 from embedq.worker.supervisor import settings_env
 
 READY_TIMEOUT = 180.0
@@ -74,13 +74,20 @@ class LocalService:
         deadline = time.monotonic() + timeout
         while True:
             if self.supervisor is None or self.supervisor.poll() is not None:
-                raise RuntimeError(f"the supervisor exited early:\n{self.output()}")
+                code = self.supervisor.returncode if self.supervisor is not None else None
+                raise LocalServiceError(f"the supervisor exited early (exit code {code}); it said: {self.last_words()}")
             alive = [w for w in self.live_workers() if w.get("pid") not in exclude_pids]
             if len(alive) >= count:
                 return alive
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{count} workers were not ready within {timeout:.0f} s:\n{self.output()}")
+                raise LocalServiceError(
+                    f"{count} workers were not ready within {timeout:.0f} s; the supervisor said: {self.last_words()}"
+                )
             time.sleep(0.1)
+
+    def last_words(self, lines: int = 8) -> str:
+        """The end of the supervisor's log, for an error message."""
+        return " | ".join(self.output().strip().splitlines()[-lines:]) or "(nothing)"
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""

@@ -1,0 +1,230 @@
+"""Make the published figures from the benchmarks' saved results (bench/results/*.json): all of
+BENCHMARKS.md, and README.md's "Measured here" block. No figure is typed by hand, and no single
+benchmark run overwrites the page.
+
+    ./dev bench report"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+README_BEGIN = "<!-- measured: made by bench/report.py from bench/results/*.json; do not edit by hand -->"
+README_END = "<!-- /measured -->"
+
+
+def load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def stamp(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    return (
+        f"`{result['script']}`, {result['measured_at'][:10]}; {m['cpu']}, {m['cores']} cores, Python {m['python']}, "
+        f"onnxruntime {m['onnxruntime']} (CPU)"
+    )
+
+
+def met(ratio: float, goal: str) -> str:
+    if not goal:
+        return ""
+    target = float(goal.split()[-1])
+    return f"{goal}: {'met' if ratio >= target else 'missed'}"
+
+
+def rows_by_key(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {row["key"]: row for row in run["rows"]}
+
+
+def run_section(run: dict[str, Any]) -> list[str]:
+    rows = rows_by_key(run)
+    latency = run["latency"]
+    lines = [
+        "## Throughput and latency — `./dev bench` (bench/run.py)",
+        "",
+        f"Measured by {stamp(run)}. Corpus: {run['corpus_texts']} texts — STS Benchmark test sentences plus 1 in 16",
+        "long concatenations (12 sentences, truncated at the model's 256 tokens). A and B alternate in each of "
+        f"{run['repeats']} repeats; medians.",
+        "",
+        "| measure (A vs B) | A | B | B / A | goal |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for row in run["rows"]:
+        lines.append(
+            f"| {row['measure']} | {row['a']:,.1f} {row['unit']} | {row['b']:,.1f} {row['unit']} | "
+            f"{row['ratio']:.2f} | {met(row['ratio'], row['goal'])} |"
+        )
+    lines += [
+        "",
+        "| one short text, enqueue → result (loopback Redis, 2 workers) | ms |",
+        "| --- | ---: |",
+        f"| p50 | {latency['p50_ms']:.2f} |",
+        f"| p95 | {latency['p95_ms']:.2f} |",
+        f"| raw inference p50 (1 thread) | {latency['raw_p50_ms']:.2f} |",
+        f"| queue overhead at p50 (goal ≤ 3: {'met' if latency['overhead_p50_ms'] <= 3 else 'missed'}) | "
+        f"{latency['overhead_p50_ms']:.2f} |",
+        "",
+        "What the rows mean:",
+        "",
+        "- **sentence-transformers vs Encoder.** sentence-transformers runs as its users run it: the whole corpus in",
+        "  one `encode(texts, batch_size=B)` call, which sorts the texts by length and pads each batch to its",
+        "  longest. embedq's Encoder gets the corpus as jobs of B texts, as a web app sends them, and cuts each",
+        "  job into length-sorted micro-batches under `MAX_BATCH_TOKENS`, also cut wherever the next text is much",
+        "  longer than the batch's shortest. Both use all cores. At batch 1 there is no padding on either side:",
+        f"  the {rows['st_b1']['ratio']:.2f}× is ONNX Runtime against PyTorch. With one call over the whole corpus each, "
+        f"embedq does {rows['st_one_call']['ratio']:.2f}×.",
+    ]
+    if "st_per_request" in rows:
+        lines += [
+            "- **Per 32-text request.** What a server gets: 32 texts per call, unsorted across calls. Here",
+            "  sentence-transformers pads each request to its longest text (1 in 16 texts is 256 tokens), so the",
+            f"  ratio ({rows['st_per_request']['ratio']:.2f}×) is much larger than over the sorted corpus; it is kept, "
+            "labelled, because it is the service's case, not because it is sentence-transformers' best.",
+        ]
+    if "st_int8" in rows:
+        lines.append(
+            f"- **int8** (`embedq model prepare --quantize int8`): {rows['st_int8']['ratio']:.2f}× "
+            "sentence-transformers fp32 on the same corpus."
+        )
+    lines += [
+        f"- **Queue vs in-process ({rows['queue_vs_inprocess']['ratio']:.2f}).** Jobs of 32 texts through Redis and two",
+        "  single-thread workers against one in-process Encoder with all cores.",
+        f"- **1 vs 2 workers ({rows['one_vs_two_workers']['ratio']:.2f}).** With intra-op threads set to cores ÷ workers,",
+        "  both layouts use every core, and ONNX Runtime's 2-thread scaling on this model is near-linear, so a",
+        "  second process adds isolation (a crash or a slow job stops half the capacity, not all of it), not",
+        "  throughput. 1.7× would hold only against 1 worker × 1 thread, which leaves a core idle.",
+        f"- **Coalescing ({rows['coalesce_mixed']['ratio']:.2f}× on the mixed corpus, "
+        f"{rows['coalesce_short']['ratio']:.2f}× on short queries).** A worker that",
+        "  finds single-text jobs waiting embeds them in one pass; what remains per job is rq's per-job",
+        "  bookkeeping (~15 Redis round trips: execution records, registries, the success pipeline, the",
+        "  result stream), run job by job even inside a shared pass.",
+        "- **Latency.** Client: one pipeline (queue length + model dimension), one enqueue pipeline, then one",
+        "  pipelined `GET` + `XREAD BLOCK` that wakes when rq records the result; the rest is rq's dequeue and",
+        "  bookkeeping in the worker.",
+    ]
+    return lines
+
+
+def quality_section(quality: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Quality — `./dev bench quality` (bench/quality.py)",
+        "",
+        f"Measured by {stamp(quality)}: the STS Benchmark test set ({quality['pairs']} pairs, {quality['sentences']} "
+        "distinct sentences), cosine Spearman × 100.",
+        "",
+        "| vectors | STS-B cosine Spearman |",
+        "| --- | ---: |",
+        f"| embedq, through the queue (2 workers) | {quality['through_queue']:.2f} |",
+        f"| sentence-transformers, same model | {quality['sentence_transformers']:.2f} |",
+        f"| published (MTEB) | {quality['published']:.2f} |",
+    ]
+    if "int8" in quality:
+        lines.append(f"| embedq int8 copy (in-process) | {quality['int8']:.2f} |")
+    lines += [
+        "",
+        f"Every sentence's embedq vector against sentence-transformers': cosine ≥ "
+        f"{quality['cosine_to_sentence_transformers_min']:.5f}.",
+    ]
+    return lines
+
+
+def memory_section(memory: dict[str, Any]) -> list[str]:
+    lines = ["## Memory — `./dev bench memory` (bench/memory.py)", "", f"Measured by {stamp(memory)}.", ""]
+    if memory["sessions"]:
+        calls = memory["sessions"][0]["calls"]
+        lines += [
+            f"1. ONNX Runtime session settings side by side, each in a fresh process, the same {calls:,} calls of",
+            "   random shapes (1–8 texts × 3–256 tokens), 1 intra-op thread:",
+            "",
+            f"| settings | RSS after 100 calls | after {calls:,} | growth |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for row in memory["sessions"]:
+            first, last = row["rss_after_100_mb"], row["rss_after_all_mb"]
+            lines.append(f"| {row['settings']} | {first:.0f} MB | {last:.0f} MB | {last / first:.2f}× |")
+        lines += [
+            "",
+            'embedq ships "no memory pattern": memory patterns are planned per input shape, and every',
+            "batch of texts has a new one.",
+            "",
+        ]
+    jobs = memory["workers"][0]["jobs"]
+    lines += [
+        f"2. Real worker processes under the supervisor, {jobs:,} jobs of 1–4 texts × 1–250 words:",
+        "",
+        f"| worker | RSS after 100 jobs | after {jobs:,} jobs | growth |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for row in memory["workers"]:
+        first, last = row["rss_after_100_mb"], row["rss_after_all_mb"]
+        lines.append(f"| {row['worker']} | {first:.0f} MB | {last:.0f} MB | {last / first:.2f}× |")
+    lines += [
+        "",
+        "Goal: ≤ 1.3× and < 600 MB. The activation peak of the largest micro-batch sets the plateau, so",
+        "`MAX_BATCH_TOKENS` (2,048) bounds it.",
+    ]
+    return lines
+
+
+def readme_block(run: dict[str, Any] | None, quality: dict[str, Any] | None, memory: dict[str, Any] | None) -> str:
+    lines = [README_BEGIN, ""]
+    if quality:
+        lines.append(
+            f"- **Quality** (`bench/quality.py`): STS Benchmark test embedded through the queue by 2 workers: "
+            f"cosine Spearman **{quality['through_queue']:.2f}** (published: {quality['published']:.2f}); "
+            f"every vector within cosine {quality['cosine_to_sentence_transformers_min']:.5f} of "
+            "sentence-transformers'" + (f"; int8 copy {quality['int8']:.2f}." if "int8" in quality else ".")
+        )
+    if run:
+        rows = rows_by_key(run)
+        latency = run["latency"]
+        lines.append(
+            f"- **Throughput** (`bench/run.py`): against sentence-transformers given the whole corpus in one `encode` "
+            f"call, embedq's Encoder fed the same texts as jobs of 32 does **{rows['st_b32']['ratio']:.2f}×** its "
+            f"texts/s (jobs of 1: {rows['st_b1']['ratio']:.2f}×)"
+            + (f", int8 {rows['st_int8']['ratio']:.2f}×" if "st_int8" in rows else "")
+            + f"; jobs of 32 through the queue run at {rows['queue_vs_inprocess']['ratio']:.2f}× the in-process "
+            f"Encoder; coalescing single-text jobs gives {rows['coalesce_mixed']['ratio']:.2f}× (mixed corpus) and "
+            f"{rows['coalesce_short']['ratio']:.2f}× (short queries) the one-job-a-pass rate."
+        )
+        lines.append(
+            f"- **Latency** (`bench/run.py`): one short text, enqueue → result: p50 {latency['p50_ms']:.2f} ms, "
+            f"p95 {latency['p95_ms']:.2f} ms, of which {latency['overhead_p50_ms']:.2f} ms is the queue."
+        )
+    if memory:
+        workers = ", ".join(f"{w['rss_after_100_mb']:.0f} → {w['rss_after_all_mb']:.0f} MB" for w in memory["workers"])
+        lines.append(
+            f"- **Memory** (`bench/memory.py`): worker RSS after 100 and after {memory['workers'][0]['jobs']:,} "
+            f"mixed-length jobs: {workers}."
+        )
+    lines += ["", "Full tables, method and what each row means: [BENCHMARKS.md](BENCHMARKS.md).", "", README_END]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    run, quality, memory = load("run"), load("quality"), load("memory")
+    page = [
+        "# Benchmarks",
+        "",
+        "Made by `./dev bench report` (bench/report.py) from the results the benchmark scripts saved in",
+        "bench/results/; each section names the script and run that measured it. Ratios come from runs side by",
+        "side in one process run (A and B alternate in every repeat), never from separate runs.",
+    ]
+    for section in (quality and quality_section(quality), run and run_section(run), memory and memory_section(memory)):
+        if section:
+            page += ["", *section]
+    (ROOT / "BENCHMARKS.md").write_text("\n".join(page) + "\n")
+    readme = (ROOT / "README.md").read_text()
+    start, end = readme.index(README_BEGIN), readme.index(README_END) + len(README_END)
+    (ROOT / "README.md").write_text(readme[:start] + readme_block(run, quality, memory) + readme[end:])
+    print("wrote BENCHMARKS.md and README.md's measured block")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
