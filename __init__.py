@@ -5,11 +5,9 @@ so the owner's folders install as its sub-packages (`embedq.producer`, `embedq.w
 `embedq.config`) and nothing else lands at the top level of site-packages. What a web app
 imports is re-exported here and needs only the base install (no onnxruntime)."""
 
-from embedq.producer import (
-    ClientSettings,
-    EmbedClient,
+from embedq.producer.client import EmbedClient
+from embedq.producer.errors import (
     EmbedqError,
-    EmbedResult,
     InvalidInput,
     InvalidSettings,
     JobFailed,
@@ -18,6 +16,8 @@ from embedq.producer import (
     QueueFull,
     QueueUnavailable,
 )
+from embedq.producer.protocol import EmbedResult
+from embedq.producer.settings import ClientSettings
 
 __all__ = [
     "ClientSettings",

@@ -133,6 +133,15 @@ def quality_section(quality: dict[str, Any]) -> list[str]:
     return lines
 
 
+def rss_table(rows: list[dict[str, Any]], label: str, unit: str, count: int) -> list[str]:
+    """RSS after the first 100 and after all `count` calls or jobs, one row each, with the growth."""
+    lines = [f"| {label} | RSS after 100 {unit} | after {count:,} {unit} | growth |", "| --- | ---: | ---: | ---: |"]
+    for row in rows:
+        first, last = row["rss_after_100_mb"], row["rss_after_all_mb"]
+        lines.append(f"| {row[label]} | {first:.0f} MB | {last:.0f} MB | {last / first:.2f}× |")
+    return lines
+
+
 def memory_section(memory: dict[str, Any]) -> list[str]:
     lines = ["## Memory — `./dev bench memory` (bench/memory.py)", "", f"Measured by {stamp(memory)}.", ""]
     if memory["sessions"]:
@@ -141,12 +150,8 @@ def memory_section(memory: dict[str, Any]) -> list[str]:
             f"1. ONNX Runtime session settings side by side, each in a fresh process, the same {calls:,} calls of",
             "   random shapes (1–8 texts × 3–256 tokens), 1 intra-op thread:",
             "",
-            f"| settings | RSS after 100 calls | after {calls:,} | growth |",
-            "| --- | ---: | ---: | ---: |",
+            *rss_table(memory["sessions"], "settings", "calls", calls),
         ]
-        for row in memory["sessions"]:
-            first, last = row["rss_after_100_mb"], row["rss_after_all_mb"]
-            lines.append(f"| {row['settings']} | {first:.0f} MB | {last:.0f} MB | {last / first:.2f}× |")
         lines += [
             "",
             'embedq ships "no memory pattern": memory patterns are planned per input shape, and every',
@@ -157,12 +162,8 @@ def memory_section(memory: dict[str, Any]) -> list[str]:
     lines += [
         f"2. Real worker processes under the supervisor, {jobs:,} jobs of 1–4 texts × 1–250 words:",
         "",
-        f"| worker | RSS after 100 jobs | after {jobs:,} jobs | growth |",
-        "| --- | ---: | ---: | ---: |",
+        *rss_table(memory["workers"], "worker", "jobs", jobs),
     ]
-    for row in memory["workers"]:
-        first, last = row["rss_after_100_mb"], row["rss_after_all_mb"]
-        lines.append(f"| {row['worker']} | {first:.0f} MB | {last:.0f} MB | {last / first:.2f}× |")
     lines += [
         "",
         "Goal: ≤ 1.3× and < 600 MB. The activation peak of the largest micro-batch sets the plateau, so",

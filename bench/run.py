@@ -181,28 +181,21 @@ def main() -> int:
         )
 
         print("3. single-text jobs, queue full: one job a pass (A) vs coalesced (B)", flush=True)
-        singles = [[text] for text in texts[:400]]
-        measure(
-            rows,
-            "coalesce_mixed",
-            "single-text jobs, mixed corpus: COALESCE_JOBS=1 vs 32",
-            rate(len(singles), through(no_coalescing, singles)),
-            rate(len(singles), through(two_workers, singles)),
-            args.repeats,
-            "jobs/s",
-            "≥ 3",
-        )
-        queries = [[text] for text in short_queries(400)]
-        measure(
-            rows,
-            "coalesce_short",
-            "single-text jobs, short queries: COALESCE_JOBS=1 vs 32",
-            rate(len(queries), through(no_coalescing, queries)),
-            rate(len(queries), through(two_workers, queries)),
-            args.repeats,
-            "jobs/s",
-            "≥ 3",
-        )
+        for key, corpus_name, corpus in (
+            ("coalesce_mixed", "mixed corpus", texts[:400]),
+            ("coalesce_short", "short queries", short_queries(400)),
+        ):
+            singles = [[text] for text in corpus]
+            measure(
+                rows,
+                key,
+                f"single-text jobs, {corpus_name}: COALESCE_JOBS=1 vs 32",
+                rate(len(singles), through(no_coalescing, singles)),
+                rate(len(singles), through(two_workers, singles)),
+                args.repeats,
+                "jobs/s",
+                "≥ 3",
+            )
 
         print("4. one short text, enqueue -> result, one at a time", flush=True)
         client = two_workers.client

@@ -129,7 +129,7 @@ def test_callbacks_named_in_the_job_hash_are_ignored(service, canary_dir):
     [job_tuple("os.system", "true"), job_tuple(EMBED_TASK, {"v": 1, "texts": [7]})],
     ids=["forbidden task", "invalid input"],
 )
-def test_refused_jobs_are_not_retried_though_they_have_retries(service, data):
+def test_hostile_jobs_are_not_retried(service, data):
     failed_before = counter(service.client, "failed_attempts")
     job_id = push_raw(service, data, retries=2)
     with pytest.raises(JobFailed):

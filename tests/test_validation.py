@@ -1,5 +1,7 @@
 """Every input limit gives its named error before anything reaches Redis; bad settings fail at start-up."""
 
+import os
+
 import fakeredis
 import pytest
 
@@ -96,4 +98,4 @@ def test_settings_come_from_the_environment(monkeypatch):
     settings = Settings()
     assert settings.providers == ("CoreMLExecutionProvider", "CPUExecutionProvider")
     assert settings.workers == 4
-    assert settings.threads_per_worker() >= 1
+    assert settings.threads_per_worker() == max(1, (os.cpu_count() or 1) // 4)

@@ -14,8 +14,8 @@ from embedq.producer.errors import EmbedqError
 from embedq.producer.settings import ClientSettings
 
 if TYPE_CHECKING:
+    from embedq import EmbedClient
     from embedq.config import Settings
-    from embedq.producer import EmbedClient
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 
@@ -59,7 +59,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _client(queue: str | None = None) -> EmbedClient:
-    from embedq.producer import EmbedClient
+    from embedq import EmbedClient
 
     return EmbedClient(settings=ClientSettings.load(**({"queue": queue} if queue else {})))
 
