@@ -19,7 +19,8 @@ rq's private or undocumented surface used here, and why:
   extras) with `_exc_handlers`, `handle_job_failure(job, queue, started_job_registry, exc_string,
   execution)`, `_stop_requested`, `max_connection_wait_time`, `death_penalty_class`.
 - Handing back a dead worker's jobs: `WORKER_EXECUTIONS_KEY_TEMPLATE`, `Execution(id, job_id,
-  connection, worker_name).delete(job, pipeline)`, `Queue.intermediate_queue_key`,
+  connection, worker_name).delete(job, pipeline)`, `Queue.intermediate_queue_key` (the list rq's
+  dequeue moves a job into before a worker starts it; membership in `Queue.started_job_registry`),
   `Queue.push_job_id(job_id, pipeline, at_front)`, `Job.retry(queue, pipeline)`,
   `rq.job_lifecycle.record_job_failure(job, exc_string, pipeline)` and `call_exception_handlers`,
   `Worker.find_by_key` with `redis_worker_namespace_prefix`.
@@ -209,6 +210,17 @@ def end_execution(job: Job, execution_id: str, worker_name: str, queue: Queue, p
     """Remove an execution record and the job from rq's intermediate list (rq would later take it for a stuck one)."""
     Execution(execution_id, job.id, connection=job.connection, worker_name=worker_name).delete(job=job, pipeline=pipe)
     pipe.lrem(queue.intermediate_queue_key, 0, job.id)
+
+
+def unstarted_in_intermediate(queue: Queue) -> list[str]:
+    """Jobs rq's dequeue moved off `queue` (into its intermediate list) that no worker has started."""
+    raw: list[bytes] = queue.connection.lrange(queue.intermediate_queue_key, 0, -1)  # type: ignore[assignment]
+    ids = [job_id.decode() for job_id in raw]
+    return [job_id for job_id in ids if job_id not in queue.started_job_registry]
+
+
+def leave_intermediate(queue: Queue, job_id: str, pipe: Pipeline) -> None:
+    pipe.lrem(queue.intermediate_queue_key, 0, job_id)
 
 
 def push_to_front(queue: Queue, job_id: str, pipe: Pipeline | None = None) -> None:

@@ -10,11 +10,12 @@ import time
 import numpy as np
 import pytest
 from redis import Redis
+from rq import Queue, Retry
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 
 from embedq import EmbedClient, JobFailed, JobTimeout, QueueUnavailable
-from embedq.producer.protocol import MsgpackSerializer, result_key
+from embedq.producer.protocol import EMBED_TASK, MsgpackSerializer, result_key, validate_request
 from embedq.worker.local.redis_server import RedisServer
 from embedq.worker.local.service import LocalService
 from tests.conftest import counter, make_settings, wait_until
@@ -211,3 +212,20 @@ def test_a_job_past_job_timeout_is_stopped_and_the_worker_lives_on(fresh_service
     )
     assert fresh_service.client.embed(["the worker lives on"], timeout=30).shape == (1, 384)
     assert int(supervisor_facts(fresh_service)["restarts"]) == 0
+
+
+def test_a_job_dequeued_by_a_worker_that_died_before_starting_it_is_handed_back(fresh_service, encoder):
+    """rq's dequeue moves a job into the queue's intermediate list; a worker killed in that instant
+    leaves it there, unstarted, where rq alone looks only every 10 minutes."""
+    client = fresh_service.client
+    queue = Queue(client.settings.queue, connection=client.connection, serializer=MsgpackSerializer)
+    request = validate_request(["orphaned between dequeue and start"], limits=client.limits)
+    with client.connection.pipeline() as pipe:  # what a worker's dequeue leaves when it dies at once
+        job = queue.enqueue_call(EMBED_TASK, args=(request.to_payload(),), pipeline=pipe, retry=Retry(max=2))
+        pipe.lrem(queue.key, 0, job.id)
+        pipe.rpush(queue.intermediate_queue_key, job.id)
+        pipe.execute()
+    result = client.wait(job.id, timeout=60)
+    np.testing.assert_allclose(result.embeddings, encoder.encode(request.texts).vectors, atol=1e-5)
+    assert "was taken off queue" in fresh_service.output() and "never started it" in fresh_service.output()
+    assert Job.fetch(job.id, connection=client.connection, serializer=MsgpackSerializer).retries_left == 2

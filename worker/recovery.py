@@ -78,6 +78,43 @@ def return_claimed(connection: Redis, worker_name: str) -> list[str]:
     return returned
 
 
+class OrphanSweep:
+    """Jobs a worker took off the queue (rq's dequeue moves them to the queue's intermediate list)
+    and died before starting: rq alone finds them only at its 10-minute maintenance. A job still
+    unstarted there after `grace` seconds (a live worker starts one within milliseconds) goes back
+    to the front of the queue; it never started, so no retry is used."""
+
+    def __init__(self, connection: Redis, queue_name: str, grace: float = 5.0):
+        self.queue = Queue(queue_name, connection=connection, serializer=MsgpackSerializer, job_class=EmbedJob)
+        self.grace = grace
+        self.first_seen: dict[str, float] = {}
+
+    def sweep(self, now: float) -> list[str]:
+        """Hand back the orphans found; their ids."""
+        waiting = rq_compat.unstarted_in_intermediate(self.queue)
+        self.first_seen = {job_id: self.first_seen.get(job_id, now) for job_id in waiting}
+        returned = []
+        for job_id, seen in list(self.first_seen.items()):
+            if now - seen < self.grace:
+                continue
+            del self.first_seen[job_id]
+            job = self.queue.fetch_job(job_id)
+            if job is None or job.get_status(refresh=False) != JobStatus.QUEUED:
+                continue  # ended or running after all: rq's own clean-up takes it from the list
+            with self.queue.connection.pipeline() as pipe:
+                rq_compat.leave_intermediate(self.queue, job_id, pipe)
+                if self.queue.connection.lpos(self.queue.key, job_id) is None:
+                    rq_compat.push_to_front(self.queue, job_id, pipe)
+                pipe.execute()
+            log.warning(
+                "job %s was taken off queue %s by a worker that never started it: back in the queue",
+                job_id,
+                self.queue.name,
+            )
+            returned.append(job_id)
+        return returned
+
+
 def bury_worker(connection: Redis, worker_name: str, cause: str) -> list[str]:
     """Everything a dead worker leaves behind: its jobs handed back, its rq record and facts removed."""
     recovered = recover_jobs(connection, worker_name, cause) + return_claimed(connection, worker_name)
