@@ -11,16 +11,15 @@ import numpy as np
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from rq import Queue, Retry
+from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from embedq.producer.errors import InvalidInput, JobFailed, JobNotFound, JobTimeout, QueueFull, QueueUnavailable
+from embedq.producer.enqueue import GUARDED_ENQUEUE, plan_enqueue
+from embedq.producer.errors import JobFailed, JobNotFound, JobTimeout, QueueUnavailable
 from embedq.producer.protocol import (
-    EMBED_TASK,
     EmbedResult,
     MsgpackSerializer,
-    model_key,
     result_key,
     unpack_result,
     validate_request,
@@ -67,6 +66,7 @@ class EmbedClient:
             self.settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT
         )
         self.queue = Queue(self.settings.queue, connection=self.connection, serializer=MsgpackSerializer)
+        self._guarded_enqueue = self.connection.register_script(GUARDED_ENQUEUE)
         self.limits = self.settings.limits
 
     def submit(
@@ -104,34 +104,9 @@ class EmbedClient:
             )
             for batch in batches
         ]
-        with self._reachable(), self.connection.pipeline(transaction=False) as pipe:
-            pipe.llen(self.queue.key)
-            pipe.hget(model_key(self.settings.queue), "dim")
-            waiting, model_dim = pipe.execute()
-        if dimensions is not None and model_dim is not None and dimensions > int(model_dim):
-            raise InvalidInput(f"dimensions={dimensions} is more than the model's {int(model_dim)}")
-        if waiting + len(requests) > self.settings.max_queue_length:
-            raise QueueFull(
-                f"queue {self.settings.queue!r} holds {waiting} jobs; {len(requests)} more would pass "
-                f"MAX_QUEUE_LENGTH={self.settings.max_queue_length}"
-            )
-        retry = Retry(max=self.settings.retries) if self.settings.retries else None
         with self._reachable():
-            jobs = self.queue.enqueue_many(
-                [
-                    Queue.prepare_data(
-                        EMBED_TASK,
-                        args=(request.to_payload(),),
-                        timeout=self.settings.job_timeout,
-                        result_ttl=self.settings.result_ttl,
-                        failure_ttl=self.settings.result_ttl,
-                        retry=retry,
-                        description=f"embed {len(request.texts)} texts",
-                    )
-                    for request in requests
-                ]
-            )
-        return [job.id for job in jobs]
+            plan = plan_enqueue(self.queue, self.settings, requests)
+            return plan.check(self._guarded_enqueue(keys=plan.keys, args=plan.args))
 
     def status(self, job_id: str) -> Status:
         with self._reachable():

@@ -4,6 +4,8 @@ installed rq and names the one that moved. It sits in producer/ because the clie
 item and producer/ may not import worker/; the worker side builds on the classes here.
 
 rq's private or undocumented surface used here, and why:
+- `Queue.enqueue_many(datas, pipeline)` run against an unsent pipeline, whose `command_stack`
+  (redis-py's) is read back: rq's exact writes for the jobs, sent by embedq inside one script.
 - `rq:results:{job_id}` (`Result.get_key`): the stream rq appends a job's final outcome to; `wait()`
   blocks on it (XREAD) in the same round trip as the GET of the result.
 - `Job._deserialize_data` and the attributes it fills (`_func_name`, `_instance`, `_args`,
@@ -46,6 +48,17 @@ from rq.worker import WorkerStatus
 log = logging.getLogger(__name__)
 
 StoredCall = tuple[Any, Any, list[Any], dict[str, Any]]  # func_name, instance, args, kwargs
+
+
+def enqueue_commands(queue: Queue, datas: list[Any]) -> tuple[list[str], list[list[bytes]]]:
+    """The jobs' ids and the commands rq's own `enqueue_many` would send for them, not sent: the
+    caller sends them (embedq: inside one script that first checks the queue's length)."""
+    pipe = queue.connection.pipeline()
+    jobs = queue.enqueue_many(datas, pipeline=pipe)
+    encode = queue.connection.get_encoder().encode
+    commands = [[encode(arg) for arg in args] for args, _ in pipe.command_stack]
+    pipe.reset()
+    return [job.id for job in jobs], commands
 
 
 def result_stream_key(job_id: str) -> str:

@@ -7,15 +7,17 @@ from typing import ClassVar
 import fakeredis
 import pytest
 import rq
-from rq import Queue, SimpleWorker
+from rq import Queue, Retry, SimpleWorker
 from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, Execution
 from rq.job import Job
 from rq.job_lifecycle import call_exception_handlers, record_job_failure
 from rq.results import Result
 from rq.timeouts import UnixSignalDeathPenalty
 
+from embedq import ClientSettings
 from embedq.producer import rq_compat
-from embedq.producer.protocol import EMBED_TASK, MsgpackSerializer
+from embedq.producer.enqueue import GUARDED_ENQUEUE, plan_enqueue
+from embedq.producer.protocol import EMBED_TASK, EmbedRequest, MsgpackSerializer
 
 pytestmark = pytest.mark.unit
 
@@ -122,3 +124,37 @@ def test_rq_reads_a_stored_call_through_the_guarded_hook_and_never_imports_it():
     job.permanent_failure = True
     assert not job.should_retry, "a permanent failure must not be retried"
     assert stored.func_name == "os.system" and EMBED_TASK != "os.system"  # plain rq would import it
+
+
+def test_the_guarded_enqueue_writes_exactly_what_rqs_enqueue_writes():
+    connection = fakeredis.FakeRedis()
+    queue = Queue("contract", connection=connection, serializer=MsgpackSerializer)
+    settings = ClientSettings(queue="contract", retries=2)
+    request = EmbedRequest(["the same job, twice"])
+    by_rq = queue.enqueue_many(
+        [
+            Queue.prepare_data(
+                EMBED_TASK,
+                args=(request.to_payload(),),
+                timeout=120,
+                result_ttl=3600,
+                failure_ttl=3600,
+                retry=Retry(max=2),
+                description="embed 1 texts",
+            )
+        ]
+    )[0]
+    plan = plan_enqueue(queue, settings, [request])
+    (ours,) = plan.check(connection.register_script(GUARDED_ENQUEUE)(keys=plan.keys, args=plan.args))
+    varying = {b"created_at", b"enqueued_at", b"last_heartbeat"}
+    theirs, mine = connection.hgetall(by_rq.key), connection.hgetall(Job.key_for(ours))
+    assert {k: v for k, v in theirs.items() if k not in varying} == {k: v for k, v in mine.items() if k not in varying}
+    assert queue.job_ids == [by_rq.id, ours]
+    assert connection.ttl(by_rq.key) == connection.ttl(Job.key_for(ours))
+    fetched = Job.fetch(ours, connection=connection, serializer=MsgpackSerializer)
+    assert (fetched.func_name, fetched.args, fetched.retries_left, fetched.get_status()) == (
+        EMBED_TASK,
+        [request.to_payload()],
+        2,
+        "queued",
+    )

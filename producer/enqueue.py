@@ -1,0 +1,79 @@
+"""Submit in one round trip, all or nothing: rq builds the jobs exactly as its own enqueue would
+(rq_compat.enqueue_commands), and one server-side script checks the queue length and the served
+model's dimension and, only if both allow, writes every job. Two producers can no longer both see
+room and together pass MAX_QUEUE_LENGTH, and a `submit_many` is never half enqueued."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rq import Queue, Retry
+
+from embedq.producer import rq_compat
+from embedq.producer.errors import InvalidInput, QueueFull
+from embedq.producer.protocol import EMBED_TASK, EmbedRequest, model_key
+from embedq.producer.settings import ClientSettings
+
+# KEYS: the queue's list, the served model's hash. ARGV: queue length limit, jobs to add, largest
+# `dimensions` asked (0: none), then rq's commands, each as its argument count and its arguments.
+GUARDED_ENQUEUE = """
+local waiting = redis.call('LLEN', KEYS[1])
+if waiting + tonumber(ARGV[2]) > tonumber(ARGV[1]) then return {'full', waiting} end
+local wanted = tonumber(ARGV[3])
+if wanted > 0 then
+    local dim = redis.call('HGET', KEYS[2], 'dim')
+    if dim and wanted > tonumber(dim) then return {'dimensions', tonumber(dim)} end
+end
+local i = 4
+while i <= #ARGV do
+    local n = tonumber(ARGV[i])
+    redis.call(unpack(ARGV, i + 1, i + n))
+    i = i + n + 1
+end
+return {'ok', waiting}
+"""
+
+
+@dataclass(frozen=True)
+class EnqueuePlan:
+    """The script call that enqueues these jobs, and what to say about its reply."""
+
+    job_ids: list[str]
+    keys: list[str]
+    args: list[bytes | int]
+    queue_name: str
+    limit: int
+
+    def check(self, reply: Any) -> list[str]:
+        """The job ids if the jobs were enqueued; QueueFull or InvalidInput (nothing enqueued) otherwise."""
+        outcome, value = (reply[0].decode() if isinstance(reply[0], bytes) else reply[0]), int(reply[1])
+        if outcome == "full":
+            raise QueueFull(
+                f"queue {self.queue_name!r} holds {value} jobs; {len(self.job_ids)} more would pass "
+                f"MAX_QUEUE_LENGTH={self.limit}"
+            )
+        if outcome == "dimensions":
+            raise InvalidInput(f"dimensions={self.args[2]} is more than the model's {value}")
+        return self.job_ids
+
+
+def plan_enqueue(queue: Queue, settings: ClientSettings, requests: list[EmbedRequest]) -> EnqueuePlan:
+    retry = Retry(max=settings.retries) if settings.retries else None
+    datas = [
+        Queue.prepare_data(
+            EMBED_TASK,
+            args=(request.to_payload(),),
+            timeout=settings.job_timeout,
+            result_ttl=settings.result_ttl,
+            failure_ttl=settings.result_ttl,
+            retry=retry,
+            description=f"embed {len(request.texts)} texts",
+        )
+        for request in requests
+    ]
+    job_ids, commands = rq_compat.enqueue_commands(queue, datas)
+    args: list[bytes | int] = [settings.max_queue_length, len(requests), max(r.dimensions or 0 for r in requests)]
+    for command in commands:
+        args += [len(command), *command]
+    return EnqueuePlan(job_ids, [queue.key, model_key(settings.queue)], args, settings.queue, settings.max_queue_length)
