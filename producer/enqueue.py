@@ -44,6 +44,7 @@ class EnqueuePlan:
     args: list[bytes | int]
     queue_name: str
     limit: int
+    dimensions: int  # the largest asked, 0 for none
 
     def check(self, reply: Any) -> list[str]:
         """The job ids if the jobs were enqueued; QueueFull or InvalidInput (nothing enqueued) otherwise."""
@@ -54,7 +55,7 @@ class EnqueuePlan:
                 f"MAX_QUEUE_LENGTH={self.limit}"
             )
         if outcome == "dimensions":
-            raise InvalidInput(f"dimensions={self.args[2]} is more than the model's {value}")
+            raise InvalidInput(f"dimensions={self.dimensions} is more than the model's {value}")
         return self.job_ids
 
 
@@ -73,7 +74,9 @@ def plan_enqueue(queue: Queue, settings: ClientSettings, requests: list[EmbedReq
         for request in requests
     ]
     job_ids, commands = rq_compat.enqueue_commands(queue, datas)
-    args: list[bytes | int] = [settings.max_queue_length, len(requests), max(r.dimensions or 0 for r in requests)]
+    dimensions = max(request.dimensions or 0 for request in requests)
+    args: list[bytes | int] = [settings.max_queue_length, len(requests), dimensions]
     for command in commands:
         args += [len(command), *command]
-    return EnqueuePlan(job_ids, [queue.key, model_key(settings.queue)], args, settings.queue, settings.max_queue_length)
+    keys = [queue.key, model_key(settings.queue)]
+    return EnqueuePlan(job_ids, keys, args, settings.queue, settings.max_queue_length, dimensions)

@@ -55,8 +55,8 @@ def enqueue_commands(queue: Queue, datas: list[Any]) -> tuple[list[str], list[li
     caller sends them (embedq: inside one script that first checks the queue's length)."""
     pipe = queue.connection.pipeline()
     jobs = queue.enqueue_many(datas, pipeline=pipe)
-    encode = queue.connection.get_encoder().encode
-    commands = [[encode(arg) for arg in args] for args, _ in pipe.command_stack]
+    encoder = queue.connection.get_encoder()
+    commands = [[encoder.encode(arg) for arg in args] for args, _ in pipe.command_stack]  # type: ignore[no-untyped-call]
     pipe.reset()
     return [job.id for job in jobs], commands
 
