@@ -5,47 +5,25 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, TypeVar
 
 import numpy as np
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue
-from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
 
 from embedq.producer.enqueue import GUARDED_ENQUEUE, plan_enqueue
-from embedq.producer.errors import JobFailed, JobNotFound, JobTimeout, QueueUnavailable
-from embedq.producer.protocol import (
-    EmbedResult,
-    MsgpackSerializer,
-    result_key,
-    unpack_result,
-    validate_request,
-)
-from embedq.producer.rq_compat import result_stream_key
+from embedq.producer.errors import QueueUnavailable
+from embedq.producer.protocol import EmbedResult, MsgpackSerializer, validate_request
 from embedq.producer.settings import ClientSettings, redact_url
 from embedq.producer.stats import collect_stats
+from embedq.producer.waiting import Outage, Send, Status, Steps, result_steps, run_steps, status_steps, wait_steps
 
 CONNECT_TIMEOUT = 2.0  # seconds: a Redis that is down fails the call fast instead of hanging it
 SOCKET_TIMEOUT = 10.0
-WAIT_SLICE_MS = 5_000  # wait() blocks in slices shorter than SOCKET_TIMEOUT
-OUTAGE_RETRY_MS = 250
 
-Status = Literal["queued", "started", "finished", "failed", "unknown"]
-
-_STATUS = {
-    JobStatus.QUEUED: "queued",
-    JobStatus.DEFERRED: "queued",
-    JobStatus.SCHEDULED: "queued",
-    JobStatus.CREATED: "queued",
-    JobStatus.STARTED: "started",
-    JobStatus.FINISHED: "finished",
-    JobStatus.FAILED: "failed",
-    JobStatus.STOPPED: "failed",
-    JobStatus.CANCELED: "failed",
-}
+T = TypeVar("T")
 
 
 class EmbedClient:
@@ -109,61 +87,30 @@ class EmbedClient:
             return plan.check(self._guarded_enqueue(keys=plan.keys, args=plan.args))
 
     def status(self, job_id: str) -> Status:
-        with self._reachable():
-            try:
-                job = Job.fetch(job_id, connection=self.connection, serializer=MsgpackSerializer)
-            except NoSuchJobError:
-                return "finished" if self.connection.exists(result_key(job_id)) else "unknown"
-            return _STATUS.get(job.get_status(refresh=False), "unknown")  # type: ignore[return-value]
+        """queued | started | finished | failed | unknown (one round trip)."""
+        return self._run(status_steps(job_id))
 
     def result(self, job_id: str) -> EmbedResult | None:
-        """The result if the job is finished, None while it is queued or running; JobFailed if it failed."""
-        with self._reachable():
-            data: bytes | None = self.connection.get(result_key(job_id))  # type: ignore[assignment]
-        if data is not None:
-            return unpack_result(data)
-        state = self.status(job_id)
-        if state == "failed":
-            raise JobFailed(job_id, self._failure_reason(job_id))
-        if state == "unknown":
-            raise JobNotFound(f"no job {job_id} in Redis (never enqueued, or expired after RESULT_TTL)")
-        if state == "finished":  # finished between the two reads above
-            with self._reachable():
-                data = self.connection.get(result_key(job_id))  # type: ignore[assignment]
-            return unpack_result(data) if data is not None else None
-        return None
+        """The result if the job is finished, None while it is queued or running; JobFailed if it
+        failed, JobNotFound if there is no such job (one round trip)."""
+        return self._run(result_steps(job_id))
 
     def wait(self, job_id: str, timeout: float = 30.0) -> EmbedResult:
         """Block until the job ends (XREAD on rq's result stream, no polling); JobTimeout at the deadline."""
-        deadline = time.monotonic() + timeout
-        stream, key = result_stream_key(job_id), result_key(job_id)
-        last_error: Exception | None = None
-        while (remaining_ms := int((deadline - time.monotonic()) * 1000)) > 0:
-            try:
-                # One round trip: the result if it is there, else block until rq records a final
-                # outcome (success, or failure after all retries) on the job's result stream.
-                with self.connection.pipeline(transaction=False) as pipe:
-                    pipe.get(key)
-                    pipe.xread({stream: "0-0"}, block=max(1, min(remaining_ms, WAIT_SLICE_MS)), count=1)
-                    data, ended = pipe.execute()
-                if data is not None:
-                    return unpack_result(data)
-                if ended or self.status(job_id) in ("failed", "unknown", "finished"):
-                    result = self.result(job_id)  # raises JobFailed / JobNotFound
-                    if result is not None:
-                        return result
-                last_error = None
-            except (RedisConnectionError, RedisTimeoutError, QueueUnavailable) as error:  # Redis may come back
-                last_error = error
-                time.sleep(max(0, min(remaining_ms, OUTAGE_RETRY_MS)) / 1000)
-        raise JobTimeout(
-            f"job {job_id} did not finish within {timeout:g} s"
-            + (f" (Redis did not answer: {last_error})" if last_error else "")
-        )
+        return self.wait_many([job_id], timeout=timeout)[0]
+
+    def wait_many(self, job_ids: Sequence[str], timeout: float = 30.0) -> list[EmbedResult]:
+        """Block until every job ends; results in the order given. Round trips do not grow with the
+        number of jobs: each wakes on whichever of them ends. JobFailed names the first failed job."""
+        return self._run(wait_steps(job_ids, timeout))
 
     def embed(self, texts: Sequence[str], timeout: float = 30.0, **options: Any) -> np.ndarray:
         """Submit, wait, and return a float32 array (len(texts), dim) in input order."""
         return self.wait(self.submit(texts, **options), timeout=timeout).embeddings
+
+    def embed_many(self, batches: Sequence[Sequence[str]], timeout: float = 30.0, **options: Any) -> list[np.ndarray]:
+        """Several batches as several jobs (one submit, one wait): an array per batch, in order."""
+        return [result.embeddings for result in self.wait_many(self.submit_many(batches, **options), timeout=timeout)]
 
     def stats(self) -> dict[str, Any]:
         """Queue depth, live workers with their providers, counters and timing percentiles."""
@@ -177,13 +124,17 @@ class EmbedClient:
         except (RedisConnectionError, RedisTimeoutError) as error:
             raise QueueUnavailable(f"Redis at {redact_url(self.settings.redis_url)} did not answer: {error}") from None
 
-    def _failure_reason(self, job_id: str) -> str:
-        with self._reachable():
-            job = Job.fetch(job_id, connection=self.connection, serializer=MsgpackSerializer)
-            latest = job.latest_result()
-        text = (latest.exc_string if latest is not None else None) or ""
-        lines = [line for line in text.strip().splitlines() if line.strip()]
-        return lines[-1] if lines else f"job ended with status {job.get_status(refresh=False)}"
+    def _run(self, steps: Steps[T]) -> T:
+        return run_steps(steps, self._execute, time.sleep)
+
+    def _execute(self, send: Send) -> Any:
+        try:
+            with self.connection.pipeline(transaction=False) as pipe:
+                for name, args, kwargs in send.commands:
+                    getattr(pipe, name)(*args, **kwargs)
+                return pipe.execute()
+        except (RedisConnectionError, RedisTimeoutError) as error:
+            return Outage(error, redact_url(self.settings.redis_url))
 
     def close(self) -> None:
         self.connection.close()

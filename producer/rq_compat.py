@@ -6,6 +6,8 @@ item and producer/ may not import worker/; the worker side builds on the classes
 rq's private or undocumented surface used here, and why:
 - `Queue.enqueue_many(datas, pipeline)` run against an unsent pipeline, whose `command_stack`
   (redis-py's) is read back: rq's exact writes for the jobs, sent by embedq inside one script.
+- `rq:job:{job_id}` (`Job.key_for`) and its `status` field, read in the client's one-round-trip
+  status and result; `Result.restore` and `Result.Type` to read an entry of the result stream.
 - `rq:results:{job_id}` (`Result.get_key`): the stream rq appends a job's final outcome to; `wait()`
   blocks on it (XREAD) in the same round trip as the GET of the result.
 - `Job._deserialize_data` and the attributes it fills (`_func_name`, `_instance`, `_args`,
@@ -45,6 +47,8 @@ from rq.results import Result
 from rq.timeouts import UnixSignalDeathPenalty
 from rq.worker import WorkerStatus
 
+from embedq.producer.protocol import MsgpackSerializer
+
 log = logging.getLogger(__name__)
 
 StoredCall = tuple[Any, Any, list[Any], dict[str, Any]]  # func_name, instance, args, kwargs
@@ -59,6 +63,25 @@ def enqueue_commands(queue: Queue, datas: list[Any]) -> tuple[list[str], list[li
     commands = [[encoder.encode(arg) for arg in args] for args, _ in pipe.command_stack]  # type: ignore[no-untyped-call]
     pipe.reset()
     return [job.id for job in jobs], commands
+
+
+STATUS = "status"  # the field of rq's job hash that holds its status
+
+
+def job_key(job_id: str) -> str:
+    """rq's hash of one job."""
+    return str(Job.key_for(job_id))
+
+
+def failure_reason(job_id: str, entry: tuple[bytes, dict[bytes, bytes]]) -> str | None:
+    """None if this entry of the job's result stream records a success; else why it failed (the
+    last line of rq's exception text)."""
+    entry_id, fields = entry
+    result = Result.restore(job_id, entry_id.decode(), fields, connection=None, serializer=MsgpackSerializer)  # type: ignore[arg-type]
+    if result.type == Result.Type.SUCCESSFUL:
+        return None
+    lines = [line for line in (result.exc_string or "").strip().splitlines() if line.strip()]
+    return lines[-1] if lines else f"job ended: {result.type.name.lower()}"
 
 
 def result_stream_key(job_id: str) -> str:

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+import redis
 from rq import Queue
 
 from embedq import EmbedClient, InvalidInput, JobFailed, JobNotFound, JobTimeout
@@ -15,6 +16,7 @@ from embedq.producer.protocol import EMBED_TASK, MsgpackSerializer, result_key
 from embedq.worker.cli import embedq_command
 from embedq.worker.supervisor import settings_env
 from tests.conftest import counter
+from tests.test_hostile_payloads import job_tuple, push_raw
 
 BATCHES = [
     [f"text {j} of batch {i}: " + "word " * ((i * 7 + j * 13) % 60) for j in range(1 + i % 9)] for i in range(30)
@@ -151,3 +153,51 @@ def test_the_result_says_how_many_texts_were_truncated(service):
     result = service.client.wait(service.client.submit(["short", "long " * 400, "also short"]), timeout=30)
     assert result.usage["truncated"] == 1
     assert result.usage["tokens"] <= 256 + 2 * 10
+
+
+def test_wait_many_returns_every_result_in_order_and_rereads_finished_jobs_in_one_round_trip(service, encoder):
+    client = service.client
+    job_ids = client.submit_many(BATCHES)
+    results = client.wait_many(job_ids, timeout=60)
+    assert [result.job_id for result in results] == job_ids
+    for batch, result in zip(BATCHES, results):
+        np.testing.assert_allclose(result.embeddings, encoder.encode(batch).vectors, atol=1e-5)
+    sends = []
+
+    class Counting(redis.Connection):
+        def send_packed_command(self, command, check_health=True):
+            sends.append(command)
+            super().send_packed_command(command, check_health)
+
+    pool = redis.ConnectionPool.from_url(service.settings.redis_url, connection_class=Counting)
+    counted = EmbedClient(settings=service.settings, connection=redis.Redis(connection_pool=pool))
+    counted.connection.ping()  # the connection's own hand-shake is not the wait's
+    sends.clear()
+    again = counted.wait_many(job_ids, timeout=10)
+    assert len(sends) == 1, f"{len(job_ids)} finished jobs read in {len(sends)} round trips"
+    assert [result.job_id for result in again] == job_ids
+
+
+def test_embed_many_gives_an_array_per_batch(service, encoder):
+    arrays = service.client.embed_many(BATCHES[:5], timeout=60)
+    for batch, vectors in zip(BATCHES[:5], arrays):
+        np.testing.assert_allclose(vectors, encoder.encode(batch).vectors, atol=1e-5)
+
+
+def test_wait_on_a_job_that_is_gone_raises_job_not_found_at_once(service):
+    client = service.client
+    job_id = client.submit(["expires"])
+    client.wait(job_id, timeout=30)
+    client.connection.delete(result_key(job_id), f"rq:job:{job_id}", f"rq:results:{job_id}")  # as RESULT_TTL does
+    for missing in (job_id, "never-enqueued"):
+        started = time.monotonic()
+        with pytest.raises(JobNotFound, match=f"no job {missing} in Redis"):
+            client.wait(missing, timeout=30)
+        assert time.monotonic() - started < 2.0, "JobNotFound must not wait for the timeout"
+
+
+def test_wait_many_names_the_job_that_failed(service):
+    good = service.client.submit(["fine"])
+    bad = push_raw(service, job_tuple(EMBED_TASK, {"v": 1, "texts": [3]}))
+    with pytest.raises(JobFailed, match=rf"job {bad} failed: .*texts\[0\] must be a str"):
+        service.client.wait_many([good, bad], timeout=30)
