@@ -5,6 +5,7 @@ so the owner's folders install as its sub-packages (`embedq.producer`, `embedq.w
 `embedq.config`) and nothing else lands at the top level of site-packages. What a web app
 imports is re-exported here and needs only the base install (no onnxruntime)."""
 
+from embedq.producer.aio import AsyncEmbedClient
 from embedq.producer.client import EmbedClient
 from embedq.producer.errors import (
     EmbedqError,
@@ -20,6 +21,7 @@ from embedq.producer.protocol import EmbedResult
 from embedq.producer.settings import ClientSettings
 
 __all__ = [
+    "AsyncEmbedClient",
     "ClientSettings",
     "EmbedClient",
     "EmbedResult",

@@ -5,7 +5,8 @@ item and producer/ may not import worker/; the worker side builds on the classes
 
 rq's private or undocumented surface used here, and why:
 - `Queue.enqueue_many(datas, pipeline)` run against an unsent pipeline, whose `command_stack`
-  (redis-py's) is read back: rq's exact writes for the jobs, sent by embedq inside one script.
+  (redis-py's) is read back: rq's exact writes for the jobs, sent by embedq inside one script;
+  `Queue.redis_server_version`, set by AsyncEmbedClient, whose rq Queue never talks to Redis.
 - `rq:job:{job_id}` (`Job.key_for`) and its `status` field, read in the client's one-round-trip
   status and result; `Result.restore` and `Result.Type` to read an entry of the result stream.
 - `rq:results:{job_id}` (`Result.get_key`): the stream rq appends a job's final outcome to; `wait()`
@@ -82,6 +83,15 @@ def failure_reason(job_id: str, entry: tuple[bytes, dict[bytes, bytes]]) -> str 
         return None
     lines = [line for line in (result.exc_string or "").strip().splitlines() if line.strip()]
     return lines[-1] if lines else f"job ended: {result.type.name.lower()}"
+
+
+def knows_server_version(queue: Queue) -> bool:
+    return queue.redis_server_version is not None
+
+
+def set_server_version(queue: Queue, version: str) -> None:
+    """What rq's enqueue would otherwise ask Redis itself (INFO), for a queue that only builds jobs."""
+    queue.redis_server_version = tuple(int(part) for part in version.split(".")[:3])  # type: ignore[assignment]
 
 
 def result_stream_key(job_id: str) -> str:

@@ -1,0 +1,157 @@
+"""AsyncEmbedClient: EmbedClient's methods as coroutines on redis.asyncio, for FastAPI, Starlette and
+aiohttp apps (rq itself has no asyncio API). It shares everything but the I/O with the sync client:
+the jobs rq would enqueue (producer/enqueue.py) and the meaning of every reply (producer/waiting.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from rq import Queue
+
+from embedq.producer import rq_compat
+from embedq.producer.client import CONNECT_TIMEOUT, SOCKET_TIMEOUT
+from embedq.producer.enqueue import GUARDED_ENQUEUE, plan_enqueue
+from embedq.producer.errors import QueueUnavailable
+from embedq.producer.protocol import EmbedResult, MsgpackSerializer, validate_request
+from embedq.producer.settings import ClientSettings, redact_url
+from embedq.producer.stats import collect_stats
+from embedq.producer.waiting import Outage, Pause, Send, Status, Steps, result_steps, status_steps, wait_steps
+
+T = TypeVar("T")
+
+
+class AsyncEmbedClient:
+    """Validate → enqueue → status / result / wait, awaited, against one Redis and one queue."""
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        queue: str | None = None,
+        settings: ClientSettings | None = None,
+        connection: AsyncRedis | None = None,
+    ):
+        overrides = {k: v for k, v in {"redis_url": redis_url, "queue": queue}.items() if v is not None}
+        base = settings or ClientSettings.load()
+        self.settings = base.model_copy(update=overrides) if overrides else base
+        self.connection = connection or AsyncRedis.from_url(
+            self.settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT
+        )
+        # rq builds the jobs exactly as its own enqueue would; this client never sends through it
+        # (only stats(), in a thread, reads with it).
+        self._rq_queue = Queue(
+            self.settings.queue,
+            connection=Redis.from_url(self.settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT),
+            serializer=MsgpackSerializer,
+        )
+        self._guarded_enqueue = self.connection.register_script(GUARDED_ENQUEUE)
+        self.limits = self.settings.limits
+
+    async def submit(
+        self,
+        texts: Sequence[str],
+        instruction: str | None = None,
+        normalize: bool = True,
+        dimensions: int | None = None,
+        prompt_name: str | None = None,
+    ) -> str:
+        """Enqueue one batch of texts; its job id (one round trip)."""
+        job_ids = await self.submit_many(
+            [texts], instruction=instruction, normalize=normalize, dimensions=dimensions, prompt_name=prompt_name
+        )
+        return job_ids[0]
+
+    async def submit_many(
+        self,
+        batches: Sequence[Sequence[str]],
+        instruction: str | None = None,
+        normalize: bool = True,
+        dimensions: int | None = None,
+        prompt_name: str | None = None,
+    ) -> list[str]:
+        """Enqueue several batches in one round trip, all or nothing (QueueFull: none enqueued)."""
+        requests = [
+            validate_request(
+                batch,
+                instruction=instruction,
+                normalize=normalize,
+                dimensions=dimensions,
+                prompt_name=prompt_name,
+                limits=self.limits,
+            )
+            for batch in batches
+        ]
+        try:
+            if not rq_compat.knows_server_version(self._rq_queue):
+                rq_compat.set_server_version(self._rq_queue, (await self.connection.info("server"))["redis_version"])
+            plan = plan_enqueue(self._rq_queue, self.settings, requests)
+            return plan.check(await self._guarded_enqueue(keys=plan.keys, args=plan.args))
+        except (RedisConnectionError, RedisTimeoutError) as error:
+            raise Outage(error, redact_url(self.settings.redis_url)).unavailable() from None
+
+    async def status(self, job_id: str) -> Status:
+        return await self._run(status_steps(job_id))
+
+    async def result(self, job_id: str) -> EmbedResult | None:
+        return await self._run(result_steps(job_id))
+
+    async def wait(self, job_id: str, timeout: float = 30.0) -> EmbedResult:
+        return (await self.wait_many([job_id], timeout=timeout))[0]
+
+    async def wait_many(self, job_ids: Sequence[str], timeout: float = 30.0) -> list[EmbedResult]:
+        return await self._run(wait_steps(job_ids, timeout))
+
+    async def embed(self, texts: Sequence[str], timeout: float = 30.0, **options: Any) -> np.ndarray:
+        return (await self.wait(await self.submit(texts, **options), timeout=timeout)).embeddings
+
+    async def embed_many(
+        self, batches: Sequence[Sequence[str]], timeout: float = 30.0, **options: Any
+    ) -> list[np.ndarray]:
+        job_ids = await self.submit_many(batches, **options)
+        return [result.embeddings for result in await self.wait_many(job_ids, timeout=timeout)]
+
+    async def stats(self) -> dict[str, Any]:
+        """As EmbedClient.stats (read in a thread: it walks the workers' facts)."""
+        try:
+            return await asyncio.to_thread(collect_stats, self._rq_queue.connection, self._rq_queue)
+        except (RedisConnectionError, RedisTimeoutError) as error:
+            raise QueueUnavailable(f"Redis at {redact_url(self.settings.redis_url)} did not answer: {error}") from None
+
+    async def _run(self, steps: Steps[T]) -> T:
+        reply: Any = None
+        while True:
+            try:
+                step = steps.send(reply)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            if isinstance(step, Pause):
+                await asyncio.sleep(step.seconds)
+                reply = None
+            else:
+                reply = await self._execute(step)
+
+    async def _execute(self, send: Send) -> Any:
+        try:
+            async with self.connection.pipeline(transaction=False) as pipe:
+                for name, args, kwargs in send.commands:
+                    getattr(pipe, name)(*args, **kwargs)
+                return await pipe.execute()
+        except (RedisConnectionError, RedisTimeoutError) as error:
+            return Outage(error, redact_url(self.settings.redis_url))
+
+    async def aclose(self) -> None:
+        await self.connection.aclose()
+        self._rq_queue.connection.close()
+
+    async def __aenter__(self) -> AsyncEmbedClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
