@@ -1,0 +1,78 @@
+"""The client's read steps on their own (no worker): what each reply means, Redis going away while
+waiting, and rq's own failure records read back as a reason."""
+
+import fakeredis
+import numpy as np
+import pytest
+from rq import Queue
+
+from embedq import EmbedClient, EmbedResult, JobFailed, JobNotFound, JobTimeout, QueueUnavailable
+from embedq.producer import rq_compat
+from embedq.producer.protocol import MsgpackSerializer, pack_result, result_key
+from embedq.producer.waiting import FIRST_SLICE_MS, Outage, Pause, Send, run_steps, status_steps, wait_steps
+
+pytestmark = pytest.mark.unit
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_first_round_reads_results_checks_existence_and_blocks_briefly():
+    steps = wait_steps(["a", "b"], timeout=10, clock=Clock())
+    send = next(steps)
+    assert isinstance(send, Send)
+    assert [name for name, _, _ in send.commands] == ["mget", "exists", "exists", "xread"]
+    assert send.commands[-1][2]["block"] == FIRST_SLICE_MS
+    result = EmbedResult("a", np.ones((1, 2), dtype=np.float32), "m", 2)
+    with pytest.raises(JobNotFound, match="no job b in Redis"):
+        steps.send([[pack_result(result), None], 1, 0, None])
+
+
+def test_a_redis_outage_is_waited_out_until_the_deadline_then_named():
+    clock = Clock()
+    steps = wait_steps(["a"], timeout=1, clock=clock)
+    next(steps)
+    pause = steps.send(Outage(ConnectionError("refused"), "redis://127.0.0.1:1/0"))
+    assert isinstance(pause, Pause) and pause.seconds == 0.25
+    clock.now = 2.0
+    with pytest.raises(JobTimeout, match=r"job a did not finish within 1 s \(Redis did not answer: refused\)"):
+        steps.send(None)
+
+
+def test_status_without_redis_is_queue_unavailable():
+    steps = status_steps("a")
+    next(steps)
+    with pytest.raises(QueueUnavailable, match="Redis at redis://x did not answer"):
+        steps.send(Outage(ConnectionError("refused"), "redis://x"))
+
+
+def test_rqs_own_failure_record_is_read_back_as_the_reason():
+    connection = fakeredis.FakeRedis()
+    client = EmbedClient(queue="waiting", connection=connection)
+    job_id = client.submit(["fails"])
+    job = Queue("waiting", connection=connection, serializer=MsgpackSerializer).fetch_job(job_id)
+    with connection.pipeline() as pipe:
+        rq_compat.fail(job, "Traceback ...\nInvalidInput: texts[0] is too odd", pipe)
+        pipe.execute()
+    assert client.status(job_id) == "failed"
+    with pytest.raises(JobFailed, match=r"failed: InvalidInput: texts\[0\] is too odd"):
+        client.result(job_id)
+    with pytest.raises(JobFailed, match="too odd"):
+        client.wait(job_id, timeout=5)
+
+
+def test_a_written_result_is_returned_without_blocking():
+    connection = fakeredis.FakeRedis()
+    client = EmbedClient(queue="waiting", connection=connection)
+    job_id = client.submit(["done"])
+    vectors = np.arange(4, dtype=np.float32).reshape(1, 4)
+    connection.set(result_key(job_id), pack_result(EmbedResult(job_id, vectors, "m", 4)))
+    sends = []
+    result = run_steps(wait_steps([job_id], timeout=5), lambda send: sends.append(send) or client._execute(send), print)
+    np.testing.assert_array_equal(result[0].embeddings, vectors)
+    assert len(sends) == 1
