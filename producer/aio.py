@@ -19,8 +19,8 @@ from embedq.producer import rq_compat
 from embedq.producer.client import CONNECT_TIMEOUT, SOCKET_TIMEOUT
 from embedq.producer.enqueue import GUARDED_ENQUEUE, plan_enqueue
 from embedq.producer.errors import QueueUnavailable
-from embedq.producer.protocol import EmbedResult, MsgpackSerializer, validate_request
-from embedq.producer.settings import ClientSettings, redact_url
+from embedq.producer.protocol import EmbedResult, MsgpackSerializer, validate_batches
+from embedq.producer.settings import ClientSettings, client_settings, redact_url
 from embedq.producer.stats import collect_stats
 from embedq.producer.waiting import Outage, Pause, Send, Status, Steps, result_steps, status_steps, wait_steps
 
@@ -38,9 +38,7 @@ class AsyncEmbedClient:
         settings: ClientSettings | None = None,
         connection: AsyncRedis | None = None,
     ):
-        overrides = {k: v for k, v in {"redis_url": redis_url, "queue": queue}.items() if v is not None}
-        base = settings or ClientSettings.load()
-        self.settings = base.model_copy(update=overrides) if overrides else base
+        self.settings = client_settings(redis_url, queue, settings)
         self.connection = connection or AsyncRedis.from_url(
             self.settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT
         )
@@ -77,17 +75,14 @@ class AsyncEmbedClient:
         prompt_name: str | None = None,
     ) -> list[str]:
         """Enqueue several batches in one round trip, all or nothing (QueueFull: none enqueued)."""
-        requests = [
-            validate_request(
-                batch,
-                instruction=instruction,
-                normalize=normalize,
-                dimensions=dimensions,
-                prompt_name=prompt_name,
-                limits=self.limits,
-            )
-            for batch in batches
-        ]
+        requests = validate_batches(
+            batches,
+            limits=self.limits,
+            instruction=instruction,
+            normalize=normalize,
+            dimensions=dimensions,
+            prompt_name=prompt_name,
+        )
         try:
             if not rq_compat.knows_server_version(self._rq_queue):
                 rq_compat.set_server_version(self._rq_queue, (await self.connection.info("server"))["redis_version"])

@@ -15,8 +15,8 @@ from rq import Queue
 
 from embedq.producer.enqueue import GUARDED_ENQUEUE, plan_enqueue
 from embedq.producer.errors import QueueUnavailable
-from embedq.producer.protocol import EmbedResult, MsgpackSerializer, validate_request
-from embedq.producer.settings import ClientSettings, redact_url
+from embedq.producer.protocol import EmbedResult, MsgpackSerializer, validate_batches
+from embedq.producer.settings import ClientSettings, client_settings, redact_url
 from embedq.producer.stats import collect_stats
 from embedq.producer.waiting import Outage, Send, Status, Steps, result_steps, run_steps, status_steps, wait_steps
 
@@ -37,9 +37,7 @@ class EmbedClient:
         settings: ClientSettings | None = None,
         connection: Redis | None = None,
     ):
-        overrides = {k: v for k, v in {"redis_url": redis_url, "queue": queue}.items() if v is not None}
-        base = settings or ClientSettings.load()
-        self.settings = base.model_copy(update=overrides) if overrides else base
+        self.settings = client_settings(redis_url, queue, settings)
         self.connection = connection or Redis.from_url(
             self.settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT
         )
@@ -71,17 +69,14 @@ class EmbedClient:
         """Enqueue several batches in one round trip; every batch is checked before any is enqueued.
         `instruction` formats texts as `Instruct: {instruction}\nQuery:{text}`; `prompt_name` picks a
         prompt the model defines (config_sentence_transformers.json, e.g. "query")."""
-        requests = [
-            validate_request(
-                batch,
-                instruction=instruction,
-                normalize=normalize,
-                dimensions=dimensions,
-                prompt_name=prompt_name,
-                limits=self.limits,
-            )
-            for batch in batches
-        ]
+        requests = validate_batches(
+            batches,
+            limits=self.limits,
+            instruction=instruction,
+            normalize=normalize,
+            dimensions=dimensions,
+            prompt_name=prompt_name,
+        )
         with self._reachable():
             plan = plan_enqueue(self.queue, self.settings, requests)
             return plan.check(self._guarded_enqueue(keys=plan.keys, args=plan.args))

@@ -3,6 +3,7 @@ schemas, every Redis key name of ours, and the request checks both sides run."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,6 +151,11 @@ def validate_request(
         if instruction is not None:
             raise InvalidInput("give instruction or prompt_name, not both")
     return EmbedRequest(list(texts), instruction, normalize, dimensions, prompt_name)
+
+
+def validate_batches(batches: Sequence[Any], *, limits: Limits, **options: Any) -> list[EmbedRequest]:
+    """Every batch checked (validate_request) before any is enqueued."""
+    return [validate_request(batch, limits=limits, **options) for batch in batches]
 
 
 def _check_text(name: str, text: Any, max_chars: int) -> None:

@@ -55,6 +55,13 @@ class ClientSettings(BaseSettings):
         return url
 
 
+def client_settings(redis_url: str | None, queue: str | None, settings: ClientSettings | None) -> ClientSettings:
+    """`settings` (else the environment's and .env's), with `redis_url` and `queue` on top when given."""
+    overrides = {key: value for key, value in {"redis_url": redis_url, "queue": queue}.items() if value is not None}
+    base = settings or ClientSettings.load()
+    return base.model_copy(update=overrides) if overrides else base
+
+
 def redact_url(url: str) -> str:
     """The URL with its password replaced, for logs and error messages."""
     parts = urlsplit(url)
