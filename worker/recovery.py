@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 from redis import Redis
+from redis.client import Pipeline
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import JobStatus
@@ -16,6 +17,14 @@ from embedq.producer.protocol import MsgpackSerializer, claimed_key, worker_key
 from embedq.worker.tasks import EmbedJob
 
 log = logging.getLogger(__name__)
+
+
+def back_to_front(queue: Queue, job_id: str, pipe: Pipeline | None = None) -> bool:
+    """Put a job id back at the head of its queue, unless the queue holds it already; whether it did."""
+    if queue.connection.lpos(queue.key, job_id) is not None:
+        return False
+    rq_compat.push_to_front(queue, job_id, pipe)
+    return True
 
 
 def recover_jobs(connection: Redis, worker_name: str, cause: str) -> list[str]:
@@ -35,8 +44,7 @@ def recover_jobs(connection: Redis, worker_name: str, cause: str) -> list[str]:
         with connection.pipeline() as pipe:
             rq_compat.end_execution(job, execution_id, worker_name, queue, pipe)
             if status == JobStatus.QUEUED:  # dequeued, never started: back to the front, no retry used
-                if connection.lpos(queue.key, job_id) is None:
-                    rq_compat.push_to_front(queue, job_id, pipe)
+                back_to_front(queue, job_id, pipe)
                 outcome = "never started; back in the queue"
             else:
                 abandoned = int(job.meta.get("abandoned", 0)) + 1
@@ -70,8 +78,7 @@ def return_claimed(connection: Redis, worker_name: str) -> list[str]:
         except NoSuchJobError:
             continue
         queue = Queue(job.origin, connection=connection, serializer=MsgpackSerializer, job_class=EmbedJob)
-        if job.get_status(refresh=False) == JobStatus.QUEUED and connection.lpos(queue.key, job_id) is None:
-            rq_compat.push_to_front(queue, job_id)
+        if job.get_status(refresh=False) == JobStatus.QUEUED and back_to_front(queue, job_id):
             log.warning("job %s, taken by dead worker %s but never started: back in the queue", job_id, worker_name)
             returned.append(job_id)
     connection.delete(claimed_key(worker_name))
@@ -103,8 +110,7 @@ class OrphanSweep:
                 continue  # ended or running after all: rq's own clean-up takes it from the list
             with self.queue.connection.pipeline() as pipe:
                 rq_compat.leave_intermediate(self.queue, job_id, pipe)
-                if self.queue.connection.lpos(self.queue.key, job_id) is None:
-                    rq_compat.push_to_front(self.queue, job_id, pipe)
+                back_to_front(self.queue, job_id, pipe)
                 pipe.execute()
             log.warning(
                 "job %s was taken off queue %s by a worker that never started it: back in the queue",
