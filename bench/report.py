@@ -103,9 +103,9 @@ def run_section(run: dict[str, Any]) -> list[str]:
         "  finds single-text jobs waiting embeds them in one pass; what remains per job is rq's per-job",
         "  bookkeeping (~15 Redis round trips: execution records, registries, the success pipeline, the",
         "  result stream), run job by job even inside a shared pass.",
-        "- **Latency.** Client: one pipeline (queue length + model dimension), one enqueue pipeline, then one",
-        "  pipelined `GET` + `XREAD BLOCK` that wakes when rq records the result; the rest is rq's dequeue and",
-        "  bookkeeping in the worker.",
+        "- **Latency.** Client: one script that checks the queue and enqueues, then a pipelined `MGET` + `XREAD",
+        "  BLOCK` that wakes when rq records the result, and one more `MGET` for the vectors; the rest is rq's",
+        "  dequeue and per-job bookkeeping in the worker.",
     ]
     return lines
 
