@@ -19,7 +19,15 @@ from embedq.producer import rq_compat
 from embedq.producer.client import CONNECT_TIMEOUT, SOCKET_TIMEOUT
 from embedq.producer.enqueue import GUARDED_ENQUEUE, plan_enqueue
 from embedq.producer.errors import QueueUnavailable
-from embedq.producer.protocol import EmbedResult, MsgpackSerializer, validate_batches
+from embedq.producer.protocol import (
+    LANES,
+    EmbedResult,
+    MsgpackSerializer,
+    Priority,
+    check_priority,
+    lane_queue,
+    validate_batches,
+)
 from embedq.producer.settings import ClientSettings, client_settings, redact_url
 from embedq.producer.stats import collect_stats
 from embedq.producer.waiting import Outage, Pause, Send, Status, Steps, result_steps, status_steps, wait_steps
@@ -44,11 +52,11 @@ class AsyncEmbedClient:
         )
         # rq builds the jobs exactly as its own enqueue would; this client never sends through it
         # (only stats(), in a thread, reads with it).
-        self._rq_queue = Queue(
-            self.settings.queue,
-            connection=Redis.from_url(self.settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT),
-            serializer=MsgpackSerializer,
-        )
+        self._sync = Redis.from_url(self.settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT)
+        self._lanes = {
+            lane: Queue(lane_queue(self.settings.queue, lane), connection=self._sync, serializer=MsgpackSerializer)
+            for lane in LANES
+        }
         self._guarded_enqueue = self.connection.register_script(GUARDED_ENQUEUE)
         self.limits = self.settings.limits
 
@@ -59,10 +67,16 @@ class AsyncEmbedClient:
         normalize: bool = True,
         dimensions: int | None = None,
         prompt_name: str | None = None,
+        priority: Priority = "interactive",
     ) -> str:
         """Enqueue one batch of texts; its job id (one round trip)."""
         job_ids = await self.submit_many(
-            [texts], instruction=instruction, normalize=normalize, dimensions=dimensions, prompt_name=prompt_name
+            [texts],
+            instruction=instruction,
+            normalize=normalize,
+            dimensions=dimensions,
+            prompt_name=prompt_name,
+            priority=priority,
         )
         return job_ids[0]
 
@@ -73,6 +87,7 @@ class AsyncEmbedClient:
         normalize: bool = True,
         dimensions: int | None = None,
         prompt_name: str | None = None,
+        priority: Priority = "interactive",
     ) -> list[str]:
         """Enqueue several batches in one round trip, all or nothing (QueueFull: none enqueued)."""
         requests = validate_batches(
@@ -83,10 +98,12 @@ class AsyncEmbedClient:
             dimensions=dimensions,
             prompt_name=prompt_name,
         )
+        lane = check_priority(priority)
+        queue = self._lanes[lane]
         try:
-            if not rq_compat.knows_server_version(self._rq_queue):
-                rq_compat.set_server_version(self._rq_queue, (await self.connection.info("server"))["redis_version"])
-            plan = plan_enqueue(self._rq_queue, self.settings, requests)
+            if not rq_compat.knows_server_version(queue):
+                rq_compat.set_server_version(queue, (await self.connection.info("server"))["redis_version"])
+            plan = plan_enqueue(queue, self.settings, requests, lane)
             return plan.check(await self._guarded_enqueue(keys=plan.keys, args=plan.args))
         except (RedisConnectionError, RedisTimeoutError) as error:
             raise Outage(error, redact_url(self.settings.redis_url)).unavailable() from None
@@ -115,7 +132,7 @@ class AsyncEmbedClient:
     async def stats(self) -> dict[str, Any]:
         """As EmbedClient.stats (read in a thread: it walks the workers' facts)."""
         try:
-            return await asyncio.to_thread(collect_stats, self._rq_queue.connection, self._rq_queue)
+            return await asyncio.to_thread(collect_stats, self._sync, self.settings.queue)
         except (RedisConnectionError, RedisTimeoutError) as error:
             raise QueueUnavailable(f"Redis at {redact_url(self.settings.redis_url)} did not answer: {error}") from None
 
@@ -143,7 +160,7 @@ class AsyncEmbedClient:
 
     async def aclose(self) -> None:
         await self.connection.aclose()
-        self._rq_queue.connection.close()
+        self._sync.close()
 
     async def __aenter__(self) -> AsyncEmbedClient:
         return self

@@ -15,7 +15,15 @@ from rq import Queue
 
 from embedq.producer.enqueue import GUARDED_ENQUEUE, plan_enqueue
 from embedq.producer.errors import QueueUnavailable
-from embedq.producer.protocol import EmbedResult, MsgpackSerializer, validate_batches
+from embedq.producer.protocol import (
+    LANES,
+    EmbedResult,
+    MsgpackSerializer,
+    Priority,
+    check_priority,
+    lane_queue,
+    validate_batches,
+)
 from embedq.producer.settings import ClientSettings, client_settings, redact_url
 from embedq.producer.stats import collect_stats
 from embedq.producer.waiting import Outage, Send, Status, Steps, result_steps, run_steps, status_steps, wait_steps
@@ -41,7 +49,10 @@ class EmbedClient:
         self.connection = connection or Redis.from_url(
             self.settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT
         )
-        self.queue = Queue(self.settings.queue, connection=self.connection, serializer=MsgpackSerializer)
+        self.lanes = {
+            lane: Queue(lane_queue(self.settings.queue, lane), connection=self.connection, serializer=MsgpackSerializer)
+            for lane in LANES
+        }
         self._guarded_enqueue = self.connection.register_script(GUARDED_ENQUEUE)
         self.limits = self.settings.limits
 
@@ -52,10 +63,16 @@ class EmbedClient:
         normalize: bool = True,
         dimensions: int | None = None,
         prompt_name: str | None = None,
+        priority: Priority = "interactive",
     ) -> str:
         """Enqueue one batch of texts; returns its job id."""
         return self.submit_many(
-            [texts], instruction=instruction, normalize=normalize, dimensions=dimensions, prompt_name=prompt_name
+            [texts],
+            instruction=instruction,
+            normalize=normalize,
+            dimensions=dimensions,
+            prompt_name=prompt_name,
+            priority=priority,
         )[0]
 
     def submit_many(
@@ -65,10 +82,13 @@ class EmbedClient:
         normalize: bool = True,
         dimensions: int | None = None,
         prompt_name: str | None = None,
+        priority: Priority = "interactive",
     ) -> list[str]:
         """Enqueue several batches in one round trip; every batch is checked before any is enqueued.
         `instruction` formats texts as `Instruct: {instruction}\nQuery:{text}`; `prompt_name` picks a
-        prompt the model defines (config_sentence_transformers.json, e.g. "query")."""
+        prompt the model defines (config_sentence_transformers.json, e.g. "query"). `priority`:
+        "interactive" (served first) or "bulk" (its own lane and MAX_BULK_QUEUE_LENGTH; workers give
+        it a fixed share of passes and serve interactive work between its micro-batches)."""
         requests = validate_batches(
             batches,
             limits=self.limits,
@@ -77,8 +97,9 @@ class EmbedClient:
             dimensions=dimensions,
             prompt_name=prompt_name,
         )
+        lane = check_priority(priority)
         with self._reachable():
-            plan = plan_enqueue(self.queue, self.settings, requests)
+            plan = plan_enqueue(self.lanes[lane], self.settings, requests, lane)
             return plan.check(self._guarded_enqueue(keys=plan.keys, args=plan.args))
 
     def status(self, job_id: str) -> Status:
@@ -110,7 +131,7 @@ class EmbedClient:
     def stats(self) -> dict[str, Any]:
         """Queue depth, live workers with their providers, counters and timing percentiles."""
         with self._reachable():
-            return collect_stats(self.connection, self.queue)
+            return collect_stats(self.connection, self.settings.queue)
 
     @contextmanager
     def _reachable(self) -> Iterator[None]:

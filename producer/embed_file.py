@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from tqdm import tqdm
 
 from embedq.producer.client import EmbedClient
 from embedq.producer.errors import InvalidInput
+from embedq.producer.protocol import Priority
 
 
 def read_texts(source: Path) -> list[str]:
@@ -46,8 +48,10 @@ def embed_file(
     in_flight: int = 8,
     timeout: float = 300.0,
     progress: bool = True,
+    priority: Priority = "bulk",
 ) -> np.ndarray:
-    """Embed every text of `source` in order and save them as float32 (n, dim) to `out`."""
+    """Embed every text of `source` in order and save them as float32 (n, dim) to `out`. Jobs of
+    `batch_size` texts go to the bulk lane by default, `in_flight` of them queued at any time."""
     texts = read_texts(source)
     chunks = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)]
     parts = out.with_name(out.name + ".parts")
@@ -55,13 +59,14 @@ def embed_file(
     todo = [i for i in range(len(chunks)) if not (parts / f"{i:07d}.npy").exists()]
     already = sum(len(chunks[i]) for i in range(len(chunks)) if i not in set(todo))
     with tqdm(total=len(texts), initial=already, unit="text", disable=not progress, desc=source.name) as bar:
-        for start in range(0, len(todo), in_flight):
-            window = todo[start : start + in_flight]
-            job_ids = client.submit_many([chunks[i] for i in window])
-            for index, job_id in zip(window, job_ids):
-                vectors = client.wait(job_id, timeout=timeout).embeddings
-                np.save(parts / f"{index:07d}.npy", vectors)
-                bar.update(len(chunks[index]))
+        waiting: deque[tuple[int, str]] = deque()
+        while todo or waiting:
+            if todo and len(waiting) < in_flight:  # keep the window full: the workers never run dry
+                window, todo = todo[: in_flight - len(waiting)], todo[in_flight - len(waiting) :]
+                waiting.extend(zip(window, client.submit_many([chunks[i] for i in window], priority=priority)))
+            index, job_id = waiting.popleft()
+            np.save(parts / f"{index:07d}.npy", client.wait(job_id, timeout=timeout).embeddings)
+            bar.update(len(chunks[index]))
     result = np.concatenate([np.load(parts / f"{i:07d}.npy") for i in range(len(chunks))])
     staging = out.with_name(out.name + ".tmp.npy")
     np.save(staging, result)

@@ -1,7 +1,8 @@
 """Submit in one round trip, all or nothing: rq builds the jobs exactly as its own enqueue would
-(rq_compat.enqueue_commands), and one server-side script checks the queue length and the served
-model's dimension and, only if both allow, writes every job. Two producers can no longer both see
-room and together pass MAX_QUEUE_LENGTH, and a `submit_many` is never half enqueued."""
+(rq_compat.enqueue_commands), and one server-side script checks the lane's length and the served
+model's dimension and, only if both allow, writes every job, then rings the doorbell idle workers
+wait on if the lane was empty. Two producers can no longer both see room and together pass the
+lane's limit, and a `submit_many` is never half enqueued."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from rq import Queue, Retry
 
 from embedq.producer import rq_compat
 from embedq.producer.errors import InvalidInput, QueueFull
-from embedq.producer.protocol import EMBED_TASK, EmbedRequest, model_key
+from embedq.producer.protocol import EMBED_TASK, EmbedRequest, Priority, doorbell_key, model_key
 from embedq.producer.settings import ClientSettings
 
-# KEYS: the queue's list, the served model's hash. ARGV: queue length limit, jobs to add, largest
-# `dimensions` asked (0: none), then rq's commands, each as its argument count and its arguments.
+# KEYS: the lane's list, the served model's hash, the doorbell. ARGV: lane length limit, jobs to
+# add, largest `dimensions` asked (0: none), then rq's commands, each as its argument count and its
+# arguments.
 GUARDED_ENQUEUE = """
 local waiting = redis.call('LLEN', KEYS[1])
 if waiting + tonumber(ARGV[2]) > tonumber(ARGV[1]) then return {'full', waiting} end
@@ -31,6 +33,7 @@ while i <= #ARGV do
     redis.call(unpack(ARGV, i + 1, i + n))
     i = i + n + 1
 end
+if waiting == 0 then redis.call('LPUSH', KEYS[3], 1) end
 return {'ok', waiting}
 """
 
@@ -44,6 +47,7 @@ class EnqueuePlan:
     args: list[bytes | int]
     queue_name: str
     limit: int
+    limit_name: str
     dimensions: int  # the largest asked, 0 for none
 
     def check(self, reply: Any) -> list[str]:
@@ -52,14 +56,15 @@ class EnqueuePlan:
         if outcome == "full":
             raise QueueFull(
                 f"queue {self.queue_name!r} holds {value} jobs; {len(self.job_ids)} more would pass "
-                f"MAX_QUEUE_LENGTH={self.limit}"
+                f"{self.limit_name}={self.limit}"
             )
         if outcome == "dimensions":
             raise InvalidInput(f"dimensions={self.dimensions} is more than the model's {value}")
         return self.job_ids
 
 
-def plan_enqueue(queue: Queue, settings: ClientSettings, requests: list[EmbedRequest]) -> EnqueuePlan:
+def plan_enqueue(queue: Queue, settings: ClientSettings, requests: list[EmbedRequest], lane: Priority) -> EnqueuePlan:
+    """`queue`: the lane's rq queue (protocol.lane_queue)."""
     retry = Retry(max=settings.retries) if settings.retries else None
     datas = [
         Queue.prepare_data(
@@ -70,13 +75,19 @@ def plan_enqueue(queue: Queue, settings: ClientSettings, requests: list[EmbedReq
             failure_ttl=settings.result_ttl,
             retry=retry,
             description=f"embed {len(request.texts)} texts",
+            meta={"texts": len(request.texts)},  # read by the worker's claim, which sizes passes by texts
         )
         for request in requests
     ]
     job_ids, commands = rq_compat.enqueue_commands(queue, datas)
     dimensions = max(request.dimensions or 0 for request in requests)
-    args: list[bytes | int] = [settings.max_queue_length, len(requests), dimensions]
+    limit, limit_name = (
+        (settings.max_queue_length, "MAX_QUEUE_LENGTH")
+        if lane == "interactive"
+        else (settings.max_bulk_queue_length, "MAX_BULK_QUEUE_LENGTH")
+    )
+    args: list[bytes | int] = [limit, len(requests), dimensions]
     for command in commands:
         args += [len(command), *command]
-    keys = [queue.key, model_key(settings.queue)]
-    return EnqueuePlan(job_ids, keys, args, settings.queue, settings.max_queue_length, dimensions)
+    keys = [queue.key, model_key(settings.queue), doorbell_key(settings.queue)]
+    return EnqueuePlan(job_ids, keys, args, queue.name, limit, limit_name, dimensions)

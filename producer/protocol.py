@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import msgpack
 import numpy as np
@@ -16,15 +16,28 @@ EMBED_TASK = "embedq.worker.tasks.embed"
 PAYLOAD_VERSION = 1
 
 KEY_PREFIX = "embedq:"
-TIMINGS_MAXLEN = 10_000
 WORKER_KEY_PATTERN = KEY_PREFIX + "worker:*"
 SUPERVISOR_KEY_PATTERN = KEY_PREFIX + "supervisor:*"
 WORKER_FACTS_TTL = 90  # seconds; refreshed by every rq heartbeat, so a dead worker's facts vanish soon
-TIMING_FIELDS = ("queue_ms", "tokenize_ms", "infer_ms", "pool_ms", "total_ms")
+
+Priority = Literal["interactive", "bulk"]
+LANES: tuple[Priority, ...] = ("interactive", "bulk")  # the order a worker looks in
+COUNTERS = ("jobs", "texts", "tokens", "truncated", "passes")  # per lane, in embedq:{queue}:metrics
+# Per-job timings kept as histograms, per lane: queue wait, the pass's inference, submit to result.
+TIMINGS = ("queue_ms", "infer_ms", "total_ms")
+# Bucket upper bounds in ms (Prometheus' `le`), from a warm short query (~3 ms) to a long bulk wait.
+TIMING_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000)
 
 
-def result_key(job_id: str) -> str:
-    return f"{KEY_PREFIX}result:{job_id}"
+def lane_queue(queue: str, lane: Priority) -> str:
+    """The rq queue a lane of `queue` is: interactive is `queue` itself, bulk is `{queue}-bulk`."""
+    return queue if lane == "interactive" else f"{queue}-bulk"
+
+
+def check_priority(priority: Any) -> Priority:
+    if priority not in LANES:
+        raise InvalidInput(f"priority must be one of {', '.join(LANES)}, got {priority!r}")
+    return priority  # type: ignore[no-any-return]
 
 
 def worker_key(name: str) -> str:
@@ -32,18 +45,29 @@ def worker_key(name: str) -> str:
 
 
 def claimed_key(worker_name: str) -> str:
-    """Jobs a coalescing worker took off the queue for its current pass."""
+    """The jobs a worker's current pass holds (`job_id:pass_id`), so they can be handed back if it dies."""
     return f"{KEY_PREFIX}claimed:{worker_name}"
 
 
+def doorbell_key(queue: str) -> str:
+    """A list idle workers of `queue` block on; a submit into an empty lane pushes to it."""
+    return f"{KEY_PREFIX}{queue}:doorbell"
+
+
 def metrics_key(queue: str) -> str:
-    """Counters of one queue: jobs, texts, tokens, truncated, failed attempts, coalesced passes."""
+    """Counters of one queue, per lane (`{lane}:{counter}`), plus `failed_attempts`."""
     return f"{KEY_PREFIX}{queue}:metrics"
 
 
 def timings_key(queue: str) -> str:
-    """One queue's recent job timings (a capped stream), for the percentiles `embedq stats` shows."""
+    """Histograms of one queue's job timings: `{lane}:{timing}:{bound}` counts and `{lane}:{timing}:sum`."""
     return f"{KEY_PREFIX}{queue}:timings"
+
+
+def timing_bucket(lane: str, timing: str, ms: float) -> str:
+    """The histogram field a job's timing counts in (the first bound at or above it, else `inf`)."""
+    bound = next((b for b in TIMING_BUCKETS_MS if ms <= b), None)
+    return f"{lane}:{timing}:{'inf' if bound is None else f'{bound:g}'}"
 
 
 def model_key(queue: str) -> str:

@@ -1,51 +1,68 @@
 """Everything embedq takes from rq beyond its documented API, in one module. rq is pinned to the
 release CI tests (pyproject.toml); tests/test_rq_contract.py checks every item below against the
 installed rq and names the one that moved. It sits in producer/ because the client needs the first
-item and producer/ may not import worker/; the worker side builds on the classes here.
+items and producer/ may not import worker/; the worker side builds on the classes here.
 
 rq's private or undocumented surface used here, and why:
 - `Queue.enqueue_many(datas, pipeline)` run against an unsent pipeline, whose `command_stack`
   (redis-py's) is read back: rq's exact writes for the jobs, sent by embedq inside one script;
   `Queue.redis_server_version`, set by AsyncEmbedClient, whose rq Queue never talks to Redis.
-- `rq:job:{job_id}` (`Job.key_for`) and its `status` field, read in the client's one-round-trip
-  status and result; `Result.restore` and `Result.Type` to read an entry of the result stream.
-- `rq:results:{job_id}` (`Result.get_key`): the stream rq appends a job's final outcome to; `wait()`
-  blocks on it (XREAD) in the same round trip as the GET of the result.
-- `Job._deserialize_data` and the attributes it fills (`_func_name`, `_instance`, `_args`,
-  `_kwargs`): GuardedJob parses the stored payload itself and never imports a function by name.
+- rq's records of a job, written by embedq's worker for a whole pass in one script each
+  (CLAIM_PASS, FINISH_PASS) as rq's own worker writes them for one job: the job hash `rq:job:{id}`
+  (`Job.key_for`) and its fields `status`, `started_at`, `ended_at`, `worker_name`,
+  `last_heartbeat`, `timeout`, `meta` (msgpack, read in Lua); rq's timestamp format (`utcformat`);
+  the started registry `rq:wip:{queue}` with members `{job_id}:{execution_id}` scored by their
+  expiry; the finished registry `rq:finished:{queue}` scored by expiry; the result stream
+  `rq:results:{job_id}` (`Result.get_key`) and its entry fields (`type`, `worker_name`,
+  `execution_id`, `execution_started_at`, `execution_ended_at`, `return_value` as base64 of the
+  serialized value; capped at 10 entries, TTL = result TTL); the suspension flag `rq:suspended`;
+  the worker hash's `state`, `successful_job_count` and `total_working_time`.
+- `Result.restore` and `Result.Type` to read a failure from the result stream.
+- `Job.restore(raw hash)` to build a Job from what CLAIM_PASS read; `Job._deserialize_data` and
+  the attributes it fills (`_func_name`, `_instance`, `_args`, `_kwargs`): GuardedJob parses the
+  stored payload itself and never imports a function by name.
 - `Job.success_callback` / `failure_callback` / `stopped_callback`: forced to None (never imported).
 - `Job.should_retry`: False after a permanent failure, leaving `retries_left` as it was.
 - `UnixSignalDeathPenalty.handle_death_penalty` with its `_timeout` / `_exception`: the timeout
   message names JOB_TIMEOUT.
-- Worker internals, overridden or called: `execute_job`, `prepare_execution`,
-  `prepare_job_execution(job, remove_from_intermediate_queue)`, `perform_job(job, queue, execution)`,
-  `set_state`, `heartbeat(timeout, pipeline)`, `register_birth`, `register_death`, `teardown` and
-  `pubsub_thread`, `handle_exception` (rq's own logs the job's arguments, a user's texts, as log
-  extras) with `_exc_handlers`, `handle_job_failure(job, queue, started_job_registry, exc_string,
-  execution)`, `_stop_requested`, `max_connection_wait_time`, `death_penalty_class`.
-- Handing back a dead worker's jobs: `WORKER_EXECUTIONS_KEY_TEMPLATE`, `Execution(id, job_id,
-  connection, worker_name).delete(job, pipeline)`, `Queue.intermediate_queue_key` (the list rq's
-  dequeue moves a job into before a worker starts it; membership in `Queue.started_job_registry`),
-  `Queue.push_job_id(job_id, pipeline, at_front)`, `Job.retry(queue, pipeline)`,
-  `rq.job_lifecycle.record_job_failure(job, exc_string, pipeline)` and `call_exception_handlers`,
+- Worker internals used by PassWorker's own loop: `bootstrap`, `_install_signal_handlers` (rq's
+  `request_stop` raises `StopRequested` when the local `_state` is not busy, else sets
+  `_stop_requested`), `check_for_suspension`, `should_run_maintenance_tasks` /
+  `run_maintenance_tasks`, `heartbeat(timeout, pipeline)`, `register_birth`, `register_death`,
+  `teardown` and `pubsub_thread`, `handle_exception` (rq's own logs the job's arguments, a user's
+  texts, as log extras) with `_exc_handlers`, `handle_job_failure(job, queue,
+  started_job_registry, exc_string, execution)` with an unsaved `Execution(id, job_id,
+  connection, worker_name)`, `max_connection_wait_time`, `death_penalty_class`.
+- Handing back a dead worker's jobs: `Queue.push_job_id(job_id, pipeline, at_front)`,
+  `Job.retry(queue, pipeline)`, `rq.job_lifecycle.record_job_failure(job, exc_string, pipeline)`,
   `Worker.find_by_key` with `redis_worker_namespace_prefix`.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+import traceback
+from base64 import b64encode
+from collections.abc import Sequence
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
+from uuid import uuid4
 
 from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
-from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, Execution
+from rq.exceptions import StopRequested
+from rq.executions import Execution
 from rq.job import Job
 from rq.job_lifecycle import call_exception_handlers, record_job_failure
+from rq.registry import StartedJobRegistry
 from rq.results import Result
+from rq.suspension import WORKERS_SUSPENDED
 from rq.timeouts import UnixSignalDeathPenalty
+from rq.utils import now, utcformat
 from rq.worker import WorkerStatus
 
 from embedq.producer.protocol import MsgpackSerializer
@@ -67,6 +84,8 @@ def enqueue_commands(queue: Queue, datas: list[Any]) -> tuple[list[str], list[li
 
 
 STATUS = "status"  # the field of rq's job hash that holds its status
+RESULT_FIELD = "embedq"  # embedq's packed result, beside rq's own fields in a success entry
+SUCCESSFUL = str(Result.Type.SUCCESSFUL.value).encode()
 
 
 def job_key(job_id: str) -> str:
@@ -74,15 +93,20 @@ def job_key(job_id: str) -> str:
     return str(Job.key_for(job_id))
 
 
-def failure_reason(job_id: str, entry: tuple[bytes, dict[bytes, bytes]]) -> str | None:
-    """None if this entry of the job's result stream records a success; else why it failed (the
-    last line of rq's exception text)."""
+def result_stream_key(job_id: str) -> str:
+    """The stream rq appends a job's final outcome (success, or failure after its retries) to."""
+    return str(Result.get_key(job_id))  # type: ignore[no-untyped-call]
+
+
+def entry_outcome(job_id: str, entry: tuple[bytes, dict[bytes, bytes]]) -> tuple[bytes | None, str | None]:
+    """What one entry of a job's result stream says: (embedq's packed result, None) for a success,
+    (None, why) for a failure (the last line of rq's exception text)."""
     entry_id, fields = entry
+    if fields.get(b"type") == SUCCESSFUL:
+        return fields.get(RESULT_FIELD.encode()), None
     result = Result.restore(job_id, entry_id.decode(), fields, connection=None, serializer=MsgpackSerializer)  # type: ignore[arg-type]
-    if result.type == Result.Type.SUCCESSFUL:
-        return None
     lines = [line for line in (result.exc_string or "").strip().splitlines() if line.strip()]
-    return lines[-1] if lines else f"job ended: {result.type.name.lower()}"
+    return None, lines[-1] if lines else f"job ended: {result.type.name.lower()}"
 
 
 def knows_server_version(queue: Queue) -> bool:
@@ -92,11 +116,6 @@ def knows_server_version(queue: Queue) -> bool:
 def set_server_version(queue: Queue, version: str) -> None:
     """What rq's enqueue would otherwise ask Redis itself (INFO), for a queue that only builds jobs."""
     queue.redis_server_version = tuple(int(part) for part in version.split(".")[:3])  # type: ignore[assignment]
-
-
-def result_stream_key(job_id: str) -> str:
-    """The stream rq appends a job's final outcome (success, or failure after its retries) to."""
-    return str(Result.get_key(job_id))  # type: ignore[no-untyped-call]
 
 
 class GuardedJob(Job):
@@ -131,28 +150,190 @@ class GuardedJob(Job):
 
 class NamedTimeoutPenalty(UnixSignalDeathPenalty):
     """rq's SIGALRM timeout, with a reason that names the setting. Python runs the handler between
-    bytecodes, so a job is stopped after the inference micro-batch it is in."""
+    bytecodes, so a pass is stopped after the inference micro-batch it is in."""
 
     def handle_death_penalty(self, signum: int, frame: FrameType | None) -> None:
         raise self._exception(f"job ran past JOB_TIMEOUT={self._timeout} s and was stopped")
 
 
+# Take a pass's jobs and mark them started, as rq's dequeue + prepare_execution would one by one.
+# The first lane with work gives the pass; jobs are taken while they fit under ARGV[2] texts (the
+# count is in the job's meta); a job whose worker died before (meta.abandoned) runs alone; ids of
+# jobs that are no longer queued (finished by a worker that was presumed dead, deleted) are dropped.
+# KEYS: doorbell, rq's suspension flag, claimed set, rq's worker hash, then per lane its queue list
+# and started registry. ARGV: most jobs, most texts, execution id, now as rq writes it, now (unix
+# s), worker name, rq's job key prefix, default job timeout, 1 for a look between micro-batches.
+CLAIM_PASS = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'suspended'} end
+local max_jobs, max_texts, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[5])
+for lane = 5, #KEYS, 2 do
+    local ids = redis.call('LPOP', KEYS[lane], max_jobs)
+    local taken, back, texts, full = {}, {}, 0, false
+    for _, id in ipairs(ids or {}) do
+        local fields = redis.call('HGETALL', ARGV[7] .. id)
+        local job = {}
+        for i = 1, #fields, 2 do job[fields[i]] = fields[i + 1] end
+        if job.status == 'queued' and job.data then
+            local count, abandoned = 1, 0
+            local ok, meta = pcall(cmsgpack.unpack, job.meta or '')
+            if ok and type(meta) == 'table' then
+                count, abandoned = tonumber(meta.texts) or 1, tonumber(meta.abandoned) or 0
+            end
+            if full or (#taken > 0 and (abandoned > 0 or texts + count > max_texts)) then
+                full = true
+                table.insert(back, 1, id)
+            else
+                table.insert(taken, {id, fields, tonumber(job.timeout) or tonumber(ARGV[8])})
+                texts, full = texts + count, abandoned > 0
+            end
+        end
+    end
+    if #back > 0 then redis.call('LPUSH', KEYS[lane], unpack(back)) end
+    if #taken > 0 then
+        local started, members, reply = {}, {}, {'jobs', (lane - 3) / 2}
+        for _, job in ipairs(taken) do
+            local member = job[1] .. ':' .. ARGV[3]
+            redis.call('HSET', ARGV[7] .. job[1], 'status', 'started', 'started_at', ARGV[4],
+                'last_heartbeat', ARGV[4], 'worker_name', ARGV[6])
+            table.insert(started, now + job[3] + 60)
+            table.insert(started, member)
+            table.insert(members, member)
+            table.insert(reply, job[1])
+            table.insert(reply, job[2])
+        end
+        redis.call('ZADD', KEYS[lane + 1], unpack(started))
+        redis.call('SADD', KEYS[3], unpack(members))
+        redis.call('EXPIRE', KEYS[3], 86400)
+        redis.call('HSET', KEYS[4], 'state', 'busy')
+        for other = 5, #KEYS, 2 do  -- work left behind: wake another idle worker
+            if redis.call('LLEN', KEYS[other]) > 0 then
+                if redis.call('LLEN', KEYS[1]) == 0 then redis.call('LPUSH', KEYS[1], 1) end
+                break
+            end
+        end
+        return reply
+    end
+end
+if ARGV[9] == '0' then
+    redis.call('DEL', KEYS[1])  -- nothing waits, so any ring left is stale
+    redis.call('HSET', KEYS[4], 'state', 'idle')
+end
+return {'empty'}
+"""
+
+# Record a pass's successes as rq's worker records one job's (status, result stream entry, TTLs,
+# started -> finished registry, worker counts), plus embedq's counters and timing histograms, once
+# for the pass. A job is written only while it is still started by this worker: a worker presumed
+# dead whose jobs were handed back writes nothing, so every result is written once.
+# KEYS: claimed set, rq's worker hash, worker facts, metrics, timings, started and finished
+# registries, then per job its hash and result stream. ARGV: worker, execution id, now as rq writes
+# it, now (unix s), pass start (unix s), result TTL, facts TTL, lane, jobs, seconds worked, then
+# per job JOB_ARGS values: id, return value, packed result, texts, tokens, truncated, and for
+# each timing its histogram field and value.
+FINISH_PASS = """
+local worker, execution, lane, n = ARGV[1], ARGV[2], ARGV[8], tonumber(ARGV[9])
+local ttl = tonumber(ARGV[6])
+local written, members, finished, hist = 0, {}, {}, {}
+local counts = {texts = 0, tokens = 0, truncated = 0}
+for j = 0, n - 1 do
+    local a = 11 + j * 12
+    local id, job, stream = ARGV[a], KEYS[8 + 2 * j], KEYS[9 + 2 * j]
+    table.insert(members, id .. ':' .. execution)
+    local state = redis.call('HMGET', job, 'status', 'worker_name')
+    if state[1] == 'started' and state[2] == worker then
+        redis.call('HSET', job, 'status', 'finished', 'ended_at', ARGV[3], 'last_heartbeat', ARGV[3])
+        redis.call('EXPIRE', job, ttl)
+        redis.call('XADD', stream, 'MAXLEN', '~', 10, '*', 'type', 1, 'worker_name', worker,
+            'execution_id', execution, 'execution_started_at', ARGV[5], 'execution_ended_at', ARGV[4],
+            'return_value', ARGV[a + 1], 'embedq', ARGV[a + 2])
+        redis.call('EXPIRE', stream, ttl)
+        table.insert(finished, tonumber(ARGV[4]) + ttl)
+        table.insert(finished, id)
+        written = written + 1
+        counts.texts = counts.texts + tonumber(ARGV[a + 3])
+        counts.tokens = counts.tokens + tonumber(ARGV[a + 4])
+        counts.truncated = counts.truncated + tonumber(ARGV[a + 5])
+        for t = a + 6, a + 10, 2 do
+            local field = ARGV[t]
+            local sum = string.match(field, '^(.*):[^:]*$') .. ':sum'
+            hist[field] = (hist[field] or 0) + 1
+            hist[sum] = (hist[sum] or 0) + tonumber(ARGV[t + 1])
+        end
+    end
+end
+redis.call('ZREM', KEYS[6], unpack(members))
+redis.call('SREM', KEYS[1], unpack(members))
+if written == 0 then return 0 end
+redis.call('ZADD', KEYS[7], unpack(finished))
+redis.call('HINCRBY', KEYS[4], lane .. ':jobs', written)
+redis.call('HINCRBY', KEYS[4], lane .. ':passes', 1)
+for name, value in pairs(counts) do
+    if value > 0 then redis.call('HINCRBY', KEYS[4], lane .. ':' .. name, value) end
+end
+for field, value in pairs(hist) do redis.call('HINCRBYFLOAT', KEYS[5], field, value) end
+redis.call('HINCRBY', KEYS[3], 'jobs_done', written)
+redis.call('EXPIRE', KEYS[3], ARGV[7])
+redis.call('HINCRBY', KEYS[2], 'successful_job_count', written)
+redis.call('HINCRBYFLOAT', KEYS[2], 'total_working_time', ARGV[10])
+return written
+"""
+JOB_ARGS = 12
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A pass's jobs, all started, from one lane's queue."""
+
+    queue: Queue
+    jobs: list[Job]
+    execution_id: str
+    started: float  # unix s
+
+
+@dataclass(frozen=True)
+class Done:
+    """One job of a pass that succeeded: what rq keeps as its return value, embedq's packed
+    result, its counts (texts, tokens, truncated) and its timings as (histogram field, ms)."""
+
+    job: Job
+    return_value: Any
+    packed: bytes
+    counts: tuple[int, int, int]
+    timings: tuple[tuple[str, float], tuple[str, float], tuple[str, float]]
+
+
 class PassWorker(SimpleWorker):
-    """rq's SimpleWorker (every job in this process) that can start several jobs before running any
-    of them, for a shared inference pass. Subclasses fill in the hooks below."""
+    """rq's SimpleWorker (every job in this process) whose loop takes jobs a pass at a time, from
+    several lanes in the order `next_lanes` gives, and writes rq's records of a whole pass in one
+    script when it starts and one when it succeeds. Idle, it blocks on a doorbell list that
+    producers ring when a lane gets work. Subclasses fill in the hooks below."""
 
     death_penalty_class = NamedTimeoutPenalty
     max_connection_wait_time = 10.0  # rq's backoff cap while Redis is away (its default: 60 s)
     permanent_failures: tuple[type[BaseException], ...] = ()  # failures that would fail the same way again
+    doorbell_wait = 5  # s; an idle worker also looks on its own (jobs rq itself re-queues ring no bell)
+    heartbeat_every = 15.0
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, doorbell: str, claimed: str, max_jobs: int = 1, max_texts: int = 1, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
-        self._started_early: set[str] = set()
+        self.max_jobs = max_jobs  # the most jobs, and texts, one pass takes
+        self.max_texts = max_texts
+        self.doorbell = doorbell
+        self.claimed = claimed
+        self._claim = self.connection.register_script(CLAIM_PASS)
+        self._finish = self.connection.register_script(FINISH_PASS)
+        self._last_beat = 0.0
 
     # hooks
-    def execute_pass(self, job: Job, queue: Queue) -> None:
-        """Run `job`, and whatever else the subclass takes along, to the end."""
-        self.run_alone(job, queue)
+    def execute_pass(self, claim: Claim) -> None:
+        """Run the claimed jobs to the end: `finish_pass` for those that succeed, `fail_job` for the others."""
+        raise NotImplementedError
+
+    def next_lanes(self) -> list[Queue]:
+        """The queues to take the next pass from, first choice first."""
+        return list(self.queues)
 
     def on_birth(self) -> None:
         """Called once rq has registered this worker."""
@@ -166,24 +347,153 @@ class PassWorker(SimpleWorker):
     def on_job_failure(self, job: Job) -> None:
         """Called for every failed attempt, before rq records it."""
 
-    # what subclasses call
-    def run_alone(self, job: Job, queue: Queue) -> None:
-        """rq's own path for one job."""
-        super().execute_job(job, queue)
+    # the loop
+    def work(self, burst: bool = False, logging_level: str | None = None, **_: Any) -> bool:  # type: ignore[override]
+        """Serve passes until a warm stop (SIGTERM: the pass in hand is finished first), or, in a
+        burst, until every lane is empty. Whether any pass ran."""
+        self.bootstrap(logging_level or "INFO")
+        self._install_signal_handlers()  # type: ignore[no-untyped-call]
+        worked = False
+        try:
+            while not self._stop_requested:
+                self.keep_alive()
+                self._state = WorkerStatus.BUSY  # from here a SIGTERM waits for the pass to end
+                claim = self.claim(self.next_lanes())
+                if isinstance(claim, Claim):
+                    self.execute_pass(claim)
+                    worked = True
+                elif claim == "suspended":
+                    self._state = WorkerStatus.IDLE
+                    self.check_for_suspension(burst)
+                elif burst:
+                    break
+                else:
+                    self._state = WorkerStatus.IDLE  # SIGTERM now stops the blocking read at once
+                    self.connection.blpop([self.doorbell], timeout=self.doorbell_wait)
+        except StopRequested:  # rq's signal handler, while idle
+            self._stop_requested = True
+        except RedisError:
+            raise
+        except Exception:
+            self.log.exception("Worker %s: unhandled exception, quitting", self.name)
+        finally:
+            self.teardown()
+        return worked
 
-    def start_job(self, job: Job, queue: Queue) -> Execution:
-        """Register the execution and mark the job started now: if this process dies before the job
-        runs, the supervisor finds it and hands it back."""
-        execution = self.prepare_execution(job)
-        super().prepare_job_execution(job, remove_from_intermediate_queue=len(self.queues) == 1)
-        self._started_early.add(job.id)
-        return execution
+    def claim(self, lanes: Sequence[Queue], *, looking_in_passing: bool = False) -> Claim | str | None:
+        """Take the next pass's jobs (one script): a Claim, None when every lane is empty, or
+        "suspended" while `rq suspend` is in force. `looking_in_passing`: a look between the
+        micro-batches of another pass, which leaves the worker's state and the doorbell alone."""
+        execution_id, started = uuid4().hex, time.time()
+        keys = [self.doorbell, WORKERS_SUSPENDED, self.claimed, self.key]
+        for queue in lanes:
+            keys += [queue.key, queue.started_job_registry.key]
+        reply = self._claim(
+            keys=keys,
+            args=[
+                self.max_jobs,
+                self.max_texts,
+                execution_id,
+                utcformat(now()),
+                started,
+                self.name,
+                Job.redis_job_namespace_prefix,
+                Queue.DEFAULT_TIMEOUT,
+                int(looking_in_passing),
+            ],
+        )
+        outcome = reply[0].decode()
+        if outcome != "jobs":
+            return outcome if outcome == "suspended" else None
+        jobs = []
+        for job_id, fields in zip(reply[2::2], reply[3::2]):
+            job = self.job_class(job_id.decode(), connection=self.connection, serializer=self.serializer)
+            job.restore(dict(zip(fields[::2], fields[1::2])))
+            jobs.append(job)
+        return Claim(lanes[int(reply[1]) - 1], jobs, execution_id, started)
 
-    def run_started_job(self, job: Job, queue: Queue, execution: Execution) -> None:
-        self.perform_job(job, queue, execution)
+    def finish_pass(
+        self,
+        claim: Claim,
+        done: Sequence[Done],
+        *,
+        lane: str,
+        result_ttl: int,
+        facts: str,
+        facts_ttl: int,
+        metrics: str,
+        timings: str,
+    ) -> int:
+        """Record the successes of a pass (one script); how many were written. `facts`, `metrics`,
+        `timings`: embedq's hashes of this worker and of the queue, updated once for the pass."""
+        ended = time.time()
+        job_keys: list[str] = []
+        args: list[Any] = [
+            self.name,
+            claim.execution_id,
+            utcformat(now()),
+            ended,
+            claim.started,
+            result_ttl,
+            facts_ttl,
+            lane,
+            len(done),
+            f"{ended - claim.started:.6f}",
+        ]
+        for item in done:
+            job_keys += [item.job.key, result_stream_key(item.job.id)]
+            args += [
+                item.job.id,
+                b64encode(self.serializer.dumps(item.return_value)),
+                item.packed,
+                *item.counts,
+            ]
+            for field, value in item.timings:
+                args += [field, f"{value:.3f}"]
+        fixed = [
+            self.claimed,
+            self.key,
+            facts,
+            metrics,
+            timings,
+            claim.queue.started_job_registry.key,
+            claim.queue.finished_job_registry.key,
+        ]
+        return int(self._finish(keys=fixed + job_keys, args=args))
 
-    def mark_idle(self) -> None:
-        self.set_state(WorkerStatus.IDLE)
+    def fail_job(self, job: Job, claim: Claim, exc_info: Any) -> None:
+        """rq's own failure path for one job of a pass: retried while it has retries left (and the
+        failure is not permanent), else failed with the reason."""
+        job.ended_at = now()
+        self.handle_exception(job, *exc_info)
+        execution = Execution(claim.execution_id, job.id, connection=self.connection, worker_name=self.name)
+        self.handle_job_failure(
+            job, claim.queue, exc_string="".join(traceback.format_exception(*exc_info)), execution=execution
+        )
+        self.connection.srem(self.claimed, f"{job.id}:{claim.execution_id}")
+
+    def release(self, claim: Claim, jobs: Sequence[Job]) -> None:
+        """Put jobs of a pass that never ran back at the head of their queue, started by no one and
+        with no retry used, and ring for them."""
+        with self.connection.pipeline() as pipe:
+            for job in reversed(jobs):
+                member = f"{job.id}:{claim.execution_id}"
+                pipe.hset(job.key, STATUS, "queued")
+                pipe.lpush(claim.queue.key, job.id)
+                pipe.zrem(claim.queue.started_job_registry.key, member)
+                pipe.srem(self.claimed, member)
+            pipe.lpush(self.doorbell, 1)
+            pipe.execute()
+
+    def keep_alive(self) -> None:
+        """rq's heartbeat (and embedq's) and registry maintenance, when due."""
+        if time.monotonic() - self._last_beat >= self.heartbeat_every:
+            with self.connection.pipeline() as pipe:
+                self.heartbeat(pipeline=pipe)
+                pipe.execute()
+            self._last_beat = time.monotonic()
+        if self.should_run_maintenance_tasks:
+            self.run_maintenance_tasks()  # type: ignore[no-untyped-call]
 
     @property
     def stop_requested(self) -> bool:
@@ -191,15 +501,6 @@ class PassWorker(SimpleWorker):
         return bool(self._stop_requested)
 
     # rq's methods
-    def execute_job(self, job: Job, queue: Queue) -> None:
-        self.execute_pass(job, queue)
-
-    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
-        if job.id in self._started_early:  # started already by start_job; rq would do the same writes again
-            self._started_early.discard(job.id)
-            return
-        super().prepare_job_execution(job, remove_from_intermediate_queue)
-
     def register_birth(self) -> None:
         super().register_birth()  # type: ignore[no-untyped-call]
         self.on_birth()
@@ -241,38 +542,6 @@ class PassWorker(SimpleWorker):
         super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
 
 
-def executions_of(connection: Redis, worker_name: str) -> list[tuple[str, str]]:
-    """(job id, execution id) of every execution rq records for this worker."""
-    members: set[bytes] = connection.smembers(WORKER_EXECUTIONS_KEY_TEMPLATE.format(worker_name))  # type: ignore[assignment]
-    pairs = (member.decode().rsplit(":", 1) for member in members)
-    return [(job_id, execution_id) for job_id, execution_id in pairs]
-
-
-def forget_execution(connection: Redis, worker_name: str, job_id: str, execution_id: str) -> None:
-    connection.srem(WORKER_EXECUTIONS_KEY_TEMPLATE.format(worker_name), f"{job_id}:{execution_id}")
-
-
-def end_execution(job: Job, execution_id: str, worker_name: str, queue: Queue, pipe: Pipeline) -> None:
-    """Remove an execution record and the job from rq's intermediate list (rq would later take it for a stuck one)."""
-    Execution(execution_id, job.id, connection=job.connection, worker_name=worker_name).delete(job=job, pipeline=pipe)
-    pipe.lrem(queue.intermediate_queue_key, 0, job.id)
-
-
-def unstarted_in_intermediate(queue: Queue) -> list[str]:
-    """Jobs rq's dequeue moved off `queue` (into its intermediate list) that no worker has started."""
-    raw: list[bytes] = queue.connection.lrange(queue.intermediate_queue_key, 0, -1)  # type: ignore[assignment]
-    ids = [job_id.decode() for job_id in raw]
-    return [job_id for job_id in ids if job_id not in queue.started_job_registry]
-
-
-def leave_intermediate(queue: Queue, job_id: str, pipe: Pipeline) -> None:
-    pipe.lrem(queue.intermediate_queue_key, 0, job_id)
-
-
-def push_to_front(queue: Queue, job_id: str, pipe: Pipeline | None = None) -> None:
-    queue.push_job_id(job_id, pipeline=pipe, at_front=True)
-
-
 def retry(job: Job, queue: Queue, pipe: Pipeline) -> None:
     """Re-queue with one retry used, as rq does after a failed attempt."""
     job.retry(queue, pipe)
@@ -281,6 +550,11 @@ def retry(job: Job, queue: Queue, pipe: Pipeline) -> None:
 def fail(job: Job, reason: str, pipe: Pipeline) -> None:
     """Fail a job no worker is running (status, failed registry, failure result), as rq does for abandoned jobs."""
     record_job_failure(job, reason, pipe)
+
+
+def leave_started(job: Job, execution_id: str, pipe: Pipeline) -> None:
+    """Take a job's execution out of its queue's started registry."""
+    pipe.zrem(StartedJobRegistry(job.origin, connection=job.connection).key, f"{job.id}:{execution_id}")
 
 
 def remove_worker_record(connection: Redis, worker_name: str) -> None:

@@ -25,7 +25,10 @@ class ClientSettings(BaseSettings):
     queue: str = Field("embedq", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
     max_texts_per_job: int = Field(256, ge=1, le=100_000)
     max_chars_per_text: int = Field(20_000, ge=1)
-    max_queue_length: int = Field(10_000, ge=1, description="jobs waiting before submit raises QueueFull")
+    max_queue_length: int = Field(10_000, ge=1, description="interactive jobs waiting before submit raises QueueFull")
+    max_bulk_queue_length: int = Field(
+        100_000, ge=1, description="bulk jobs waiting before a bulk submit raises QueueFull"
+    )
     result_ttl: int = Field(3600, ge=1, description="seconds a result is kept")
     job_timeout: int = Field(120, ge=1, description="seconds one job may run before it is stopped")
     retries: int = Field(2, ge=0, le=20, description="re-runs of a job whose worker died or that failed")

@@ -1,23 +1,25 @@
-"""What `embedq stats` shows: queue depth, live workers, counters and timing percentiles."""
+"""What `embedq stats` shows: each lane's depth, live workers, counters and timing percentiles
+(estimated from the fleet's histograms in Redis)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from redis import Redis
 from rq import Queue
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from embedq.producer.protocol import (
+    COUNTERS,
+    LANES,
     SUPERVISOR_KEY_PATTERN,
-    TIMING_FIELDS,
+    TIMING_BUCKETS_MS,
+    TIMINGS,
     WORKER_KEY_PATTERN,
+    lane_queue,
     metrics_key,
     timings_key,
 )
-
-PERCENTILE_WINDOW = 1000  # most recent jobs the percentiles are computed over
 
 
 def _text(value: bytes | str) -> str:
@@ -34,29 +36,64 @@ def _facts(connection: Redis, pattern: str, queue: str) -> list[dict[str, str]]:
     return found
 
 
-def collect_stats(connection: Redis, queue: Queue) -> dict[str, Any]:
-    workers = _facts(connection, WORKER_KEY_PATTERN, queue.name)
-    supervisors = _facts(connection, SUPERVISOR_KEY_PATTERN, queue.name)
-    counters = {_text(k): float(v) for k, v in connection.hgetall(metrics_key(queue.name)).items()}
-    records: list[tuple[bytes, dict[bytes, bytes]]] = connection.xrevrange(  # type: ignore[assignment]
-        timings_key(queue.name), count=PERCENTILE_WINDOW
-    )
-    percentiles: dict[str, dict[str, float]] = {}
-    for name in TIMING_FIELDS:
-        values = np.array([float(fields[name.encode()]) for _, fields in records if name.encode() in fields])
-        if values.size:
-            p50, p95 = np.percentile(values, [50, 95])
-            percentiles[name] = {"p50": float(p50), "p95": float(p95)}
+def histogram(fields: dict[str, float], lane: str, timing: str) -> tuple[list[tuple[float, float]], float]:
+    """One timing's histogram: cumulative (upper bound ms, count) pairs ending at +inf, and the sum."""
+    cumulative, total = [], 0.0
+    for bound in (*TIMING_BUCKETS_MS, float("inf")):
+        total += fields.get(f"{lane}:{timing}:{'inf' if bound == float('inf') else f'{bound:g}'}", 0.0)
+        cumulative.append((float(bound), total))
+    return cumulative, fields.get(f"{lane}:{timing}:sum", 0.0)
+
+
+def quantile(cumulative: list[tuple[float, float]], q: float) -> float | None:
+    """Estimated as Prometheus' histogram_quantile does: linear within the bucket it falls in."""
+    count = cumulative[-1][1]
+    if not count:
+        return None
+    rank, lower, below = q * count, 0.0, 0.0
+    for bound, seen in cumulative:
+        if seen >= rank:
+            if bound == float("inf"):
+                return lower
+            return lower + (bound - lower) * (rank - below) / max(seen - below, 1e-9)
+        lower, below = bound, seen
+    return lower
+
+
+def collect_stats(connection: Redis, queue: str) -> dict[str, Any]:
+    counters = {_text(k): float(v) for k, v in connection.hgetall(metrics_key(queue)).items()}
+    timings = {_text(k): float(v) for k, v in connection.hgetall(timings_key(queue)).items()}
+    lanes: dict[str, Any] = {}
+    for lane in LANES:
+        rq_queue = Queue(lane_queue(queue, lane), connection=connection)
+        percentiles = {}
+        for timing in TIMINGS:
+            cumulative, total = histogram(timings, lane, timing)
+            if cumulative[-1][1]:
+                percentiles[timing] = {
+                    "p50": quantile(cumulative, 0.5),
+                    "p95": quantile(cumulative, 0.95),
+                    "mean": total / cumulative[-1][1],
+                }
+        lanes[lane] = {
+            "rq_queue": rq_queue.name,
+            "queued": rq_queue.count,
+            "running": StartedJobRegistry(queue=rq_queue).count,
+            "failed": FailedJobRegistry(queue=rq_queue).count,
+            "counters": {name: counters.get(f"{lane}:{name}", 0.0) for name in COUNTERS},
+            "percentiles": percentiles,
+        }
+    totals = {name: sum(lanes[lane]["counters"][name] for lane in LANES) for name in COUNTERS}
+    totals["failed_attempts"] = counters.get("failed_attempts", 0.0)
     return {
-        "queue": queue.name,
-        "queued": queue.count,
-        "running": StartedJobRegistry(queue=queue).count,
-        "failed": FailedJobRegistry(queue=queue).count,
-        "workers": workers,
-        "supervisors": supervisors,
-        "counters": counters,
-        "percentiles_over_last": len(records),
-        "percentiles": percentiles,
+        "queue": queue,
+        "queued": sum(lanes[lane]["queued"] for lane in LANES),
+        "running": sum(lanes[lane]["running"] for lane in LANES),
+        "failed": sum(lanes[lane]["failed"] for lane in LANES),
+        "workers": _facts(connection, WORKER_KEY_PATTERN, queue),
+        "supervisors": _facts(connection, SUPERVISOR_KEY_PATTERN, queue),
+        "counters": totals,
+        "lanes": lanes,
     }
 
 
@@ -78,17 +115,18 @@ def format_stats(stats: dict[str, Any]) -> str:
         )
     counters = stats["counters"]
     lines.append(
-        "done: {jobs:.0f} jobs, {texts:.0f} texts, {tokens:.0f} tokens ({truncated:.0f} texts truncated), "
-        "{failed:.0f} failed attempts".format(
-            jobs=counters.get("jobs", 0),
-            texts=counters.get("texts", 0),
-            tokens=counters.get("tokens", 0),
-            truncated=counters.get("truncated", 0),
-            failed=counters.get("failed_attempts", 0),
+        "done: {jobs:.0f} jobs in {passes:.0f} passes, {texts:.0f} texts, {tokens:.0f} tokens "
+        "({truncated:.0f} texts truncated), {failed:.0f} failed attempts".format(
+            failed=counters.get("failed_attempts", 0), **{name: counters.get(name, 0) for name in COUNTERS}
         )
     )
-    if stats["percentiles"]:
-        lines.append(f"timings over the last {stats['percentiles_over_last']} jobs (ms):")
-        for name, values in stats["percentiles"].items():
-            lines.append(f"  {name:<12} p50 {values['p50']:9.2f}   p95 {values['p95']:9.2f}")
+    for lane, facts in stats["lanes"].items():
+        lines.append(
+            f"lane {lane} (rq queue {facts['rq_queue']}): {facts['queued']} queued, {facts['running']} running, "
+            f"{facts['failed']} failed, {facts['counters']['jobs']:.0f} jobs done"
+        )
+        for name, values in facts["percentiles"].items():
+            lines.append(
+                f"  {name:<9} p50 {values['p50']:9.2f}   p95 {values['p95']:9.2f}   mean {values['mean']:9.2f}"
+            )
     return "\n".join(lines)

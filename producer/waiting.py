@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeVar
 
 from embedq.producer import rq_compat
 from embedq.producer.errors import JobFailed, JobNotFound, JobTimeout, QueueUnavailable
-from embedq.producer.protocol import EmbedResult, result_key, unpack_result
+from embedq.producer.protocol import EmbedResult, unpack_result
 
 Status = Literal["queued", "started", "finished", "failed", "unknown"]
 T = TypeVar("T")
@@ -72,63 +72,69 @@ def _answered(reply: Any) -> list[Any]:
 
 def status_steps(job_id: str) -> Steps[Status]:
     """queued | started | finished | failed | unknown, in one round trip."""
-    has_result, raw = _answered(
-        (
-            yield Send(
-                [("exists", (result_key(job_id),), {}), ("hget", (rq_compat.job_key(job_id), rq_compat.STATUS), {})]
-            )
-        )
-    )
-    if raw is None:
-        return "finished" if has_result else "unknown"
+    (raw,) = _answered((yield Send([("hget", (rq_compat.job_key(job_id), rq_compat.STATUS), {})])))
     return _STATUS.get(_text(raw) or "", "unknown")
+
+
+def _not_found(job_id: str) -> JobNotFound:
+    return JobNotFound(f"no job {job_id} in Redis (never enqueued, or expired after RESULT_TTL)")
 
 
 def result_steps(job_id: str) -> Steps[EmbedResult | None]:
     """The result if the job finished, None while it is queued or running; JobFailed / JobNotFound. One round trip."""
-    data, raw, latest = _answered(
+    raw, latest = _answered(
         (
             yield Send(
                 [
-                    ("get", (result_key(job_id),), {}),
                     ("hget", (rq_compat.job_key(job_id), rq_compat.STATUS), {}),
                     ("xrevrange", (rq_compat.result_stream_key(job_id), "+", "-"), {"count": 1}),
                 ]
             )
         )
     )
-    if data is not None:
-        return unpack_result(data)
     status = _STATUS.get(_text(raw) or "", "unknown")
+    packed, reason = rq_compat.entry_outcome(job_id, latest[0]) if latest else (None, None)
+    if status == "finished" and packed is not None:
+        return unpack_result(packed)
     if status == "failed":
-        reason = rq_compat.failure_reason(job_id, latest[0]) if latest else None
         raise JobFailed(job_id, reason or f"job ended with status {_text(raw)}")
-    if raw is None:
-        raise JobNotFound(f"no job {job_id} in Redis (never enqueued, or expired after RESULT_TTL)")
-    return None  # queued, running, or finished a moment ago: the result is there on the next read
+    if status in ("unknown", "finished"):
+        raise _not_found(job_id)
+    return None
 
 
 @dataclass
 class _Waiting:
     job_ids: list[str]
     results: dict[str, EmbedResult] = field(default_factory=dict)
+    seen: dict[str, str] = field(default_factory=dict)  # per job, the last result-stream entry read
 
     @property
     def pending(self) -> list[str]:
         return [job_id for job_id in self.job_ids if job_id not in self.results]
 
 
+def _check_status(job_id: str, raw: bytes | None, read: bool) -> None:
+    """What a job's status says once its result stream held nothing new (`read`: nothing at all)."""
+    status = _STATUS.get(_text(raw) or "", "unknown")
+    if status == "unknown":
+        raise _not_found(job_id)
+    if status == "failed" and read:
+        raise JobFailed(job_id, f"job ended with status {_text(raw)}")
+    if status == "finished" and read:
+        raise JobNotFound(f"job {job_id} finished, but its result expired after RESULT_TTL")
+
+
 def wait_steps(
     job_ids: Sequence[str], timeout: float, clock: Callable[[], float] = time.monotonic
 ) -> Steps[list[EmbedResult]]:
-    """Block until every job has ended: each round is one pipeline (the results already written, and
-    one XREAD on the result streams of all jobs still pending), so many jobs cost as many round trips
-    as one. JobFailed for the first job found failed, JobNotFound for one that does not exist,
-    JobTimeout at the deadline."""
+    """Block until every job has ended. The result is in rq's result stream of the job, so one
+    XREAD on the streams of all jobs still pending both waits and fetches: many jobs cost as many
+    round trips as one. The first round also reads each job's status (JobNotFound at once for one
+    that does not exist). JobFailed for the first job found failed, JobTimeout at the deadline."""
     deadline = clock() + timeout
     waiting = _Waiting(list(dict.fromkeys(job_ids)))
-    first, last_error = True, None
-    succeeded_without_result: set[str] = set()  # seen once: a moment between the two writes; twice: expired
+    check, last_error = True, None  # check: read the statuses in this round
     while pending := waiting.pending:
         remaining_ms = int((deadline - clock()) * 1000)
         if remaining_ms <= 0:
@@ -138,44 +144,43 @@ def wait_steps(
                 f"{what} did not finish within {timeout:g} s"
                 + (f" (Redis did not answer: {last_error})" if last_error else "")
             )
-        block = max(1, min(remaining_ms, FIRST_SLICE_MS if first else WAIT_SLICE_MS))
         streams = {rq_compat.result_stream_key(job_id): job_id for job_id in pending}
-        commands: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
-            ("mget", ([result_key(job_id) for job_id in pending],), {})
-        ]
-        if first:
-            commands += [("exists", (rq_compat.job_key(job_id), result_key(job_id)), {}) for job_id in pending]
-        commands.append(("xread", (dict.fromkeys(streams, "0-0"),), {"block": block, "count": 1}))
+        commands: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        if check:
+            commands = [("hget", (rq_compat.job_key(job_id), rq_compat.STATUS), {}) for job_id in pending]
+        block = max(1, min(remaining_ms, FIRST_SLICE_MS if check else WAIT_SLICE_MS))
+        last = {stream: waiting.seen.get(job_id, "0-0") for stream, job_id in streams.items()}
+        commands.append(("xread", (last,), {"block": block, "count": 1}))
         reply = yield Send(commands)
         if isinstance(reply, Outage):
             last_error = reply.error
             yield Pause(min(OUTAGE_PAUSE_S, max(0.0, deadline - clock())))
             continue
         last_error = None
-        datas, *existing, ended = reply
-        for job_id, data in zip(pending, datas):
-            if data is not None:
-                waiting.results[job_id] = unpack_result(data)
-        for job_id, found in zip(pending, existing):
-            if not found:
-                raise JobNotFound(f"no job {job_id} in Redis (never enqueued, or expired after RESULT_TTL)")
-        for stream, entries in ended or []:
-            job_id = streams[_text(stream) or ""]
-            if job_id in waiting.results:
-                continue
-            reason = rq_compat.failure_reason(job_id, entries[-1])
-            if reason is not None:
-                raise JobFailed(job_id, reason)
-            if job_id in succeeded_without_result:
-                raise JobNotFound(f"job {job_id} finished, but its result expired after RESULT_TTL")
-            succeeded_without_result.add(job_id)
-        if not first and not ended:  # a whole slice without news: are the jobs still there?
-            reply = yield Send([("exists", (rq_compat.job_key(j), result_key(j)), {}) for j in waiting.pending])
+        *statuses, ended = reply
+        news = {streams[_text(stream) or ""]: entries[-1] for stream, entries in ended or []}
+        confirm = []
+        for job_id, entry in news.items():
+            waiting.seen[job_id] = _text(entry[0]) or "0-0"
+            packed, _ = rq_compat.entry_outcome(job_id, entry)
+            if packed is not None:
+                waiting.results[job_id] = unpack_result(packed)
+            else:  # a failure, or an old one of a job re-queued since (`rq requeue`): ask its status
+                confirm.append(job_id)
+        for job_id, raw in zip(pending, statuses):
+            if job_id not in news:
+                _check_status(job_id, raw, read=job_id not in waiting.seen)
+        if confirm:
+            reply = yield Send(
+                [("hget", (rq_compat.job_key(job_id), rq_compat.STATUS), {}) for job_id in confirm]
+                + [("xrevrange", (rq_compat.result_stream_key(job_id), "+", "-"), {"count": 1}) for job_id in confirm]
+            )
             if not isinstance(reply, Outage):
-                for job_id, found in zip(waiting.pending, reply):
-                    if not found:
-                        raise JobNotFound(f"no job {job_id} in Redis (never enqueued, or expired after RESULT_TTL)")
-        first = False
+                for job_id, raw, latest in zip(confirm, reply[: len(confirm)], reply[len(confirm) :]):
+                    if _STATUS.get(_text(raw) or "") == "failed":
+                        _, reason = rq_compat.entry_outcome(job_id, latest[0]) if latest else (None, None)
+                        raise JobFailed(job_id, reason or "job failed")
+        check = not news and not check  # a whole slice without news: are the jobs still there?
     return [waiting.results[job_id] for job_id in job_ids]
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from embedq.producer.errors import EmbedqError
+from embedq.producer.protocol import LANES
 from embedq.producer.settings import ClientSettings
 
 if TYPE_CHECKING:
@@ -98,7 +99,14 @@ def cmd_embed_file(args: argparse.Namespace) -> int:
     from embedq.producer.embed_file import embed_file
 
     with _client() as client:
-        vectors = embed_file(client, Path(args.input), Path(args.out), batch_size=args.batch_size, timeout=args.timeout)
+        vectors = embed_file(
+            client,
+            Path(args.input),
+            Path(args.out),
+            batch_size=args.batch_size,
+            timeout=args.timeout,
+            priority=args.priority,
+        )
     print(f"wrote {vectors.shape[0]} vectors of dimension {vectors.shape[1]} to {args.out}")
     return 0
 
@@ -217,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     embed_file.add_argument("--out", required=True, help="output .npy (float32, one row a text)")
     embed_file.add_argument("--batch-size", type=int, default=64, help="texts per job")
     embed_file.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for one job")
+    embed_file.add_argument(
+        "--priority", choices=LANES, default="bulk", help="lane (default bulk: interactive work goes first)"
+    )
     embed_file.set_defaults(run=cmd_embed_file)
 
     status = commands.add_parser("status", help="queued | started | finished | failed | unknown")

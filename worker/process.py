@@ -1,11 +1,13 @@
-"""One worker process: load the Encoder once, warm it up, then let rq's SimpleWorker loop run
-every job in this process, so the session stays loaded for the life of the process."""
+"""One worker process: load the Encoder once, warm it up, then take jobs a pass at a time: the
+jobs waiting in a lane are embedded together, and rq's records of the whole pass are written in
+one script when it starts and one when it ends (producer/rq_compat.py)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import socket
+import sys
 import time
 from contextlib import suppress
 from datetime import UTC, datetime
@@ -21,23 +23,35 @@ from rq.timeouts import JobTimeoutException
 from embedq.config import Settings
 from embedq.producer.errors import InvalidInput
 from embedq.producer.protocol import (
+    LANES,
+    TIMINGS,
     WORKER_FACTS_TTL,
+    EmbedRequest,
+    EmbedResult,
     MsgpackSerializer,
     claimed_key,
+    doorbell_key,
+    lane_queue,
     metrics_key,
     model_key,
+    pack_result,
+    timing_bucket,
+    timings_key,
     worker_key,
 )
-from embedq.producer.rq_compat import PassWorker
+from embedq.producer.rq_compat import Claim, Done, PassWorker
 from embedq.worker import tasks
 from embedq.worker.local.redis_server import redis_answers
-from embedq.worker.model.encoder import Encoder
+from embedq.worker.model.encoder import Encoded, Encoder
 from embedq.worker.recovery import bury_worker
 
 log = logging.getLogger(__name__)
 
-# rq heartbeats an idle worker every WORKER_TTL - 15 s; a short TTL keeps `embedq stats` current.
+# rq heartbeats a worker every 15 s (PassWorker.heartbeat_every); its record lives this long after.
 WORKER_TTL = 45
+# Every BULK_EVERY-th pass looks in the bulk lane first: under steady interactive load bulk still
+# gets that share of passes (and interactive jobs are served between its micro-batches anyway).
+BULK_EVERY = 4
 
 
 def default_worker_name() -> str:
@@ -53,65 +67,126 @@ def worker_name_for(pid: int) -> str:
 PERMANENT_FAILURES = (InvalidInput, tasks.ForbiddenTask, JobTimeoutException)
 
 
-CLAIM_SCRIPT = """
-local ids = redis.call('LPOP', KEYS[1], ARGV[1])
-if ids then
-    for _, id in ipairs(ids) do redis.call('SADD', KEYS[2], id) end
-    redis.call('EXPIRE', KEYS[2], 86400)
-end
-return ids
-"""
-
-
 class EmbedWorker(PassWorker):
-    """rq's SimpleWorker with coalesced passes, plus the facts `embedq stats` shows, kept alive by rq's heartbeat."""
+    """Passes of coalesced jobs through the Encoder, interactive lane first; plus the facts
+    `embedq stats` shows, kept alive by rq's heartbeat."""
 
     permanent_failures = PERMANENT_FAILURES
 
-    def __init__(
-        self,
-        *args: Any,
-        facts: dict[str, str],
-        coalesce_jobs: int = 1,
-        coalesce_texts: int = 1,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, *, encoder: Encoder, settings: Settings, facts: dict[str, str], **kwargs: Any) -> None:
+        connection = kwargs["connection"]
+        super().__init__(
+            [
+                Queue(
+                    lane_queue(settings.queue, lane),
+                    connection=connection,
+                    serializer=MsgpackSerializer,
+                    job_class=tasks.EmbedJob,
+                )
+                for lane in LANES
+            ],
+            doorbell=doorbell_key(settings.queue),
+            claimed=claimed_key(kwargs["name"]),
+            max_jobs=settings.coalesce_jobs,
+            max_texts=settings.coalesce_texts,
+            serializer=MsgpackSerializer,
+            job_class=tasks.EmbedJob,
+            **kwargs,
+        )
+        self.encoder = encoder
+        self.settings = settings
         self.facts = facts
-        self.coalesce_jobs = coalesce_jobs
-        self.coalesce_texts = coalesce_texts
-        self._claim = self.connection.register_script(CLAIM_SCRIPT)
+        self.passes = 0
+        self.interactive, self.bulk = self.queues
 
-    def execute_pass(self, job: Job, queue: Queue) -> None:
-        """Take what else is waiting (up to COALESCE_JOBS jobs / COALESCE_TEXTS texts), embed all
-        of it in one pass, then run each job through rq on its own: own status, result, retries.
-        A job that already killed a worker (abandoned before) runs alone."""
-        if not _coalescable(job):
-            return self.run_alone(job, queue)
-        batch = [(job, queue, self.start_job(job, queue))]
-        claimed = claimed_key(self.name)
-        wanted = self.coalesce_jobs - 1
-        texts = _text_count(job)
-        while wanted > 0 and texts < self.coalesce_texts:
-            # LPOP + SADD in one script: a job taken here is always either in the queue or in our
-            # claimed set, so the supervisor can hand it back if this process dies at any point.
-            ids = self._claim(keys=[queue.key, claimed], args=[min(wanted, 8)])
-            if not ids:
-                break
-            for found in self.job_class.fetch_many([i.decode() for i in ids], self.connection, self.serializer):
-                if found is not None:
-                    batch.append((found, queue, self.start_job(found, queue)))
-                    texts += _text_count(found)
-            wanted = self.coalesce_jobs - len(batch)
-        tasks.precompute([j for j, _, _ in batch if _coalescable(j)])
+    def next_lanes(self) -> list[Queue]:
+        self.passes += 1
+        return [self.bulk, self.interactive] if self.passes % BULK_EVERY == 0 else [self.interactive, self.bulk]
+
+    def execute_pass(self, claim: Claim) -> None:
+        """Embed the pass's jobs in one inference run and record them together. A job with a bad
+        payload fails alone; if the shared run fails, each job is embedded on its own so that one
+        bad job cannot fail its neighbours."""
+        ready: list[tuple[Job, EmbedRequest]] = []
+        for job in claim.jobs:
+            try:
+                ready.append((job, job.request()))  # type: ignore[attr-defined]
+            except (InvalidInput, tasks.ForbiddenTask):
+                self.fail_job(job, claim, sys.exc_info())
+        if not ready:
+            return
+        lane = "bulk" if claim.queue is self.bulk else "interactive"
+        between = self._serve_interactive if lane == "bulk" else None
+        timeout = int(max(job.timeout or Queue.DEFAULT_TIMEOUT for job, _ in ready))
+        started = time.perf_counter()
+        outcomes: list[Encoded | Any]
         try:
-            # jobs abandoned before run last, on their own vectors: they cannot take their neighbours down again
-            for j, q, execution in sorted(batch, key=lambda item: not _coalescable(item[0])):
-                self.run_started_job(j, q, execution)
-        finally:
-            tasks.forget_precomputed()
-            self.connection.delete(claimed)
-        self.mark_idle()
+            with self.death_penalty_class(timeout, JobTimeoutException, job_id=claim.execution_id):  # type: ignore[no-untyped-call]
+                outcomes = list(self.encoder.encode_many([request for _, request in ready], between=between))
+        except JobTimeoutException:
+            outcomes = [sys.exc_info()] * len(ready)
+        except Exception:
+            outcomes = [sys.exc_info()] if len(ready) == 1 else [self._encode_alone(r, timeout) for _, r in ready]
+        infer_ms = (time.perf_counter() - started) * 1000
+        done = []
+        for (job, request), outcome in zip(ready, outcomes):
+            if isinstance(outcome, Encoded):
+                done.append(self._done(job, request, outcome, lane, infer_ms))
+            else:
+                self.fail_job(job, claim, outcome)
+        if done:
+            self.finish_pass(
+                claim,
+                done,
+                lane=lane,
+                result_ttl=self.settings.result_ttl,
+                facts=worker_key(self.name),
+                facts_ttl=WORKER_FACTS_TTL,
+                metrics=metrics_key(self.settings.queue),
+                timings=timings_key(self.settings.queue),
+            )
+
+    def _encode_alone(self, request: EmbedRequest, timeout: int) -> Encoded | Any:
+        try:
+            with self.death_penalty_class(timeout, JobTimeoutException):  # type: ignore[no-untyped-call]
+                return self.encoder.encode_many([request])[0]
+        except Exception:
+            return sys.exc_info()
+
+    def _serve_interactive(self) -> None:
+        """Between two micro-batches of a bulk pass: run the interactive jobs waiting, if any."""
+        claim = self.claim([self.interactive], looking_in_passing=True)
+        if not isinstance(claim, Claim):
+            return
+        try:
+            self.execute_pass(claim)
+        except BaseException:  # the bulk pass's timeout, or a stop: these jobs go back untouched
+            self.release(claim, claim.jobs)
+            raise
+
+    def _done(self, job: Job, request: EmbedRequest, encoded: Encoded, lane: str, infer_ms: float) -> Done:
+        finished = time.time()
+        enqueued = job.enqueued_at.timestamp() if job.enqueued_at else encoded.started
+        queue_ms = max(0.0, (encoded.started - enqueued) * 1000)
+        total_ms = max(0.0, (finished - enqueued) * 1000)
+        usage = {"texts": len(request.texts), "tokens": encoded.tokens, "truncated": encoded.truncated}
+        result = EmbedResult(
+            job_id=job.id,
+            embeddings=encoded.vectors,
+            model=self.encoder.spec.name,
+            dim=int(encoded.vectors.shape[1]),
+            usage=usage,
+            timings={"queue_ms": queue_ms, **encoded.timings, "total_ms": total_ms},
+            worker=self.name,
+        )
+        timings = dict(zip(TIMINGS, (queue_ms, infer_ms, total_ms)))
+        return Done(
+            job=job,
+            return_value={"texts": len(request.texts), "dim": result.dim, "tokens": encoded.tokens},
+            packed=pack_result(result),
+            counts=(len(request.texts), encoded.tokens, encoded.truncated),
+            timings=tuple((timing_bucket(lane, name, ms), ms) for name, ms in timings.items()),  # type: ignore[arg-type]
+        )
 
     def on_birth(self) -> None:
         key = worker_key(self.name)
@@ -120,8 +195,7 @@ class EmbedWorker(PassWorker):
             pipe.delete(key)
             pipe.hset(key, mapping=fields)
             pipe.expire(key, WORKER_FACTS_TTL)
-            for queue in self.queues:
-                pipe.hset(model_key(queue.name), mapping={"name": self.facts["model"], "dim": self.facts["dim"]})
+            pipe.hset(model_key(self.settings.queue), mapping={"name": self.facts["model"], "dim": self.facts["dim"]})
             pipe.execute()
 
     def on_heartbeat(self, target: Redis | Pipeline, timeout: int | None) -> None:
@@ -132,7 +206,7 @@ class EmbedWorker(PassWorker):
 
     def on_job_failure(self, job: Job) -> None:
         with suppress(RedisError):  # rq's own failure bookkeeping after this logs the outage
-            self.connection.hincrby(metrics_key(job.origin), "failed_attempts", 1)
+            self.connection.hincrby(metrics_key(self.settings.queue), "failed_attempts", 1)
 
 
 def wait_for_redis(connection: Redis, name: str, max_wait: float = 10.0) -> None:
@@ -148,21 +222,11 @@ def wait_for_redis(connection: Redis, name: str, max_wait: float = 10.0) -> None
             delay = min(delay * 2, max_wait)
 
 
-def _coalescable(job: Job) -> bool:
-    return not job.meta.get("abandoned")
-
-
-def _text_count(job: Job) -> int:
-    payload = job.args[0] if job.args else None
-    texts = payload.get("texts") if isinstance(payload, dict) else None
-    return len(texts) if isinstance(texts, list) else 1
-
-
 def run_worker(settings: Settings, *, name: str | None = None, burst: bool = False) -> bool:
-    """Load the model, warm it up, then serve jobs until stopped (SIGTERM: finish the job, exit).
+    """Load the model, warm it up, then serve jobs until stopped (SIGTERM: finish the pass, exit).
 
-    Losing Redis does not end the process: it waits for Redis to return, hands back the job it was
-    running, and serves again. Returns False when rq's loop ended on an error other than that."""
+    Losing Redis does not end the process: it waits for Redis to return, hands back the jobs it was
+    running, and serves again. Returns False when the loop ended on an error other than that."""
     name = name or default_worker_name()
     started = time.perf_counter()
     encoder = Encoder.from_settings(settings)
@@ -192,22 +256,19 @@ def run_worker(settings: Settings, *, name: str | None = None, burst: bool = Fal
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "load_seconds": f"{load_s:.2f}",
     }
-    tasks.install(tasks.TaskContext(encoder, settings, connection, name))
+    tasks.EmbedJob.limits = settings.limits
     while True:
         wait_for_redis(connection, name)
         try:
-            # A previous life of this process (Redis lost mid-job) may have left a job and a record behind.
-            bury_worker(connection, name, "its worker lost Redis")
+            # A previous life of this process (Redis lost mid-pass) may have left jobs and a record behind.
+            bury_worker(connection, name, "its worker lost Redis", settings.queue)
             worker = EmbedWorker(
-                [Queue(settings.queue, connection=connection, serializer=MsgpackSerializer)],
+                encoder=encoder,
+                settings=settings,
+                facts=facts,
                 connection=connection,
                 name=name,
-                serializer=MsgpackSerializer,
-                job_class=tasks.EmbedJob,
-                worker_ttl=WORKER_TTL,
-                facts=facts,
-                coalesce_jobs=settings.coalesce_jobs,
-                coalesce_texts=settings.coalesce_texts,
+                worker_ttl=max(WORKER_TTL, settings.job_timeout),  # no heartbeat while a pass runs
             )
             worker.work(burst=burst, logging_level=settings.log_level)
         except RedisError as error:
@@ -217,4 +278,4 @@ def run_worker(settings: Settings, *, name: str | None = None, burst: bool = Fal
             return True
         if redis_answers(connection):
             return False
-        log.error("worker %s: rq's loop ended after losing Redis; will reconnect", name)
+        log.error("worker %s: the loop ended after losing Redis; will reconnect", name)

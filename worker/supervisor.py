@@ -22,12 +22,11 @@ from embedq.config import Settings
 from embedq.producer.protocol import WORKER_FACTS_TTL, supervisor_key
 from embedq.worker.cli import embedq_command
 from embedq.worker.process import worker_name_for
-from embedq.worker.recovery import OrphanSweep, bury_worker
+from embedq.worker.recovery import bury_worker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 FACTS_REFRESH = 10.0  # seconds between refreshes of the supervisor's facts in Redis
-ORPHAN_SWEEP = 2.0  # seconds between looks for jobs dequeued by a worker that died before starting them
 
 
 @dataclass
@@ -85,8 +84,6 @@ class Supervisor:
         self.stop_requests = 0
         self.env = settings_env(settings)
         self.connection = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
-        self.orphans = OrphanSweep(self.connection, settings.queue)
-        self.swept = 0.0
 
     def run(self) -> int:
         """Supervise until SIGTERM/SIGINT; 0 after a clean stop, 1 if every slot was given up."""
@@ -103,10 +100,6 @@ class Supervisor:
                     self._bury_dead_workers()
                 if now - self.facts_refreshed > FACTS_REFRESH:
                     self._publish_facts()
-                if now - self.swept > ORPHAN_SWEEP:
-                    self.swept = now
-                    returned = self._redis(partial(self.orphans.sweep, now), "look for orphaned jobs")
-                    self.recovered_jobs += len(returned or [])
                 if all(slot.given_up for slot in self.slots):
                     log.error("supervisor: every worker slot crash-looped; giving up")
                     return 1
@@ -173,7 +166,9 @@ class Supervisor:
     def _bury_dead_workers(self) -> None:
         """Hand back the jobs of dead children; what fails (Redis away) is tried again next round."""
         for name, cause in list(self.unburied.items()):
-            recovered = self._redis(partial(bury_worker, self.connection, name, cause), f"hand back the jobs of {name}")
+            recovered = self._redis(
+                partial(bury_worker, self.connection, name, cause, self.settings.queue), f"hand back the jobs of {name}"
+            )
             if recovered is not None:
                 self.recovered_jobs += len(recovered)
                 del self.unburied[name]

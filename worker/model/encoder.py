@@ -4,7 +4,7 @@ Knows nothing of queues."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,15 +140,18 @@ class Encoder:
         """Vectors (len(texts), dimensions or dim) in input order."""
         return self.encode_many([EmbedRequest(list(texts), instruction, normalize, dimensions, prompt_name)])[0]
 
-    def encode_many(self, requests: Sequence[EmbedRequest]) -> list[Encoded]:
+    def encode_many(
+        self, requests: Sequence[EmbedRequest], *, between: Callable[[], None] | None = None
+    ) -> list[Encoded]:
         """Several requests through one inference pass (coalesced jobs); each gets its own vectors,
-        shaped by its own options, and its share of the pass's time by tokens."""
+        shaped by its own options, and its share of the pass's time by tokens. `between` is called
+        between two micro-batches (a worker serves more urgent work there)."""
         for request in requests:
             if request.dimensions is not None and request.dimensions > self.dim:
                 raise InvalidInput(f"dimensions={request.dimensions} is more than the model's {self.dim}")
         started = time.time()
         texts = [self._prefix(request) + text for request in requests for text in request.texts]
-        pooled, lengths, truncated, timings = self._pool(texts)
+        pooled, lengths, truncated, timings = self._pool(texts, between)
         results, start = [], 0
         total_tokens = max(int(lengths.sum()), 1)
         for request in requests:
@@ -174,7 +177,9 @@ class Encoder:
             )
         return self.spec.prompts[request.prompt_name]
 
-    def _pool(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
+    def _pool(
+        self, texts: list[str], between: Callable[[], None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
         """Tokenize, infer in length-sorted micro-batches, pool: raw float32 vectors in input order."""
         started = time.perf_counter()
         encodings = self.tokenizer.encode_batch(texts, add_special_tokens=True)
@@ -183,7 +188,9 @@ class Encoder:
         tokenized = time.perf_counter()
         pooled = np.empty((len(encodings), self.dim), dtype=np.float32)
         infer_s = pool_s = 0.0
-        for batch in self._micro_batches(lengths):
+        for number, batch in enumerate(self._micro_batches(lengths)):
+            if number and between is not None:
+                between()
             feed, mask = self._feed([encodings[i] for i in batch])
             t0 = time.perf_counter()
             (hidden,) = self.session.run([self.output], feed)
