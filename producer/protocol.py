@@ -54,6 +54,11 @@ def doorbell_key(queue: str) -> str:
     return f"{KEY_PREFIX}{queue}:doorbell"
 
 
+def idle_key(queue: str) -> str:
+    """The workers of `queue` waiting for work, scored by when they last looked: a pass takes its share."""
+    return f"{KEY_PREFIX}{queue}:idle"
+
+
 def metrics_key(queue: str) -> str:
     """Counters of one queue, per lane (`{lane}:{counter}`), plus `failed_attempts`."""
     return f"{KEY_PREFIX}{queue}:metrics"

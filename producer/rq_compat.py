@@ -157,17 +157,25 @@ class NamedTimeoutPenalty(UnixSignalDeathPenalty):
 
 
 # Take a pass's jobs and mark them started, as rq's dequeue + prepare_execution would one by one.
-# The first lane with work gives the pass; jobs are taken while they fit under ARGV[2] texts (the
-# count is in the job's meta); a job whose worker died before (meta.abandoned) runs alone; ids of
-# jobs that are no longer queued (finished by a worker that was presumed dead, deleted) are dropped.
-# KEYS: doorbell, rq's suspension flag, claimed set, rq's worker hash, then per lane its queue list
-# and started registry. ARGV: most jobs, most texts, execution id, now as rq writes it, now (unix
-# s), worker name, rq's job key prefix, default job timeout, 1 for a look between micro-batches.
+# The first lane with work gives the pass: its share of what waits (split with the workers idle
+# now), at most ARGV[1] jobs, taken while they fit under ARGV[2] texts (the count is in the job's
+# meta); a job whose worker died before (meta.abandoned) runs alone; ids of jobs no longer queued
+# (finished by a worker presumed dead, deleted) are dropped. Work left behind rings the doorbell.
+# KEYS: doorbell, rq's suspension flag, claimed set, rq's worker hash, the set of idle workers,
+# then per lane its queue list and started registry. ARGV: most jobs, most texts, execution id,
+# now as rq writes it, now (unix s), worker name, rq's job key prefix, default job timeout, 1 for a
+# look between micro-batches, seconds an idle worker stays counted without looking again.
 CLAIM_PASS = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'suspended'} end
 local max_jobs, max_texts, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[5])
-for lane = 5, #KEYS, 2 do
-    local ids = redis.call('LPOP', KEYS[lane], max_jobs)
+redis.call('ZREM', KEYS[5], ARGV[6])
+for lane = 6, #KEYS, 2 do
+    local waiting = redis.call('LLEN', KEYS[lane])
+    local ids = false
+    if waiting > 0 then
+        local idle = redis.call('ZCOUNT', KEYS[5], now - tonumber(ARGV[10]), '+inf')
+        ids = redis.call('LPOP', KEYS[lane], math.min(max_jobs, math.ceil(waiting / (idle + 1))))
+    end
     local taken, back, texts, full = {}, {}, 0, false
     for _, id in ipairs(ids or {}) do
         local fields = redis.call('HGETALL', ARGV[7] .. id)
@@ -190,7 +198,7 @@ for lane = 5, #KEYS, 2 do
     end
     if #back > 0 then redis.call('LPUSH', KEYS[lane], unpack(back)) end
     if #taken > 0 then
-        local started, members, reply = {}, {}, {'jobs', (lane - 3) / 2}
+        local started, members, reply = {}, {}, {'jobs', (lane - 4) / 2}
         for _, job in ipairs(taken) do
             local member = job[1] .. ':' .. ARGV[3]
             redis.call('HSET', ARGV[7] .. job[1], 'status', 'started', 'started_at', ARGV[4],
@@ -205,7 +213,7 @@ for lane = 5, #KEYS, 2 do
         redis.call('SADD', KEYS[3], unpack(members))
         redis.call('EXPIRE', KEYS[3], 86400)
         redis.call('HSET', KEYS[4], 'state', 'busy')
-        for other = 5, #KEYS, 2 do  -- work left behind: wake another idle worker
+        for other = 6, #KEYS, 2 do
             if redis.call('LLEN', KEYS[other]) > 0 then
                 if redis.call('LLEN', KEYS[1]) == 0 then redis.call('LPUSH', KEYS[1], 1) end
                 break
@@ -217,6 +225,7 @@ end
 if ARGV[9] == '0' then
     redis.call('DEL', KEYS[1])  -- nothing waits, so any ring left is stale
     redis.call('HSET', KEYS[4], 'state', 'idle')
+    redis.call('ZADD', KEYS[5], now, ARGV[6])
 end
 return {'empty'}
 """
@@ -315,9 +324,17 @@ class PassWorker(SimpleWorker):
     heartbeat_every = 15.0
 
     def __init__(
-        self, *args: Any, doorbell: str, claimed: str, max_jobs: int = 1, max_texts: int = 1, **kwargs: Any
+        self,
+        *args: Any,
+        doorbell: str,
+        claimed: str,
+        idle: str,
+        max_jobs: int = 1,
+        max_texts: int = 1,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.idle = idle  # a sorted set of the workers waiting for work, for sharing a burst out
         self.max_jobs = max_jobs  # the most jobs, and texts, one pass takes
         self.max_texts = max_texts
         self.doorbell = doorbell
@@ -385,7 +402,7 @@ class PassWorker(SimpleWorker):
         "suspended" while `rq suspend` is in force. `looking_in_passing`: a look between the
         micro-batches of another pass, which leaves the worker's state and the doorbell alone."""
         execution_id, started = uuid4().hex, time.time()
-        keys = [self.doorbell, WORKERS_SUSPENDED, self.claimed, self.key]
+        keys = [self.doorbell, WORKERS_SUSPENDED, self.claimed, self.key, self.idle]
         for queue in lanes:
             keys += [queue.key, queue.started_job_registry.key]
         reply = self._claim(
@@ -400,6 +417,7 @@ class PassWorker(SimpleWorker):
                 Job.redis_job_namespace_prefix,
                 Queue.DEFAULT_TIMEOUT,
                 int(looking_in_passing),
+                self.doorbell_wait * 2,
             ],
         )
         outcome = reply[0].decode()
@@ -426,6 +444,8 @@ class PassWorker(SimpleWorker):
     ) -> int:
         """Record the successes of a pass (one script); how many were written. `facts`, `metrics`,
         `timings`: embedq's hashes of this worker and of the queue, updated once for the pass."""
+        if not done:
+            return 0
         ended = time.time()
         job_keys: list[str] = []
         args: list[Any] = [

@@ -14,7 +14,7 @@ from redis import Redis
 
 from embedq import EmbedClient
 from embedq.config import DEFAULT_MODEL_DIR, Settings
-from embedq.producer.protocol import metrics_key
+from embedq.producer.protocol import COUNTERS, LANES, metrics_key
 from embedq.worker.local.redis_server import RedisServer, redis_answers
 from embedq.worker.local.service import LocalService
 from embedq.worker.model.export import prepare_default
@@ -95,9 +95,11 @@ def service(redis_url: str, model_dir: Path, tmp_path_factory: pytest.TempPathFa
         assert running.stop() == 0, running.output()
 
 
-def counter(client: EmbedClient, name: str) -> int:
-    """One of the client's queue's counters (embedq:{queue}:metrics), 0 before it is first written."""
-    return int(float(client.connection.hget(metrics_key(client.settings.queue), name) or 0))
+def counter(client: EmbedClient, name: str, lanes: tuple[str, ...] = LANES) -> int:
+    """One of the client's queue's counters (embedq:{queue}:metrics) over `lanes`, 0 before it is first written."""
+    fields = [f"{lane}:{name}" for lane in lanes] if name in COUNTERS else [name]
+    values = client.connection.hmget(metrics_key(client.settings.queue), fields)
+    return sum(int(float(value or 0)) for value in values)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.01) -> float:

@@ -66,7 +66,7 @@ def test_64_coroutines_share_one_client(service, encoder):
 def test_the_same_named_errors(service):
     bad = push_raw(service, job_tuple(EMBED_TASK, {"v": 1, "texts": [5]}))
     full = EmbedClient(settings=service.settings.model_copy(update={"queue": "aio-full", "max_queue_length": 1}))
-    full.queue.empty()
+    full.lanes["interactive"].empty()
     full.submit(["takes the only place"])
 
     async def run():
@@ -87,4 +87,4 @@ def test_the_same_named_errors(service):
             assert "pw-x" not in str(error.value)
 
     asyncio.run(run())
-    full.queue.empty()
+    full.lanes["interactive"].empty()

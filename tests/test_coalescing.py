@@ -15,16 +15,13 @@ from tests.test_hostile_payloads import job_tuple, push_raw
 def test_waiting_single_text_jobs_share_passes_and_match_single_job_vectors(service, encoder):
     texts = [f"search query number {i} about {['cats', 'stocks', 'python', 'weather'][i % 4]}" for i in range(120)]
     client = service.client
-    jobs_before, passes_before, coalesced_before = (
-        counter(client, n) for n in ("jobs", "coalesced_passes", "coalesced_jobs")
-    )
+    jobs_before, passes_before = counter(client, "jobs"), counter(client, "passes")
     job_ids = client.submit_many([[text] for text in texts])
     results = [client.wait(job_id, timeout=60) for job_id in job_ids]
-    passes = counter(client, "coalesced_passes") - passes_before
-    coalesced = counter(client, "coalesced_jobs") - coalesced_before
-    print(f"120 single-text jobs: {coalesced} coalesced in {passes} passes")
+    passes = counter(client, "passes") - passes_before
+    print(f"120 single-text jobs in {passes} passes")
     assert counter(client, "jobs") - jobs_before == 120
-    assert passes >= 1 and coalesced >= 60, "a queue full of small jobs should be embedded in shared passes"
+    assert 4 <= passes <= 30, "a queue full of small jobs is embedded in shared passes, shared out between workers"
     for text, result in zip(texts, results):
         assert result.embeddings.shape == (1, 384)
         np.testing.assert_allclose(result.embeddings, encoder.encode([text]).vectors, atol=1e-5)
@@ -39,12 +36,13 @@ def test_options_stay_per_job_inside_a_shared_pass(redis_url, model_dir, encoder
             validate_request([text], limits=client.limits, **option)
             for text, option in zip(["alpha", "beta", "gamma", "delta"], options)
         ]
-        passes_before, coalesced_before = counter(client, "coalesced_passes"), counter(client, "coalesced_jobs")
+        passes_before, jobs_before = counter(client, "passes"), counter(client, "jobs")
         queue = Queue(client.settings.queue, connection=client.connection, serializer=MsgpackSerializer)
+        # rq's own enqueue rings no doorbell: the idle worker finds them when it next looks (5 s at most)
         jobs = queue.enqueue_many([Queue.prepare_data(EMBED_TASK, args=(r.to_payload(),)) for r in requests])
         results = [client.wait(job.id, timeout=30).embeddings for job in jobs]
-        assert counter(client, "coalesced_passes") - passes_before == 1
-        assert counter(client, "coalesced_jobs") - coalesced_before == 4, "the four jobs shared one pass"
+        assert counter(client, "passes") - passes_before == 1
+        assert counter(client, "jobs") - jobs_before == 4, "the four jobs shared one pass"
     assert results[2].shape == (1, 16)
     np.testing.assert_allclose(results[0], encoder.encode(["alpha"]).vectors, atol=1e-5)
     np.testing.assert_allclose(results[2], encoder.encode(["gamma"], dimensions=16).vectors, atol=1e-5)

@@ -37,9 +37,11 @@ class InterruptedClient:
 
     def __init__(self, client, interrupt_at: int):
         self.client, self.waits, self.interrupt_at = client, 0, interrupt_at
+        self.priorities: set[str] = set()
 
-    def submit_many(self, batches):
-        return self.client.submit_many(batches)
+    def submit_many(self, batches, priority):
+        self.priorities.add(priority)
+        return self.client.submit_many(batches, priority=priority)
 
     def wait(self, job_id, timeout):
         self.waits += 1
@@ -52,8 +54,10 @@ def test_embed_file_resumes_from_finished_chunks(service, encoder, tmp_path):
     source = tmp_path / "texts.jsonl"
     source.write_text("\n".join(json.dumps({"text": line}) for line in LINES[:40]) + "\n")
     out = tmp_path / "vectors.npy"
+    interrupted = InterruptedClient(service.client, interrupt_at=3)
     with pytest.raises(KeyboardInterrupt):
-        embed_file(InterruptedClient(service.client, interrupt_at=3), source, out, batch_size=10, progress=False)
+        embed_file(interrupted, source, out, batch_size=10, progress=False)
+    assert interrupted.priorities == {"bulk"}, "a file is bulk work"
     parts = out.with_name("vectors.npy.parts")
     assert sorted(p.name for p in parts.glob("*.npy")) == ["0000000.npy", "0000001.npy"]
     np.save(parts / "0000000.npy", np.full((10, 384), 7.0, dtype=np.float32))  # marks the chunk as reused

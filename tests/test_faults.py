@@ -1,5 +1,5 @@
 """What production does to a worker fleet, each against real Redis and real worker processes:
-SIGKILL mid-job, a poison job, Redis going away, SIGTERM, a job past its timeout."""
+SIGKILL mid-job and mid-pass, a poison job, Redis going away, SIGTERM, a job past its timeout."""
 
 import os
 import random
@@ -10,12 +10,12 @@ import time
 import numpy as np
 import pytest
 from redis import Redis
-from rq import Queue, Retry
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 
 from embedq import EmbedClient, JobFailed, JobTimeout, QueueUnavailable
-from embedq.producer.protocol import EMBED_TASK, MsgpackSerializer, result_key, validate_request
+from embedq.producer.protocol import MsgpackSerializer
+from embedq.producer.rq_compat import result_stream_key
 from embedq.worker.local.redis_server import RedisServer
 from embedq.worker.local.service import LocalService
 from tests.conftest import counter, make_settings, wait_until
@@ -93,7 +93,7 @@ def test_chaos_300_jobs_5_kills_nothing_lost_nothing_doubled(fresh_service, enco
         for i in range(300)
     ]
     jobs_before = counter(client, "jobs")
-    failed_before = FailedJobRegistry(queue=client.queue).count
+    failed_before = FailedJobRegistry(queue=client.lanes["interactive"]).count
     started = time.monotonic()
     job_ids = client.submit_many(batches)
 
@@ -119,10 +119,11 @@ def test_chaos_300_jobs_5_kills_nothing_lost_nothing_doubled(fresh_service, enco
         np.testing.assert_allclose(result.embeddings, encoder.encode(batch).vectors, atol=1e-5)
     assert all(client.status(job_id) == "finished" for job_id in job_ids)
     ttl = fresh_service.settings.result_ttl
-    assert all(ttl - 300 < connection.ttl(result_key(job_id)) <= ttl for job_id in job_ids)
-    assert FailedJobRegistry(queue=client.queue).count == failed_before
-    # the task writes a result (and counts it) once per job, however many times its worker died
+    assert all(ttl - 300 < connection.ttl(result_stream_key(job_id)) <= ttl for job_id in job_ids)
+    assert FailedJobRegistry(queue=client.lanes["interactive"]).count == failed_before
+    # a pass writes a result (and counts it) once per job, however many times its worker died
     assert counter(client, "jobs") - jobs_before == len(job_ids)
+    assert all(connection.xlen(result_stream_key(job_id)) == 1 for job_id in job_ids)
     facts = fresh_service.wait_for_workers(2)
     assert len(facts) == 2
     assert int(supervisor_facts(fresh_service)["restarts"]) == 5
@@ -146,7 +147,7 @@ def test_a_poison_job_fails_after_its_retries_and_the_rest_finish(fresh_service)
         client.wait(poison, timeout=60)
     assert "AbandonedJobError: job abandoned 3 times: its worker died each time" in failure.value.reason
     assert "no retries left" in failure.value.reason
-    assert poison in FailedJobRegistry(queue=client.queue).get_job_ids()
+    assert poison in FailedJobRegistry(queue=client.lanes["interactive"]).get_job_ids()
     assert all(client.wait(job_id, timeout=60).embeddings.shape == (1, 384) for job_id in others)
     assert len(fresh_service.wait_for_workers(2)) == 2
     assert int(supervisor_facts(fresh_service)["restarts"]) == 3
@@ -199,7 +200,7 @@ def test_sigterm_to_the_supervisor_lets_every_job_finish_then_exits_0(fresh_serv
         wait_until_started(connection, job_id)
     assert fresh_service.stop() == 0
     with Redis.from_url(fresh_service.settings.redis_url) as probe:
-        assert all(probe.exists(result_key(job_id)) for job_id in job_ids)
+        assert all(probe.exists(result_stream_key(job_id)) for job_id in job_ids)
 
 
 def test_a_job_past_job_timeout_is_stopped_and_the_worker_lives_on(fresh_service):
@@ -214,18 +215,25 @@ def test_a_job_past_job_timeout_is_stopped_and_the_worker_lives_on(fresh_service
     assert int(supervisor_facts(fresh_service)["restarts"]) == 0
 
 
-def test_a_job_dequeued_by_a_worker_that_died_before_starting_it_is_handed_back(fresh_service, encoder):
-    """rq's dequeue moves a job into the queue's intermediate list; a worker killed in that instant
-    leaves it there, unstarted, where rq alone looks only every 10 minutes."""
-    client = fresh_service.client
-    queue = Queue(client.settings.queue, connection=client.connection, serializer=MsgpackSerializer)
-    request = validate_request(["orphaned between dequeue and start"], limits=client.limits)
-    with client.connection.pipeline() as pipe:  # what a worker's dequeue leaves when it dies at once
-        job = queue.enqueue_call(EMBED_TASK, args=(request.to_payload(),), pipeline=pipe, retry=Retry(max=2))
-        pipe.lrem(queue.key, 0, job.id)
-        pipe.rpush(queue.intermediate_queue_key, job.id)
-        pipe.execute()
-    result = client.wait(job.id, timeout=60)
-    np.testing.assert_allclose(result.embeddings, encoder.encode(request.texts).vectors, atol=1e-5)
-    assert "was taken off queue" in fresh_service.output() and "never started it" in fresh_service.output()
-    assert Job.fetch(job.id, connection=client.connection, serializer=MsgpackSerializer).retries_left == 2
+def test_a_pass_killed_between_starting_its_jobs_and_recording_them_reruns_each_once(fresh_service, encoder):
+    """The pass's jobs are all started in one script and recorded in another; SIGKILL in between."""
+    client, connection = fresh_service.client, fresh_service.client.connection
+    fresh_service.wait_for_workers(2)
+    batches = [[f"pass job {i}: {LONG}"] * 12 for i in range(6)]
+    jobs_before = counter(client, "jobs")
+    job_ids = client.submit_many(batches)
+    victim = wait_until_started(connection, job_ids[0])
+    held = [job_id for job_id in job_ids if worker_pid_of(connection, job_id) == victim]
+    os.kill(victim, signal.SIGKILL)
+    results = client.wait_many(job_ids, timeout=120)
+    for batch, result in zip(batches, results):
+        np.testing.assert_allclose(result.embeddings, encoder.encode(batch).vectors, atol=1e-5)
+    assert counter(client, "jobs") - jobs_before == len(job_ids), "each result counted once"
+    assert all(connection.xlen(result_stream_key(job_id)) == 1 for job_id in job_ids), "each result written once"
+    rerun = [
+        job_id
+        for job_id in job_ids
+        if Job.fetch(job_id, connection=connection, serializer=MsgpackSerializer).meta.get("abandoned") == 1
+    ]
+    assert job_ids[0] in rerun and set(rerun) <= set(held)
+    assert all(not result.worker.endswith(f".{victim}") for result in results if result.job_id in rerun)

@@ -13,13 +13,13 @@ LIMITS = Limits(max_texts_per_job=4, max_chars_per_text=50)
 
 
 def test_every_key_of_ours_is_under_embedq_and_per_queue_where_it_counts():
-    assert protocol.result_key("j1") == "embedq:result:j1"
     assert protocol.metrics_key("q1") == "embedq:q1:metrics"
     assert protocol.timings_key("q1") == "embedq:q1:timings"
     assert protocol.model_key("q1") == "embedq:q1:model"
     assert protocol.worker_key("host.7") == "embedq:worker:host.7"
     assert protocol.supervisor_key("host.9") == "embedq:supervisor:host.9"
     assert protocol.claimed_key("host.7") == "embedq:claimed:host.7"
+    assert protocol.doorbell_key("q1") == "embedq:q1:doorbell"
     assert protocol.metrics_key("a") != protocol.metrics_key("b")
 
 
@@ -68,3 +68,21 @@ def test_the_largest_valid_job_fits_the_payload_limit():
     request = EmbedRequest(["\U0001f642" * LIMITS.max_chars_per_text] * LIMITS.max_texts_per_job)
     job = MsgpackSerializer.dumps([protocol.EMBED_TASK, None, [request.to_payload()], {}])
     assert len(job) <= LIMITS.max_payload_bytes
+
+
+def test_each_lane_is_an_rq_queue_of_its_own_and_an_unknown_priority_is_named():
+    assert [protocol.lane_queue("q1", lane) for lane in protocol.LANES] == ["q1", "q1-bulk"]
+    with pytest.raises(InvalidInput, match="priority must be one of interactive, bulk, got 'urgent'"):
+        protocol.check_priority("urgent")
+
+
+@pytest.mark.parametrize(
+    ("ms", "field"),
+    [(0.2, "bulk:queue_ms:1"), (1, "bulk:queue_ms:1"), (3.1, "bulk:queue_ms:5"), (59_999, "bulk:queue_ms:60000")],
+)
+def test_a_timing_counts_in_the_first_bucket_at_or_above_it(ms, field):
+    assert protocol.timing_bucket("bulk", "queue_ms", ms) == field
+
+
+def test_a_timing_past_the_last_bound_counts_in_inf():
+    assert protocol.timing_bucket("interactive", "total_ms", 1e9) == "interactive:total_ms:inf"

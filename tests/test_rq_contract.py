@@ -8,10 +8,11 @@ import fakeredis
 import pytest
 import rq
 from rq import Queue, Retry, SimpleWorker
-from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, Execution
+from rq.executions import Execution
 from rq.job import Job
 from rq.job_lifecycle import call_exception_handlers, record_job_failure
 from rq.results import Result
+from rq.suspension import WORKERS_SUSPENDED
 from rq.timeouts import UnixSignalDeathPenalty
 
 from embedq import ClientSettings
@@ -27,11 +28,12 @@ SIGNATURES = [
     (Job, "retry", ["self", "queue", "pipeline"]),
     (UnixSignalDeathPenalty, "handle_death_penalty", ["self", "signum", "frame"]),
     (UnixSignalDeathPenalty, "__init__", ["self", "timeout", "exception", "kwargs"]),
-    (SimpleWorker, "execute_job", ["self", "job", "queue"]),
-    (SimpleWorker, "prepare_execution", ["self", "job"]),
-    (SimpleWorker, "prepare_job_execution", ["self", "job", "remove_from_intermediate_queue"]),
-    (SimpleWorker, "perform_job", ["self", "job", "queue", "execution"]),
-    (SimpleWorker, "set_state", ["self", "state", "pipeline"]),
+    (Job, "restore", ["self", "raw_data"]),
+    (SimpleWorker, "bootstrap", ["self", "logging_level"]),
+    (SimpleWorker, "_install_signal_handlers", ["self"]),
+    (SimpleWorker, "check_for_suspension", ["self", "burst"]),
+    (SimpleWorker, "run_maintenance_tasks", ["self"]),
+    (SimpleWorker, "request_stop", ["self", "signum", "frame"]),
     (SimpleWorker, "heartbeat", ["self", "timeout", "pipeline"]),
     (SimpleWorker, "register_birth", ["self"]),
     (SimpleWorker, "register_death", ["self"]),
@@ -39,7 +41,6 @@ SIGNATURES = [
     (SimpleWorker, "handle_exception", ["self", "job", "exc_info"]),
     (SimpleWorker, "handle_job_failure", ["self", "job", "queue", "started_job_registry", "exc_string", "execution"]),
     (Execution, "__init__", ["self", "id", "job_id", "connection", "worker_name"]),
-    (Execution, "delete", ["self", "job", "pipeline"]),
     (Queue, "push_job_id", ["self", "job_id", "pipeline", "at_front"]),
 ]
 
@@ -73,12 +74,13 @@ def test_the_properties_and_attributes_rq_compat_touches_are_there():
         assert isinstance(inspect.getattr_static(Job, name, None), property), (
             f"{where(Job, name)} is no longer a property"
         )
-    assert isinstance(inspect.getattr_static(Queue, "intermediate_queue_key", None), property), (
-        f"{where(Queue, 'intermediate_queue_key')} is no longer a property"
+    assert isinstance(inspect.getattr_static(SimpleWorker, "should_run_maintenance_tasks", None), property), (
+        f"{where(SimpleWorker, 'should_run_maintenance_tasks')} is no longer a property"
     )
     worker = SimpleWorker([Queue("contract", connection=fakeredis.FakeRedis())], connection=fakeredis.FakeRedis())
     for name in (
         "_stop_requested",
+        "_state",
         "pubsub_thread",
         "_exc_handlers",
         "max_connection_wait_time",
@@ -93,13 +95,18 @@ def test_the_properties_and_attributes_rq_compat_touches_are_there():
     )
 
 
-def test_the_key_layouts_rq_compat_reads_are_rqs():
-    assert WORKER_EXECUTIONS_KEY_TEMPLATE.format("w1") == "rq:worker:w1:executions", (
-        f"rq {rq.__version__}: WORKER_EXECUTIONS_KEY_TEMPLATE is now {WORKER_EXECUTIONS_KEY_TEMPLATE!r}"
-    )
-    assert rq_compat.result_stream_key("abc") == "rq:results:abc", (
-        f"rq {rq.__version__}: the result stream key is now {rq_compat.result_stream_key('abc')!r}"
-    )
+def test_the_key_layouts_and_formats_rq_compat_writes_are_rqs():
+    queue = Queue("q1", connection=fakeredis.FakeRedis())
+    for what, found, expected in (
+        ("the result stream key", rq_compat.result_stream_key("abc"), "rq:results:abc"),
+        ("the job key prefix", Job.redis_job_namespace_prefix, "rq:job:"),
+        ("the suspension flag", WORKERS_SUSPENDED, "rq:suspended"),
+        ("the started registry", queue.started_job_registry.key, "rq:wip:q1"),
+        ("the finished registry", queue.finished_job_registry.key, "rq:finished:q1"),
+        ("a success's result type", rq_compat.SUCCESSFUL, b"1"),
+        ("rq's default job timeout", Queue.DEFAULT_TIMEOUT, 180),
+    ):
+        assert found == expected, f"rq {rq.__version__}: {what} is now {found!r}, not {expected!r}"
 
 
 def test_rq_reads_a_stored_call_through_the_guarded_hook_and_never_imports_it():
@@ -141,10 +148,11 @@ def test_the_guarded_enqueue_writes_exactly_what_rqs_enqueue_writes():
                 failure_ttl=3600,
                 retry=Retry(max=2),
                 description="embed 1 texts",
+                meta={"texts": 1},
             )
         ]
     )[0]
-    plan = plan_enqueue(queue, settings, [request])
+    plan = plan_enqueue(queue, settings, [request], "interactive")
     (ours,) = plan.check(connection.register_script(GUARDED_ENQUEUE)(keys=plan.keys, args=plan.args))
     varying = {b"created_at", b"enqueued_at", b"last_heartbeat"}
     theirs, mine = connection.hgetall(by_rq.key), connection.hgetall(Job.key_for(ours))

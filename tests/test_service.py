@@ -12,7 +12,8 @@ import redis
 from rq import Queue
 
 from embedq import EmbedClient, InvalidInput, JobFailed, JobNotFound, JobTimeout
-from embedq.producer.protocol import EMBED_TASK, MsgpackSerializer, result_key
+from embedq.producer.protocol import EMBED_TASK, MsgpackSerializer
+from embedq.producer.rq_compat import result_stream_key
 from embedq.worker.cli import embedq_command
 from embedq.worker.supervisor import settings_env
 from tests.conftest import counter
@@ -42,7 +43,7 @@ def test_round_trip_through_two_workers_in_input_order(service, encoder):
 def test_a_result_is_kept_for_result_ttl(service):
     job_id = service.client.submit(["kept for RESULT_TTL seconds"])
     service.client.wait(job_id, timeout=30)
-    ttl = service.client.connection.ttl(result_key(job_id))
+    ttl = service.client.connection.ttl(result_stream_key(job_id))
     assert service.settings.result_ttl - 5 <= ttl <= service.settings.result_ttl
 
 
@@ -70,7 +71,7 @@ def test_embed_returns_vectors_and_metrics_are_written(service, encoder):
     stats = service.client.stats()
     assert stats["counters"]["jobs"] - before.get("jobs", 0) == 1
     assert stats["counters"]["texts"] - before.get("texts", 0) == 2
-    assert {"queue_ms", "infer_ms", "total_ms"} <= set(stats["percentiles"])
+    assert {"queue_ms", "infer_ms", "total_ms"} <= set(stats["lanes"]["interactive"]["percentiles"])
     assert all(worker["providers"] == "CPUExecutionProvider" for worker in stats["workers"])
     assert len(stats["workers"]) == 2
 
@@ -90,7 +91,7 @@ def test_wait_times_out_by_its_deadline_when_no_worker_listens(service):
     with pytest.raises(JobTimeout, match="did not finish within 0.5 s"):
         idle.wait(job_id, timeout=0.5)
     assert 0.4 < time.monotonic() - started < 2.0
-    idle.queue.empty()
+    idle.lanes["interactive"].empty()
 
 
 def test_a_payload_that_bypasses_the_client_is_refused_by_the_worker(service):
@@ -141,10 +142,10 @@ def test_cli_embed_status_and_stats(service):
 
 
 def test_dimensions_above_the_served_model_are_refused_before_enqueueing(service):
-    before = service.client.queue.count
+    before = service.client.lanes["interactive"].count
     with pytest.raises(InvalidInput, match="dimensions=385 is more than the model's 384"):
         service.client.submit(["x"], dimensions=385)
-    assert service.client.queue.count == before
+    assert service.client.lanes["interactive"].count == before
     assert service.client.embed(["x"], dimensions=384).shape == (1, 384)
     assert service.client.embed(["x"], dimensions=32).shape == (1, 32)
 
@@ -188,7 +189,7 @@ def test_wait_on_a_job_that_is_gone_raises_job_not_found_at_once(service):
     client = service.client
     job_id = client.submit(["expires"])
     client.wait(job_id, timeout=30)
-    client.connection.delete(result_key(job_id), f"rq:job:{job_id}", f"rq:results:{job_id}")  # as RESULT_TTL does
+    client.connection.delete(f"rq:job:{job_id}", result_stream_key(job_id))  # as RESULT_TTL does
     for missing in (job_id, "never-enqueued"):
         started = time.monotonic()
         with pytest.raises(JobNotFound, match=f"no job {missing} in Redis"):

@@ -1,5 +1,5 @@
 """The client's read steps on their own (no worker): what each reply means, Redis going away while
-waiting, and rq's own failure records read back as a reason."""
+waiting, rq's own failure records read back as a reason, and a result read from rq's result stream."""
 
 import fakeredis
 import numpy as np
@@ -8,7 +8,7 @@ from rq import Queue
 
 from embedq import EmbedClient, EmbedResult, JobFailed, JobNotFound, JobTimeout, QueueUnavailable
 from embedq.producer import rq_compat
-from embedq.producer.protocol import MsgpackSerializer, pack_result, result_key
+from embedq.producer.protocol import MsgpackSerializer, pack_result
 from embedq.producer.waiting import FIRST_SLICE_MS, Outage, Pause, Send, run_steps, status_steps, wait_steps
 
 pytestmark = pytest.mark.unit
@@ -22,15 +22,39 @@ class Clock:
         return self.now
 
 
-def test_the_first_round_reads_results_checks_existence_and_blocks_briefly():
+def success_entry(job_id: str, vectors: np.ndarray) -> tuple[bytes, dict[bytes, bytes]]:
+    """A success in rq's result stream as an embedq worker writes it."""
+    packed = pack_result(EmbedResult(job_id, vectors, "m", vectors.shape[1]))
+    return b"1700000000000-0", {b"type": b"1", b"worker_name": b"w", rq_compat.RESULT_FIELD.encode(): packed}
+
+
+def test_the_first_round_reads_statuses_and_blocks_briefly_on_the_result_streams():
     steps = wait_steps(["a", "b"], timeout=10, clock=Clock())
     send = next(steps)
     assert isinstance(send, Send)
-    assert [name for name, _, _ in send.commands] == ["mget", "exists", "exists", "xread"]
+    assert [name for name, _, _ in send.commands] == ["hget", "hget", "xread"]
     assert send.commands[-1][2]["block"] == FIRST_SLICE_MS
-    result = EmbedResult("a", np.ones((1, 2), dtype=np.float32), "m", 2)
+    assert send.commands[-1][1][0] == {"rq:results:a": "0-0", "rq:results:b": "0-0"}
+    entry = success_entry("a", np.ones((1, 2), dtype=np.float32))
     with pytest.raises(JobNotFound, match="no job b in Redis"):
-        steps.send([[pack_result(result), None], 1, 0, None])
+        steps.send([b"finished", None, [[b"rq:results:a", [entry]]]])
+
+
+def test_the_vectors_come_with_the_read_that_wakes_the_client():
+    steps = wait_steps(["a"], timeout=10, clock=Clock())
+    next(steps)
+    assert [name for name, _, _ in steps.send([b"started", None]).commands] == ["xread"]
+    vectors = np.arange(3, dtype=np.float32).reshape(1, 3)
+    with pytest.raises(StopIteration) as done:
+        steps.send([[[b"rq:results:a", [success_entry("a", vectors)]]]])
+    np.testing.assert_array_equal(done.value.value[0].embeddings, vectors)
+
+
+def test_a_finished_job_whose_result_expired_is_not_found_at_once():
+    steps = wait_steps(["a"], timeout=10, clock=Clock())
+    next(steps)
+    with pytest.raises(JobNotFound, match="finished, but its result expired"):
+        steps.send([b"finished", None])
 
 
 def test_a_redis_outage_is_waited_out_until_the_deadline_then_named():
@@ -66,12 +90,30 @@ def test_rqs_own_failure_record_is_read_back_as_the_reason():
         client.wait(job_id, timeout=5)
 
 
+def test_an_old_failure_of_a_job_requeued_since_is_not_its_outcome():
+    connection = fakeredis.FakeRedis()
+    client = EmbedClient(queue="waiting", connection=connection)
+    job_id = client.submit(["fails once"])
+    job = Queue("waiting", connection=connection, serializer=MsgpackSerializer).fetch_job(job_id)
+    with connection.pipeline() as pipe:
+        rq_compat.fail(job, "Traceback ...\nRuntimeError: the first try", pipe)
+        pipe.execute()
+    job.requeue()  # what `rq requeue` does
+    assert client.status(job_id) == "queued"
+    with pytest.raises(JobTimeout):
+        client.wait(job_id, timeout=0.3)
+    assert client.result(job_id) is None
+
+
 def test_a_written_result_is_returned_without_blocking():
     connection = fakeredis.FakeRedis()
     client = EmbedClient(queue="waiting", connection=connection)
     job_id = client.submit(["done"])
     vectors = np.arange(4, dtype=np.float32).reshape(1, 4)
-    connection.set(result_key(job_id), pack_result(EmbedResult(job_id, vectors, "m", 4)))
+    connection.hset(rq_compat.job_key(job_id), "status", "finished")
+    connection.xadd(rq_compat.result_stream_key(job_id), success_entry(job_id, vectors)[1])
+    assert client.status(job_id) == "finished"
+    np.testing.assert_array_equal(client.result(job_id).embeddings, vectors)
     sends = []
     result = run_steps(wait_steps([job_id], timeout=5), lambda send: sends.append(send) or client._execute(send), print)
     np.testing.assert_array_equal(result[0].embeddings, vectors)

@@ -12,7 +12,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import JobStatus
 
 from embedq.producer import rq_compat
-from embedq.producer.protocol import MsgpackSerializer, claimed_key, doorbell_key, worker_key
+from embedq.producer.protocol import MsgpackSerializer, claimed_key, doorbell_key, idle_key, worker_key
 from embedq.worker.tasks import EmbedJob
 
 log = logging.getLogger(__name__)
@@ -60,4 +60,5 @@ def bury_worker(connection: Redis, worker_name: str, cause: str, queue_name: str
     recovered = recover_jobs(connection, worker_name, cause, queue_name)
     rq_compat.remove_worker_record(connection, worker_name)
     connection.delete(worker_key(worker_name))
+    connection.zrem(idle_key(queue_name), worker_name)
     return recovered

@@ -57,9 +57,10 @@ class EmbedJob(GuardedJob):
 
     @property
     def func(self) -> Callable[[Any], dict[str, Any]]:
+        name = self.func_name  # parses the payload, once
         if self.payload_error is not None:
             raise self.payload_error
-        if self.func_name not in TASK_NAMES or self.instance is not None:
+        if name not in TASK_NAMES or self.instance is not None:
             raise ForbiddenTask(
                 f"refusing job {self.id}: it names {self.func_name!r}; this worker runs only {EMBED_TASK}"
             )

@@ -1,0 +1,187 @@
+"""rq's records of jobs run in embedq's passes (rq_compat's CLAIM_PASS / FINISH_PASS), read by rq's
+own readers on a real Redis, side by side with the same job run by rq's own SimpleWorker: status,
+timestamps, worker, return value, registries, TTLs, worker counts, failures, retries and rq's own
+clean-up of an abandoned job. No model: the pass here 'embeds' by writing a fixed result."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from typing import Any, ClassVar
+
+import pytest
+from redis import Redis
+from rq import Queue, Retry, SimpleWorker
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+from rq.results import Result
+
+from embedq.producer import rq_compat
+from embedq.producer.protocol import MsgpackSerializer, claimed_key, doorbell_key, idle_key, timing_bucket
+
+TTL = 600
+
+
+class FixedPass(rq_compat.PassWorker):
+    """A pass that succeeds every job with the same result (or fails those named in `failing`)."""
+
+    failing: ClassVar[set[str]] = set()
+    seen_started: ClassVar[list[tuple[str, str]]] = []
+
+    def execute_pass(self, claim: rq_compat.Claim) -> None:
+        FixedPass.seen_started = StartedJobRegistry(queue=claim.queue).get_job_and_execution_ids()
+        done = []
+        for job in claim.jobs:
+            if job.id in self.failing:
+                try:
+                    raise RuntimeError("this job was told to fail")
+                except RuntimeError:
+                    self.fail_job(job, claim, sys.exc_info())
+                continue
+            timings = tuple(
+                (timing_bucket("interactive", name, 3.0), 3.0) for name in ("queue_ms", "infer_ms", "total_ms")
+            )
+            done.append(rq_compat.Done(job, 1, b"packed", (1, 4, 0), timings))  # type: ignore[arg-type]
+        self.finish_pass(
+            claim,
+            done,
+            lane="interactive",
+            result_ttl=TTL,
+            facts="embedq:test:facts",
+            facts_ttl=90,
+            metrics="embedq:test:metrics",
+            timings="embedq:test:timings",
+        )
+
+
+@pytest.fixture
+def queue(redis: Redis) -> Queue:
+    return Queue(f"records-{uuid.uuid4().hex[:8]}", connection=redis, serializer=MsgpackSerializer)
+
+
+def enqueue(queue: Queue, **options: Any) -> Job:
+    return queue.enqueue("builtins.len", ["a"], result_ttl=TTL, failure_ttl=TTL, meta={"texts": 1}, **options)
+
+
+def run_passes(queue: Queue, name: str, **options: Any) -> FixedPass:
+    worker = FixedPass(
+        [queue],
+        connection=queue.connection,
+        name=name,
+        serializer=MsgpackSerializer,
+        doorbell=doorbell_key(queue.name),
+        idle=idle_key(queue.name),
+        claimed=claimed_key(name),
+        max_jobs=8,
+        max_texts=8,
+        **options,
+    )
+    worker.work(burst=True)
+    return worker
+
+
+def test_a_job_done_in_a_pass_reads_back_as_rqs_own_worker_leaves_it(queue: Queue):
+    theirs = enqueue(queue)
+    SimpleWorker([queue], connection=queue.connection, serializer=MsgpackSerializer, name=f"rq-{queue.name}").work(
+        burst=True
+    )
+    ours = enqueue(queue)
+    worker = run_passes(queue, f"pass-{queue.name}")
+    connection = queue.connection
+    assert FixedPass.seen_started == [(ours.id, FixedPass.seen_started[0][1])], "started while its pass ran"
+    their_fields, our_fields = set(connection.hgetall(theirs.key)), set(connection.hgetall(ours.key))
+    assert their_fields == our_fields
+    for job_id in (theirs.id, ours.id):
+        job = Job.fetch(job_id, connection=connection, serializer=MsgpackSerializer)
+        assert job.get_status() == JobStatus.FINISHED
+        assert job.started_at and job.ended_at and job.ended_at >= job.started_at
+        assert job.worker_name in (f"rq-{queue.name}", worker.name)
+        assert job.return_value() == 1
+        latest = job.latest_result()
+        assert latest is not None and latest.type == Result.Type.SUCCESSFUL
+        assert TTL - 5 < connection.ttl(job.key) <= TTL
+        assert TTL - 5 < connection.ttl(rq_compat.result_stream_key(job_id)) <= TTL
+        assert job_id in FinishedJobRegistry(queue=queue)
+        assert job_id not in StartedJobRegistry(queue=queue)
+    assert queue.count == 0
+    their_worker, our_worker = (connection.hgetall(f"rq:worker:{n}") for n in (f"rq-{queue.name}", worker.name))
+    assert their_worker[b"successful_job_count"] == our_worker[b"successful_job_count"] == b"1"
+    assert not connection.exists(claimed_key(worker.name))
+
+
+def test_a_failure_in_a_pass_is_retried_then_failed_with_its_reason_as_rq_does(queue: Queue):
+    job = enqueue(queue, retry=Retry(max=1))
+    FixedPass.failing = {job.id}
+    try:
+        run_passes(queue, f"pass-{queue.name}")
+    finally:
+        FixedPass.failing = set()
+    job = Job.fetch(job.id, connection=queue.connection, serializer=MsgpackSerializer)
+    assert job.get_status() == JobStatus.FAILED
+    assert job.retries_left == 0, "one retry was used, then it failed for good"
+    assert job.id in FailedJobRegistry(queue=queue)
+    latest = job.latest_result()
+    assert latest is not None and "this job was told to fail" in (latest.exc_string or "")
+    assert not StartedJobRegistry(queue=queue).get_job_ids()
+
+
+def test_rqs_own_clean_up_hands_back_a_job_whose_pass_never_ended(queue: Queue):
+    job = enqueue(queue, retry=Retry(max=2))
+    worker = FixedPass(
+        [queue],
+        connection=queue.connection,
+        name=f"dead-{queue.name}",
+        serializer=MsgpackSerializer,
+        doorbell=doorbell_key(queue.name),
+        idle=idle_key(queue.name),
+        claimed=claimed_key(f"dead-{queue.name}"),
+    )
+    claim = worker.claim([queue])
+    assert isinstance(claim, rq_compat.Claim) and [j.id for j in claim.jobs] == [job.id]
+    assert Job.fetch(job.id, connection=queue.connection).get_status() == JobStatus.STARTED
+    StartedJobRegistry(queue=queue).cleanup(timestamp=10**10)  # as if its heartbeat had run out
+    job = Job.fetch(job.id, connection=queue.connection, serializer=MsgpackSerializer)
+    assert (job.get_status(), job.retries_left, queue.job_ids) == (JobStatus.QUEUED, 1, [job.id])
+
+
+def test_a_pass_takes_jobs_up_to_its_text_budget_and_leaves_the_rest_in_order(queue: Queue):
+    small = [enqueue(queue) for _ in range(3)]
+    big = queue.enqueue("builtins.len", ["a"], meta={"texts": 7})
+    after = enqueue(queue)
+    worker = FixedPass(
+        [queue],
+        connection=queue.connection,
+        name=f"budget-{queue.name}",
+        serializer=MsgpackSerializer,
+        doorbell=doorbell_key(queue.name),
+        idle=idle_key(queue.name),
+        claimed=claimed_key(f"budget-{queue.name}"),
+        max_jobs=8,
+        max_texts=8,
+    )
+    claim = worker.claim([queue])
+    assert isinstance(claim, rq_compat.Claim)
+    assert [j.id for j in claim.jobs] == [j.id for j in small]
+    assert queue.job_ids == [big.id, after.id]
+    assert queue.connection.llen(doorbell_key(queue.name)) == 1, "work left behind rings for another worker"
+
+
+def test_a_job_whose_worker_died_before_runs_in_a_pass_of_its_own(queue: Queue):
+    first = enqueue(queue)
+    abandoned = queue.enqueue("builtins.len", ["a"], meta={"texts": 1, "abandoned": 1})
+    last = enqueue(queue)
+    worker = FixedPass(
+        [queue],
+        connection=queue.connection,
+        name=f"alone-{queue.name}",
+        serializer=MsgpackSerializer,
+        doorbell=doorbell_key(queue.name),
+        idle=idle_key(queue.name),
+        claimed=claimed_key(f"alone-{queue.name}"),
+        max_jobs=8,
+        max_texts=8,
+    )
+    passes = []
+    while isinstance(claim := worker.claim([queue]), rq_compat.Claim):
+        passes.append([j.id for j in claim.jobs])
+    assert passes == [[first.id], [abandoned.id], [last.id]]
