@@ -320,7 +320,7 @@ class PassWorker(SimpleWorker):
     death_penalty_class = NamedTimeoutPenalty
     max_connection_wait_time = 10.0  # rq's backoff cap while Redis is away (its default: 60 s)
     permanent_failures: tuple[type[BaseException], ...] = ()  # failures that would fail the same way again
-    doorbell_wait = 5  # s; an idle worker also looks on its own (jobs rq itself re-queues ring no bell)
+    doorbell_wait = 1  # s; an idle worker also looks on its own (jobs rq itself enqueues ring no bell)
     heartbeat_every = 15.0
 
     def __init__(

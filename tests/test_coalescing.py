@@ -38,7 +38,7 @@ def test_options_stay_per_job_inside_a_shared_pass(redis_url, model_dir, encoder
         ]
         passes_before, jobs_before = counter(client, "passes"), counter(client, "jobs")
         queue = Queue(client.settings.queue, connection=client.connection, serializer=MsgpackSerializer)
-        # rq's own enqueue rings no doorbell: the idle worker finds them when it next looks (5 s at most)
+        # rq's own enqueue rings no doorbell: the idle worker finds them when it next looks (1 s at most)
         jobs = queue.enqueue_many([Queue.prepare_data(EMBED_TASK, args=(r.to_payload(),)) for r in requests])
         results = [client.wait(job.id, timeout=30).embeddings for job in jobs]
         assert counter(client, "passes") - passes_before == 1
