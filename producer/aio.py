@@ -17,7 +17,7 @@ from rq import Queue
 
 from embedq.producer import rq_compat
 from embedq.producer.client import CONNECT_TIMEOUT, SOCKET_TIMEOUT
-from embedq.producer.enqueue import GUARDED_ENQUEUE, plan_enqueue
+from embedq.producer.enqueue import GUARDED_ENQUEUE, EnqueuePlan, plan_enqueue
 from embedq.producer.errors import QueueUnavailable
 from embedq.producer.protocol import (
     LANES,
@@ -90,23 +90,31 @@ class AsyncEmbedClient:
         priority: Priority = "interactive",
     ) -> list[str]:
         """Enqueue several batches in one round trip, all or nothing (QueueFull: none enqueued)."""
-        requests = validate_batches(
+        plan = await self._plan(
             batches,
-            limits=self.limits,
             instruction=instruction,
             normalize=normalize,
             dimensions=dimensions,
             prompt_name=prompt_name,
+            priority=priority,
         )
-        lane = check_priority(priority)
-        queue = self._lanes[lane]
         try:
-            if not rq_compat.knows_server_version(queue):
-                rq_compat.set_server_version(queue, (await self.connection.info("server"))["redis_version"])
-            plan = plan_enqueue(queue, self.settings, requests, lane)
             return plan.check(await self._guarded_enqueue(keys=plan.keys, args=plan.args))
         except (RedisConnectionError, RedisTimeoutError) as error:
             raise Outage(error, redact_url(self.settings.redis_url)).unavailable() from None
+
+    async def _plan(
+        self, batches: Sequence[Sequence[str]], *, priority: Priority = "interactive", **options: Any
+    ) -> EnqueuePlan:
+        requests = validate_batches(batches, limits=self.limits, **options)
+        lane = check_priority(priority)
+        queue = self._lanes[lane]
+        if not rq_compat.knows_server_version(queue):
+            try:
+                rq_compat.set_server_version(queue, (await self.connection.info("server"))["redis_version"])
+            except (RedisConnectionError, RedisTimeoutError) as error:
+                raise Outage(error, redact_url(self.settings.redis_url)).unavailable() from None
+        return plan_enqueue(queue, self.settings, requests, lane)
 
     async def status(self, job_id: str) -> Status:
         return await self._run(status_steps(job_id))
@@ -121,13 +129,13 @@ class AsyncEmbedClient:
         return await self._run(wait_steps(job_ids, timeout))
 
     async def embed(self, texts: Sequence[str], timeout: float = 30.0, **options: Any) -> np.ndarray:
-        return (await self.wait(await self.submit(texts, **options), timeout=timeout)).embeddings
+        return (await self.embed_many([texts], timeout=timeout, **options))[0]
 
     async def embed_many(
         self, batches: Sequence[Sequence[str]], timeout: float = 30.0, **options: Any
     ) -> list[np.ndarray]:
-        job_ids = await self.submit_many(batches, **options)
-        return [result.embeddings for result in await self.wait_many(job_ids, timeout=timeout)]
+        plan = await self._plan(batches, **options)
+        return [result.embeddings for result in await self._run(wait_steps(plan.job_ids, timeout, submit=plan))]
 
     async def stats(self) -> dict[str, Any]:
         """As EmbedClient.stats (read in a thread: it walks the workers' facts)."""

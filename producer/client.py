@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue
 
-from embedq.producer.enqueue import GUARDED_ENQUEUE, plan_enqueue
+from embedq.producer.enqueue import GUARDED_ENQUEUE, EnqueuePlan, plan_enqueue
 from embedq.producer.errors import QueueUnavailable
 from embedq.producer.protocol import (
     LANES,
@@ -89,18 +89,24 @@ class EmbedClient:
         prompt the model defines (config_sentence_transformers.json, e.g. "query"). `priority`:
         "interactive" (served first) or "bulk" (its own lane and MAX_BULK_QUEUE_LENGTH; workers give
         it a fixed share of passes and serve interactive work between its micro-batches)."""
-        requests = validate_batches(
+        plan = self._plan(
             batches,
-            limits=self.limits,
             instruction=instruction,
             normalize=normalize,
             dimensions=dimensions,
             prompt_name=prompt_name,
+            priority=priority,
         )
-        lane = check_priority(priority)
         with self._reachable():
-            plan = plan_enqueue(self.lanes[lane], self.settings, requests, lane)
             return plan.check(self._guarded_enqueue(keys=plan.keys, args=plan.args))
+
+    def _plan(
+        self, batches: Sequence[Sequence[str]], *, priority: Priority = "interactive", **options: Any
+    ) -> EnqueuePlan:
+        requests = validate_batches(batches, limits=self.limits, **options)
+        lane = check_priority(priority)
+        with self._reachable():  # rq asks Redis its version once
+            return plan_enqueue(self.lanes[lane], self.settings, requests, lane)
 
     def status(self, job_id: str) -> Status:
         """queued | started | finished | failed | unknown (one round trip)."""
@@ -121,12 +127,14 @@ class EmbedClient:
         return self._run(wait_steps(job_ids, timeout))
 
     def embed(self, texts: Sequence[str], timeout: float = 30.0, **options: Any) -> np.ndarray:
-        """Submit, wait, and return a float32 array (len(texts), dim) in input order."""
-        return self.wait(self.submit(texts, **options), timeout=timeout).embeddings
+        """Submit, wait, and return a float32 array (len(texts), dim) in input order. The submit
+        and the first wait go in one round trip. `options`: those of submit."""
+        return self.embed_many([texts], timeout=timeout, **options)[0]
 
     def embed_many(self, batches: Sequence[Sequence[str]], timeout: float = 30.0, **options: Any) -> list[np.ndarray]:
-        """Several batches as several jobs (one submit, one wait): an array per batch, in order."""
-        return [result.embeddings for result in self.wait_many(self.submit_many(batches, **options), timeout=timeout)]
+        """Several batches as several jobs, submitted and awaited together: an array per batch, in order."""
+        plan = self._plan(batches, **options)
+        return [result.embeddings for result in self._run(wait_steps(plan.job_ids, timeout, submit=plan))]
 
     def stats(self) -> dict[str, Any]:
         """Queue depth, live workers with their providers, counters and timing percentiles."""

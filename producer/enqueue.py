@@ -16,16 +16,22 @@ from embedq.producer.errors import InvalidInput, QueueFull
 from embedq.producer.protocol import EMBED_TASK, EmbedRequest, Priority, doorbell_key, model_key
 from embedq.producer.settings import ClientSettings
 
-# KEYS: the lane's list, the served model's hash, the doorbell. ARGV: lane length limit, jobs to
-# add, largest `dimensions` asked (0: none), then rq's commands, each as its argument count and its
-# arguments.
+# KEYS: the lane's list, the served model's hash, the doorbell, the first job's result stream.
+# ARGV: lane length limit, jobs to add, largest `dimensions` asked (0: none), then rq's commands,
+# each as its argument count and its arguments. A refusal leaves a short-lived mark in the first
+# job's result stream, so a client that sent its first wait with the submit is answered at once.
 GUARDED_ENQUEUE = """
+local function refuse(why, value)
+    redis.call('XADD', KEYS[4], 'MAXLEN', 1, '*', 'refused', why)
+    redis.call('EXPIRE', KEYS[4], 10)
+    return {why, value}
+end
 local waiting = redis.call('LLEN', KEYS[1])
-if waiting + tonumber(ARGV[2]) > tonumber(ARGV[1]) then return {'full', waiting} end
+if waiting + tonumber(ARGV[2]) > tonumber(ARGV[1]) then return refuse('full', waiting) end
 local wanted = tonumber(ARGV[3])
 if wanted > 0 then
     local dim = redis.call('HGET', KEYS[2], 'dim')
-    if dim and wanted > tonumber(dim) then return {'dimensions', tonumber(dim)} end
+    if dim and wanted > tonumber(dim) then return refuse('dimensions', tonumber(dim)) end
 end
 local i = 4
 while i <= #ARGV do
@@ -49,6 +55,10 @@ class EnqueuePlan:
     limit: int
     limit_name: str
     dimensions: int  # the largest asked, 0 for none
+
+    def command(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+        """The script as one command of a pipeline (EVAL: no NOSCRIPT after a Redis restart)."""
+        return "eval", (GUARDED_ENQUEUE, len(self.keys), *self.keys, *self.args), {}
 
     def check(self, reply: Any) -> list[str]:
         """The job ids if the jobs were enqueued; QueueFull or InvalidInput (nothing enqueued) otherwise."""
@@ -89,5 +99,5 @@ def plan_enqueue(queue: Queue, settings: ClientSettings, requests: list[EmbedReq
     args: list[bytes | int] = [limit, len(requests), dimensions]
     for command in commands:
         args += [len(command), *command]
-    keys = [queue.key, model_key(settings.queue), doorbell_key(settings.queue)]
+    keys = [queue.key, model_key(settings.queue), doorbell_key(settings.queue), rq_compat.result_stream_key(job_ids[0])]
     return EnqueuePlan(job_ids, keys, args, queue.name, limit, limit_name, dimensions)

@@ -80,6 +80,14 @@ def enqueue_commands(queue: Queue, datas: list[Any]) -> tuple[list[str], list[li
     encoder = queue.connection.get_encoder()
     commands = [[encoder.encode(arg) for arg in args] for args, _ in pipe.command_stack]  # type: ignore[no-untyped-call]
     pipe.reset()
+    # rq writes a job's status alone, then again with all its fields: the second write is enough.
+    commands = [
+        command
+        for command, following in zip(commands, [*commands[1:], None])
+        if not (
+            command[0] == b"HSET" and command[2:] == [b"status", b"queued"] and following and following[1] == command[1]
+        )
+    ]
     return [job.id for job in jobs], commands
 
 
@@ -104,6 +112,8 @@ def entry_outcome(job_id: str, entry: tuple[bytes, dict[bytes, bytes]]) -> tuple
     entry_id, fields = entry
     if fields.get(b"type") == SUCCESSFUL:
         return fields.get(RESULT_FIELD.encode()), None
+    if b"type" not in fields:  # the mark a refused submit leaves (producer/enqueue.py)
+        return None, "never enqueued: its submit was refused"
     result = Result.restore(job_id, entry_id.decode(), fields, connection=None, serializer=MsgpackSerializer)  # type: ignore[arg-type]
     lines = [line for line in (result.exc_string or "").strip().splitlines() if line.strip()]
     return None, lines[-1] if lines else f"job ended: {result.type.name.lower()}"
@@ -156,6 +166,9 @@ class NamedTimeoutPenalty(UnixSignalDeathPenalty):
         raise self._exception(f"job ran past JOB_TIMEOUT={self._timeout} s and was stopped")
 
 
+# What a pass reads of each job hash (Job.restore's names): a failure reads the whole job again.
+PASS_FIELDS = ("status", "data", "meta", "timeout", "origin", "enqueued_at", "created_at", "result_ttl", "description")
+
 # Take a pass's jobs and mark them started, as rq's dequeue + prepare_execution would one by one.
 # The first lane with work gives the pass: its share of what waits (split with the workers idle
 # now), at most ARGV[1] jobs, taken while they fit under ARGV[2] texts (the count is in the job's
@@ -165,7 +178,11 @@ class NamedTimeoutPenalty(UnixSignalDeathPenalty):
 # then per lane its queue list and started registry. ARGV: most jobs, most texts, execution id,
 # now as rq writes it, now (unix s), worker name, rq's job key prefix, default job timeout, 1 for a
 # look between micro-batches, seconds an idle worker stays counted without looking again.
-CLAIM_PASS = """
+CLAIM_PASS = (
+    "local PASS_FIELDS = {"
+    + ", ".join(f"'{name}'" for name in PASS_FIELDS)
+    + "}"
+    + """
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'suspended'} end
 local max_jobs, max_texts, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[5])
 redis.call('ZREM', KEYS[5], ARGV[6])
@@ -178,9 +195,9 @@ for lane = 6, #KEYS, 2 do
     end
     local taken, back, texts, full = {}, {}, 0, false
     for _, id in ipairs(ids or {}) do
-        local fields = redis.call('HGETALL', ARGV[7] .. id)
+        local fields = redis.call('HMGET', ARGV[7] .. id, unpack(PASS_FIELDS))
         local job = {}
-        for i = 1, #fields, 2 do job[fields[i]] = fields[i + 1] end
+        for i, name in ipairs(PASS_FIELDS) do job[name] = fields[i] end
         if job.status == 'queued' and job.data then
             local count, abandoned = 1, 0
             local ok, meta = pcall(cmsgpack.unpack, job.meta or '')
@@ -229,45 +246,40 @@ if ARGV[9] == '0' then
 end
 return {'empty'}
 """
+)
 
 # Record a pass's successes as rq's worker records one job's (status, result stream entry, TTLs,
 # started -> finished registry, worker counts), plus embedq's counters and timing histograms, once
 # for the pass. A job is written only while it is still started by this worker: a worker presumed
-# dead whose jobs were handed back writes nothing, so every result is written once.
+# dead whose jobs were handed back writes nothing, so every result is written once (and if any job
+# was not written, the pass's timings are left out of the histograms; the counters stay exact).
 # KEYS: claimed set, rq's worker hash, worker facts, metrics, timings, started and finished
 # registries, then per job its hash and result stream. ARGV: worker, execution id, now as rq writes
-# it, now (unix s), pass start (unix s), result TTL, facts TTL, lane, jobs, seconds worked, then
-# per job JOB_ARGS values: id, return value, packed result, texts, tokens, truncated, and for
-# each timing its histogram field and value.
+# it, now (unix s), pass start (unix s), facts TTL, lane, jobs, seconds worked, histogram fields,
+# then per job 8 values (id, result TTL, finished-registry score, return value, packed
+# result, texts, tokens, truncated), then the histogram's field / increment pairs.
 FINISH_PASS = """
-local worker, execution, lane, n = ARGV[1], ARGV[2], ARGV[8], tonumber(ARGV[9])
-local ttl = tonumber(ARGV[6])
-local written, members, finished, hist = 0, {}, {}, {}
+local worker, execution, lane, n = ARGV[1], ARGV[2], ARGV[7], tonumber(ARGV[8])
+local written, members, finished = 0, {}, {}
 local counts = {texts = 0, tokens = 0, truncated = 0}
 for j = 0, n - 1 do
-    local a = 11 + j * 12
+    local a = 11 + j * 8
     local id, job, stream = ARGV[a], KEYS[8 + 2 * j], KEYS[9 + 2 * j]
     table.insert(members, id .. ':' .. execution)
     local state = redis.call('HMGET', job, 'status', 'worker_name')
     if state[1] == 'started' and state[2] == worker then
         redis.call('HSET', job, 'status', 'finished', 'ended_at', ARGV[3], 'last_heartbeat', ARGV[3])
-        redis.call('EXPIRE', job, ttl)
+        redis.call('EXPIRE', job, ARGV[a + 1])
         redis.call('XADD', stream, 'MAXLEN', '~', 10, '*', 'type', 1, 'worker_name', worker,
             'execution_id', execution, 'execution_started_at', ARGV[5], 'execution_ended_at', ARGV[4],
-            'return_value', ARGV[a + 1], 'embedq', ARGV[a + 2])
-        redis.call('EXPIRE', stream, ttl)
-        table.insert(finished, tonumber(ARGV[4]) + ttl)
+            'return_value', ARGV[a + 3], 'embedq', ARGV[a + 4])
+        redis.call('EXPIRE', stream, ARGV[a + 1])
+        table.insert(finished, ARGV[a + 2])
         table.insert(finished, id)
         written = written + 1
-        counts.texts = counts.texts + tonumber(ARGV[a + 3])
-        counts.tokens = counts.tokens + tonumber(ARGV[a + 4])
-        counts.truncated = counts.truncated + tonumber(ARGV[a + 5])
-        for t = a + 6, a + 10, 2 do
-            local field = ARGV[t]
-            local sum = string.match(field, '^(.*):[^:]*$') .. ':sum'
-            hist[field] = (hist[field] or 0) + 1
-            hist[sum] = (hist[sum] or 0) + tonumber(ARGV[t + 1])
-        end
+        counts.texts = counts.texts + tonumber(ARGV[a + 5])
+        counts.tokens = counts.tokens + tonumber(ARGV[a + 6])
+        counts.truncated = counts.truncated + tonumber(ARGV[a + 7])
     end
 end
 redis.call('ZREM', KEYS[6], unpack(members))
@@ -279,14 +291,18 @@ redis.call('HINCRBY', KEYS[4], lane .. ':passes', 1)
 for name, value in pairs(counts) do
     if value > 0 then redis.call('HINCRBY', KEYS[4], lane .. ':' .. name, value) end
 end
-for field, value in pairs(hist) do redis.call('HINCRBYFLOAT', KEYS[5], field, value) end
+if written == n then
+    for h = 11 + n * 8, 10 + n * 8 + 2 * tonumber(ARGV[10]), 2 do
+        local add = string.sub(ARGV[h], -4) == ':sum' and 'HINCRBYFLOAT' or 'HINCRBY'
+        redis.call(add, KEYS[5], ARGV[h], ARGV[h + 1])
+    end
+end
 redis.call('HINCRBY', KEYS[3], 'jobs_done', written)
-redis.call('EXPIRE', KEYS[3], ARGV[7])
+redis.call('EXPIRE', KEYS[3], ARGV[6])
 redis.call('HINCRBY', KEYS[2], 'successful_job_count', written)
-redis.call('HINCRBYFLOAT', KEYS[2], 'total_working_time', ARGV[10])
+redis.call('HINCRBYFLOAT', KEYS[2], 'total_working_time', ARGV[9])
 return written
 """
-JOB_ARGS = 12
 
 
 @dataclass(frozen=True)
@@ -424,9 +440,9 @@ class PassWorker(SimpleWorker):
         if outcome != "jobs":
             return outcome if outcome == "suspended" else None
         jobs = []
-        for job_id, fields in zip(reply[2::2], reply[3::2]):
+        for job_id, values in zip(reply[2::2], reply[3::2]):
             job = self.job_class(job_id.decode(), connection=self.connection, serializer=self.serializer)
-            job.restore(dict(zip(fields[::2], fields[1::2])))
+            job.restore({name: value for name, value in zip(PASS_FIELDS, values) if value is not None})
             jobs.append(job)
         return Claim(lanes[int(reply[1]) - 1], jobs, execution_id, started)
 
@@ -442,34 +458,47 @@ class PassWorker(SimpleWorker):
         metrics: str,
         timings: str,
     ) -> int:
-        """Record the successes of a pass (one script); how many were written. `facts`, `metrics`,
-        `timings`: embedq's hashes of this worker and of the queue, updated once for the pass."""
+        """Record the successes of a pass (one script); how many were written. A job's own
+        result_ttl wins over `result_ttl`. `facts`, `metrics`, `timings`: embedq's hashes of this
+        worker and of the queue, updated once for the pass."""
         if not done:
             return 0
         ended = time.time()
+        histogram: dict[str, str] = {}
+        counts: dict[str, int] = {}
+        sums: dict[str, float] = {}
+        for item in done:
+            for field, ms in item.timings:
+                counts[field] = counts.get(field, 0) + 1
+                total = field.rsplit(":", 1)[0] + ":sum"
+                sums[total] = sums.get(total, 0.0) + ms
+        histogram = {**{f: str(c) for f, c in counts.items()}, **{f: f"{v:.3f}" for f, v in sums.items()}}
         job_keys: list[str] = []
         args: list[Any] = [
             self.name,
             claim.execution_id,
             utcformat(now()),
-            ended,
-            claim.started,
-            result_ttl,
+            repr(ended),
+            repr(claim.started),
             facts_ttl,
             lane,
             len(done),
             f"{ended - claim.started:.6f}",
+            len(histogram),
         ]
         for item in done:
+            ttl = item.job.result_ttl or result_ttl
             job_keys += [item.job.key, result_stream_key(item.job.id)]
             args += [
                 item.job.id,
+                ttl,
+                repr(ended + ttl),
                 b64encode(self.serializer.dumps(item.return_value)),
                 item.packed,
                 *item.counts,
             ]
-            for field, value in item.timings:
-                args += [field, f"{value:.3f}"]
+        for field, value in histogram.items():
+            args += [field, value]
         fixed = [
             self.claimed,
             self.key,
@@ -483,7 +512,8 @@ class PassWorker(SimpleWorker):
 
     def fail_job(self, job: Job, claim: Claim, exc_info: Any) -> None:
         """rq's own failure path for one job of a pass: retried while it has retries left (and the
-        failure is not permanent), else failed with the reason."""
+        failure is not permanent), else failed with the reason. rq saves the whole job, so it is read whole."""
+        job = self.job_class.fetch(job.id, connection=self.connection, serializer=self.serializer)
         job.ended_at = now()
         self.handle_exception(job, *exc_info)
         execution = Execution(claim.execution_id, job.id, connection=self.connection, worker_name=self.name)

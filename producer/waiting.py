@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from embedq.producer import rq_compat
+from embedq.producer.enqueue import EnqueuePlan
 from embedq.producer.errors import JobFailed, JobNotFound, JobTimeout, QueueUnavailable
 from embedq.producer.protocol import EmbedResult, unpack_result
 
@@ -126,15 +127,20 @@ def _check_status(job_id: str, raw: bytes | None, read: bool) -> None:
 
 
 def wait_steps(
-    job_ids: Sequence[str], timeout: float, clock: Callable[[], float] = time.monotonic
+    job_ids: Sequence[str],
+    timeout: float,
+    clock: Callable[[], float] = time.monotonic,
+    submit: EnqueuePlan | None = None,
 ) -> Steps[list[EmbedResult]]:
     """Block until every job has ended. The result is in rq's result stream of the job, so one
     XREAD on the streams of all jobs still pending both waits and fetches: many jobs cost as many
     round trips as one. The first round also reads each job's status (JobNotFound at once for one
-    that does not exist). JobFailed for the first job found failed, JobTimeout at the deadline."""
+    that does not exist), or, given the `submit` that enqueues the jobs, sends it instead: submit and
+    wait in one round trip (QueueFull / InvalidInput from it at once). JobFailed for the first job
+    found failed, JobTimeout at the deadline."""
     deadline = clock() + timeout
     waiting = _Waiting(list(dict.fromkeys(job_ids)))
-    check, last_error = True, None  # check: read the statuses in this round
+    check, last_error = submit is None, None  # check: read the statuses in this round
     while pending := waiting.pending:
         remaining_ms = int((deadline - clock()) * 1000)
         if remaining_ms <= 0:
@@ -145,18 +151,23 @@ def wait_steps(
                 + (f" (Redis did not answer: {last_error})" if last_error else "")
             )
         streams = {rq_compat.result_stream_key(job_id): job_id for job_id in pending}
-        commands: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        commands: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [submit.command()] if submit else []
         if check:
             commands = [("hget", (rq_compat.job_key(job_id), rq_compat.STATUS), {}) for job_id in pending]
-        block = max(1, min(remaining_ms, FIRST_SLICE_MS if check else WAIT_SLICE_MS))
+        block = max(1, min(remaining_ms, FIRST_SLICE_MS if check or submit else WAIT_SLICE_MS))
         last = {stream: waiting.seen.get(job_id, "0-0") for stream, job_id in streams.items()}
         commands.append(("xread", (last,), {"block": block, "count": 1}))
         reply = yield Send(commands)
         if isinstance(reply, Outage):
+            if submit:  # not known to be enqueued: say so, as submit does
+                raise reply.unavailable()
             last_error = reply.error
             yield Pause(min(OUTAGE_PAUSE_S, max(0.0, deadline - clock())))
             continue
         last_error = None
+        if submit:
+            submit.check(reply[0])
+            reply, submit = reply[1:], None
         *statuses, ended = reply
         news = {streams[_text(stream) or ""]: entries[-1] for stream, entries in ended or []}
         confirm = []
