@@ -95,6 +95,16 @@ class RedisCost:
         }
 
 
+def median_cost(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median Redis CPU per job, with every run's CPU and commands beside it."""
+    middle = sorted(runs, key=lambda run: run["redis_cpu_us_per_job"])[len(runs) // 2]
+    return {
+        **middle,
+        "redis_cpu_us_per_job_runs": [run["redis_cpu_us_per_job"] for run in runs],
+        "commands_per_job_runs": [run["commands_per_job"] for run in runs],
+    }
+
+
 def plain_rq_noop(url: str, connection: Redis, jobs: int) -> dict[str, Any]:
     """rq as its users run it (default serializer and worker), a job that does nothing."""
     queue = Queue("plain-rq-noop", connection=connection)
@@ -178,16 +188,20 @@ def main() -> int:
             )
             results["remote_vs_local"] = rows
 
-            print(f"2. what a job costs Redis ({args.jobs} jobs each)", flush=True)
-            with RedisCost(direct) as cost:
-                singles(near, queries)()
-            results["embedq_single_text_job"] = cost.per_job(len(queries))
+            print(f"2. what a job costs Redis ({args.jobs} jobs each, alternating, medians)", flush=True)
             chunks = [corpus[i : i + 32] for i in range(0, len(corpus), 32)]
-            with RedisCost(direct) as cost:
-                near.wait_many(near.submit_many(chunks), timeout=300)
-            per_text = cost.per_job(len(corpus))
-            results["embedq_per_text_in_jobs_of_32"] = per_text
-        results["plain_rq_noop_job"] = plain_rq_noop(server.url, direct, args.jobs)
+            singles_cost, batch_cost, plain_cost = [], [], []
+            for _ in range(args.repeats):
+                with RedisCost(direct) as cost:
+                    singles(near, queries)()
+                singles_cost.append(cost.per_job(len(queries)))
+                with RedisCost(direct) as cost:
+                    near.wait_many(near.submit_many(chunks), timeout=300)
+                batch_cost.append(cost.per_job(len(corpus)))
+                plain_cost.append(plain_rq_noop(server.url, direct, args.jobs))
+            results["embedq_single_text_job"] = median_cost(singles_cost)
+            results["embedq_per_text_in_jobs_of_32"] = median_cost(batch_cost)
+            results["plain_rq_noop_job"] = median_cost(plain_cost)
         ours, plain = results["embedq_single_text_job"], results["plain_rq_noop_job"]
         results["single_text_job_vs_plain_rq"] = {
             "commands": ours["commands_per_job"] / plain["commands_per_job"],

@@ -6,6 +6,7 @@ import random
 import signal
 import threading
 import time
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from redis import Redis
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 
+from bench.redis_proxy import DelayProxy
 from embedq import EmbedClient, JobFailed, JobTimeout, QueueUnavailable
 from embedq.producer.protocol import MsgpackSerializer
 from embedq.producer.rq_compat import result_stream_key
@@ -59,6 +61,23 @@ def fresh_service(redis_url, model_dir, tmp_path):
         yield service
 
 
+@pytest.fixture(params=[0.0, 1.0], ids=["redis-local", "redis-1ms-away"])
+def service_at_rtt(request, redis_url, model_dir, tmp_path):
+    """A service of its own whose every process reaches Redis through a proxy adding `param` ms a round trip."""
+    proxy = None
+    if request.param:
+        url = urlsplit(redis_url)
+        proxy = DelayProxy(url.port or 6379, request.param / 2000).start()
+        redis_url = urlunsplit(url._replace(netloc=f"{url.hostname}:{proxy.port}"))
+    settings = make_settings(redis_url, model_dir, retries=2, job_timeout=60)
+    try:
+        with LocalService(settings, workers=2, log_path=tmp_path / "supervisor.log") as service:
+            yield service
+    finally:
+        if proxy is not None:
+            proxy.stop()
+
+
 def test_a_job_whose_worker_is_killed_is_rerun_within_seconds(fresh_service, encoder):
     client, connection = fresh_service.client, fresh_service.client.connection
     texts, job_id, victim = running_long_job(fresh_service, 48)
@@ -82,7 +101,8 @@ def test_a_job_whose_worker_is_killed_is_rerun_within_seconds(fresh_service, enc
     assert Job.fetch(job_id, connection=connection, serializer=MsgpackSerializer).meta["abandoned"] == 1
 
 
-def test_chaos_300_jobs_5_kills_nothing_lost_nothing_doubled(fresh_service, encoder):
+def test_chaos_300_jobs_5_kills_nothing_lost_nothing_doubled(service_at_rtt, encoder):
+    fresh_service = service_at_rtt
     client, connection = fresh_service.client, fresh_service.client.connection
     rng = random.Random(7)
     batches = [
