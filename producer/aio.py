@@ -12,12 +12,13 @@ import numpy as np
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue
 
 from embedq.producer import rq_compat
 from embedq.producer.client import CONNECT_TIMEOUT, SOCKET_TIMEOUT
-from embedq.producer.enqueue import GUARDED_ENQUEUE, EnqueuePlan, plan_enqueue
+from embedq.producer.enqueue import GUARDED_ENQUEUE, SCRIPT_LOAD, EnqueuePlan, plan_enqueue
 from embedq.producer.errors import QueueUnavailable
 from embedq.producer.protocol import (
     LANES,
@@ -30,7 +31,17 @@ from embedq.producer.protocol import (
 )
 from embedq.producer.settings import ClientSettings, client_settings, redact_url
 from embedq.producer.stats import collect_stats
-from embedq.producer.waiting import Outage, Pause, Send, Status, Steps, result_steps, status_steps, wait_steps
+from embedq.producer.waiting import (
+    Outage,
+    Pause,
+    Send,
+    Status,
+    Steps,
+    raise_first_error,
+    result_steps,
+    status_steps,
+    wait_steps,
+)
 
 T = TypeVar("T")
 
@@ -159,12 +170,18 @@ class AsyncEmbedClient:
 
     async def _execute(self, send: Send) -> Any:
         try:
-            async with self.connection.pipeline(transaction=False) as pipe:
-                for name, args, kwargs in send.commands:
-                    getattr(pipe, name)(*args, **kwargs)
-                return await pipe.execute()
+            replies = await self._send(send.commands)
+            if any(isinstance(reply, NoScriptError) for reply in replies):  # Redis restarted since: load, again
+                replies = (await self._send([SCRIPT_LOAD, *send.commands]))[1:]
         except (RedisConnectionError, RedisTimeoutError) as error:
             return Outage(error, redact_url(self.settings.redis_url))
+        return raise_first_error(replies)
+
+    async def _send(self, commands: list[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
+        async with self.connection.pipeline(transaction=False) as pipe:
+            for name, args, kwargs in commands:
+                getattr(pipe, name)(*args, **kwargs)
+            return list(await pipe.execute(raise_on_error=False))
 
     async def aclose(self) -> None:
         await self.connection.aclose()

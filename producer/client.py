@@ -10,10 +10,11 @@ from typing import Any, TypeVar
 import numpy as np
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue
 
-from embedq.producer.enqueue import GUARDED_ENQUEUE, EnqueuePlan, plan_enqueue
+from embedq.producer.enqueue import GUARDED_ENQUEUE, SCRIPT_LOAD, EnqueuePlan, plan_enqueue
 from embedq.producer.errors import QueueUnavailable
 from embedq.producer.protocol import (
     LANES,
@@ -26,7 +27,17 @@ from embedq.producer.protocol import (
 )
 from embedq.producer.settings import ClientSettings, client_settings, redact_url
 from embedq.producer.stats import collect_stats
-from embedq.producer.waiting import Outage, Send, Status, Steps, result_steps, run_steps, status_steps, wait_steps
+from embedq.producer.waiting import (
+    Outage,
+    Send,
+    Status,
+    Steps,
+    raise_first_error,
+    result_steps,
+    run_steps,
+    status_steps,
+    wait_steps,
+)
 
 CONNECT_TIMEOUT = 2.0  # seconds: a Redis that is down fails the call fast instead of hanging it
 SOCKET_TIMEOUT = 10.0
@@ -153,12 +164,18 @@ class EmbedClient:
 
     def _execute(self, send: Send) -> Any:
         try:
-            with self.connection.pipeline(transaction=False) as pipe:
-                for name, args, kwargs in send.commands:
-                    getattr(pipe, name)(*args, **kwargs)
-                return pipe.execute()
+            replies = self._send(send.commands)
+            if any(isinstance(reply, NoScriptError) for reply in replies):  # Redis restarted since: load, again
+                replies = self._send([SCRIPT_LOAD, *send.commands])[1:]
         except (RedisConnectionError, RedisTimeoutError) as error:
             return Outage(error, redact_url(self.settings.redis_url))
+        return raise_first_error(replies)
+
+    def _send(self, commands: list[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
+        with self.connection.pipeline(transaction=False) as pipe:
+            for name, args, kwargs in commands:
+                getattr(pipe, name)(*args, **kwargs)
+            return list(pipe.execute(raise_on_error=False))
 
     def close(self) -> None:
         self.connection.close()

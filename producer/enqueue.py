@@ -6,6 +6,7 @@ lane's limit, and a `submit_many` is never half enqueued."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,11 @@ return {'ok', waiting}
 """
 
 
+GUARDED_ENQUEUE_SHA = hashlib.sha1(GUARDED_ENQUEUE.encode()).hexdigest()
+# what a pipeline that met NOSCRIPT sends first
+SCRIPT_LOAD: tuple[str, tuple[Any, ...], dict[str, Any]] = ("script_load", (GUARDED_ENQUEUE,), {})
+
+
 @dataclass(frozen=True)
 class EnqueuePlan:
     """The script call that enqueues these jobs, and what to say about its reply."""
@@ -57,8 +63,8 @@ class EnqueuePlan:
     dimensions: int  # the largest asked, 0 for none
 
     def command(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
-        """The script as one command of a pipeline (EVAL: no NOSCRIPT after a Redis restart)."""
-        return "eval", (GUARDED_ENQUEUE, len(self.keys), *self.keys, *self.args), {}
+        """The script as one command of a pipeline (a client that meets NOSCRIPT loads it: SCRIPT_LOAD)."""
+        return "evalsha", (GUARDED_ENQUEUE_SHA, len(self.keys), *self.keys, *self.args), {}
 
     def check(self, reply: Any) -> list[str]:
         """The job ids if the jobs were enqueued; QueueFull or InvalidInput (nothing enqueued) otherwise."""

@@ -167,7 +167,7 @@ class NamedTimeoutPenalty(UnixSignalDeathPenalty):
 
 
 # What a pass reads of each job hash (Job.restore's names): a failure reads the whole job again.
-PASS_FIELDS = ("status", "data", "meta", "timeout", "origin", "enqueued_at", "created_at", "result_ttl", "description")
+PASS_FIELDS = ("status", "data", "meta", "timeout", "origin", "enqueued_at", "result_ttl")
 
 # Take a pass's jobs and mark them started, as rq's dequeue + prepare_execution would one by one.
 # The first lane with work gives the pass: its share of what waits (split with the workers idle
@@ -177,7 +177,8 @@ PASS_FIELDS = ("status", "data", "meta", "timeout", "origin", "enqueued_at", "cr
 # KEYS: doorbell, rq's suspension flag, claimed set, rq's worker hash, the set of idle workers,
 # then per lane its queue list and started registry. ARGV: most jobs, most texts, execution id,
 # now as rq writes it, now (unix s), worker name, rq's job key prefix, default job timeout, 1 for a
-# look between micro-batches, seconds an idle worker stays counted without looking again.
+# look between micro-batches, seconds an idle worker stays counted without looking again, 1 if
+# this worker's last look found nothing (it is in the idle set and rq's state says idle).
 CLAIM_PASS = (
     "local PASS_FIELDS = {"
     + ", ".join(f"'{name}'" for name in PASS_FIELDS)
@@ -185,12 +186,13 @@ CLAIM_PASS = (
     + """
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'suspended'} end
 local max_jobs, max_texts, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[5])
-redis.call('ZREM', KEYS[5], ARGV[6])
+local was_idle, idle = ARGV[11] == '1', nil
+if was_idle then redis.call('ZREM', KEYS[5], ARGV[6]) end
 for lane = 6, #KEYS, 2 do
     local waiting = redis.call('LLEN', KEYS[lane])
     local ids = false
     if waiting > 0 then
-        local idle = redis.call('ZCOUNT', KEYS[5], now - tonumber(ARGV[10]), '+inf')
+        idle = idle or redis.call('ZCOUNT', KEYS[5], now - tonumber(ARGV[10]), '+inf')
         ids = redis.call('LPOP', KEYS[lane], math.min(max_jobs, math.ceil(waiting / (idle + 1))))
     end
     local taken, back, texts, full = {}, {}, 0, false
@@ -229,8 +231,9 @@ for lane = 6, #KEYS, 2 do
         redis.call('ZADD', KEYS[lane + 1], unpack(started))
         redis.call('SADD', KEYS[3], unpack(members))
         redis.call('EXPIRE', KEYS[3], 86400)
-        redis.call('HSET', KEYS[4], 'state', 'busy')
-        for other = 6, #KEYS, 2 do
+        if was_idle then redis.call('HSET', KEYS[4], 'state', 'busy') end
+        for other = 6, #KEYS, 2 do  -- work left behind and a worker idle: wake it
+            if idle == 0 then break end
             if redis.call('LLEN', KEYS[other]) > 0 then
                 if redis.call('LLEN', KEYS[1]) == 0 then redis.call('LPUSH', KEYS[1], 1) end
                 break
@@ -358,6 +361,7 @@ class PassWorker(SimpleWorker):
         self._claim = self.connection.register_script(CLAIM_PASS)
         self._finish = self.connection.register_script(FINISH_PASS)
         self._last_beat = 0.0
+        self._was_idle = True  # rq's state says "started" until the first pass
 
     # hooks
     def execute_pass(self, claim: Claim) -> None:
@@ -434,9 +438,12 @@ class PassWorker(SimpleWorker):
                 Queue.DEFAULT_TIMEOUT,
                 int(looking_in_passing),
                 self.doorbell_wait * 2,
+                int(self._was_idle),
             ],
         )
         outcome = reply[0].decode()
+        if not looking_in_passing:
+            self._was_idle = outcome == "empty"
         if outcome != "jobs":
             return outcome if outcome == "suspended" else None
         jobs = []

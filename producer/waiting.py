@@ -195,6 +195,14 @@ def wait_steps(
     return [waiting.results[job_id] for job_id in job_ids]
 
 
+def raise_first_error(replies: list[Any]) -> list[Any]:
+    """A pipeline's replies, as `execute()` would give them: its first error raised."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
 def run_steps(steps: Steps[T], execute: Callable[[Send], Any], pause: Callable[[float], None]) -> T:
     """Drive `steps` with a blocking `execute` (a pipeline's replies, or an Outage)."""
     reply: Any = None

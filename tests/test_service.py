@@ -202,3 +202,9 @@ def test_wait_many_names_the_job_that_failed(service):
     bad = push_raw(service, job_tuple(EMBED_TASK, {"v": 1, "texts": [3]}))
     with pytest.raises(JobFailed, match=rf"job {bad} failed: .*texts\[0\] must be a str"):
         service.client.wait_many([good, bad], timeout=30)
+
+
+def test_embed_works_after_redis_forgets_its_scripts(service, encoder):
+    service.client.connection.script_flush()  # as a Redis restart does
+    vectors = service.client.embed(["scripts are loaded again"], timeout=30)
+    np.testing.assert_allclose(vectors, encoder.encode(["scripts are loaded again"]).vectors, atol=1e-5)

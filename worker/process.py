@@ -137,7 +137,7 @@ class EmbedWorker(PassWorker):
             else:
                 self.fail_job(job, claim, outcome)
         if done:
-            self.finish_pass(
+            written = self.finish_pass(
                 claim,
                 done,
                 lane=lane,
@@ -146,6 +146,15 @@ class EmbedWorker(PassWorker):
                 facts_ttl=WORKER_FACTS_TTL,
                 metrics=metrics_key(self.settings.queue),
                 timings=timings_key(self.settings.queue),
+            )
+            self.log.info(
+                "Worker %s: %s pass: %d jobs, %d texts, inference %.1f ms, %d results written",
+                self.name,
+                lane,
+                len(done),
+                sum(item.counts[0] for item in done),
+                infer_ms,
+                written,
             )
 
     def _encode_alone(self, request: EmbedRequest, timeout: int) -> Encoded | Any:
