@@ -45,7 +45,7 @@ def embed_file(
     out: Path,
     *,
     batch_size: int = 64,
-    in_flight: int = 8,
+    in_flight: int = 32,
     timeout: float = 300.0,
     progress: bool = True,
     priority: Priority = "bulk",

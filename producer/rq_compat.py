@@ -308,6 +308,25 @@ return written
 """
 
 
+# Hand jobs of a pass back untouched: those still started by this worker go back to the head of
+# their queue (in order), status queued, out of the started registry and the claimed set.
+# KEYS: queue list, started registry, claimed set, doorbell, then the jobs' hashes. ARGV: worker,
+# then the jobs' `job_id:execution_id` members.
+RELEASE_JOBS = """
+for j = #ARGV, 2, -1 do
+    local job = KEYS[3 + j]
+    local state = redis.call('HMGET', job, 'status', 'worker_name')
+    if state[1] == 'started' and state[2] == ARGV[1] then
+        redis.call('HSET', job, 'status', 'queued')
+        redis.call('LPUSH', KEYS[1], string.match(ARGV[j], '^(.*):[^:]*$'))
+    end
+    redis.call('ZREM', KEYS[2], ARGV[j])
+    redis.call('SREM', KEYS[3], ARGV[j])
+end
+redis.call('LPUSH', KEYS[4], 1)
+"""
+
+
 @dataclass(frozen=True)
 class Claim:
     """A pass's jobs, all started, from one lane's queue."""
@@ -360,8 +379,9 @@ class PassWorker(SimpleWorker):
         self.claimed = claimed
         self._claim = self.connection.register_script(CLAIM_PASS)
         self._finish = self.connection.register_script(FINISH_PASS)
+        self._release = self.connection.register_script(RELEASE_JOBS)
         self._last_beat = 0.0
-        self._was_idle = True  # rq's state says "started" until the first pass
+        self._was_idle = True  # the last look found nothing (rq's state says "started" before the first)
 
     # hooks
     def execute_pass(self, claim: Claim) -> None:
@@ -443,7 +463,7 @@ class PassWorker(SimpleWorker):
         )
         outcome = reply[0].decode()
         if not looking_in_passing:
-            self._was_idle = outcome == "empty"
+            self._was_idle = outcome != "jobs"
         if outcome != "jobs":
             return outcome if outcome == "suspended" else None
         jobs = []
@@ -471,7 +491,6 @@ class PassWorker(SimpleWorker):
         if not done:
             return 0
         ended = time.time()
-        histogram: dict[str, str] = {}
         counts: dict[str, int] = {}
         sums: dict[str, float] = {}
         for item in done:
@@ -530,17 +549,11 @@ class PassWorker(SimpleWorker):
         self.connection.srem(self.claimed, f"{job.id}:{claim.execution_id}")
 
     def release(self, claim: Claim, jobs: Sequence[Job]) -> None:
-        """Put jobs of a pass that never ran back at the head of their queue, started by no one and
-        with no retry used, and ring for them."""
-        with self.connection.pipeline() as pipe:
-            for job in reversed(jobs):
-                member = f"{job.id}:{claim.execution_id}"
-                pipe.hset(job.key, STATUS, "queued")
-                pipe.lpush(claim.queue.key, job.id)
-                pipe.zrem(claim.queue.started_job_registry.key, member)
-                pipe.srem(self.claimed, member)
-            pipe.lpush(self.doorbell, 1)
-            pipe.execute()
+        """Put the jobs of a pass that this worker still holds back at the head of their queue,
+        started by no one and with no retry used, and ring for them (one script)."""
+        members = [f"{job.id}:{claim.execution_id}" for job in jobs]
+        keys = [claim.queue.key, claim.queue.started_job_registry.key, self.claimed, self.doorbell]
+        self._release(keys=keys + [job.key for job in jobs], args=[self.name, *members])
 
     def keep_alive(self) -> None:
         """rq's heartbeat (and embedq's) and registry maintenance, when due."""

@@ -187,3 +187,28 @@ def test_a_job_whose_worker_died_before_runs_in_a_pass_of_its_own(queue: Queue):
     while isinstance(claim := worker.claim([queue]), rq_compat.Claim):
         passes.append([j.id for j in claim.jobs])
     assert passes == [[first.id], [abandoned.id], [last.id]]
+
+
+def test_jobs_released_from_a_pass_go_back_to_the_head_untouched_unless_already_recorded(queue: Queue):
+    first, second, later = enqueue(queue), enqueue(queue), enqueue(queue)
+    worker = FixedPass(
+        [queue],
+        connection=queue.connection,
+        name=f"release-{queue.name}",
+        serializer=MsgpackSerializer,
+        doorbell=doorbell_key(queue.name),
+        idle=idle_key(queue.name),
+        claimed=claimed_key(f"release-{queue.name}"),
+        max_jobs=2,
+        max_texts=8,
+    )
+    claim = worker.claim([queue])
+    assert isinstance(claim, rq_compat.Claim) and [j.id for j in claim.jobs] == [first.id, second.id]
+    queue.connection.hset(second.key, "status", "finished")  # as if recorded just before the release
+    worker.release(claim, claim.jobs)
+    assert queue.job_ids == [first.id, later.id]
+    job = Job.fetch(first.id, connection=queue.connection, serializer=MsgpackSerializer)
+    assert (job.get_status(), job.retries_left) == (JobStatus.QUEUED, None)
+    assert not StartedJobRegistry(queue=queue).get_job_ids()
+    assert not queue.connection.exists(claimed_key(worker.name))
+    assert queue.connection.llen(doorbell_key(queue.name)) >= 1

@@ -9,7 +9,7 @@ import os
 import socket
 import sys
 import time
-from contextlib import suppress
+from contextlib import AbstractContextManager, nullcontext, suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -99,6 +99,7 @@ class EmbedWorker(PassWorker):
         self.settings = settings
         self.facts = facts
         self.passes = 0
+        self.in_pass = False
         self.interactive, self.bulk = self.queues
 
     def next_lanes(self) -> list[Queue]:
@@ -120,15 +121,21 @@ class EmbedWorker(PassWorker):
         lane = "bulk" if claim.queue is self.bulk else "interactive"
         between = self._serve_interactive if lane == "bulk" else None
         timeout = int(max(job.timeout or Queue.DEFAULT_TIMEOUT for job, _ in ready))
+        nested, self.in_pass = self.in_pass, True  # inside a bulk pass, its timeout alone runs
         started = time.perf_counter()
         outcomes: list[Encoded | Any]
         try:
-            with self.death_penalty_class(timeout, JobTimeoutException, job_id=claim.execution_id):  # type: ignore[no-untyped-call]
+            with self._penalty(timeout, nested):
                 outcomes = list(self.encoder.encode_many([request for _, request in ready], between=between))
         except JobTimeoutException:
+            if nested:
+                raise
             outcomes = [sys.exc_info()] * len(ready)
         except Exception:
-            outcomes = [sys.exc_info()] if len(ready) == 1 else [self._encode_alone(r, timeout) for _, r in ready]
+            failure = sys.exc_info()
+            outcomes = [failure] if len(ready) == 1 else [self._encode_alone(r, timeout, nested) for _, r in ready]
+        finally:
+            self.in_pass = nested
         infer_ms = (time.perf_counter() - started) * 1000
         done = []
         for (job, request), outcome in zip(ready, outcomes):
@@ -157,10 +164,18 @@ class EmbedWorker(PassWorker):
                 written,
             )
 
-    def _encode_alone(self, request: EmbedRequest, timeout: int) -> Encoded | Any:
+    def _penalty(self, timeout: int, nested: bool) -> AbstractContextManager[Any]:
+        """rq's SIGALRM timeout; none inside another pass (one alarm: a second would cancel the first)."""
+        return nullcontext() if nested else self.death_penalty_class(timeout, JobTimeoutException)  # type: ignore[no-untyped-call]
+
+    def _encode_alone(self, request: EmbedRequest, timeout: int, nested: bool) -> Encoded | Any:
         try:
-            with self.death_penalty_class(timeout, JobTimeoutException):  # type: ignore[no-untyped-call]
+            with self._penalty(timeout, nested):
                 return self.encoder.encode_many([request])[0]
+        except JobTimeoutException:
+            if nested:
+                raise
+            return sys.exc_info()
         except Exception:
             return sys.exc_info()
 
