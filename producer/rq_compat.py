@@ -33,9 +33,9 @@ rq's private or undocumented surface used here, and why:
   texts, as log extras) with `_exc_handlers`, `handle_job_failure(job, queue,
   started_job_registry, exc_string, execution)` with an unsaved `Execution(id, job_id,
   connection, worker_name)`, `max_connection_wait_time`, `death_penalty_class`.
-- Handing back a dead worker's jobs: `Queue.push_job_id(job_id, pipeline, at_front)`,
-  `Job.retry(queue, pipeline)`, `rq.job_lifecycle.record_job_failure(job, exc_string, pipeline)`,
-  `Worker.find_by_key` with `redis_worker_namespace_prefix`.
+- Handing back a dead worker's jobs: `Job.retry(queue, pipeline)`,
+  `rq.job_lifecycle.record_job_failure(job, exc_string, pipeline)`, `Worker.find_by_key` with
+  `redis_worker_namespace_prefix`.
 """
 
 from __future__ import annotations

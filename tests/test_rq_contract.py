@@ -41,7 +41,6 @@ SIGNATURES = [
     (SimpleWorker, "handle_exception", ["self", "job", "exc_info"]),
     (SimpleWorker, "handle_job_failure", ["self", "job", "queue", "started_job_registry", "exc_string", "execution"]),
     (Execution, "__init__", ["self", "id", "job_id", "connection", "worker_name"]),
-    (Queue, "push_job_id", ["self", "job_id", "pipeline", "at_front"]),
 ]
 
 
