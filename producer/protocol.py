@@ -3,7 +3,8 @@ schemas, every Redis key name of ours, and the request checks both sides run."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -69,10 +70,29 @@ def timings_key(queue: str) -> str:
     return f"{KEY_PREFIX}{queue}:timings"
 
 
+def timing_field(lane: str, timing: str, le: float) -> str:
+    """A histogram bucket's field: the count of timings at or under `le` ms (math.inf: the rest)."""
+    return f"{lane}:{timing}:{'inf' if le == math.inf else f'{le:g}'}"
+
+
+def timing_sum_field(lane: str, timing: str) -> str:
+    return f"{lane}:{timing}:sum"
+
+
 def timing_bucket(lane: str, timing: str, ms: float) -> str:
     """The histogram field a job's timing counts in (the first bound at or above it, else `inf`)."""
-    bound = next((b for b in TIMING_BUCKETS_MS if ms <= b), None)
-    return f"{lane}:{timing}:{'inf' if bound is None else f'{bound:g}'}"
+    return timing_field(lane, timing, next((b for b in TIMING_BUCKETS_MS if ms <= b), math.inf))
+
+
+def timing_increments(lane: str, jobs: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """What a pass adds to the histograms for its jobs' timings: a count (int) per bucket, and sums."""
+    added: dict[str, float] = {}
+    for timings in jobs:
+        for timing, ms in timings.items():
+            bucket, total = timing_bucket(lane, timing, ms), timing_sum_field(lane, timing)
+            added[bucket] = added.get(bucket, 0) + 1
+            added[total] = added.get(total, 0.0) + ms
+    return added
 
 
 def model_key(queue: str) -> str:

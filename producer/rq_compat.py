@@ -44,7 +44,7 @@ import logging
 import time
 import traceback
 from base64 import b64encode
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -340,13 +340,12 @@ class Claim:
 @dataclass(frozen=True)
 class Done:
     """One job of a pass that succeeded: what rq keeps as its return value, embedq's packed
-    result, its counts (texts, tokens, truncated) and its timings as (histogram field, ms)."""
+    result, and its counts (texts, tokens, truncated)."""
 
     job: Job
     return_value: Any
     packed: bytes
     counts: tuple[int, int, int]
-    timings: tuple[tuple[str, float], tuple[str, float], tuple[str, float]]
 
 
 class PassWorker(SimpleWorker):
@@ -484,21 +483,15 @@ class PassWorker(SimpleWorker):
         facts_ttl: int,
         metrics: str,
         timings: str,
+        histogram: Mapping[str, float],
     ) -> int:
         """Record the successes of a pass (one script); how many were written. A job's own
         result_ttl wins over `result_ttl`. `facts`, `metrics`, `timings`: embedq's hashes of this
-        worker and of the queue, updated once for the pass."""
+        worker and of the queue, updated once for the pass; `histogram`: what to add to `timings`
+        (int counts, float sums ending in `:sum`)."""
         if not done:
             return 0
         ended = time.time()
-        counts: dict[str, int] = {}
-        sums: dict[str, float] = {}
-        for item in done:
-            for field, ms in item.timings:
-                counts[field] = counts.get(field, 0) + 1
-                total = field.rsplit(":", 1)[0] + ":sum"
-                sums[total] = sums.get(total, 0.0) + ms
-        histogram = {**{f: str(c) for f, c in counts.items()}, **{f: f"{v:.3f}" for f, v in sums.items()}}
         job_keys: list[str] = []
         args: list[Any] = [
             self.name,
@@ -524,7 +517,7 @@ class PassWorker(SimpleWorker):
                 *item.counts,
             ]
         for field, value in histogram.items():
-            args += [field, value]
+            args += [field, str(value) if isinstance(value, int) else f"{value:.3f}"]
         fixed = [
             self.claimed,
             self.key,

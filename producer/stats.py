@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from redis import Redis
@@ -18,6 +19,8 @@ from embedq.producer.protocol import (
     WORKER_KEY_PATTERN,
     lane_queue,
     metrics_key,
+    timing_field,
+    timing_sum_field,
     timings_key,
 )
 
@@ -39,10 +42,10 @@ def _facts(connection: Redis, pattern: str, queue: str) -> list[dict[str, str]]:
 def histogram(fields: dict[str, float], lane: str, timing: str) -> tuple[list[tuple[float, float]], float]:
     """One timing's histogram: cumulative (upper bound ms, count) pairs ending at +inf, and the sum."""
     cumulative, total = [], 0.0
-    for bound in (*TIMING_BUCKETS_MS, float("inf")):
-        total += fields.get(f"{lane}:{timing}:{'inf' if bound == float('inf') else f'{bound:g}'}", 0.0)
+    for bound in (*TIMING_BUCKETS_MS, math.inf):
+        total += fields.get(timing_field(lane, timing, bound), 0.0)
         cumulative.append((float(bound), total))
-    return cumulative, fields.get(f"{lane}:{timing}:sum", 0.0)
+    return cumulative, fields.get(timing_sum_field(lane, timing), 0.0)
 
 
 def quantile(cumulative: list[tuple[float, float]], q: float) -> float | None:
@@ -53,7 +56,7 @@ def quantile(cumulative: list[tuple[float, float]], q: float) -> float | None:
     rank, lower, below = q * count, 0.0, 0.0
     for bound, seen in cumulative:
         if seen >= rank:
-            if bound == float("inf"):
+            if bound == math.inf:
                 return lower
             return lower + (bound - lower) * (rank - below) / max(seen - below, 1e-9)
         lower, below = bound, seen

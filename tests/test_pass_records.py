@@ -18,7 +18,14 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegist
 from rq.results import Result
 
 from embedq.producer import rq_compat
-from embedq.producer.protocol import MsgpackSerializer, claimed_key, doorbell_key, idle_key, timing_bucket
+from embedq.producer.protocol import (
+    TIMINGS,
+    MsgpackSerializer,
+    claimed_key,
+    doorbell_key,
+    idle_key,
+    timing_increments,
+)
 
 TTL = 600
 
@@ -39,10 +46,7 @@ class FixedPass(rq_compat.PassWorker):
                 except RuntimeError:
                     self.fail_job(job, claim, sys.exc_info())
                 continue
-            timings = tuple(
-                (timing_bucket("interactive", name, 3.0), 3.0) for name in ("queue_ms", "infer_ms", "total_ms")
-            )
-            done.append(rq_compat.Done(job, 1, b"packed", (1, 4, 0), timings))  # type: ignore[arg-type]
+            done.append(rq_compat.Done(job, 1, b"packed", (1, 4, 0)))
         self.finish_pass(
             claim,
             done,
@@ -52,6 +56,7 @@ class FixedPass(rq_compat.PassWorker):
             facts_ttl=90,
             metrics="embedq:test:metrics",
             timings="embedq:test:timings",
+            histogram=timing_increments("interactive", [dict.fromkeys(TIMINGS, 3.0)] * len(done)),
         )
 
 

@@ -86,3 +86,8 @@ def test_a_timing_counts_in_the_first_bucket_at_or_above_it(ms, field):
 
 def test_a_timing_past_the_last_bound_counts_in_inf():
     assert protocol.timing_bucket("interactive", "total_ms", 1e9) == "interactive:total_ms:inf"
+
+
+def test_a_pass_adds_a_count_per_bucket_and_the_sums():
+    added = protocol.timing_increments("bulk", [{"queue_ms": 0.5}, {"queue_ms": 0.75}, {"queue_ms": 3.0}])
+    assert added == {"bulk:queue_ms:1": 2, "bulk:queue_ms:5": 1, "bulk:queue_ms:sum": pytest.approx(4.25)}

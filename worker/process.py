@@ -36,7 +36,7 @@ from embedq.producer.protocol import (
     metrics_key,
     model_key,
     pack_result,
-    timing_bucket,
+    timing_increments,
     timings_key,
     worker_key,
 )
@@ -137,10 +137,12 @@ class EmbedWorker(PassWorker):
         finally:
             self.in_pass = nested
         infer_ms = (time.perf_counter() - started) * 1000
-        done = []
+        done, timings = [], []
         for (job, request), outcome in zip(ready, outcomes):
             if isinstance(outcome, Encoded):
-                done.append(self._done(job, request, outcome, lane, infer_ms))
+                record, job_timings = self._done(job, request, outcome, infer_ms)
+                done.append(record)
+                timings.append(job_timings)
             else:
                 self.fail_job(job, claim, outcome)
         if done:
@@ -153,6 +155,7 @@ class EmbedWorker(PassWorker):
                 facts_ttl=WORKER_FACTS_TTL,
                 metrics=metrics_key(self.settings.queue),
                 timings=timings_key(self.settings.queue),
+                histogram=timing_increments(lane, timings),
             )
             self.log.info(
                 "Worker %s: %s pass: %d jobs, %d texts, inference %.1f ms, %d results written",
@@ -190,7 +193,11 @@ class EmbedWorker(PassWorker):
             self.release(claim, claim.jobs)
             raise
 
-    def _done(self, job: Job, request: EmbedRequest, encoded: Encoded, lane: str, infer_ms: float) -> Done:
+    def _done(
+        self, job: Job, request: EmbedRequest, encoded: Encoded, infer_ms: float
+    ) -> tuple[Done, dict[str, float]]:
+        """A succeeded job's record, and its timings for the histograms: queue wait, the pass's
+        inference, end to end."""
         finished = time.time()
         enqueued = job.enqueued_at.timestamp() if job.enqueued_at else encoded.started
         queue_ms = max(0.0, (encoded.started - enqueued) * 1000)
@@ -205,14 +212,13 @@ class EmbedWorker(PassWorker):
             timings={"queue_ms": queue_ms, **encoded.timings, "total_ms": total_ms},
             worker=self.name,
         )
-        timings = dict(zip(TIMINGS, (queue_ms, infer_ms, total_ms)))
-        return Done(
+        record = Done(
             job=job,
             return_value={"texts": len(request.texts), "dim": result.dim, "tokens": encoded.tokens},
             packed=pack_result(result),
             counts=(len(request.texts), encoded.tokens, encoded.truncated),
-            timings=tuple((timing_bucket(lane, name, ms), ms) for name, ms in timings.items()),  # type: ignore[arg-type]
         )
+        return record, dict(zip(TIMINGS, (queue_ms, infer_ms, total_ms)))
 
     def on_birth(self) -> None:
         key = worker_key(self.name)
