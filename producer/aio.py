@@ -14,20 +14,14 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from rq import Queue
 
 from embedq.producer import rq_compat
 from embedq.producer.client import CONNECT_TIMEOUT, SOCKET_TIMEOUT
-from embedq.producer.enqueue import GUARDED_ENQUEUE, SCRIPT_LOAD, EnqueuePlan, plan_enqueue
+from embedq.producer.enqueue import SCRIPT_LOAD, EnqueuePlan, lane_queues, plan_submit
 from embedq.producer.errors import QueueUnavailable
 from embedq.producer.protocol import (
-    LANES,
     EmbedResult,
-    MsgpackSerializer,
     Priority,
-    check_priority,
-    lane_queue,
-    validate_batches,
 )
 from embedq.producer.settings import ClientSettings, client_settings, redact_url
 from embedq.producer.stats import collect_stats
@@ -40,6 +34,7 @@ from embedq.producer.waiting import (
     raise_first_error,
     result_steps,
     status_steps,
+    submit_steps,
     wait_steps,
 )
 
@@ -64,11 +59,7 @@ class AsyncEmbedClient:
         # rq builds the jobs exactly as its own enqueue would; this client never sends through it
         # (only stats(), in a thread, reads with it).
         self._sync = Redis.from_url(self.settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT)
-        self._lanes = {
-            lane: Queue(lane_queue(self.settings.queue, lane), connection=self._sync, serializer=MsgpackSerializer)
-            for lane in LANES
-        }
-        self._guarded_enqueue = self.connection.register_script(GUARDED_ENQUEUE)
+        self._lanes = lane_queues(self.settings.queue, self._sync)
         self.limits = self.settings.limits
 
     async def submit(
@@ -109,23 +100,18 @@ class AsyncEmbedClient:
             prompt_name=prompt_name,
             priority=priority,
         )
-        try:
-            return plan.check(await self._guarded_enqueue(keys=plan.keys, args=plan.args))
-        except (RedisConnectionError, RedisTimeoutError) as error:
-            raise Outage(error, redact_url(self.settings.redis_url)).unavailable() from None
+        return await self._run(submit_steps(plan))
 
-    async def _plan(
-        self, batches: Sequence[Sequence[str]], *, priority: Priority = "interactive", **options: Any
-    ) -> EnqueuePlan:
-        requests = validate_batches(batches, limits=self.limits, **options)
-        lane = check_priority(priority)
-        queue = self._lanes[lane]
-        if not rq_compat.knows_server_version(queue):
+    async def _plan(self, batches: Sequence[Sequence[str]], **options: Any) -> EnqueuePlan:
+        """As EmbedClient's; rq's Queue here never talks to Redis: the server version it wants is asked here."""
+        if not all(rq_compat.knows_server_version(queue) for queue in self._lanes.values()):
             try:
-                rq_compat.set_server_version(queue, (await self.connection.info("server"))["redis_version"])
+                version = (await self.connection.info("server"))["redis_version"]
             except (RedisConnectionError, RedisTimeoutError) as error:
                 raise Outage(error, redact_url(self.settings.redis_url)).unavailable() from None
-        return plan_enqueue(queue, self.settings, requests, lane)
+            for queue in self._lanes.values():
+                rq_compat.set_server_version(queue, version)
+        return plan_submit(self._lanes, self.settings, batches, **options)
 
     async def status(self, job_id: str) -> Status:
         return await self._run(status_steps(job_id))

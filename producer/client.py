@@ -12,18 +12,12 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from rq import Queue
 
-from embedq.producer.enqueue import GUARDED_ENQUEUE, SCRIPT_LOAD, EnqueuePlan, plan_enqueue
+from embedq.producer.enqueue import SCRIPT_LOAD, EnqueuePlan, lane_queues, plan_submit
 from embedq.producer.errors import QueueUnavailable
 from embedq.producer.protocol import (
-    LANES,
     EmbedResult,
-    MsgpackSerializer,
     Priority,
-    check_priority,
-    lane_queue,
-    validate_batches,
 )
 from embedq.producer.settings import ClientSettings, client_settings, redact_url
 from embedq.producer.stats import collect_stats
@@ -36,6 +30,7 @@ from embedq.producer.waiting import (
     result_steps,
     run_steps,
     status_steps,
+    submit_steps,
     wait_steps,
 )
 
@@ -60,11 +55,7 @@ class EmbedClient:
         self.connection = connection or Redis.from_url(
             self.settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT
         )
-        self.lanes = {
-            lane: Queue(lane_queue(self.settings.queue, lane), connection=self.connection, serializer=MsgpackSerializer)
-            for lane in LANES
-        }
-        self._guarded_enqueue = self.connection.register_script(GUARDED_ENQUEUE)
+        self.lanes = lane_queues(self.settings.queue, self.connection)
         self.limits = self.settings.limits
 
     def submit(
@@ -108,16 +99,11 @@ class EmbedClient:
             prompt_name=prompt_name,
             priority=priority,
         )
-        with self._reachable():
-            return plan.check(self._guarded_enqueue(keys=plan.keys, args=plan.args))
+        return self._run(submit_steps(plan))
 
-    def _plan(
-        self, batches: Sequence[Sequence[str]], *, priority: Priority = "interactive", **options: Any
-    ) -> EnqueuePlan:
-        requests = validate_batches(batches, limits=self.limits, **options)
-        lane = check_priority(priority)
+    def _plan(self, batches: Sequence[Sequence[str]], **options: Any) -> EnqueuePlan:
         with self._reachable():  # rq asks Redis its version once
-            return plan_enqueue(self.lanes[lane], self.settings, requests, lane)
+            return plan_submit(self.lanes, self.settings, batches, **options)
 
     def status(self, job_id: str) -> Status:
         """queued | started | finished | failed | unknown (one round trip)."""

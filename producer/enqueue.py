@@ -7,14 +7,27 @@ lane's limit, and a `submit_many` is never half enqueued."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from redis import Redis
 from rq import Queue, Retry
 
 from embedq.producer import rq_compat
 from embedq.producer.errors import InvalidInput, QueueFull
-from embedq.producer.protocol import EMBED_TASK, EmbedRequest, Priority, doorbell_key, model_key
+from embedq.producer.protocol import (
+    EMBED_TASK,
+    LANES,
+    EmbedRequest,
+    MsgpackSerializer,
+    Priority,
+    check_priority,
+    doorbell_key,
+    lane_queue,
+    model_key,
+    validate_batches,
+)
 from embedq.producer.settings import ClientSettings
 
 # KEYS: the lane's list, the served model's hash, the doorbell, the first job's result stream.
@@ -77,6 +90,27 @@ class EnqueuePlan:
         if outcome == "dimensions":
             raise InvalidInput(f"dimensions={self.dimensions} is more than the model's {value}")
         return self.job_ids
+
+
+def lane_queues(queue: str, connection: Redis, **options: Any) -> dict[Priority, Queue]:
+    """The rq queue of each lane of `queue` (protocol.lane_queue), on msgpack."""
+    return {
+        lane: Queue(lane_queue(queue, lane), connection=connection, serializer=MsgpackSerializer, **options)
+        for lane in LANES
+    }
+
+
+def plan_submit(
+    lanes: Mapping[Priority, Queue],
+    settings: ClientSettings,
+    batches: Sequence[Any],
+    priority: Any = "interactive",
+    **options: Any,
+) -> EnqueuePlan:
+    """Check every batch and the priority (InvalidInput), then plan their enqueue in the lane's queue."""
+    requests = validate_batches(batches, limits=settings.limits, **options)
+    lane = check_priority(priority)
+    return plan_enqueue(lanes[lane], settings, requests, lane)
 
 
 def plan_enqueue(queue: Queue, settings: ClientSettings, requests: list[EmbedRequest], lane: Priority) -> EnqueuePlan:

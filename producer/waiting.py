@@ -77,6 +77,12 @@ def status_steps(job_id: str) -> Steps[Status]:
     return _STATUS.get(_text(raw) or "", "unknown")
 
 
+def submit_steps(plan: EnqueuePlan) -> Steps[list[str]]:
+    """The planned jobs enqueued in one round trip: their ids; QueueFull / InvalidInput with none enqueued."""
+    (reply,) = _answered((yield Send([plan.command()])))
+    return plan.check(reply)
+
+
 def _not_found(job_id: str) -> JobNotFound:
     return JobNotFound(f"no job {job_id} in Redis (never enqueued, or expired after RESULT_TTL)")
 

@@ -21,9 +21,9 @@ from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
 from embedq.config import Settings
+from embedq.producer.enqueue import lane_queues
 from embedq.producer.errors import InvalidInput
 from embedq.producer.protocol import (
-    LANES,
     TIMINGS,
     WORKER_FACTS_TTL,
     EmbedRequest,
@@ -32,7 +32,6 @@ from embedq.producer.protocol import (
     claimed_key,
     doorbell_key,
     idle_key,
-    lane_queue,
     metrics_key,
     model_key,
     pack_result,
@@ -75,17 +74,9 @@ class EmbedWorker(PassWorker):
     permanent_failures = PERMANENT_FAILURES
 
     def __init__(self, *, encoder: Encoder, settings: Settings, facts: dict[str, str], **kwargs: Any) -> None:
-        connection = kwargs["connection"]
+        lanes = lane_queues(settings.queue, kwargs["connection"], job_class=tasks.EmbedJob)
         super().__init__(
-            [
-                Queue(
-                    lane_queue(settings.queue, lane),
-                    connection=connection,
-                    serializer=MsgpackSerializer,
-                    job_class=tasks.EmbedJob,
-                )
-                for lane in LANES
-            ],
+            list(lanes.values()),
             doorbell=doorbell_key(settings.queue),
             claimed=claimed_key(kwargs["name"]),
             idle=idle_key(settings.queue),
@@ -100,7 +91,7 @@ class EmbedWorker(PassWorker):
         self.facts = facts
         self.passes = 0
         self.in_pass = False
-        self.interactive, self.bulk = self.queues
+        self.interactive, self.bulk = lanes["interactive"], lanes["bulk"]
 
     def next_lanes(self) -> list[Queue]:
         self.passes += 1
