@@ -69,8 +69,8 @@ def enqueue(queue: Queue, **options: Any) -> Job:
     return queue.enqueue("builtins.len", ["a"], result_ttl=TTL, failure_ttl=TTL, meta={"texts": 1}, **options)
 
 
-def run_passes(queue: Queue, name: str, **options: Any) -> FixedPass:
-    worker = FixedPass(
+def pass_worker(queue: Queue, name: str, **options: Any) -> FixedPass:
+    return FixedPass(
         [queue],
         connection=queue.connection,
         name=name,
@@ -78,10 +78,12 @@ def run_passes(queue: Queue, name: str, **options: Any) -> FixedPass:
         doorbell=doorbell_key(queue.name),
         idle=idle_key(queue.name),
         claimed=claimed_key(name),
-        max_jobs=8,
-        max_texts=8,
         **options,
     )
+
+
+def run_passes(queue: Queue, name: str) -> FixedPass:
+    worker = pass_worker(queue, name, max_jobs=8, max_texts=8)
     worker.work(burst=True)
     return worker
 
@@ -133,15 +135,7 @@ def test_a_failure_in_a_pass_is_retried_then_failed_with_its_reason_as_rq_does(q
 
 def test_rqs_own_clean_up_hands_back_a_job_whose_pass_never_ended(queue: Queue):
     job = enqueue(queue, retry=Retry(max=2))
-    worker = FixedPass(
-        [queue],
-        connection=queue.connection,
-        name=f"dead-{queue.name}",
-        serializer=MsgpackSerializer,
-        doorbell=doorbell_key(queue.name),
-        idle=idle_key(queue.name),
-        claimed=claimed_key(f"dead-{queue.name}"),
-    )
+    worker = pass_worker(queue, f"dead-{queue.name}")
     claim = worker.claim([queue])
     assert isinstance(claim, rq_compat.Claim) and [j.id for j in claim.jobs] == [job.id]
     assert Job.fetch(job.id, connection=queue.connection).get_status() == JobStatus.STARTED
@@ -154,17 +148,7 @@ def test_a_pass_takes_jobs_up_to_its_text_budget_and_leaves_the_rest_in_order(qu
     small = [enqueue(queue) for _ in range(3)]
     big = queue.enqueue("builtins.len", ["a"], meta={"texts": 7})
     after = enqueue(queue)
-    worker = FixedPass(
-        [queue],
-        connection=queue.connection,
-        name=f"budget-{queue.name}",
-        serializer=MsgpackSerializer,
-        doorbell=doorbell_key(queue.name),
-        idle=idle_key(queue.name),
-        claimed=claimed_key(f"budget-{queue.name}"),
-        max_jobs=8,
-        max_texts=8,
-    )
+    worker = pass_worker(queue, f"budget-{queue.name}", max_jobs=8, max_texts=8)
     queue.connection.zadd(idle_key(queue.name), {"another-worker": time.time()})
     claim = worker.claim([queue])
     assert isinstance(claim, rq_compat.Claim)
@@ -177,17 +161,7 @@ def test_a_job_whose_worker_died_before_runs_in_a_pass_of_its_own(queue: Queue):
     first = enqueue(queue)
     abandoned = queue.enqueue("builtins.len", ["a"], meta={"texts": 1, "abandoned": 1})
     last = enqueue(queue)
-    worker = FixedPass(
-        [queue],
-        connection=queue.connection,
-        name=f"alone-{queue.name}",
-        serializer=MsgpackSerializer,
-        doorbell=doorbell_key(queue.name),
-        idle=idle_key(queue.name),
-        claimed=claimed_key(f"alone-{queue.name}"),
-        max_jobs=8,
-        max_texts=8,
-    )
+    worker = pass_worker(queue, f"alone-{queue.name}", max_jobs=8, max_texts=8)
     passes = []
     while isinstance(claim := worker.claim([queue]), rq_compat.Claim):
         passes.append([j.id for j in claim.jobs])
@@ -196,17 +170,7 @@ def test_a_job_whose_worker_died_before_runs_in_a_pass_of_its_own(queue: Queue):
 
 def test_jobs_released_from_a_pass_go_back_to_the_head_untouched_unless_already_recorded(queue: Queue):
     first, second, later = enqueue(queue), enqueue(queue), enqueue(queue)
-    worker = FixedPass(
-        [queue],
-        connection=queue.connection,
-        name=f"release-{queue.name}",
-        serializer=MsgpackSerializer,
-        doorbell=doorbell_key(queue.name),
-        idle=idle_key(queue.name),
-        claimed=claimed_key(f"release-{queue.name}"),
-        max_jobs=2,
-        max_texts=8,
-    )
+    worker = pass_worker(queue, f"release-{queue.name}", max_jobs=2, max_texts=8)
     claim = worker.claim([queue])
     assert isinstance(claim, rq_compat.Claim) and [j.id for j in claim.jobs] == [first.id, second.id]
     queue.connection.hset(second.key, "status", "finished")  # as if recorded just before the release

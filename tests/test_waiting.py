@@ -5,6 +5,7 @@ import fakeredis
 import numpy as np
 import pytest
 from rq import Queue
+from rq.job import Job
 
 from embedq import EmbedClient, EmbedResult, JobFailed, JobNotFound, JobTimeout, QueueUnavailable
 from embedq.producer import rq_compat
@@ -75,14 +76,21 @@ def test_status_without_redis_is_queue_unavailable():
         steps.send(Outage(ConnectionError("refused"), "redis://x"))
 
 
-def test_rqs_own_failure_record_is_read_back_as_the_reason():
+def failed_job(reason: str) -> tuple[EmbedClient, Job]:
+    """A client and one of its jobs, failed as rq fails a job no worker is running."""
     connection = fakeredis.FakeRedis()
     client = EmbedClient(queue="waiting", connection=connection)
-    job_id = client.submit(["fails"])
-    job = Queue("waiting", connection=connection, serializer=MsgpackSerializer).fetch_job(job_id)
+    job = Queue("waiting", connection=connection, serializer=MsgpackSerializer).fetch_job(client.submit(["fails"]))
+    assert job is not None
     with connection.pipeline() as pipe:
-        rq_compat.fail(job, "Traceback ...\nInvalidInput: texts[0] is too odd", pipe)
+        rq_compat.fail(job, reason, pipe)
         pipe.execute()
+    return client, job
+
+
+def test_rqs_own_failure_record_is_read_back_as_the_reason():
+    client, job = failed_job("Traceback ...\nInvalidInput: texts[0] is too odd")
+    job_id = job.id
     assert client.status(job_id) == "failed"
     with pytest.raises(JobFailed, match=r"failed: InvalidInput: texts\[0\] is too odd"):
         client.result(job_id)
@@ -91,13 +99,8 @@ def test_rqs_own_failure_record_is_read_back_as_the_reason():
 
 
 def test_an_old_failure_of_a_job_requeued_since_is_not_its_outcome():
-    connection = fakeredis.FakeRedis()
-    client = EmbedClient(queue="waiting", connection=connection)
-    job_id = client.submit(["fails once"])
-    job = Queue("waiting", connection=connection, serializer=MsgpackSerializer).fetch_job(job_id)
-    with connection.pipeline() as pipe:
-        rq_compat.fail(job, "Traceback ...\nRuntimeError: the first try", pipe)
-        pipe.execute()
+    client, job = failed_job("Traceback ...\nRuntimeError: the first try")
+    job_id = job.id
     job.requeue()  # what `rq requeue` does
     assert client.status(job_id) == "queued"
     with pytest.raises(JobTimeout):
