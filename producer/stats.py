@@ -7,9 +7,9 @@ import math
 from typing import Any
 
 from redis import Redis
-from rq import Queue
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
+from embedq.producer.enqueue import lane_queues
 from embedq.producer.protocol import (
     COUNTERS,
     LANES,
@@ -17,7 +17,6 @@ from embedq.producer.protocol import (
     TIMING_BUCKETS_MS,
     TIMINGS,
     WORKER_KEY_PATTERN,
-    lane_queue,
     metrics_key,
     timing_field,
     timing_sum_field,
@@ -67,8 +66,7 @@ def collect_stats(connection: Redis, queue: str) -> dict[str, Any]:
     counters = {_text(k): float(v) for k, v in connection.hgetall(metrics_key(queue)).items()}
     timings = {_text(k): float(v) for k, v in connection.hgetall(timings_key(queue)).items()}
     lanes: dict[str, Any] = {}
-    for lane in LANES:
-        rq_queue = Queue(lane_queue(queue, lane), connection=connection)
+    for lane, rq_queue in lane_queues(queue, connection).items():
         percentiles = {}
         for timing in TIMINGS:
             cumulative, total = histogram(timings, lane, timing)
