@@ -63,11 +63,28 @@ def rate(items: int, run: Callable[[], object]) -> Callable[[], float]:
     return measure
 
 
+def cpu_flags() -> tuple[str, list[str]]:
+    """The CPU's model name and the SIMD flags int8 speed depends on (AVX2, AVX-512, VNNI), from /proc/cpuinfo."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor(), []
+    fields = {
+        key.strip(): value.strip() for key, value in (line.split(":", 1) for line in info.splitlines() if ":" in line)
+    }
+    flags = fields.get("flags", "").split()
+    wanted = [flag for flag in flags if flag.startswith(("avx", "fma")) or "vnni" in flag or flag == "amx_int8"]
+    return fields.get("model name", ""), sorted(wanted)
+
+
 def machine() -> dict[str, Any]:
     import onnxruntime
 
+    model, flags = cpu_flags()
     return {
         "cpu": platform.machine(),
+        "cpu_model": model,
+        "cpu_flags": flags,
         "cores": CORES,
         "python": platform.python_version(),
         "onnxruntime": onnxruntime.__version__,

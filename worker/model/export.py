@@ -7,7 +7,9 @@ import json
 import logging
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -61,13 +63,26 @@ def prepare_default(target: Path, *, force: bool = False) -> Path:
     return target
 
 
-def export_transformer(source: Path, target: Path) -> None:
-    """Export a BERT-style sentence-transformers checkpoint to `target`/model.onnx (fp32), atomically."""
+# What ships (bench/export.py measures the candidates): the TorchScript exporter over eager attention
+# traces plain MatMul/Softmax attention that ONNX Runtime fuses well, 1.1-1.3x faster on batches of 32
+# than the dynamo exporter's graph (which keeps scaled-dot-product attention's IsNaN/Where decomposition).
+SHIPPED_EXPORTER = "torchscript"
+SHIPPED_ATTENTION = "eager"
+EXPORT_OPSET = {"torchscript": 17, "dynamo": 18}
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+# A padded example, so the traced graph keeps the attention mask instead of optimising it away.
+EXAMPLE_IDS = ((101, 7592, 2088, 102, 0, 0), (101, 2023, 2003, 1037, 3231, 102))
+
+
+def export_graph(
+    source: Path, path: Path, *, exporter: str = SHIPPED_EXPORTER, attention: str = SHIPPED_ATTENTION
+) -> None:
+    """Write `source`'s last_hidden_state graph to `path` with dynamic batch and sequence axes, checked
+    against PyTorch on shapes other than the traced one (ExportError when it differs)."""
     import torch
     from transformers import AutoModel
 
-    log.info("exporting %s to ONNX in %s", source, target)
-    model = AutoModel.from_pretrained(str(source)).eval()
+    model = AutoModel.from_pretrained(str(source), attn_implementation=attention).eval()
 
     class LastHiddenState(torch.nn.Module):
         def __init__(self) -> None:
@@ -79,39 +94,45 @@ def export_transformer(source: Path, target: Path) -> None:
                 input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
             ).last_hidden_state
 
-    # A padded example, so the traced graph keeps the attention mask instead of optimising it away.
-    input_ids = torch.tensor([[101, 7592, 2088, 102, 0, 0], [101, 2023, 2003, 1037, 3231, 102]])
-    attention_mask = (input_ids != 0).long()
-    token_type_ids = torch.zeros_like(input_ids)
-    names = ["input_ids", "attention_mask", "token_type_ids"]
-    dynamic = torch.export.Dim.DYNAMIC
+    input_ids = torch.tensor(EXAMPLE_IDS)
+    example = (input_ids, (input_ids != 0).long(), torch.zeros_like(input_ids))
+    axes: dict[str, object]
+    if exporter == "dynamo":
+        dynamic = torch.export.Dim.DYNAMIC
+        axes = {"dynamic_shapes": {name: {0: dynamic, 1: dynamic} for name in INPUT_NAMES}, "external_data": False}
+    else:
+        axes = {"dynamic_axes": {name: {0: "batch", 1: "sequence"} for name in (*INPUT_NAMES, "last_hidden_state")}}
+    with torch.no_grad(), warnings.catch_warnings():
+        # Tracing notes that the mask's padding check becomes a constant (it is 0 for an encoder) and
+        # that negative indices would misexport (there are none); _check_export proves other shapes.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Exporting aten::index operator")
+        torch.onnx.export(
+            LastHiddenState().eval(),
+            example,
+            str(path),
+            input_names=list(INPUT_NAMES),
+            output_names=["last_hidden_state"],
+            opset_version=EXPORT_OPSET[exporter],
+            dynamo=exporter == "dynamo",
+            verbose=False,
+            **axes,
+        )
+        _check_export(path, model)
+
+
+def export_transformer(source: Path, target: Path) -> None:
+    """Export a BERT-style sentence-transformers checkpoint to `target`/model.onnx (fp32), atomically."""
+    log.info("exporting %s to ONNX in %s", source, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
     staging.chmod(0o755)
     try:
-        with torch.no_grad():
-            torch.onnx.export(
-                LastHiddenState().eval(),
-                (input_ids, attention_mask, token_type_ids),
-                str(staging / "model.onnx"),
-                input_names=names,
-                output_names=["last_hidden_state"],
-                dynamic_shapes={name: {0: dynamic, 1: dynamic} for name in names},
-                opset_version=18,
-                external_data=False,
-                dynamo=True,  # the TorchScript exporter mistraces transformers 5 attention masks
-                verbose=False,
-            )
-            expected = model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        export_graph(source, staging / "model.onnx")
         for name in COPIED_FILES:
             if (source / name).is_file():
                 (staging / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source / name, staging / name)
-        _check_export(
-            staging,
-            {n: t.numpy() for n, t in zip(names, (input_ids, attention_mask, token_type_ids))},
-            expected.last_hidden_state.numpy(),
-        )
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
@@ -121,16 +142,32 @@ def export_transformer(source: Path, target: Path) -> None:
     log.info("prepared %s: dim %d, max length %d, pooling %s", spec.name, spec.dim, spec.max_length, spec.pooling)
 
 
-def _check_export(directory: Path, feed: dict[str, np.ndarray], expected: np.ndarray) -> None:
-    """The exported graph must reproduce PyTorch on the real (unpadded) tokens."""
+def _check_export(path: Path, model: Any) -> None:
+    """The graph must reproduce PyTorch on the real tokens of shapes it was not traced with: one
+    unpadded text, and a padded batch of three."""
     import onnxruntime as ort
+    import torch
 
-    session = ort.InferenceSession(str(directory / "model.onnx"), providers=["CPUExecutionProvider"])
-    (got,) = session.run(["last_hidden_state"], feed)
-    mask = feed["attention_mask"].astype(bool)
-    error = float(np.abs(got[mask] - expected[mask]).max())
-    if error > EXPORT_TOLERANCE:
-        raise ExportError(f"ONNX export differs from PyTorch by {error:.2e} (> {EXPORT_TOLERANCE}); not saved")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    single = [[101, 2023, 2003, 1037, 2936, 6251, 2007, 2062, 19204, 2015, 102]]
+    batch = [
+        [101, 7592, 102, 0, 0, 0, 0, 0],
+        [101, 1037, 2117, 2028, 2182, 2003, 2936, 102],
+        [101, 2748, 999, 102, 0, 0, 0, 0],
+    ]
+    for ids in (single, batch):
+        input_ids = np.array(ids, dtype=np.int64)
+        feed = {
+            "input_ids": input_ids,
+            "attention_mask": (input_ids != 0).astype(np.int64),
+            "token_type_ids": np.zeros_like(input_ids),
+        }
+        (got,) = session.run(["last_hidden_state"], feed)
+        expected = model(**{name: torch.from_numpy(value) for name, value in feed.items()}).last_hidden_state.numpy()
+        mask = feed["attention_mask"].astype(bool)
+        error = float(np.abs(got[mask] - expected[mask]).max())
+        if error > EXPORT_TOLERANCE:
+            raise ExportError(f"ONNX export differs from PyTorch by {error:.2e} (> {EXPORT_TOLERANCE}); not saved")
 
 
 INT8_MAX_LOSS = 0.5  # STS-B cosine Spearman points an int8 copy may lose against fp32 and still be ready
