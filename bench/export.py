@@ -9,7 +9,6 @@ Results go to bench/results/export.json (then `./dev bench report`).
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
 import tempfile
@@ -22,11 +21,12 @@ from benchlib import rate, save, stsb_path
 from embedq.config import Settings
 from embedq.worker.model.encoder import Encoder
 from embedq.worker.model.export import (
-    COPIED_FILES,
     SHIPPED_ATTENTION,
     SHIPPED_EXPORTER,
+    copy_model_files,
     default_source,
     export_graph,
+    load_checkpoint,
 )
 from embedq.worker.model.quality import load_stsb
 
@@ -51,11 +51,8 @@ def fuse(path: Path) -> None:
 
 def build(root: Path, source: Path, exporter: str, attention: str, fused: bool) -> Path:
     directory = Path(tempfile.mkdtemp(dir=root))
-    for name in COPIED_FILES:
-        if (source / name).is_file():
-            (directory / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source / name, directory / name)
-    export_graph(source, directory / "model.onnx", exporter=exporter, attention=attention)
+    copy_model_files(source, directory)
+    export_graph(load_checkpoint(source, attention), directory / "model.onnx", exporter=exporter)
     if fused:
         fuse(directory / "model.onnx")
     return directory

@@ -22,7 +22,7 @@ from benchlib import CORES, mixed_corpus, rate, save, short_queries, side_by_sid
 from embedq.config import Settings
 from embedq.worker.local.service import LocalService
 from embedq.worker.model.encoder import Encoder
-from embedq.worker.model.export import int8_dir
+from embedq.worker.model.quantize import int8_dir
 
 JOB_TEXTS = 32
 Row = dict[str, Any]

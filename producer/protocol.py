@@ -100,6 +100,11 @@ def model_key(queue: str) -> str:
     return f"{KEY_PREFIX}{queue}:model"
 
 
+def serving_key(queue: str) -> str:
+    """The live claim on `queue` by one model (its name and dim), kept alive by its workers' heartbeats."""
+    return f"{KEY_PREFIX}{queue}:serving"
+
+
 def supervisor_key(name: str) -> str:
     return f"{KEY_PREFIX}supervisor:{name}"
 

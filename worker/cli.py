@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from embedq import EmbedClient
     from embedq.config import Settings
 
+# `embedq` exits with this on a configuration error (InvalidSettings, e.g. a worker refused a queue that
+# another model serves); the supervisor does not restart a worker that exits with it.
+CONFIG_ERROR_EXIT = 2
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 
 
@@ -128,20 +131,22 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_model_prepare(args: argparse.Namespace) -> int:
     from embedq.producer.errors import InvalidSettings
-    from embedq.worker.model.export import int8_dir, prepare_default, quantize_int8
+    from embedq.worker.model.export import default_source, prepare_default
 
     settings = _service_settings()
     target = Path(args.dir) if args.dir else settings.model_dir
     stsb = Path(args.stsb) if args.stsb else settings.stsb
     if args.quantize == "int8" and stsb is None:
-        raise InvalidSettings("--quantize int8 scores the copy on STS Benchmark: pass --stsb PATH or set EMBEDQ_STSB")
+        raise InvalidSettings("--quantize int8 is judged on STS Benchmark: pass --stsb PATH or set EMBEDQ_STSB")
     prepare_default(target, force=args.force)
     print(f"model ready in {target}")
     if args.quantize == "int8" and stsb is not None:
-        scores = quantize_int8(target, stsb)
+        from embedq.worker.model.quantize import int8_dir, quantize_int8
+
+        report = quantize_int8(default_source(), target, stsb)
         print(
-            f"int8 copy ready in {int8_dir(target)}: STS-B cosine Spearman int8 {scores['int8']:.2f}, "
-            f"fp32 {scores['fp32']:.2f} (loss {scores['loss']:.2f}); use it with EMBEDQ_MODEL_DIR={int8_dir(target)}"
+            f"int8 copy ready in {int8_dir(target)} ({len(report.fp32_layers)} layers kept in fp32): "
+            f"{report.summary()}; serve it with EMBEDQ_MODEL_DIR={int8_dir(target)} on a queue of its own"
         )
     return 0
 
@@ -247,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument(
         "--quantize",
         choices=["int8"],
-        help="also write a dynamically quantized copy beside it, kept only if its STS-B score is within 0.5 of fp32's",
+        help="also write an int8 copy beside it (<dir>-int8), kept only if its vectors stay close to fp32's "
+        "(cosine, top-10 neighbours, STS-B on held-out text)",
     )
     prepare.add_argument(
         "--stsb", help="STS Benchmark test file (sts-test.csv) for the int8 quality gate (default: EMBEDQ_STSB)"
@@ -276,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     except EmbedqError as error:
         message = " ".join(str(error).split())
         print(f"embedq: {type(error).__name__}: {message}", file=sys.stderr)
-        return 2 if isinstance(error, InvalidSettings) else 1
+        return CONFIG_ERROR_EXIT if isinstance(error, InvalidSettings) else 1
 
 
 if __name__ == "__main__":

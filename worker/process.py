@@ -33,7 +33,6 @@ from embedq.producer.protocol import (
     doorbell_key,
     idle_key,
     metrics_key,
-    model_key,
     pack_result,
     timing_increments,
     timings_key,
@@ -43,6 +42,7 @@ from embedq.producer.rq_compat import Claim, Done, PassWorker
 from embedq.worker import tasks
 from embedq.worker.local.redis_server import redis_answers
 from embedq.worker.model.encoder import Encoded, Encoder
+from embedq.worker.queue_claim import claim_queue, refresh_claim
 from embedq.worker.recovery import bury_worker
 
 log = logging.getLogger(__name__)
@@ -218,11 +218,11 @@ class EmbedWorker(PassWorker):
             pipe.delete(key)
             pipe.hset(key, mapping=fields)
             pipe.expire(key, WORKER_FACTS_TTL)
-            pipe.hset(model_key(self.settings.queue), mapping={"name": self.facts["model"], "dim": self.facts["dim"]})
             pipe.execute()
 
     def on_heartbeat(self, target: Redis | Pipeline, timeout: int | None) -> None:
         target.expire(worker_key(self.name), max(WORKER_FACTS_TTL, timeout or 0))
+        refresh_claim(target, self.settings.queue, max(self.worker_ttl, timeout or 0))
 
     def on_death(self) -> None:
         self.connection.delete(worker_key(self.name))
@@ -280,9 +280,11 @@ def run_worker(settings: Settings, *, name: str | None = None, burst: bool = Fal
         "load_seconds": f"{load_s:.2f}",
     }
     tasks.EmbedJob.limits = settings.limits
+    worker_ttl = max(WORKER_TTL, settings.job_timeout)  # no heartbeat while a pass runs
     while True:
         wait_for_redis(connection, name)
         try:
+            claim_queue(connection, settings.queue, encoder.spec.name, encoder.dim, worker_ttl)
             # A previous life of this process (Redis lost mid-pass) may have left jobs and a record behind.
             bury_worker(connection, name, "its worker lost Redis", settings.queue)
             worker = EmbedWorker(
@@ -291,7 +293,7 @@ def run_worker(settings: Settings, *, name: str | None = None, burst: bool = Fal
                 facts=facts,
                 connection=connection,
                 name=name,
-                worker_ttl=max(WORKER_TTL, settings.job_timeout),  # no heartbeat while a pass runs
+                worker_ttl=worker_ttl,
             )
             worker.work(burst=burst, logging_level=settings.log_level)
         except RedisError as error:

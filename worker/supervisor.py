@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from embedq.config import Settings
 from embedq.producer.protocol import WORKER_FACTS_TTL, supervisor_key
-from embedq.worker.cli import embedq_command
+from embedq.worker.cli import CONFIG_ERROR_EXIT, embedq_command
 from embedq.worker.process import worker_name_for
 from embedq.worker.recovery import bury_worker
 
@@ -78,6 +78,7 @@ class Supervisor:
         self.stop_grace = settings.job_timeout + 30.0
         self.restarts = 0
         self.recovered_jobs = 0
+        self.config_errors = 0
         self.unburied: dict[str, str] = {}  # dead workers whose jobs wait for Redis to be handed back
         self.name = worker_name_for(os.getpid())
         self.facts_refreshed = 0.0
@@ -86,7 +87,8 @@ class Supervisor:
         self.connection = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
 
     def run(self) -> int:
-        """Supervise until SIGTERM/SIGINT; 0 after a clean stop, 1 if every slot was given up."""
+        """Supervise until SIGTERM/SIGINT; 0 after a clean stop, 1 if every slot crash-looped, CONFIG_ERROR_EXIT if
+        every slot was given up and at least one on a configuration error."""
         previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         log.info("supervisor %d: starting %d workers", os.getpid(), len(self.slots))
         try:
@@ -101,6 +103,9 @@ class Supervisor:
                 if now - self.facts_refreshed > FACTS_REFRESH:
                     self._publish_facts()
                 if all(slot.given_up for slot in self.slots):
+                    if self.config_errors:
+                        log.error("supervisor: no worker slot can run (configuration error); exiting")
+                        return CONFIG_ERROR_EXIT
                     log.error("supervisor: every worker slot crash-looped; giving up")
                     return 1
                 time.sleep(self.poll_interval)
@@ -134,6 +139,18 @@ class Supervisor:
         cause = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
         self.unburied[worker_name_for(pid)] = cause
         self._bury_dead_workers()
+        if code == CONFIG_ERROR_EXIT:  # e.g. another model holds the queue: a restart would meet the same refusal
+            slot.given_up = True
+            self.config_errors += 1
+            self._publish_facts()
+            log.error(
+                "supervisor: worker slot %d (pid %d) stopped on a configuration error (exit code %d, reason logged "
+                "above); not restarting it",
+                slot.index,
+                pid,
+                code,
+            )
+            return
         slot.quick_crashes = slot.quick_crashes + 1 if lived < self.stable_after else 1
         slot.crashes.append(now)
         while slot.crashes and now - slot.crashes[0] > self.crash_window:

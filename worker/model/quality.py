@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,3 +39,51 @@ def cosine_spearman(first: np.ndarray, second: np.ndarray, gold: np.ndarray) -> 
     """×100, as MTEB reports it."""
     cosines = (first * second).sum(axis=1) / (np.linalg.norm(first, axis=1) * np.linalg.norm(second, axis=1))
     return 100.0 * spearman(cosines, gold)
+
+
+SPLIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class StsbSplit:
+    """The STS-B test sentences split in two with a fixed seed: a quantized copy is calibrated on one
+    half and judged on the other, so it is never scored on text it has seen."""
+
+    calibration: list[str]
+    evaluation: list[str]
+    first: list[str]  # the pairs whose both sentences are in the evaluation half
+    second: list[str]
+    gold: np.ndarray
+
+
+def split_stsb(path: Path, seed: int = SPLIT_SEED) -> StsbSplit:
+    first, second, gold = load_stsb(path)
+    sentences = list(dict.fromkeys(first + second))
+    order = np.random.default_rng(seed).permutation(len(sentences))
+    half = len(sentences) // 2
+    calibration = [sentences[i] for i in sorted(order[:half])]
+    evaluation = [sentences[i] for i in sorted(order[half:])]
+    held_out = set(evaluation)
+    kept = [i for i, (a, b) in enumerate(zip(first, second)) if a in held_out and b in held_out]
+    return StsbSplit(calibration, evaluation, [first[i] for i in kept], [second[i] for i in kept], gold[kept])
+
+
+def agreement(reference: np.ndarray, candidate: np.ndarray, *, queries: int = 200, k: int = 10) -> dict[str, float]:
+    """How far `candidate` vectors (rows: the same texts, L2-normalized) are from `reference`'s: per-text
+    cosine (minimum, 1st percentile, median) and the share of each of `queries` texts' (drawn with a fixed
+    seed) top-k nearest neighbours among the other texts that both agree on."""
+    cosines = (reference * candidate).sum(axis=1)
+    picked = np.random.default_rng(SPLIT_SEED).choice(len(reference), size=min(queries, len(reference)), replace=False)
+
+    def neighbours(vectors: np.ndarray) -> np.ndarray:
+        scores = vectors[picked] @ vectors.T
+        scores[np.arange(len(picked)), picked] = -np.inf  # the query itself is not its own neighbour
+        return np.argsort(-scores, axis=1)[:, :k]
+
+    shared = [len(set(a) & set(b)) for a, b in zip(neighbours(reference), neighbours(candidate))]
+    return {
+        "cosine_min": float(cosines.min()),
+        "cosine_p1": float(np.percentile(cosines, 1)),
+        "cosine_median": float(np.median(cosines)),
+        "neighbour_overlap": float(np.mean(shared) / k),
+    }

@@ -16,6 +16,8 @@ POOLING_MODES = {
     "pooling_mode_mean_tokens": "mean",
 }
 
+QUALITY_FILE = "quality.json"  # a quantized copy's precision and the gate's measurements
+
 
 class ModelError(EmbedqError):
     """The model directory is missing something or holds something unusable; the message says what."""
@@ -31,6 +33,7 @@ class ModelSpec:
     max_length: int
     pooling: str
     prompts: dict[str, str] = field(default_factory=dict)
+    precision: str = "fp32"  # "int8" for a copy `embedq model prepare --quantize int8` made
     kv_heads: int = 0  # decoder models: key/value heads and head size, for an empty KV cache
     head_dim: int = 0
 
@@ -88,12 +91,19 @@ def load_spec(directory: Path | str) -> ModelSpec:
     if not isinstance(max_length, int) or max_length < 1:
         raise ModelError(f"cannot tell the maximum sequence length of {directory}")
     prompts = _read_json(directory / "config_sentence_transformers.json").get("prompts") or {}
+    # A quantized copy's vectors differ from the model's, so its precision is part of its name wherever
+    # the directory is moved or renamed: results, worker facts and `embedq stats` never mix the two.
+    precision = str(_read_json(directory / QUALITY_FILE).get("precision", "fp32"))
+    name = directory.name
+    if precision != "fp32" and not name.endswith(f"-{precision}"):
+        name = f"{name}-{precision}"
     heads = config.get("num_attention_heads") or 0
     return ModelSpec(
         directory=directory,
         onnx_path=onnx_path,
         tokenizer_path=tokenizer_path,
-        name=directory.name,
+        name=name,
+        precision=precision,
         dim=dim,
         max_length=max_length,
         pooling=read_pooling(directory),
@@ -150,4 +160,4 @@ def validate(directory: Path | str) -> dict[str, Any]:
         raise ModelError(
             f"the graph has no last_hidden_state or sentence_embedding output (it has {[o[0] for o in outputs]})"
         )
-    return {"spec": spec, "inputs": inputs, "outputs": outputs, "quality": _read_json(spec.directory / "quality.json")}
+    return {"spec": spec, "inputs": inputs, "outputs": outputs, "quality": _read_json(spec.directory / QUALITY_FILE)}

@@ -1,0 +1,290 @@
+"""`embedq model prepare --quantize int8`: an int8 copy that keeps the model's vectors, or none.
+
+The recipe (bench/int8.py measures it against the alternatives): activation outliers are moved into
+the weights first (SmoothQuant: each linear layer's input is divided, per channel, by a scale its
+weights take on, with activation maxima read from calibration text), then every weighted MatMul is
+quantized dynamically with per-channel int8 weights, and the layers whose quantization moves the
+vectors most, measured one by one, stay in fp32 until the calibration text meets the goals. The copy
+is then judged on text it has never seen (the other half of STS-B), and kept only if it meets them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from embedq.config import Settings
+from embedq.worker.model.encoder import Encoder
+from embedq.worker.model.export import copy_model_files, export_graph, load_checkpoint
+from embedq.worker.model.quality import StsbSplit, agreement, cosine_spearman, split_stsb
+from embedq.worker.model.spec import QUALITY_FILE, ModelError
+
+log = logging.getLogger(__name__)
+
+# What retrieval needs of an int8 copy against its fp32 model, on text the copy was not calibrated on.
+GOALS = {"cosine_p1": 0.99, "cosine_median": 0.995, "neighbour_overlap": 0.95}
+# The layer search stops when the calibration half clears the goals by this much, so that the held-out
+# half (the judge) meets them too (measured: a copy that just met them on calibration missed on held-out).
+SEARCH_MARGIN = {"cosine_p1": 0.003, "cosine_median": 0.002, "neighbour_overlap": 0.01}
+STSB_MAX_LOSS = 0.13  # STS-B cosine Spearman points below fp32 on the same pairs (82.03 -> 81.9)
+SENSITIVITY_TEXTS = 256  # calibration texts each layer's sensitivity is measured on
+
+
+@dataclass(frozen=True)
+class Int8Recipe:
+    """How the copy is made. The defaults are what ships; bench/int8.py varies them."""
+
+    per_channel: bool = True
+    smoothing: float | None = 0.85  # SmoothQuant's alpha (share of the outliers moved into the weights)
+    max_fp32_layers: int = 6  # layers that may stay in fp32 (each costs speed)
+    reduce_range: bool | None = None  # 7-bit weights; None: as the CPU needs (ONNX Runtime: without VNNI)
+
+
+@dataclass
+class Int8Report:
+    recipe: dict[str, Any]
+    fp32_layers: list[str] = field(default_factory=list)
+    calibration: dict[str, float] = field(default_factory=dict)
+    evaluation: dict[str, float] = field(default_factory=dict)
+
+    def misses(self) -> list[str]:
+        """The goals the evaluation half misses, each with its measure and limit."""
+        measured = self.evaluation
+        missed = [f"{name} {measured[name]:.4f} < {goal}" for name, goal in GOALS.items() if measured[name] < goal]
+        if measured["stsb_loss"] > STSB_MAX_LOSS:
+            missed.append(f"STS-B loss {measured['stsb_loss']:.2f} > {STSB_MAX_LOSS}")
+        return missed
+
+    def summary(self) -> str:
+        e = self.evaluation
+        return (
+            f"cosine to fp32 p1 {e['cosine_p1']:.4f} (median {e['cosine_median']:.4f}, min {e['cosine_min']:.4f}), "
+            f"top-10 neighbour overlap {e['neighbour_overlap']:.3f}, STS-B {e['stsb_int8']:.2f} vs fp32 "
+            f"{e['stsb_fp32']:.2f} on the {int(e['stsb_pairs'])} held-out pairs"
+        )
+
+
+def int8_dir(source: Path) -> Path:
+    return source.with_name(source.name + "-int8")
+
+
+def simd_flags() -> list[str]:
+    """The CPU's AVX/VNNI flags (int8 speed and ONNX Runtime's reduce_range advice depend on them)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    return sorted(flag for flag in flags if flag.startswith(("avx", "fma")) or "vnni" in flag or flag == "amx_int8")
+
+
+def has_vnni() -> bool:
+    return any("vnni" in flag for flag in simd_flags())
+
+
+def smooth(model: Any, tokenizer: Any, texts: list[str], alpha: float) -> None:
+    """SmoothQuant, in place: for each group of linear layers reading the same input, scale s per input
+    channel = max|x|^alpha / max|w|^(1-alpha); the input is divided by s, the weights multiplied by it,
+    so the model computes the same function with activations that quantize with less error."""
+    import torch
+
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    maxima: dict[int, torch.Tensor] = {}
+    groups: dict[int, list[torch.nn.Linear]] = {}
+    inputs_seen: list[torch.Tensor] = []  # held through the first batch, so no address is reused
+
+    def observe(layer: torch.nn.Linear, inputs: tuple[torch.Tensor, ...], _: object) -> None:
+        x = inputs[0].detach()
+        if not any(layer in members for members in groups.values()):
+            inputs_seen.append(x)
+            groups.setdefault(x.data_ptr(), []).append(layer)  # layers fed the same tensor share a scale
+        seen = x.abs().reshape(-1, x.shape[-1]).amax(0)
+        maxima[id(layer)] = torch.maximum(maxima.get(id(layer), seen), seen)
+
+    hooks = [layer.register_forward_hook(observe) for layer in linears]
+    with torch.no_grad():
+        for start in range(0, len(texts), 32):
+            model(**tokenizer(texts[start : start + 32], padding=True, truncation=True, return_tensors="pt"))
+            inputs_seen.clear()
+    for hook in hooks:
+        hook.remove()
+
+    class Smoothed(torch.nn.Module):
+        def __init__(self, linear: torch.nn.Linear, inverse: torch.Tensor) -> None:
+            super().__init__()
+            self.linear = linear
+            self.register_buffer("inverse", inverse)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.linear(x * self.inverse)  # type: ignore[no-any-return]
+
+    parents = {id(child): (parent, name) for parent in model.modules() for name, child in parent.named_children()}
+    with torch.no_grad():
+        for members in groups.values():
+            activation = torch.stack([maxima[id(m)] for m in members]).amax(0).clamp(min=1e-5)
+            weight = torch.stack([m.weight.abs().amax(0) for m in members]).amax(0).clamp(min=1e-5)
+            scale = (activation**alpha / weight ** (1 - alpha)).clamp(min=1e-5)
+            for member in members:
+                member.weight.mul_(scale)
+                parent, name = parents[id(member)]
+                setattr(parent, name, Smoothed(member, 1 / scale))
+
+
+def weighted_matmuls(path: Path) -> list[str]:
+    """The MatMul nodes whose second input is a weight (not attention's activation x activation)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {tensor.name for tensor in graph.initializer}
+    return [node.name for node in graph.node if node.op_type == "MatMul" and node.input[1] in weights]
+
+
+class Candidates:
+    """Quantized candidates of one fp32 graph, embedded in a scratch model directory with the Encoder
+    a worker uses, against the fp32 model's vectors."""
+
+    def __init__(self, fp32_dir: Path, graph: Path, scratch: Path, recipe: Int8Recipe, reduce_range: bool) -> None:
+        self.graph, self.scratch, self.recipe, self.reduce_range = graph, scratch, recipe, reduce_range
+        self.fp32 = Encoder.from_settings(Settings(model_dir=fp32_dir, workers=1))
+        copy_model_files(fp32_dir, scratch)
+
+    def quantize(self, fp32_layers: list[str], path: Path) -> None:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        logging.disable(logging.WARNING)  # the quantizer logs every node it skips, and advice, to the root logger
+        try:
+            quantize_dynamic(
+                str(self.graph),
+                str(path),
+                weight_type=QuantType.QInt8,
+                per_channel=self.recipe.per_channel,
+                reduce_range=self.reduce_range,
+                op_types_to_quantize=["MatMul"],
+                nodes_to_exclude=fp32_layers,
+            )
+        finally:
+            logging.disable(logging.NOTSET)
+
+    def encoder(self, fp32_layers: list[str]) -> Encoder:
+        self.quantize(fp32_layers, self.scratch / "model.onnx")
+        return Encoder.from_settings(Settings(model_dir=self.scratch, workers=1))
+
+    def measure(self, fp32_layers: list[str], texts: list[str]) -> dict[str, float]:
+        return agreement(self.fp32.encode(texts).vectors, self.encoder(fp32_layers).encode(texts).vectors)
+
+
+def clears(measured: dict[str, float]) -> bool:
+    return all(measured[name] >= goal + SEARCH_MARGIN[name] for name, goal in GOALS.items())
+
+
+def choose_fp32_layers(
+    candidates: Candidates, layers: list[str], texts: list[str]
+) -> tuple[list[str], dict[str, float]]:
+    """Quantize everything; while the calibration text misses the goals, keep the next most sensitive
+    layer (measured alone: mean cosine lost when only it is quantized) in fp32."""
+    measured = candidates.measure([], texts)
+    if clears(measured) or not candidates.recipe.max_fp32_layers:
+        return [], measured
+    sample = texts[:SENSITIVITY_TEXTS]
+    reference = candidates.fp32.encode(sample).vectors
+    loss: dict[str, float] = {}
+    for number, layer in enumerate(layers, 1):
+        vectors = candidates.encoder([other for other in layers if other != layer]).encode(sample).vectors
+        loss[layer] = float(1 - (vectors * reference).sum(axis=1).mean())
+        log.info("int8: sensitivity of layer %d/%d %s: %.2e", number, len(layers), layer, loss[layer])
+    ranked = sorted(layers, key=loss.__getitem__, reverse=True)
+    kept: list[str] = []
+    for layer in ranked[: candidates.recipe.max_fp32_layers]:
+        kept.append(layer)
+        measured = candidates.measure(kept, texts)
+        log.info("int8: %d layers in fp32: calibration %s", len(kept), _brief(measured))
+        if clears(measured):
+            break
+    return kept, measured
+
+
+def _brief(measured: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.4f}" for name, value in measured.items())
+
+
+def build_int8(
+    checkpoint: Path,
+    fp32_dir: Path,
+    split: StsbSplit,
+    target: Path,
+    recipe: Int8Recipe = Int8Recipe(),
+    progress: Callable[[str], None] = log.info,
+) -> Int8Report:
+    """Make `target` an int8 model directory of `checkpoint` (exported as `fp32_dir` was) and measure
+    it against `fp32_dir` on the evaluation half of `split`; no gate here."""
+    from transformers import AutoTokenizer
+
+    reduce_range = recipe.reduce_range if recipe.reduce_range is not None else not has_vnni()
+    report = Int8Report(recipe={**asdict(recipe), "reduce_range": reduce_range})
+    with tempfile.TemporaryDirectory(prefix="embedq-int8-") as scratch:
+        graph = Path(scratch) / "fp32.onnx"
+        model = load_checkpoint(checkpoint)
+        if recipe.smoothing is not None:
+            progress(
+                f"int8: smoothing activation outliers (alpha {recipe.smoothing}) on {len(split.calibration)} texts"
+            )
+            smooth(model, AutoTokenizer.from_pretrained(str(checkpoint)), split.calibration, recipe.smoothing)
+        export_graph(model, graph)
+        (Path(scratch) / "candidate").mkdir()
+        candidates = Candidates(fp32_dir, graph, Path(scratch) / "candidate", recipe, reduce_range)
+        progress("int8: quantizing, and measuring which layers need fp32 on the calibration half")
+        report.fp32_layers, report.calibration = choose_fp32_layers(
+            candidates, weighted_matmuls(graph), split.calibration
+        )
+        copy_model_files(fp32_dir, target)
+        candidates.quantize(report.fp32_layers, target / "model.onnx")
+        progress(f"int8: judging the copy on the {len(split.evaluation)} held-out texts")
+        reference = candidates.fp32.encode(split.evaluation).vectors
+    vectors = Encoder.from_settings(Settings(model_dir=target, workers=1)).encode(split.evaluation).vectors
+    row = {text: index for index, text in enumerate(split.evaluation)}
+    first, second = [row[t] for t in split.first], [row[t] for t in split.second]
+    stsb = {
+        "stsb_fp32": cosine_spearman(reference[first], reference[second], split.gold),
+        "stsb_int8": cosine_spearman(vectors[first], vectors[second], split.gold),
+        "stsb_pairs": float(len(split.gold)),
+    }
+    report.evaluation = {**agreement(reference, vectors), **stsb, "stsb_loss": stsb["stsb_fp32"] - stsb["stsb_int8"]}
+    return report
+
+
+def quantize_int8(
+    checkpoint: Path, fp32_dir: Path, stsb: Path, target: Path | None = None, recipe: Int8Recipe = Int8Recipe()
+) -> Int8Report:
+    """Write an int8 copy of the fp32 model directory `fp32_dir` beside it (`<name>-int8`), kept only
+    if it meets GOALS and STSB_MAX_LOSS on the held-out half of STS-B; ModelError saying what it missed
+    otherwise, and nothing saved. Its quality.json records the recipe and every measure."""
+    target = target or int8_dir(fp32_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
+    staging.chmod(0o755)
+    try:
+        report = build_int8(checkpoint, fp32_dir, split_stsb(stsb), staging, recipe)
+        missed = report.misses()
+        if missed:
+            raise ModelError(f"the int8 copy misses {'; '.join(missed)} ({report.summary()}); not saved")
+        quality = {
+            "precision": "int8",
+            "recipe": report.recipe,
+            "fp32_layers": report.fp32_layers,
+            "goals": {**GOALS, "stsb_max_loss": STSB_MAX_LOSS},
+            "evaluation": report.evaluation,
+            "judged_on": "the STS-B test sentences not used for calibration (fixed-seed half)",
+            "cpu_flags": simd_flags(),
+        }
+        (staging / QUALITY_FILE).write_text(json.dumps(quality, indent=2) + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return report
