@@ -125,14 +125,20 @@ class AsyncEmbedClient:
     async def wait_many(self, job_ids: Sequence[str], timeout: float = 30.0) -> list[EmbedResult]:
         return await self._run(wait_steps(job_ids, timeout))
 
+    async def embed_results(
+        self, batches: Sequence[Sequence[str]], timeout: float = 30.0, **options: Any
+    ) -> list[EmbedResult]:
+        """Submit several batches and wait for all of them: one round trip to submit and start waiting."""
+        plan = await self._plan(batches, **options)
+        return await self._run(wait_steps(plan.job_ids, timeout, submit=plan))
+
     async def embed(self, texts: Sequence[str], timeout: float = 30.0, **options: Any) -> np.ndarray:
         return (await self.embed_many([texts], timeout=timeout, **options))[0]
 
     async def embed_many(
         self, batches: Sequence[Sequence[str]], timeout: float = 30.0, **options: Any
     ) -> list[np.ndarray]:
-        plan = await self._plan(batches, **options)
-        return [result.embeddings for result in await self._run(wait_steps(plan.job_ids, timeout, submit=plan))]
+        return [result.embeddings for result in await self.embed_results(batches, timeout, **options)]
 
     async def stats(self) -> dict[str, Any]:
         """As EmbedClient.stats (read in a thread: it walks the workers' facts)."""

@@ -28,7 +28,7 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _facts(connection: Redis, pattern: str, queue: str) -> list[dict[str, str]]:
+def process_facts(connection: Redis, pattern: str, queue: str) -> list[dict[str, str]]:
     """The facts hashes under `pattern` of the processes serving `queue`."""
     found = []
     for key in sorted(connection.scan_iter(match=pattern, count=500)):
@@ -91,8 +91,8 @@ def collect_stats(connection: Redis, queue: str) -> dict[str, Any]:
         "queued": sum(lanes[lane]["queued"] for lane in LANES),
         "running": sum(lanes[lane]["running"] for lane in LANES),
         "failed": sum(lanes[lane]["failed"] for lane in LANES),
-        "workers": _facts(connection, WORKER_KEY_PATTERN, queue),
-        "supervisors": _facts(connection, SUPERVISOR_KEY_PATTERN, queue),
+        "workers": process_facts(connection, WORKER_KEY_PATTERN, queue),
+        "supervisors": process_facts(connection, SUPERVISOR_KEY_PATTERN, queue),
         "counters": totals,
         "lanes": lanes,
     }

@@ -129,6 +129,24 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from embedq.producer.errors import InvalidSettings
+
+    try:
+        import uvicorn
+
+        from embedq.producer.gateway.app import create_app
+        from embedq.producer.gateway.settings import GatewaySettings
+    except ImportError as error:
+        raise InvalidSettings(
+            f"embedq serve needs the gateway extra: pip install 'embedq[gateway]' ({error})"
+        ) from None
+    overrides = {key: value for key, value in (("http_host", args.host), ("http_port", args.port)) if value}
+    settings = GatewaySettings.load(**overrides)
+    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, access_log=False)
+    return 0
+
+
 def cmd_model_prepare(args: argparse.Namespace) -> int:
     from embedq.producer.errors import InvalidSettings
     from embedq.worker.model.export import default_source, prepare_default
@@ -211,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     supervise = commands.add_parser("supervise", help="run N worker processes, restarting any that dies")
     supervise.add_argument("--workers", type=int, help="number of worker processes (default: EMBEDQ_WORKERS)")
     supervise.set_defaults(run=cmd_supervise)
+
+    serve = commands.add_parser("serve", help="the HTTP gateway: OpenAI's /v1/embeddings in front of the queue")
+    serve.add_argument("--host", help="address to listen on (default: EMBEDQ_HTTP_HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: EMBEDQ_HTTP_PORT, 8000)")
+    serve.set_defaults(run=cmd_serve)
 
     demo = commands.add_parser("demo", help="Redis → model → workers → sample jobs → similarities and metrics")
     demo.add_argument("--workers", type=int, default=2)

@@ -1,0 +1,198 @@
+"""The FastAPI app of `embedq serve`: /v1/embeddings and /v1/models in OpenAI's shape, /health,
+/ready and /metrics. Each request is validated, split into jobs of at most MAX_TEXTS_PER_JOB texts,
+enqueued on the queue that serves the requested model, and answered when they finish."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import RedisError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from embedq.producer.errors import InvalidInput, JobFailed, JobTimeout, QueueFull, QueueUnavailable
+from embedq.producer.gateway.fleet import Fleet
+from embedq.producer.gateway.metrics import registry
+from embedq.producer.gateway.openai_shape import OpenAIError, invalid, parse_request, response
+from embedq.producer.gateway.settings import GatewaySettings
+from embedq.producer.settings import redact_url
+
+log = logging.getLogger(__name__)
+OPEN_PATHS = ("/", "/health", "/ready", "/metrics")
+RETRY_AFTER = "1"
+
+
+class BodyLimit:
+    """413 for a body over `limit` bytes: from its Content-Length, or while it streams in, before it is read whole."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = OpenAIError(413, f"the request body is over {self.limit} bytes", code="request_too_large")
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await JSONResponse(too_large.body(), status_code=413)(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise too_large
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def create_app(settings: GatewaySettings) -> FastAPI:
+    connection = AsyncRedis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
+    sync = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
+    fleet = Fleet(settings, connection)
+    metrics, requests = registry(sync)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if not settings.api_keys:
+            log.warning("embedq serve: EMBEDQ_API_KEYS is not set: /v1/ is open to anyone who can reach it")
+        log.info("embedq serve: queue directory in Redis at %s", redact_url(settings.redis_url))
+        yield
+        await fleet.aclose()
+        sync.close()
+
+    app = FastAPI(title="embedq", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(BodyLimit, limit=settings.http_max_body_bytes)
+    keys = [key.encode() for key in settings.api_keys]
+
+    @app.exception_handler(OpenAIError)
+    async def openai_error(_: Request, error: OpenAIError) -> JSONResponse:
+        return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+    @app.middleware("http")
+    async def authorize_and_count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        route = request.url.path
+        if keys and route not in OPEN_PATHS:
+            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip().encode()
+            if not any(hmac.compare_digest(given, key) for key in keys):
+                requests.labels(route, "401").inc()
+                error = OpenAIError(401, "missing or wrong API key (Authorization: Bearer KEY)", code="invalid_api_key")
+                return JSONResponse(error.body(), status_code=401)
+        try:
+            answer = await call_next(request)
+        except OpenAIError as error:  # raised inside BodyLimit's receive, past FastAPI's handlers
+            answer = JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+        requests.labels(
+            route if route in (*OPEN_PATHS, "/v1/embeddings", "/v1/models") else "other", str(answer.status_code)
+        ).inc()
+        return answer
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        try:
+            await connection.ping()
+            models = await fleet.models()
+        except RedisError as error:
+            return JSONResponse({"ready": False, "redis": f"did not answer: {type(error).__name__}"}, status_code=503)
+        served = {name: {"queue": m.queue, "live_workers": m.live} for name, m in models.items()}
+        return JSONResponse({"ready": True, "redis": "ok", "models": served})
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        try:
+            text = await asyncio.to_thread(generate_latest, metrics)
+        except RedisError as error:
+            raise OpenAIError(503, f"Redis did not answer: {type(error).__name__}", type="server_error") from None
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        models = await served_models()
+        return {
+            "object": "list",
+            "data": [{"id": name, "object": "model", "created": 0, "owned_by": "embedq"} for name in sorted(models)],
+        }
+
+    async def served_models() -> dict[str, Any]:
+        try:
+            return await fleet.models()
+        except RedisError as error:
+            raise unavailable(error) from None
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise invalid("the request body is not valid JSON") from None
+        texts, requested, encoding, dimensions = parse_request(body, settings.http_max_inputs)
+        models = await served_models()
+        name = fleet.resolve(requested)
+        model = models.get(name)
+        if model is None:
+            served = ", ".join(sorted(models)) or "none yet (no worker has started)"
+            raise OpenAIError(
+                404, f"model {requested!r} is not served here; served: {served}", param="model", code="model_not_found"
+            )
+        if not model.live:
+            raise OpenAIError(
+                503,
+                f"no live worker serves {name} (queue {model.queue}); retry when workers are back",
+                type="server_error",
+                code="no_live_workers",
+                headers={"Retry-After": "5"},
+            )
+        if dimensions is not None and dimensions > model.dim:
+            raise invalid(f"'dimensions' is {dimensions}, more than {name}'s {model.dim}", "dimensions")
+        step = settings.max_texts_per_job
+        batches = [texts[start : start + step] for start in range(0, len(texts), step)]
+        client = fleet.client(model.queue)
+        try:
+            results = await client.embed_results(batches, timeout=settings.http_request_timeout, dimensions=dimensions)
+        except InvalidInput as error:
+            raise invalid(str(error), "input") from None
+        except QueueFull as error:
+            raise OpenAIError(
+                429, str(error), type="rate_limit_error", code="queue_full", headers={"Retry-After": RETRY_AFTER}
+            ) from None
+        except QueueUnavailable as error:
+            raise unavailable(error) from None
+        except JobTimeout:
+            raise OpenAIError(
+                504,
+                f"the jobs did not finish within {settings.http_request_timeout:g} s",
+                type="server_error",
+                code="timeout",
+            ) from None
+        except JobFailed as error:
+            raise OpenAIError(500, f"a worker could not embed the input: {error.reason}", type="server_error") from None
+        return response(results, name, encoding)
+
+    return app
+
+
+def unavailable(error: Exception) -> OpenAIError:
+    return OpenAIError(
+        503,
+        f"Redis did not answer ({type(error).__name__})",
+        type="server_error",
+        code="queue_unavailable",
+        headers={"Retry-After": RETRY_AFTER},
+    )

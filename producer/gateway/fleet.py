@@ -1,0 +1,72 @@
+"""Which queue serves which model, read from what workers publish in Redis (`embedq:{queue}:model`,
+and the live claim `embedq:{queue}:serving`), with one AsyncEmbedClient per queue."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from redis.asyncio import Redis as AsyncRedis
+
+from embedq.producer.aio import AsyncEmbedClient
+from embedq.producer.gateway.settings import GatewaySettings
+from embedq.producer.protocol import KEY_PREFIX, MODEL_KEY_PATTERN, serving_key
+
+DIRECTORY_TTL = 2.0  # seconds the model directory is reused before Redis is read again
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    name: str
+    dim: int
+    queue: str
+    live: bool  # some worker holds the queue's claim now
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Fleet:
+    def __init__(self, settings: GatewaySettings, connection: AsyncRedis) -> None:
+        self.settings = settings
+        self.connection = connection
+        self._clients: dict[str, AsyncEmbedClient] = {}
+        self._models: dict[str, ServedModel] = {}
+        self._read_at = -DIRECTORY_TTL
+
+    async def models(self) -> dict[str, ServedModel]:
+        """Every model a worker has published, by name. Several queues of one model: the gateway's own
+        EMBEDQ_QUEUE first, then a live one."""
+        if time.monotonic() - self._read_at < DIRECTORY_TTL:
+            return self._models
+        found: dict[str, ServedModel] = {}
+        async for raw_key in self.connection.scan_iter(match=MODEL_KEY_PATTERN, count=500):
+            key = _text(raw_key)
+            queue = key[len(KEY_PREFIX) : -len(":model")]
+            facts = {_text(k): _text(v) for k, v in (await self.connection.hgetall(key)).items()}
+            if "name" not in facts:
+                continue
+            live = bool(await self.connection.exists(serving_key(queue)))
+            model = ServedModel(facts["name"], int(facts.get("dim", 0)), queue, live)
+            current = found.get(facts["name"])
+            if current is None or (
+                current.queue != self.settings.queue and ((live and not current.live) or queue == self.settings.queue)
+            ):
+                found[facts["name"]] = model
+        self._models, self._read_at = found, time.monotonic()
+        return found
+
+    def resolve(self, requested: str) -> str:
+        return self.settings.model_aliases.get(requested, requested)
+
+    def client(self, queue: str) -> AsyncEmbedClient:
+        if queue not in self._clients:
+            settings = self.settings.model_copy(update={"queue": queue})
+            self._clients[queue] = AsyncEmbedClient(settings=settings, connection=self.connection)
+        return self._clients[queue]
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()  # closes its own sync connection, and the shared async pool
+        await self.connection.aclose()

@@ -1,0 +1,121 @@
+"""GET /metrics: Prometheus text. The fleet's numbers (queue depth and age, live workers, counters,
+latency histograms) are read from Redis at scrape time, where the workers keep them, so every gateway
+replica reports the same; the gateway's own request counts are this process's."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from redis import Redis
+
+from embedq.producer import rq_compat
+from embedq.producer.enqueue import lane_queues
+from embedq.producer.protocol import (
+    COUNTERS,
+    KEY_PREFIX,
+    MODEL_KEY_PATTERN,
+    TIMINGS,
+    WORKER_KEY_PATTERN,
+    metrics_key,
+    timings_key,
+)
+from embedq.producer.stats import histogram, process_facts
+
+COUNTER_HELP = {
+    "jobs": "jobs finished",
+    "texts": "texts embedded",
+    "tokens": "tokens embedded",
+    "truncated": "texts truncated at the model's maximum length",
+    "passes": "inference passes (coalesced jobs)",
+}
+TIMING_HELP = {"queue_ms": "queue wait", "infer_ms": "inference", "total_ms": "enqueue to result"}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def served_queues(connection: Redis) -> list[str]:
+    return sorted(
+        _text(key)[len(KEY_PREFIX) : -len(":model")] for key in connection.scan_iter(match=MODEL_KEY_PATTERN, count=500)
+    )
+
+
+def oldest_age_seconds(connection: Redis, rq_queue_key: str) -> float:
+    """How long the job at the head of an rq queue has waited (0 when it is empty)."""
+    head = connection.lindex(rq_queue_key, 0)
+    if head is None:
+        return 0.0
+    job_id = head.decode() if isinstance(head, bytes) else head
+    enqueued = connection.hget(rq_compat.job_key(job_id), "enqueued_at")
+    if not enqueued:
+        return 0.0
+    stamp = datetime.fromisoformat(
+        (enqueued.decode() if isinstance(enqueued, bytes) else enqueued).replace("Z", "+00:00")
+    )
+    return max(0.0, time.time() - stamp.timestamp())
+
+
+class FleetCollector(Collector):
+    """Reads every served queue's numbers from Redis at each scrape."""
+
+    def __init__(self, connection: Redis) -> None:
+        self.connection = connection
+
+    def collect(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily("embedq_queue_depth", "jobs waiting", labels=["queue", "lane"])
+        age = GaugeMetricFamily(
+            "embedq_queue_oldest_job_age_seconds",
+            "how long the oldest waiting job has waited",
+            labels=["queue", "lane"],
+        )
+        workers = GaugeMetricFamily("embedq_workers", "live workers", labels=["queue", "model", "provider"])
+        counters = {
+            name: CounterMetricFamily(f"embedq_{name}", COUNTER_HELP[name], labels=["queue", "lane"])
+            for name in COUNTERS
+        }
+        failures = CounterMetricFamily("embedq_failed_attempts", "job attempts that failed", labels=["queue"])
+        latency = {
+            timing: HistogramMetricFamily(
+                f"embedq_{timing.removesuffix('_ms')}_seconds",
+                f"job {TIMING_HELP[timing]} time",
+                labels=["queue", "lane"],
+            )
+            for timing in TIMINGS
+        }
+        for queue in served_queues(self.connection):
+            numbers = {_text(k): float(v) for k, v in self.connection.hgetall(metrics_key(queue)).items()}
+            timings = {_text(k): float(v) for k, v in self.connection.hgetall(timings_key(queue)).items()}
+            for lane, rq_queue in lane_queues(queue, self.connection).items():
+                depth.add_metric([queue, lane], rq_queue.count)
+                age.add_metric([queue, lane], oldest_age_seconds(self.connection, rq_queue.key))
+                for name, family in counters.items():
+                    family.add_metric([queue, lane], numbers.get(f"{lane}:{name}", 0.0))
+                for timing, histogram_family in latency.items():
+                    cumulative, total_ms = histogram(timings, lane, timing)
+                    buckets = [(("+Inf" if math.isinf(b) else f"{b / 1000:g}"), count) for b, count in cumulative]
+                    histogram_family.add_metric([queue, lane], buckets, total_ms / 1000)
+            failures.add_metric([queue], numbers.get("failed_attempts", 0.0))
+            live: dict[tuple[str, str], int] = {}
+            for facts in process_facts(self.connection, WORKER_KEY_PATTERN, queue):
+                key = (facts.get("model", ""), facts.get("providers", "").split(",")[0])
+                live[key] = live.get(key, 0) + 1
+            for (model, provider), count in live.items():
+                workers.add_metric([queue, model, provider], count)
+        yield from (depth, age, workers, *counters.values(), failures, *latency.values())
+
+
+def registry(connection: Redis) -> tuple[CollectorRegistry, Counter]:
+    """The gateway's registry: the fleet's numbers and its own request counter."""
+    collected = CollectorRegistry()
+    collected.register(FleetCollector(connection))
+    requests = Counter(
+        "embedq_gateway_requests", "HTTP requests this gateway answered", ["route", "status"], registry=collected
+    )
+    return collected, requests

@@ -1,0 +1,93 @@
+"""OpenAI's embeddings API, as its SDKs send and read it: request checks with OpenAI's error bodies,
+and the response (float lists, or base64 of little-endian float32)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import numpy as np
+
+from embedq.producer.protocol import EmbedResult
+
+ENCODINGS = ("float", "base64")
+
+
+class OpenAIError(Exception):
+    """An answer in OpenAI's error shape: {"error": {"message", "type", "param", "code"}}."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def invalid(message: str, param: str | None = None, code: str | None = None) -> OpenAIError:
+    return OpenAIError(400, message, param=param, code=code)
+
+
+def parse_request(body: Any, max_inputs: int) -> tuple[list[str], str, str, int | None]:
+    """(texts, model, encoding_format, dimensions) of a /v1/embeddings body, or OpenAIError 400."""
+    if not isinstance(body, dict):
+        raise invalid("the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise invalid("'model' is required: the name of a served model (GET /v1/models lists them)", "model")
+    raw = body.get("input")
+    texts = [raw] if isinstance(raw, str) else raw
+    if not isinstance(texts, list) or not texts:
+        raise invalid("'input' must be a string or a non-empty list of strings", "input")
+    if any(isinstance(item, (int, list)) for item in texts):
+        raise invalid(
+            "'input' holds token ids; embedq takes text only. LangChain's OpenAIEmbeddings sends token ids "
+            "unless created with check_embedding_ctx_length=False",
+            "input",
+            "token_ids_not_supported",
+        )
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise invalid(f"input[{index}] is {type(text).__name__}, not a string", "input")
+        if not text:
+            raise invalid(f"input[{index}] is an empty string", "input")
+    if len(texts) > max_inputs:
+        raise invalid(f"'input' has {len(texts)} texts; at most {max_inputs} per request", "input")
+    encoding = body.get("encoding_format") or "float"
+    if encoding not in ENCODINGS:
+        raise invalid(f"'encoding_format' must be one of {', '.join(ENCODINGS)}, got {encoding!r}", "encoding_format")
+    dimensions = body.get("dimensions")
+    if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool) or dimensions < 1):
+        raise invalid(f"'dimensions' must be a positive integer, got {dimensions!r}", "dimensions")
+    return texts, model, encoding, dimensions
+
+
+def encode(vector: np.ndarray, encoding: str) -> list[float] | str:
+    if encoding == "base64":
+        return base64.b64encode(np.ascontiguousarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    return [float(value) for value in vector]
+
+
+def response(results: list[EmbedResult], model: str, encoding: str) -> dict[str, Any]:
+    """One embedding per input text, in input order, over the jobs the request was split into."""
+    vectors = np.concatenate([result.embeddings for result in results])
+    tokens = sum(int(result.usage.get("tokens", 0)) for result in results)
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": index, "embedding": encode(vector, encoding)}
+            for index, vector in enumerate(vectors)
+        ],
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }

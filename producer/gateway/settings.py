@@ -1,0 +1,45 @@
+"""The gateway's settings: ClientSettings plus the HTTP side, from EMBEDQ_* variables or .env."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
+
+from embedq.producer.settings import ClientSettings
+
+
+class GatewaySettings(ClientSettings):
+    http_host: str = Field("127.0.0.1", description="address `embedq serve` listens on (0.0.0.0: every interface)")
+    http_port: int = Field(8000, ge=1, le=65535)
+    http_max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
+    http_max_inputs: int = Field(2048, ge=1, description="texts in one request (OpenAI's limit)")
+    http_request_timeout: float = Field(60.0, gt=0, description="seconds a request may wait for its jobs (504 after)")
+    api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="comma-separated keys accepted as `Authorization: Bearer KEY`; empty = open"
+    )
+    model_aliases: Annotated[dict[str, str], NoDecode] = Field(
+        {}, description="name=served-model pairs, comma-separated (e.g. sentence-transformers/all-MiniLM-L6-v2=...)"
+    )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+        return tuple(str(item).strip() for item in items if str(item).strip())
+
+    @field_validator("model_aliases", mode="before")
+    @classmethod
+    def _parse_aliases(cls, value: object) -> dict[str, str]:
+        if isinstance(value, dict):
+            return {str(k): str(v) for k, v in value.items()}
+        aliases = {}
+        for pair in str(value).split(","):
+            if not pair.strip():
+                continue
+            alias, sep, served = pair.partition("=")
+            if not sep or not alias.strip() or not served.strip():
+                raise ValueError(f"expected alias=model pairs, got {pair.strip()!r}")
+            aliases[alias.strip()] = served.strip()
+        return aliases

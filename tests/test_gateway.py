@@ -1,0 +1,224 @@
+"""`embedq serve` in front of real workers, driven by the official openai SDK and plain HTTP: OpenAI's
+request and response shapes, its error bodies, keys, requests split into jobs, concurrency, /metrics."""
+
+import base64
+import os
+import socket
+import subprocess
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from openai import APIStatusError, AuthenticationError, BadRequestError, NotFoundError, OpenAI
+from prometheus_client.parser import text_string_to_metric_families
+
+from embedq.producer.protocol import model_key
+from embedq.worker.cli import embedq_command
+from embedq.worker.supervisor import settings_env
+
+KEY = "sk-embedq-test"
+MODEL = "all-MiniLM-L6-v2"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_gateway(settings, **env):
+    port = free_port()
+    variables = {**settings_env(settings), "EMBEDQ_HTTP_PORT": str(port), "EMBEDQ_API_KEYS": KEY, **env}
+    process = subprocess.Popen(embedq_command("serve"), env=variables, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"embedq serve did not start: {process.stdout.read().decode()[-2000:]}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def gateway(service):
+    process, url = start_gateway(
+        service.settings,
+        EMBEDQ_MODEL_ALIASES=f"sentence-transformers/{MODEL}={MODEL}",
+        EMBEDQ_HTTP_MAX_BODY_BYTES="200000",
+    )
+    yield url
+    process.terminate()
+    output = process.communicate(timeout=30)[0].decode()
+    assert KEY not in output  # keys are never logged
+
+
+@pytest.fixture(scope="module")
+def openai_client(gateway):
+    return OpenAI(base_url=f"{gateway}/v1", api_key=KEY, max_retries=0)
+
+
+def cosines(a, b):
+    a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
+    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+TEXTS = ["A man is playing a guitar.", "The cat sleeps on the warm windowsill.", "Stocks fell sharply on Monday."]
+
+
+def test_the_openai_sdk_default_base64_gives_the_python_clients_vectors(openai_client, service):
+    answer = openai_client.embeddings.create(model=MODEL, input=TEXTS)  # the SDK asks for base64 by default
+    assert answer.model == MODEL and [item.index for item in answer.data] == [0, 1, 2]
+    assert answer.usage.prompt_tokens == answer.usage.total_tokens > len(TEXTS)
+    expected = service.client.embed(TEXTS)
+    assert cosines([item.embedding for item in answer.data], expected).min() >= 0.9999
+
+
+def test_float_encoding_a_single_string_and_dimensions(gateway, openai_client, service):
+    single = openai_client.embeddings.create(model=MODEL, input=TEXTS[0], encoding_format="float")
+    assert len(single.data) == 1 and len(single.data[0].embedding) == 384
+    short = openai_client.embeddings.create(model=MODEL, input=TEXTS, dimensions=128)
+    vectors = np.array([item.embedding for item in short.data])
+    assert vectors.shape == (3, 128)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    raw = httpx.post(
+        f"{gateway}/v1/embeddings",
+        json={"model": MODEL, "input": TEXTS, "encoding_format": "base64"},
+        headers={"Authorization": f"Bearer {KEY}"},
+    ).json()
+    decoded = [np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4") for item in raw["data"]]
+    assert cosines(decoded, service.client.embed(TEXTS)).min() >= 0.9999
+
+
+def test_an_alias_reaches_the_served_model_and_models_lists_it(openai_client):
+    answer = openai_client.embeddings.create(model=f"sentence-transformers/{MODEL}", input="alias")
+    assert answer.model == MODEL
+    assert MODEL in [model.id for model in openai_client.models.list()]
+
+
+def test_a_request_larger_than_one_job_is_split_and_answered_in_order(openai_client, service):
+    texts = [f"sentence number {i} about {['cats', 'stocks', 'rain'][i % 3]}" for i in range(600)]
+    answer = openai_client.embeddings.create(model=MODEL, input=texts, encoding_format="float")
+    assert [item.index for item in answer.data] == list(range(600))
+    expected = np.concatenate(service.client.embed_many([texts[i : i + 200] for i in range(0, 600, 200)]))
+    assert cosines([item.embedding for item in answer.data], expected).min() >= 0.9999
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        ({"model": MODEL, "input": []}, 400, "non-empty list"),
+        ({"model": MODEL, "input": ["ok", ""]}, 400, "input[1] is an empty string"),
+        ({"model": MODEL, "input": ["ok", 7.5]}, 400, "input[1] is float"),
+        ({"model": MODEL, "input": [[101, 2023, 102]]}, 400, "check_embedding_ctx_length=False"),
+        ({"model": MODEL, "input": "x", "dimensions": 0}, 400, "'dimensions' must be a positive integer"),
+        ({"model": MODEL, "input": "x", "dimensions": 1000}, 400, "more than all-MiniLM-L6-v2's 384"),
+        ({"model": MODEL, "input": "x", "encoding_format": "hex"}, 400, "'encoding_format' must be one of"),
+        ({"model": "gpt-unknown", "input": "x"}, 404, "served: " + MODEL),
+        ({"model": MODEL, "input": ["t"] * 2049}, 400, "at most 2048 per request"),
+        ({"model": MODEL, "input": "x" * 300_000}, 413, "over 200000 bytes"),
+    ],
+)
+def test_bad_requests_get_openai_error_bodies(gateway, body, status, fragment):
+    answer = httpx.post(f"{gateway}/v1/embeddings", json=body, headers={"Authorization": f"Bearer {KEY}"})
+    assert answer.status_code == status, answer.text
+    error = answer.json()["error"]
+    assert fragment in error["message"]
+    assert set(error) == {"message", "type", "param", "code"}
+
+
+def test_the_sdk_raises_its_own_errors(openai_client, gateway):
+    with pytest.raises(BadRequestError, match="token ids"):
+        openai_client.embeddings.create(model=MODEL, input=[[1, 2, 3]])
+    with pytest.raises(NotFoundError, match="model_not_found|not served"):
+        openai_client.embeddings.create(model="nope", input="x")
+    with pytest.raises(AuthenticationError):
+        OpenAI(base_url=f"{gateway}/v1", api_key="sk-wrong", max_retries=0).embeddings.create(model=MODEL, input="x")
+    assert httpx.post(f"{gateway}/v1/embeddings", json={"model": MODEL, "input": "x"}).status_code == 401
+    for open_path in ("/health", "/ready", "/metrics"):
+        assert httpx.get(f"{gateway}{open_path}").status_code == 200
+
+
+def test_a_model_whose_workers_are_gone_gets_503_with_retry_after(openai_client, redis):
+    redis.hset(model_key("ghost-queue"), mapping={"name": "ghost-model", "dim": 384})
+    try:
+        time.sleep(2.1)  # the gateway re-reads its model directory every 2 s
+        with pytest.raises(APIStatusError) as raised:
+            openai_client.embeddings.create(model="ghost-model", input="x")
+        assert raised.value.status_code == 503
+        assert raised.value.response.headers["retry-after"]
+    finally:
+        redis.delete(model_key("ghost-queue"))
+
+
+def test_sixteen_concurrent_clients_each_get_their_own_vectors_in_order(openai_client, service):
+    requests = [
+        [f"client {c} text {i}: {['apples', 'trains', 'music'][i % 3]}" for i in range(1 + c % 4)] for c in range(16)
+    ]
+    expected = [service.client.embed(texts) for texts in requests]
+    answers: dict[int, list] = {}
+
+    def ask(number: int) -> None:
+        answer = openai_client.embeddings.create(model=MODEL, input=requests[number], encoding_format="float")
+        answers[number] = [item.embedding for item in answer.data]
+
+    threads = [threading.Thread(target=ask, args=(number,)) for number in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for number in range(16):
+        assert cosines(answers[number], expected[number]).min() >= 0.9999
+
+
+def histograms(url: str) -> dict:
+    families = {family.name: family for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text)}
+    return families
+
+
+def test_metrics_parse_and_two_replicas_report_the_same_fleet_numbers(gateway, openai_client, service):
+    openai_client.embeddings.create(model=MODEL, input=TEXTS)
+    second, second_url = start_gateway(service.settings)
+    try:
+        first_families, second_families = histograms(gateway), histograms(second_url)
+    finally:
+        second.terminate()
+        second.wait(timeout=30)
+    queue = service.settings.queue
+    for name in (
+        "embedq_total_seconds",
+        "embedq_queue_seconds",
+        "embedq_infer_seconds",
+        "embedq_texts",
+        "embedq_queue_depth",
+    ):
+        ours = sorted(
+            (s.name, tuple(sorted(s.labels.items())), s.value)
+            for s in first_families[name].samples
+            if s.labels.get("queue") == queue
+        )
+        theirs = sorted(
+            (s.name, tuple(sorted(s.labels.items())), s.value)
+            for s in second_families[name].samples
+            if s.labels.get("queue") == queue
+        )
+        assert ours and ours == theirs, name
+    workers = [s for s in first_families["embedq_workers"].samples if s.labels["queue"] == queue]
+    assert workers and workers[0].labels["model"] == MODEL and sum(s.value for s in workers) == 2
+    finished = [
+        s
+        for s in first_families["embedq_total_seconds"].samples
+        if s.name.endswith("_count") and s.labels["queue"] == queue
+    ]
+    assert sum(s.value for s in finished) >= 1
+    requests = [s for s in first_families["embedq_gateway_requests"].samples if s.name.endswith("_total")]
+    assert any(s.labels == {"route": "/v1/embeddings", "status": "200"} and s.value >= 1 for s in requests)
+    assert os.environ.get("EMBEDQ_API_KEYS", "") not in httpx.get(f"{gateway}/metrics").text or not os.environ.get(
+        "EMBEDQ_API_KEYS"
+    )
