@@ -4,20 +4,25 @@ the real default model, and a real supervisor with real worker processes."""
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from redis import Redis
 
 from embedq import EmbedClient
 from embedq.config import DEFAULT_MODEL_DIR, Settings
 from embedq.producer.protocol import COUNTERS, LANES, metrics_key
+from embedq.worker.cli import embedq_command
 from embedq.worker.local.redis_server import RedisServer, redis_answers
 from embedq.worker.local.service import LocalService
 from embedq.worker.model.export import prepare_default
+from embedq.worker.supervisor import settings_env
 
 TEST_REDIS_URL = os.environ.get("EMBEDQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 # The STS Benchmark test set beside this checkout, as this project's CI has it; EMBEDQ_STSB to point elsewhere.
@@ -110,3 +115,47 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, interva
             raise AssertionError(f"{what} did not happen within {timeout:g} s")
         time.sleep(interval)
     return time.monotonic() - started
+
+
+KEY = "sk-embedq-test"
+MODEL = "all-MiniLM-L6-v2"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_gateway(settings: Settings, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+    """`embedq serve` as a real process on a free port, with key KEY, once /health answers."""
+    port = free_port()
+    variables = {**settings_env(settings), "EMBEDQ_HTTP_PORT": str(port), "EMBEDQ_API_KEYS": KEY, **env}
+    process = subprocess.Popen(embedq_command("serve"), env=variables, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            output = process.stdout.read().decode() if process.stdout else ""
+            raise AssertionError(f"embedq serve did not start: {output[-2000:]}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def gateway(service: LocalService) -> Iterator[str]:
+    """`embedq serve` in front of the module's service, with an alias and a small body limit."""
+    process, url = start_gateway(
+        service.settings,
+        EMBEDQ_MODEL_ALIASES=f"sentence-transformers/{MODEL}={MODEL}",
+        EMBEDQ_HTTP_MAX_BODY_BYTES="200000",
+    )
+    yield url
+    process.terminate()
+    output = process.communicate(timeout=30)[0].decode()
+    assert KEY not in output  # keys are never logged

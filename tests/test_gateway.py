@@ -3,8 +3,6 @@ request and response shapes, its error bodies, keys, requests split into jobs, c
 
 import base64
 import os
-import socket
-import subprocess
 import threading
 import time
 
@@ -15,48 +13,7 @@ from openai import APIStatusError, AuthenticationError, BadRequestError, NotFoun
 from prometheus_client.parser import text_string_to_metric_families
 
 from embedq.producer.protocol import model_key
-from embedq.worker.cli import embedq_command
-from embedq.worker.supervisor import settings_env
-
-KEY = "sk-embedq-test"
-MODEL = "all-MiniLM-L6-v2"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_gateway(settings, **env):
-    port = free_port()
-    variables = {**settings_env(settings), "EMBEDQ_HTTP_PORT": str(port), "EMBEDQ_API_KEYS": KEY, **env}
-    process = subprocess.Popen(embedq_command("serve"), env=variables, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"embedq serve did not start: {process.stdout.read().decode()[-2000:]}")
-        time.sleep(0.1)
-
-
-@pytest.fixture(scope="module")
-def gateway(service):
-    process, url = start_gateway(
-        service.settings,
-        EMBEDQ_MODEL_ALIASES=f"sentence-transformers/{MODEL}={MODEL}",
-        EMBEDQ_HTTP_MAX_BODY_BYTES="200000",
-    )
-    yield url
-    process.terminate()
-    output = process.communicate(timeout=30)[0].decode()
-    assert KEY not in output  # keys are never logged
+from tests.conftest import KEY, MODEL, start_gateway
 
 
 @pytest.fixture(scope="module")

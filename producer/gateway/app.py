@@ -8,11 +8,12 @@ import asyncio
 import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
@@ -24,10 +25,12 @@ from embedq.producer.gateway.fleet import Fleet
 from embedq.producer.gateway.metrics import registry
 from embedq.producer.gateway.openai_shape import OpenAIError, invalid, parse_request, response
 from embedq.producer.gateway.settings import GatewaySettings
+from embedq.producer.gateway.status import SAMPLE_EVERY, StatusBoard
 from embedq.producer.settings import redact_url
 
 log = logging.getLogger(__name__)
-OPEN_PATHS = ("/", "/health", "/ready", "/metrics")
+OPEN_PATHS = ("/", "/status.json", "/health", "/ready", "/metrics")
+STATUS_PAGE = resources.files("embedq.producer.gateway").joinpath("status.html").read_text(encoding="utf-8")
 RETRY_AFTER = "1"
 
 
@@ -64,15 +67,26 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     sync = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
     fleet = Fleet(settings, connection)
     metrics, requests = registry(sync)
+    board = StatusBoard(Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10))
+
+    async def keep_sampling() -> None:
+        """The page's chart needs history from before it was opened: sample the fleet all along."""
+        while True:
+            with suppress(RedisError):
+                await asyncio.to_thread(board.sample)
+            await asyncio.sleep(SAMPLE_EVERY)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if not settings.api_keys:
             log.warning("embedq serve: EMBEDQ_API_KEYS is not set: /v1/ is open to anyone who can reach it")
         log.info("embedq serve: queue directory in Redis at %s", redact_url(settings.redis_url))
+        sampler = asyncio.create_task(keep_sampling())
         yield
+        sampler.cancel()
         await fleet.aclose()
         sync.close()
+        board.connection.close()
 
     app = FastAPI(title="embedq", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodyLimit, limit=settings.http_max_body_bytes)
@@ -99,6 +113,17 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             route if route in (*OPEN_PATHS, "/v1/embeddings", "/v1/models") else "other", str(answer.status_code)
         ).inc()
         return answer
+
+    @app.get("/", response_class=HTMLResponse)
+    async def status_page() -> str:
+        return STATUS_PAGE
+
+    @app.get("/status.json")
+    async def status_json() -> dict[str, Any]:
+        try:
+            return await asyncio.to_thread(board.status)
+        except RedisError as error:
+            raise unavailable(error) from None
 
     @app.get("/health")
     async def health() -> dict[str, str]:

@@ -1,0 +1,101 @@
+"""What the status page shows: each served queue's depth and wait, its live workers, and throughput
+and latency over the last minutes, sampled from the fleet's numbers in Redis every SAMPLE_EVERY
+seconds. Counts and timings only: no user text, key or Redis address."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+from redis import Redis
+
+from embedq.producer.enqueue import lane_queues
+from embedq.producer.gateway.metrics import oldest_age_seconds, served_queues
+from embedq.producer.protocol import LANES, TIMINGS, timings_key
+from embedq.producer.stats import collect_stats, histogram, quantile
+
+SAMPLE_EVERY = 5.0
+HISTORY = 120  # samples kept: 10 minutes
+WORKER_FIELDS = ("host", "model", "dim", "providers", "threads", "jobs_done", "started")
+
+
+class StatusBoard:
+    def __init__(self, connection: Redis) -> None:
+        self.connection = connection
+        self.samples: deque[dict[str, Any]] = deque(maxlen=HISTORY)
+
+    def _histograms(self, queue: str) -> dict[str, list[tuple[float, float]]]:
+        fields = {
+            (k.decode() if isinstance(k, bytes) else k): float(v)
+            for k, v in self.connection.hgetall(timings_key(queue)).items()
+        }
+        merged: dict[str, list[tuple[float, float]]] = {}
+        for timing in TIMINGS:
+            per_lane = [histogram(fields, lane, timing)[0] for lane in LANES]
+            merged[timing] = [(bound, sum(lane[i][1] for lane in per_lane)) for i, (bound, _) in enumerate(per_lane[0])]
+        return merged
+
+    def sample(self) -> None:
+        """Record the fleet's cumulative texts and latency histograms now (if the last sample is old enough)."""
+        now = time.time()
+        if self.samples and now - self.samples[-1]["at"] < SAMPLE_EVERY:
+            return
+        queues = {}
+        for queue in served_queues(self.connection):
+            stats = collect_stats(self.connection, queue)
+            queues[queue] = {
+                "texts": stats["counters"]["texts"],
+                "jobs": stats["counters"]["jobs"],
+                "histograms": self._histograms(queue),
+            }
+        self.samples.append({"at": now, "queues": queues})
+
+    def series(self, queue: str) -> list[dict[str, float | None]]:
+        """Per interval between samples: texts/s and p50 / p95 end-to-end ms of the jobs that finished in it."""
+        points = []
+        pairs = zip(list(self.samples)[:-1], list(self.samples)[1:])
+        for before, after in pairs:
+            if queue not in before["queues"] or queue not in after["queues"]:
+                continue
+            then, now = before["queues"][queue], after["queues"][queue]
+            seconds = max(after["at"] - before["at"], 1e-9)
+            window = [
+                (bound, seen - earlier)
+                for (bound, seen), (_, earlier) in zip(now["histograms"]["total_ms"], then["histograms"]["total_ms"])
+            ]
+            points.append(
+                {
+                    "at": after["at"],
+                    "texts_per_second": (now["texts"] - then["texts"]) / seconds,
+                    "p50_ms": quantile(window, 0.5),
+                    "p95_ms": quantile(window, 0.95),
+                }
+            )
+        return points
+
+    def status(self) -> dict[str, Any]:
+        self.sample()
+        queues = []
+        for queue in served_queues(self.connection):
+            stats = collect_stats(self.connection, queue)
+            keys = {lane: rq_queue.key for lane, rq_queue in lane_queues(queue, self.connection).items()}
+            lanes = {
+                lane: {
+                    "queued": facts["queued"],
+                    "running": facts["running"],
+                    "failed": facts["failed"],
+                    "oldest_wait_seconds": oldest_age_seconds(self.connection, keys[lane]),
+                }
+                for lane, facts in stats["lanes"].items()
+            }
+            queues.append(
+                {
+                    "queue": queue,
+                    "lanes": lanes,
+                    "workers": [{key: worker.get(key, "") for key in WORKER_FIELDS} for worker in stats["workers"]],
+                    "done": {"jobs": stats["counters"]["jobs"], "texts": stats["counters"]["texts"]},
+                    "series": self.series(queue),
+                }
+            )
+        return {"at": time.time(), "sample_every": SAMPLE_EVERY, "queues": queues}
