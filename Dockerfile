@@ -1,4 +1,4 @@
-# The worker image: embedq[worker] (onnxruntime + tokenizers), no torch. The model directory is
+# The worker image: embedq[worker] (onnxruntime + tokenizers), no torch (EXTRAS=gateway: the gateway's). The model directory is
 # mounted at run time (prepare it once with `embedq model prepare`, or the compose `model` service).
 FROM python:3.11-slim
 ARG EXTRAS=worker

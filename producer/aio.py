@@ -70,6 +70,7 @@ class AsyncEmbedClient:
         dimensions: int | None = None,
         prompt_name: str | None = None,
         priority: Priority = "interactive",
+        truncate: bool = True,
     ) -> str:
         """Enqueue one batch of texts; its job id (one round trip)."""
         job_ids = await self.submit_many(
@@ -79,6 +80,7 @@ class AsyncEmbedClient:
             dimensions=dimensions,
             prompt_name=prompt_name,
             priority=priority,
+            truncate=truncate,
         )
         return job_ids[0]
 
@@ -90,6 +92,7 @@ class AsyncEmbedClient:
         dimensions: int | None = None,
         prompt_name: str | None = None,
         priority: Priority = "interactive",
+        truncate: bool = True,
     ) -> list[str]:
         """Enqueue several batches in one round trip, all or nothing (QueueFull: none enqueued)."""
         plan = await self._plan(
@@ -99,6 +102,7 @@ class AsyncEmbedClient:
             dimensions=dimensions,
             prompt_name=prompt_name,
             priority=priority,
+            truncate=truncate,
         )
         return await self._run(submit_steps(plan))
 

@@ -66,6 +66,7 @@ class EmbedClient:
         dimensions: int | None = None,
         prompt_name: str | None = None,
         priority: Priority = "interactive",
+        truncate: bool = True,
     ) -> str:
         """Enqueue one batch of texts; returns its job id."""
         return self.submit_many(
@@ -75,6 +76,7 @@ class EmbedClient:
             dimensions=dimensions,
             prompt_name=prompt_name,
             priority=priority,
+            truncate=truncate,
         )[0]
 
     def submit_many(
@@ -85,6 +87,7 @@ class EmbedClient:
         dimensions: int | None = None,
         prompt_name: str | None = None,
         priority: Priority = "interactive",
+        truncate: bool = True,
     ) -> list[str]:
         """Enqueue several batches in one round trip; every batch is checked before any is enqueued.
         `instruction` formats texts as `Instruct: {instruction}\nQuery:{text}`; `prompt_name` picks a
@@ -98,6 +101,7 @@ class EmbedClient:
             dimensions=dimensions,
             prompt_name=prompt_name,
             priority=priority,
+            truncate=truncate,
         )
         return self._run(submit_steps(plan))
 

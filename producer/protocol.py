@@ -143,9 +143,10 @@ class EmbedRequest:
     normalize: bool = True
     dimensions: int | None = None
     prompt_name: str | None = None
+    truncate: bool = True  # False: a text over the model's maximum length fails the job, naming it
 
     def to_payload(self) -> dict[str, Any]:
-        return {
+        payload = {
             "v": PAYLOAD_VERSION,
             "texts": self.texts,
             "instruction": self.instruction,
@@ -153,6 +154,9 @@ class EmbedRequest:
             "dimensions": self.dimensions,
             "prompt_name": self.prompt_name,
         }
+        if not self.truncate:  # sent only when asked for, so the default payload stays what older workers read
+            payload["truncate"] = False
+        return payload
 
     @classmethod
     def from_payload(cls, payload: Any, limits: Limits) -> EmbedRequest:
@@ -161,7 +165,7 @@ class EmbedRequest:
             raise InvalidInput(f"job payload must be a map, got {type(payload).__name__}")
         if payload.get("v") != PAYLOAD_VERSION:
             raise InvalidInput(f"job payload version must be {PAYLOAD_VERSION}, got {payload.get('v')!r}")
-        unknown = set(payload) - {"v", "texts", "instruction", "normalize", "dimensions", "prompt_name"}
+        unknown = set(payload) - {"v", "texts", "instruction", "normalize", "dimensions", "prompt_name", "truncate"}
         if unknown:
             raise InvalidInput(f"job payload has unknown fields: {sorted(unknown)}")
         return validate_request(
@@ -170,6 +174,7 @@ class EmbedRequest:
             normalize=payload.get("normalize", True),
             dimensions=payload.get("dimensions"),
             prompt_name=payload.get("prompt_name"),
+            truncate=payload.get("truncate", True),
             limits=limits,
         )
 
@@ -181,6 +186,7 @@ def validate_request(
     normalize: Any = True,
     dimensions: Any = None,
     prompt_name: Any = None,
+    truncate: Any = True,
     limits: Limits,
 ) -> EmbedRequest:
     """Check a request against the schema and limits; the error names the field and the limit."""
@@ -205,7 +211,9 @@ def validate_request(
         _check_text("prompt_name", prompt_name, limits.max_chars_per_text)
         if instruction is not None:
             raise InvalidInput("give instruction or prompt_name, not both")
-    return EmbedRequest(list(texts), instruction, normalize, dimensions, prompt_name)
+    if not isinstance(truncate, bool):
+        raise InvalidInput(f"truncate must be a bool, got {type(truncate).__name__}")
+    return EmbedRequest(list(texts), instruction, normalize, dimensions, prompt_name, truncate)
 
 
 def validate_batches(batches: Sequence[Any], *, limits: Limits, **options: Any) -> list[EmbedRequest]:

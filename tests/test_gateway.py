@@ -179,3 +179,31 @@ def test_metrics_parse_and_two_replicas_report_the_same_fleet_numbers(gateway, o
     assert os.environ.get("EMBEDQ_API_KEYS", "") not in httpx.get(f"{gateway}/metrics").text or not os.environ.get(
         "EMBEDQ_API_KEYS"
     )
+
+
+LONG_TEXT = "embeddings turn text into vectors " * 120  # about 600 tokens, over the model's 256
+
+
+def truncated_total(url: str, queue: str) -> float:
+    family = histograms(url)["embedq_truncated"]
+    return sum(s.value for s in family.samples if s.name.endswith("_total") and s.labels["queue"] == queue)
+
+
+def test_a_text_over_the_models_length_is_truncated_and_counted_or_refused_by_index(gateway, openai_client, service):
+    before = truncated_total(gateway, service.settings.queue)
+    answer = openai_client.embeddings.create(model=MODEL, input=["short", LONG_TEXT])
+    assert len(answer.data) == 2 and answer.usage.prompt_tokens <= 256 + 10
+    assert truncated_total(gateway, service.settings.queue) == before + 1
+    strict, url = start_gateway(service.settings, EMBEDQ_HTTP_TRUNCATE="false", EMBEDQ_MAX_TEXTS_PER_JOB="2")
+    try:
+        texts = ["one", "two", "three", LONG_TEXT, "five"]  # jobs of 2: the long text is the second of job 2
+        auth = {"Authorization": f"Bearer {KEY}"}
+        refused = httpx.post(f"{url}/v1/embeddings", json={"model": MODEL, "input": texts}, headers=auth)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["code"] == "input_too_long"
+        assert "input[3] is longer than the model's maximum of 256 tokens" in refused.json()["error"]["message"]
+        fine = httpx.post(f"{url}/v1/embeddings", json={"model": MODEL, "input": texts[:3]}, headers=auth)
+        assert fine.status_code == 200 and len(fine.json()["data"]) == 3
+    finally:
+        strict.terminate()
+        strict.wait(timeout=30)

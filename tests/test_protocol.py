@@ -91,3 +91,12 @@ def test_a_timing_past_the_last_bound_counts_in_inf():
 def test_a_pass_adds_a_count_per_bucket_and_the_sums():
     added = protocol.timing_increments("bulk", [{"queue_ms": 0.5}, {"queue_ms": 0.75}, {"queue_ms": 3.0}])
     assert added == {"bulk:queue_ms:1": 2, "bulk:queue_ms:5": 1, "bulk:queue_ms:sum": pytest.approx(4.25)}
+
+
+def test_truncate_false_travels_in_the_payload_and_the_default_payload_is_unchanged():
+    default = protocol.validate_request(["a"], limits=LIMITS).to_payload()
+    assert "truncate" not in default  # what workers before the gateway read
+    strict = protocol.validate_request(["a"], truncate=False, limits=LIMITS)
+    assert EmbedRequest.from_payload(strict.to_payload(), LIMITS).truncate is False
+    with pytest.raises(InvalidInput, match="truncate must be a bool"):
+        protocol.validate_request(["a"], truncate="no", limits=LIMITS)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from importlib import resources
@@ -189,8 +190,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         step = settings.max_texts_per_job
         batches = [texts[start : start + step] for start in range(0, len(texts), step)]
         client = fleet.client(model.queue)
+        timeout, job_ids = settings.http_request_timeout, []
         try:
-            results = await client.embed_results(batches, timeout=settings.http_request_timeout, dimensions=dimensions)
+            if settings.http_truncate:  # submit and wait in one round trip
+                results = await client.embed_results(batches, timeout=timeout, dimensions=dimensions)
+            else:  # the job ids first, so a refused text is named by its index in the request
+                job_ids = await client.submit_many(batches, dimensions=dimensions, truncate=False)
+                results = await client.wait_many(job_ids, timeout=timeout)
         except InvalidInput as error:
             raise invalid(str(error), "input") from None
         except QueueFull as error:
@@ -201,16 +207,28 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             raise unavailable(error) from None
         except JobTimeout:
             raise OpenAIError(
-                504,
-                f"the jobs did not finish within {settings.http_request_timeout:g} s",
-                type="server_error",
-                code="timeout",
+                504, f"the jobs did not finish within {timeout:g} s", type="server_error", code="timeout"
             ) from None
         except JobFailed as error:
-            raise OpenAIError(500, f"a worker could not embed the input: {error.reason}", type="server_error") from None
+            raise failed(error, job_ids, step) from None
         return response(results, name, encoding)
 
     return app
+
+
+def failed(error: JobFailed, job_ids: list[str], step: int) -> OpenAIError:
+    """A text the worker refused (over the model's length with truncation off) is a 400 naming its
+    index in the request; anything else a worker could not do is a 500."""
+    refused = re.search(r"texts\[(\d+)\] has more than the model's maximum of (\d+) tokens", error.reason)
+    if refused and error.job_id in job_ids:
+        index = job_ids.index(error.job_id) * step + int(refused.group(1))
+        return invalid(
+            f"input[{index}] is longer than the model's maximum of {refused.group(2)} tokens and "
+            "EMBEDQ_HTTP_TRUNCATE=false",
+            "input",
+            "input_too_long",
+        )
+    return OpenAIError(500, f"a worker could not embed the input: {error.reason}", type="server_error")
 
 
 def unavailable(error: Exception) -> OpenAIError:

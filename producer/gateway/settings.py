@@ -15,6 +15,10 @@ class GatewaySettings(ClientSettings):
     http_port: int = Field(8000, ge=1, le=65535)
     http_max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
     http_max_inputs: int = Field(2048, ge=1, description="texts in one request (OpenAI's limit)")
+    http_truncate: bool = Field(
+        True,
+        description="texts over the model's maximum length are truncated (as sentence-transformers does); false: 400",
+    )
     http_request_timeout: float = Field(60.0, gt=0, description="seconds a request may wait for its jobs (504 after)")
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="comma-separated keys accepted as `Authorization: Bearer KEY`; empty = open"

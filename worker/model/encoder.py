@@ -156,6 +156,11 @@ class Encoder:
         total_tokens = max(int(lengths.sum()), 1)
         for request in requests:
             end = start + len(request.texts)
+            if not request.truncate and truncated[start:end].any():
+                index = int(np.flatnonzero(truncated[start:end])[0])
+                raise InvalidInput(
+                    f"texts[{index}] has more than the model's maximum of {self.max_length} tokens, and truncate=False"
+                )
             t0 = time.perf_counter()
             vectors = truncate(pooled[start:end], request.dimensions, request.normalize)
             tokens = int(lengths[start:end].sum())
