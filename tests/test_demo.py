@@ -1,7 +1,10 @@
 """`embedq demo`, the main job, as a user runs it: here with no Redis answering at the configured URL."""
 
 import os
+import signal
 import subprocess
+
+import httpx
 
 from embedq.worker.cli import embedq_command
 from embedq.worker.local.redis_server import free_port
@@ -18,3 +21,29 @@ def test_demo_starts_a_private_redis_and_prints_similarities_and_metrics(model_d
     assert "workers alive: 2" in out
     assert "infer_ms" in out and "p95" in out
     assert "supervisor stopped (exit code 0)" in out
+
+
+def test_demo_serve_prints_the_gateway_url_and_serves_until_stopped(model_dir):
+    port = free_port()
+    env = {**os.environ, "EMBEDQ_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "EMBEDQ_MODEL_DIR": str(model_dir)}
+    demo = subprocess.Popen(
+        [*embedq_command(), "demo", "--serve", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        for line in demo.stdout:
+            if line.startswith("gateway at"):
+                break
+        assert f"gateway at http://127.0.0.1:{port}" in line
+        models = httpx.get(f"http://127.0.0.1:{port}/v1/models").json()
+        assert [model["id"] for model in models["data"]] == ["all-MiniLM-L6-v2"]
+        demo.send_signal(signal.SIGTERM)
+        rest = demo.communicate(timeout=120)[0]
+    finally:
+        demo.kill()
+    assert demo.returncode == 0
+    assert "supervisor stopped (exit code 0)" in rest

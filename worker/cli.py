@@ -59,7 +59,7 @@ def cmd_supervise(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from embedq.worker.local.demo import run_demo
 
-    return run_demo(_service_settings(), workers=args.workers)
+    return run_demo(_service_settings(), workers=args.workers, serve_port=args.serve)
 
 
 def _client(queue: str | None = None) -> EmbedClient:
@@ -237,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="Redis → model → workers → sample jobs → similarities and metrics")
     demo.add_argument("--workers", type=int, default=2)
+    demo.add_argument(
+        "--serve", type=int, nargs="?", const=8000, metavar="PORT", help="then run the HTTP gateway until Ctrl-C"
+    )
     demo.set_defaults(run=cmd_demo)
 
     embed = commands.add_parser("embed", help="enqueue texts, wait, print their vectors")

@@ -3,8 +3,12 @@ default model → supervisor with N workers → sample jobs → similarities and
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import tempfile
 import time
+import urllib.request
+from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +16,9 @@ import numpy as np
 from embedq import EmbedClient
 from embedq.config import Settings
 from embedq.producer.stats import format_stats
+from embedq.worker.cli import embedq_command
 from embedq.worker.local.service import LocalService
+from embedq.worker.supervisor import settings_env
 
 SAMPLE_BATCHES = [
     ["A man is playing a guitar.", "Someone strums an acoustic guitar on stage.", "A chef is slicing onions."],
@@ -22,7 +28,7 @@ SAMPLE_BATCHES = [
 ]
 
 
-def run_demo(settings: Settings, workers: int = 2) -> int:
+def run_demo(settings: Settings, workers: int = 2, serve_port: int | None = None) -> int:
     log_path = Path(tempfile.gettempdir()) / "embedq-demo.log"
     print(
         f"starting Redis (if none answers at {settings.redis_url}), the model and {workers} workers; "
@@ -35,6 +41,8 @@ def run_demo(settings: Settings, workers: int = 2) -> int:
             started = service.settings.redis_url
             print(f"no Redis answered at {settings.redis_url}; started a private redis-server at {started}")
         _submit_and_show(service.client)
+        if serve_port is not None:
+            _serve_until_interrupted(service.settings, serve_port)
         code = service.stop()
     print(f"supervisor stopped (exit code {code})")
     return 0 if code == 0 else 1
@@ -66,3 +74,35 @@ def _submit_and_show(client: EmbedClient) -> None:
         j = int(np.argsort(row)[-2])
         print(f"  {texts[i]!r:50} → {texts[j]!r} ({row[j]:.2f})")
     print("\n" + format_stats(client.stats()))
+
+
+def _serve_until_interrupted(settings: Settings, port: int) -> None:
+    """`embedq serve` in front of the demo's workers until Ctrl-C (or SIGTERM)."""
+    gateway = subprocess.Popen(embedq_command("serve", "--port", str(port)), env=settings_env(settings))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while not _answers(f"{url}/health"):
+            if gateway.poll() is not None or time.monotonic() > deadline:
+                print(f"the gateway did not start (exit code {gateway.poll()}); see its output above")
+                return
+            time.sleep(0.1)
+        print(
+            f"\ngateway at {url}: status page {url}/, OpenAI API {url}/v1 (model all-MiniLM-L6-v2), "
+            f"metrics {url}/metrics. Ctrl-C stops everything.",
+            flush=True,
+        )
+        with suppress(KeyboardInterrupt):
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
+            gateway.wait()
+    finally:
+        gateway.terminate()
+        gateway.wait(timeout=30)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
