@@ -130,10 +130,18 @@ class AsyncEmbedClient:
         return await self._run(wait_steps(job_ids, timeout))
 
     async def embed_results(
-        self, batches: Sequence[Sequence[str]], timeout: float = 30.0, **options: Any
+        self,
+        batches: Sequence[Sequence[str]],
+        timeout: float = 30.0,
+        *,
+        job_ids: list[str] | None = None,
+        **options: Any,
     ) -> list[EmbedResult]:
-        """Submit several batches and wait for all of them: one round trip to submit and start waiting."""
+        """Submit several batches and wait for all of them: one round trip to submit and start waiting.
+        `job_ids`, when given, receives the jobs' ids before the wait (to cancel them if the caller leaves)."""
         plan = await self._plan(batches, **options)
+        if job_ids is not None:
+            job_ids.extend(plan.job_ids)
         return await self._run(wait_steps(plan.job_ids, timeout, submit=plan))
 
     async def embed(self, texts: Sequence[str], timeout: float = 30.0, **options: Any) -> np.ndarray:

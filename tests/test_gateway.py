@@ -12,8 +12,8 @@ import pytest
 from openai import APIStatusError, AuthenticationError, BadRequestError, NotFoundError, OpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
-from embedq.producer.protocol import model_key
-from tests.conftest import KEY, MODEL, start_gateway
+from embedq.producer.protocol import model_key, serving_key
+from tests.conftest import KEY, MODEL, start_gateway, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -207,3 +207,28 @@ def test_a_text_over_the_models_length_is_truncated_and_counted_or_refused_by_in
     finally:
         strict.terminate()
         strict.wait(timeout=30)
+
+
+def test_a_job_whose_client_went_away_is_cancelled_before_a_worker_takes_it(gateway, redis):
+    from rq import Queue
+    from rq.registry import CanceledJobRegistry
+
+    queue = f"parked-{os.getpid()}"  # a live claim, but no worker takes its jobs
+    redis.hset(model_key(queue), mapping={"name": "parked-model", "dim": 384})
+    redis.set(serving_key(queue), '{"dim": 384, "name": "parked-model"}', ex=60)
+    try:
+        time.sleep(2.1)  # the gateway re-reads its model directory every 2 s
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(
+                f"{gateway}/v1/embeddings",
+                json={"model": "parked-model", "input": ["nobody waits for this"]},
+                headers={"Authorization": f"Bearer {KEY}"},
+                timeout=1.0,
+            )
+        parked = Queue(queue, connection=redis)
+        wait_until(lambda: CanceledJobRegistry(queue=parked).count == 1, 10, "the abandoned job is cancelled")
+        assert parked.count == 0
+        cancelled = histograms(gateway)["embedq_gateway_cancelled_jobs"].samples
+        assert sum(s.value for s in cancelled if s.name.endswith("_total")) >= 1
+    finally:
+        redis.delete(model_key(queue), serving_key(queue))

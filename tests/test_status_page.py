@@ -33,6 +33,7 @@ def browser():
 
 def test_the_status_page_shows_live_workers_and_the_chart(browser, gateway, service, tmp_path):
     from openai import OpenAI
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -54,7 +55,8 @@ def test_the_status_page_shows_live_workers_and_the_chart(browser, gateway, serv
 
     try:
         browser.get(f"{gateway}/")
-        WebDriverWait(browser, 60, poll_frequency=0.5).until(ready)
+        # the page redraws every few seconds: an element found just before a redraw goes stale
+        WebDriverWait(browser, 60, poll_frequency=0.5, ignored_exceptions=[StaleElementReferenceException]).until(ready)
     finally:
         stop.set()
         worker.join()

@@ -8,21 +8,21 @@ import asyncio
 import hmac
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from embedq.producer.errors import InvalidInput, JobFailed, JobTimeout, QueueFull, QueueUnavailable
-from embedq.producer.gateway.fleet import Fleet
+from embedq.producer.gateway.fleet import Fleet, cancel_queued
 from embedq.producer.gateway.metrics import registry
 from embedq.producer.gateway.openai_shape import OpenAIError, invalid, parse_request, response
 from embedq.producer.gateway.settings import GatewaySettings
@@ -35,21 +35,51 @@ STATUS_PAGE = resources.files("embedq.producer.gateway").joinpath("status.html")
 RETRY_AFTER = "1"
 
 
-class BodyLimit:
-    """413 for a body over `limit` bytes: from its Content-Length, or while it streams in, before it is read whole."""
+class Gate:
+    """What every request passes, as plain ASGI (so a client's disconnect still reaches the endpoint):
+    the key check (constant time; `/`, /status.json, /health, /ready and /metrics are open), 413 for a
+    body over `limit` bytes (from its Content-Length, or while it streams in, before it is read whole),
+    and the count of answers by route and status."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, limit: int, keys: list[bytes], requests: Counter) -> None:
+        self.app, self.limit, self.keys, self.requests = app, limit, keys, requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = OpenAIError(413, f"the request body is over {self.limit} bytes", code="request_too_large")
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await JSONResponse(too_large.body(), status_code=413)(scope, receive, send)
-            return
+        path = scope["path"]
+        route = path if path in (*OPEN_PATHS, "/v1/embeddings", "/v1/models") else "other"
+        status = ["500"]
+
+        async def counted_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = str(message["status"])
+            await send(message)
+
+        try:
+            headers = dict(scope["headers"])
+            if self.keys and path not in OPEN_PATHS:
+                given = headers.get(b"authorization", b"").removeprefix(b"Bearer ").strip()
+                if not any(hmac.compare_digest(given, key) for key in self.keys):
+                    raise OpenAIError(
+                        401, "missing or wrong API key (Authorization: Bearer KEY)", code="invalid_api_key"
+                    )
+            declared = headers.get(b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self.limit:
+                raise self.too_large()
+            await self.app(scope, self.limited(receive), counted_send)
+        except OpenAIError as error:  # refused here, or raised by limited() past FastAPI's handlers
+            await JSONResponse(error.body(), status_code=error.status, headers=error.headers)(
+                scope, receive, counted_send
+            )
+        finally:
+            self.requests.labels(route, status[0]).inc()
+
+    def too_large(self) -> OpenAIError:
+        return OpenAIError(413, f"the request body is over {self.limit} bytes", code="request_too_large")
+
+    def limited(self, receive: Receive) -> Receive:
         seen = 0
 
         async def counted() -> Message:
@@ -57,17 +87,17 @@ class BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise too_large
+                raise self.too_large()
             return message
 
-        await self.app(scope, counted, send)
+        return counted
 
 
 def create_app(settings: GatewaySettings) -> FastAPI:
     connection = AsyncRedis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
     sync = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
     fleet = Fleet(settings, connection)
-    metrics, requests = registry(sync)
+    metrics, requests, abandoned = registry(sync)
     board = StatusBoard(Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10))
 
     async def keep_sampling() -> None:
@@ -90,30 +120,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         board.connection.close()
 
     app = FastAPI(title="embedq", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(BodyLimit, limit=settings.http_max_body_bytes)
-    keys = [key.encode() for key in settings.api_keys]
+    app.add_middleware(
+        Gate, limit=settings.http_max_body_bytes, keys=[key.encode() for key in settings.api_keys], requests=requests
+    )
 
     @app.exception_handler(OpenAIError)
     async def openai_error(_: Request, error: OpenAIError) -> JSONResponse:
         return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
-
-    @app.middleware("http")
-    async def authorize_and_count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        route = request.url.path
-        if keys and route not in OPEN_PATHS:
-            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip().encode()
-            if not any(hmac.compare_digest(given, key) for key in keys):
-                requests.labels(route, "401").inc()
-                error = OpenAIError(401, "missing or wrong API key (Authorization: Bearer KEY)", code="invalid_api_key")
-                return JSONResponse(error.body(), status_code=401)
-        try:
-            answer = await call_next(request)
-        except OpenAIError as error:  # raised inside BodyLimit's receive, past FastAPI's handlers
-            answer = JSONResponse(error.body(), status_code=error.status, headers=error.headers)
-        requests.labels(
-            route if route in (*OPEN_PATHS, "/v1/embeddings", "/v1/models") else "other", str(answer.status_code)
-        ).inc()
-        return answer
 
     @app.get("/", response_class=HTMLResponse)
     async def status_page() -> str:
@@ -190,13 +203,21 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         step = settings.max_texts_per_job
         batches = [texts[start : start + step] for start in range(0, len(texts), step)]
         client = fleet.client(model.queue)
-        timeout, job_ids = settings.http_request_timeout, []
+        timeout = settings.http_request_timeout
+        job_ids: list[str] = []
         try:
-            if settings.http_truncate:  # submit and wait in one round trip
-                results = await client.embed_results(batches, timeout=timeout, dimensions=dimensions)
-            else:  # the job ids first, so a refused text is named by its index in the request
-                job_ids = await client.submit_many(batches, dimensions=dimensions, truncate=False)
-                results = await client.wait_many(job_ids, timeout=timeout)
+            waiting = asyncio.create_task(
+                client.embed_results(
+                    batches, timeout=timeout, job_ids=job_ids, dimensions=dimensions, truncate=settings.http_truncate
+                )
+            )
+            while not await until_done(waiting, 0.25):
+                if await request.is_disconnected():  # nobody will read the answer: free the workers
+                    waiting.cancel()
+                    cancelled = await asyncio.to_thread(cancel_queued, sync, job_ids)
+                    abandoned.inc(cancelled)
+                    raise OpenAIError(499, "the client went away", type="client_closed_request")
+            results = waiting.result()
         except InvalidInput as error:
             raise invalid(str(error), "input") from None
         except QueueFull as error:
@@ -214,6 +235,12 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         return response(results, name, encoding)
 
     return app
+
+
+async def until_done(task: asyncio.Task[Any], seconds: float) -> bool:
+    """Wait up to `seconds` for `task`; whether it is done (its exception, if any, is raised by .result())."""
+    await asyncio.wait([task], timeout=seconds)
+    return task.done()
 
 
 def failed(error: JobFailed, job_ids: list[str], step: int) -> OpenAIError:

@@ -4,13 +4,18 @@ and the live claim `embedq:{queue}:serving`), with one AsyncEmbedClient per queu
 from __future__ import annotations
 
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 
+from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import WatchError
+from rq.exceptions import InvalidJobOperation
+from rq.job import Job, JobStatus
 
 from embedq.producer.aio import AsyncEmbedClient
 from embedq.producer.gateway.settings import GatewaySettings
-from embedq.producer.protocol import KEY_PREFIX, MODEL_KEY_PATTERN, serving_key
+from embedq.producer.protocol import KEY_PREFIX, MODEL_KEY_PATTERN, MsgpackSerializer, serving_key
 
 DIRECTORY_TTL = 2.0  # seconds the model directory is reused before Redis is read again
 
@@ -70,3 +75,15 @@ class Fleet:
         for client in self._clients.values():
             await client.aclose()  # closes its own sync connection, and the shared async pool
         await self.connection.aclose()
+
+
+def cancel_queued(connection: Redis, job_ids: list[str]) -> int:
+    """Cancel (rq's own cancel: out of the queue, into its canceled registry) the jobs that no worker has
+    started yet; how many. A job a worker took meanwhile runs on: cancelling it would waste the work done."""
+    cancelled = 0
+    for job in Job.fetch_many(job_ids, connection=connection, serializer=MsgpackSerializer):
+        if job is not None and job.get_status(refresh=False) == JobStatus.QUEUED:
+            with suppress(InvalidJobOperation, WatchError):
+                job.cancel()
+                cancelled += 1
+    return cancelled

@@ -111,11 +111,15 @@ class FleetCollector(Collector):
         yield from (depth, age, workers, *counters.values(), failures, *latency.values())
 
 
-def registry(connection: Redis) -> tuple[CollectorRegistry, Counter]:
-    """The gateway's registry: the fleet's numbers and its own request counter."""
+def registry(connection: Redis) -> tuple[CollectorRegistry, Counter, Counter]:
+    """The gateway's registry: the fleet's numbers, its own request counter, and the jobs it cancelled
+    because their client went away before a worker started them."""
     collected = CollectorRegistry()
     collected.register(FleetCollector(connection))
     requests = Counter(
         "embedq_gateway_requests", "HTTP requests this gateway answered", ["route", "status"], registry=collected
     )
-    return collected, requests
+    abandoned = Counter(
+        "embedq_gateway_cancelled_jobs", "queued jobs cancelled because their client went away", registry=collected
+    )
+    return collected, requests, abandoned
