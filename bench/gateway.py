@@ -66,8 +66,9 @@ def main() -> int:
             http = httpx.Client(base_url=url, limits=httpx.Limits(max_connections=32), timeout=60)
             client = EmbedClient(settings=service.settings)
 
-            def via_gateway(text: str) -> None:
-                http.post("/v1/embeddings", json={"model": MODEL, "input": text}).raise_for_status()
+            def via_gateway(text: str) -> None:  # as the official SDKs ask: base64
+                body = {"model": MODEL, "input": text, "encoding_format": "base64"}
+                http.post("/v1/embeddings", json=body).raise_for_status()
 
             def via_client(text: str) -> None:
                 client.embed([text], timeout=60)

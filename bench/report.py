@@ -204,6 +204,30 @@ def int8_section(int8: dict[str, Any]) -> list[str]:
     return lines
 
 
+def gateway_section(gateway: dict[str, Any]) -> list[str]:
+    single, idle, sizes = (
+        gateway["single_text_16_clients"],
+        gateway["idle_latency_p50_ms"],
+        gateway["response_512_texts"],
+    )
+    return [
+        "## The HTTP gateway — `./dev bench gateway` (bench/gateway.py)",
+        "",
+        f"Measured by {stamp(gateway)}. `embedq serve` against the Python client, the same 2 workers, the same 2 cores",
+        "(gateway, workers and the load generator share them), side by side, alternating.",
+        "",
+        "| workload | gateway | Python client | ratio | goal |",
+        "| --- | ---: | ---: | ---: | --- |",
+        f"| one-text requests (base64, as the SDKs ask), {gateway['concurrent_clients']} concurrent clients | "
+        f"{single['gateway_rps']:.0f} req/s | {single['client_rps']:.0f} req/s | {single['ratio']:.2f}× | {met(single['ratio'], '≥ 0.8')} |",
+        f"| one text at a time on an idle fleet, p50 | {idle['gateway']:.2f} ms | {idle['client']:.2f} ms | "
+        f"+{idle['added']:.2f} ms | ≤ +2 ms: {'met' if idle['added'] <= 2 else 'missed'} |",
+        "",
+        f"512 texts in one request: float JSON {sizes['float']['bytes'] / 1e6:.2f} MB in {sizes['float']['ms']:.0f} ms, "
+        f"base64 {sizes['base64']['bytes'] / 1e6:.2f} MB in {sizes['base64']['ms']:.0f} ms.",
+    ]
+
+
 def rss_table(rows: list[dict[str, Any]], label: str, unit: str, count: int) -> list[str]:
     """RSS after the first 100 and after all `count` calls or jobs, one row each, with the growth."""
     lines = [f"| {label} | RSS after 100 {unit} | after {count:,} {unit} | growth |", "| --- | ---: | ---: | ---: |"]
@@ -381,6 +405,7 @@ def readme_block(
     lanes: dict[str, Any] | None,
     export: dict[str, Any] | None,
     int8: dict[str, Any] | None,
+    gateway: dict[str, Any] | None,
 ) -> str:
     lines = [README_BEGIN, ""]
     if export:
@@ -439,6 +464,13 @@ def readme_block(
             f"{lanes['interactive_idle']['p50_ms']:.2f} ms, one bulk micro-batch {lanes['bulk_micro_batch_ms']:.1f} ms); "
             f"bulk keeps {lanes['bulk_ratio']:.2f}× its throughput alone."
         )
+    if gateway:
+        single, idle = gateway["single_text_16_clients"], gateway["idle_latency_p50_ms"]
+        lines.append(
+            f"- **HTTP gateway** (`bench/gateway.py`): one-text requests from {gateway['concurrent_clients']} clients at "
+            f"{single['ratio']:.2f}× the Python client's rate on the same 2 cores (goal 0.8×); idle one-text p50 "
+            f"+{idle['added']:.2f} ms (goal ≤ +2 ms)."
+        )
     if peer:
         rows = peer["rows"]
         lines.append(
@@ -460,6 +492,7 @@ def readme_block(
 def main() -> int:
     run, quality, memory, fleet = load("run"), load("quality"), load("memory"), load("fleet")
     peer, lanes, export, int8 = load("celery_peer"), load("lanes"), load("export"), load("int8")
+    gateway = load("gateway")
     page = [
         "# Benchmarks",
         "",
@@ -474,6 +507,7 @@ def main() -> int:
         run and run_section(run),
         fleet and fleet_section(fleet, load("fleet_before_passes")),
         lanes and lanes_section(lanes),
+        gateway and gateway_section(gateway),
         peer and celery_section(peer),
         memory and memory_section(memory),
     )
@@ -483,7 +517,7 @@ def main() -> int:
     (ROOT / "BENCHMARKS.md").write_text("\n".join(page) + "\n")
     readme = (ROOT / "README.md").read_text()
     start, end = readme.index(README_BEGIN), readme.index(README_END) + len(README_END)
-    block = readme_block(run, quality, memory, fleet, peer, lanes, export, int8)
+    block = readme_block(run, quality, memory, fleet, peer, lanes, export, int8, gateway)
     (ROOT / "README.md").write_text(readme[:start] + block + readme[end:])
     print("wrote BENCHMARKS.md and README.md's measured block")
     return 0

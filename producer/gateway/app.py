@@ -176,7 +176,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             raise unavailable(error) from None
 
     @app.post("/v1/embeddings")
-    async def embeddings(request: Request) -> dict[str, Any]:
+    async def embeddings(request: Request) -> JSONResponse:
         try:
             body = await request.json()
         except ValueError:
@@ -232,7 +232,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             ) from None
         except JobFailed as error:
             raise failed(error, job_ids, step) from None
-        return response(results, name, encoding)
+        return JSONResponse(response(results, name, encoding))  # plain floats and str: no encoder walk
 
     return app
 
