@@ -232,3 +232,19 @@ def test_a_job_whose_client_went_away_is_cancelled_before_a_worker_takes_it(gate
         assert sum(s.value for s in cancelled if s.name.endswith("_total")) >= 1
     finally:
         redis.delete(model_key(queue), serving_key(queue))
+
+
+def test_langchain_openai_embeddings_get_the_same_vectors(gateway, service):
+    from langchain_openai import OpenAIEmbeddings
+
+    embeddings = OpenAIEmbeddings(
+        model=MODEL,
+        base_url=f"{gateway}/v1",
+        api_key=KEY,
+        check_embedding_ctx_length=False,  # else LangChain sends token ids (tiktoken's), which embedq refuses
+        max_retries=0,
+    )
+    documents = embeddings.embed_documents(TEXTS)
+    query = embeddings.embed_query("Who plays the guitar?")
+    assert cosines(documents, service.client.embed(TEXTS)).min() >= 0.9999
+    assert cosines([query], service.client.embed(["Who plays the guitar?"])).min() >= 0.9999
