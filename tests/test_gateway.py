@@ -2,9 +2,11 @@
 request and response shapes, its error bodies, keys, requests split into jobs, concurrency, /metrics."""
 
 import base64
+import json
 import os
 import threading
 import time
+import uuid
 
 import httpx
 import numpy as np
@@ -13,7 +15,7 @@ from openai import APIStatusError, AuthenticationError, BadRequestError, NotFoun
 from prometheus_client.parser import text_string_to_metric_families
 
 from embedq.producer.protocol import model_key, serving_key
-from tests.conftest import KEY, MODEL, start_gateway, wait_until
+from tests.conftest import KEY, MODEL, free_port, start_gateway, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -248,3 +250,49 @@ def test_langchain_openai_embeddings_get_the_same_vectors(gateway, service):
     query = embeddings.embed_query("Who plays the guitar?")
     assert cosines(documents, service.client.embed(TEXTS)).min() >= 0.9999
     assert cosines([query], service.client.embed(["Who plays the guitar?"])).min() >= 0.9999
+
+
+@pytest.fixture
+def parked(redis):
+    """A model whose queue has a live claim but no worker taking jobs: what a busy or stuck fleet looks like."""
+    queue = f"parked-{uuid.uuid4().hex[:6]}"
+    redis.hset(model_key(queue), mapping={"name": f"model-{queue}", "dim": 384})
+    redis.set(serving_key(queue), json.dumps({"dim": 384, "name": f"model-{queue}"}), ex=120)
+    yield queue, f"model-{queue}"
+    redis.delete(model_key(queue), serving_key(queue))
+
+
+def test_a_full_queue_gets_429_and_a_job_that_outlives_the_timeout_504(service, parked):
+    queue, model = parked
+    process, url = start_gateway(
+        service.settings.model_copy(update={"max_queue_length": 1}), EMBEDQ_QUEUE=queue, EMBEDQ_HTTP_REQUEST_TIMEOUT="1"
+    )
+    auth = {"Authorization": f"Bearer {KEY}"}
+    try:
+        slow = httpx.post(f"{url}/v1/embeddings", json={"model": model, "input": "waits"}, headers=auth, timeout=30)
+        assert slow.status_code == 504, slow.text  # its job is still queued: the queue is now full
+        assert slow.json()["error"]["code"] == "timeout"
+        full = httpx.post(f"{url}/v1/embeddings", json={"model": model, "input": "no room"}, headers=auth, timeout=30)
+        assert full.status_code == 429, full.text
+        assert full.headers["retry-after"] and full.json()["error"]["type"] == "rate_limit_error"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_redis_that_does_not_answer_gets_503_and_ready_says_so(service):
+    settings = service.settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    process, url = start_gateway(settings)
+    try:
+        assert httpx.get(f"{url}/health").status_code == 200  # alive: the process answers
+        ready = httpx.get(f"{url}/ready")
+        assert ready.status_code == 503 and ready.json()["ready"] is False
+        answer = httpx.post(
+            f"{url}/v1/embeddings", json={"model": MODEL, "input": "x"}, headers={"Authorization": f"Bearer {KEY}"}
+        )
+        assert answer.status_code == 503 and answer.headers["retry-after"]
+        assert answer.json()["error"]["code"] == "queue_unavailable"
+        assert "127.0.0.1" not in answer.text  # no Redis address (or password) in what clients see
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
