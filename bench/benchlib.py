@@ -104,3 +104,25 @@ def save(name: str, data: dict[str, Any]) -> Path:
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"saved {path}; regenerate the published page with ./dev bench report")
     return path
+
+
+def start_gateway(settings: Any, port: int) -> Any:
+    """`embedq serve` in front of `settings`' queue, once it answers /health (a subprocess.Popen)."""
+    import subprocess
+
+    import httpx
+
+    from embedq.worker.cli import embedq_command
+    from embedq.worker.supervisor import settings_env
+
+    gateway = subprocess.Popen(
+        embedq_command("serve", "--port", str(port)), env=settings_env(settings), stderr=subprocess.DEVNULL
+    )
+    for _ in range(300):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                return gateway
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    gateway.kill()
+    raise RuntimeError("embedq serve did not start")

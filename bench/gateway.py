@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from benchlib import save, short_queries, side_by_side
+from benchlib import save, short_queries, side_by_side, start_gateway
 
 from embedq import EmbedClient
 from embedq.config import Settings
-from embedq.worker.cli import embedq_command
 from embedq.worker.local.service import LocalService
-from embedq.worker.supervisor import settings_env
 
 MODEL = "all-MiniLM-L6-v2"
 PORT = 8765
@@ -52,17 +49,9 @@ def main() -> int:
     args = parser.parse_args()
     settings = Settings.load(queue="embedq-bench-gateway", workers=2)
     with LocalService(settings, log_path=Path("/tmp/embedq-bench-gateway.log")) as service:
-        gateway = subprocess.Popen(
-            embedq_command("serve", "--port", str(PORT)), env=settings_env(service.settings), stderr=subprocess.DEVNULL
-        )
+        gateway = start_gateway(service.settings, PORT)
         url = f"http://127.0.0.1:{PORT}"
         try:
-            for _ in range(300):
-                try:
-                    if httpx.get(f"{url}/health").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
             http = httpx.Client(base_url=url, limits=httpx.Limits(max_connections=32), timeout=60)
             client = EmbedClient(settings=service.settings)
 

@@ -228,6 +228,33 @@ def gateway_section(gateway: dict[str, Any]) -> list[str]:
     ]
 
 
+def infinity_section(peer: dict[str, Any]) -> list[str]:
+    rows = peer["rows"]
+    labels = {
+        "single_text_16_clients": ("one-text requests, 16 concurrent clients", "req/s"),
+        "batches_of_32_8_clients": ("requests of 32 texts, 8 concurrent clients", "texts/s"),
+        "idle_latency_p50_ms": ("one text at a time on an idle server, p50", "ms"),
+    }
+    lines = [
+        "## Against infinity — `./dev bench infinity_peer` (bench/infinity_peer.py)",
+        "",
+        f"Measured by {stamp(peer)}. {peer['peer']} (model pre-optimised with optimum, mean pooling, batch size 32)",
+        "against `embedq serve` in front of 2 workers, the same 2 cores, HTTP `/v1/embeddings` on both sides, the same",
+        f"STS-B sentences, alternating; vectors agree to cosine ≥ {peer['cosine_min']:.6f}. Ratio > 1: embedq ahead.",
+        "",
+        "| workload | embedq (gateway) | infinity | ratio | per repeat | goal ≥ 1.0× |",
+        "| --- | ---: | ---: | ---: | --- | --- |",
+    ]
+    for key, (label, unit) in labels.items():
+        row = rows[key]
+        spread = ", ".join(f"{r:.2f}" for r in row["ratios"])
+        lines.append(
+            f"| {label} | {row['embedq']:.1f} {unit} | {row['infinity']:.1f} {unit} | {row['ratio']:.2f}× | {spread} | "
+            f"{'met' if row['ratio'] >= 1 else 'missed'} |"
+        )
+    return lines
+
+
 def rss_table(rows: list[dict[str, Any]], label: str, unit: str, count: int) -> list[str]:
     """RSS after the first 100 and after all `count` calls or jobs, one row each, with the growth."""
     lines = [f"| {label} | RSS after 100 {unit} | after {count:,} {unit} | growth |", "| --- | ---: | ---: | ---: |"]
@@ -492,7 +519,7 @@ def readme_block(
 def main() -> int:
     run, quality, memory, fleet = load("run"), load("quality"), load("memory"), load("fleet")
     peer, lanes, export, int8 = load("celery_peer"), load("lanes"), load("export"), load("int8")
-    gateway = load("gateway")
+    gateway, infinity = load("gateway"), load("infinity_peer")
     page = [
         "# Benchmarks",
         "",
@@ -508,6 +535,7 @@ def main() -> int:
         fleet and fleet_section(fleet, load("fleet_before_passes")),
         lanes and lanes_section(lanes),
         gateway and gateway_section(gateway),
+        infinity and infinity_section(infinity),
         peer and celery_section(peer),
         memory and memory_section(memory),
     )
