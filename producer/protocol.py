@@ -19,7 +19,8 @@ PAYLOAD_VERSION = 1
 KEY_PREFIX = "embedq:"
 WORKER_KEY_PATTERN = KEY_PREFIX + "worker:*"
 SUPERVISOR_KEY_PATTERN = KEY_PREFIX + "supervisor:*"
-MODEL_KEY_PATTERN = KEY_PREFIX + "*:model"
+# The queues any worker has claimed (a set): the gateway reads it instead of scanning the keyspace.
+QUEUES_KEY = KEY_PREFIX + "queues"
 WORKER_FACTS_TTL = 90  # seconds; refreshed by every rq heartbeat, so a dead worker's facts vanish soon
 
 Priority = Literal["interactive", "bulk"]

@@ -2,7 +2,6 @@
 request and response shapes, its error bodies, keys, requests split into jobs, concurrency, /metrics."""
 
 import base64
-import json
 import os
 import threading
 import time
@@ -14,7 +13,8 @@ import pytest
 from openai import APIStatusError, AuthenticationError, BadRequestError, NotFoundError, OpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
-from embedq.producer.protocol import model_key, serving_key
+from embedq.producer.protocol import QUEUES_KEY, model_key, serving_key
+from embedq.worker.queue_claim import claim_queue
 from tests.conftest import KEY, MODEL, free_port, start_gateway, wait_until
 
 
@@ -105,7 +105,8 @@ def test_the_sdk_raises_its_own_errors(openai_client, gateway):
 
 
 def test_a_model_whose_workers_are_gone_gets_503_with_retry_after(openai_client, redis):
-    redis.hset(model_key("ghost-queue"), mapping={"name": "ghost-model", "dim": 384})
+    claim_queue(redis, "ghost-queue", "ghost-model", 384, ttl=1)
+    time.sleep(1.1)  # its workers are gone: the claim lapsed, what they published stays
     try:
         time.sleep(2.1)  # the gateway re-reads its model directory every 2 s
         with pytest.raises(APIStatusError) as raised:
@@ -114,6 +115,7 @@ def test_a_model_whose_workers_are_gone_gets_503_with_retry_after(openai_client,
         assert raised.value.response.headers["retry-after"]
     finally:
         redis.delete(model_key("ghost-queue"))
+        redis.srem(QUEUES_KEY, "ghost-queue")
 
 
 def test_sixteen_concurrent_clients_each_get_their_own_vectors_in_order(openai_client, service):
@@ -216,8 +218,7 @@ def test_a_job_whose_client_went_away_is_cancelled_before_a_worker_takes_it(gate
     from rq.registry import CanceledJobRegistry
 
     queue = f"parked-{os.getpid()}"  # a live claim, but no worker takes its jobs
-    redis.hset(model_key(queue), mapping={"name": "parked-model", "dim": 384})
-    redis.set(serving_key(queue), '{"dim": 384, "name": "parked-model"}', ex=60)
+    claim_queue(redis, queue, "parked-model", 384, ttl=60)
     try:
         time.sleep(2.1)  # the gateway re-reads its model directory every 2 s
         with pytest.raises(httpx.ReadTimeout):
@@ -234,6 +235,7 @@ def test_a_job_whose_client_went_away_is_cancelled_before_a_worker_takes_it(gate
         assert sum(s.value for s in cancelled if s.name.endswith("_total")) >= 1
     finally:
         redis.delete(model_key(queue), serving_key(queue))
+        redis.srem(QUEUES_KEY, queue)
 
 
 def test_langchain_openai_embeddings_get_the_same_vectors(gateway, service):
@@ -256,10 +258,10 @@ def test_langchain_openai_embeddings_get_the_same_vectors(gateway, service):
 def parked(redis):
     """A model whose queue has a live claim but no worker taking jobs: what a busy or stuck fleet looks like."""
     queue = f"parked-{uuid.uuid4().hex[:6]}"
-    redis.hset(model_key(queue), mapping={"name": f"model-{queue}", "dim": 384})
-    redis.set(serving_key(queue), json.dumps({"dim": 384, "name": f"model-{queue}"}), ex=120)
+    claim_queue(redis, queue, f"model-{queue}", 384, ttl=120)
     yield queue, f"model-{queue}"
     redis.delete(model_key(queue), serving_key(queue))
+    redis.srem(QUEUES_KEY, queue)
 
 
 def test_a_full_queue_gets_429_and_a_job_that_outlives_the_timeout_504(service, parked):

@@ -20,6 +20,8 @@ def test_every_key_of_ours_is_under_embedq_and_per_queue_where_it_counts():
     assert protocol.supervisor_key("host.9") == "embedq:supervisor:host.9"
     assert protocol.claimed_key("host.7") == "embedq:claimed:host.7"
     assert protocol.doorbell_key("q1") == "embedq:q1:doorbell"
+    assert protocol.serving_key("q1") == "embedq:q1:serving"
+    assert protocol.QUEUES_KEY == "embedq:queues"
     assert protocol.metrics_key("a") != protocol.metrics_key("b")
 
 

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from embedq.producer.protocol import model_key, serving_key
+from embedq.producer.protocol import QUEUES_KEY, model_key, serving_key
 from embedq.worker.cli import CONFIG_ERROR_EXIT, embedq_command
 from embedq.worker.local.service import LocalService
 from embedq.worker.queue_claim import ModelConflict, claim_queue
@@ -40,6 +40,7 @@ def test_two_models_claiming_one_queue_at_the_same_moment_cannot_both_win(redis)
     assert len(winners) == 1, outcomes
     assert list(outcomes.values()).count("refused") == 4  # every claim of the other model
     assert redis.hget(model_key(queue), "name").decode() in winners
+    assert redis.sismember(QUEUES_KEY, queue)  # what the gateway reads instead of scanning the keyspace
     assert 0 < redis.ttl(serving_key(queue)) <= 30
 
 

@@ -10,7 +10,7 @@ from redis import Redis
 from redis.client import Pipeline
 
 from embedq.producer.errors import InvalidSettings
-from embedq.producer.protocol import model_key, serving_key
+from embedq.producer.protocol import QUEUES_KEY, model_key, serving_key
 
 # Atomic: two workers of different models started at once cannot both win. The claim expires unless
 # a heartbeat refreshes it, so a queue whose last worker of a model is gone can serve another model.
@@ -19,6 +19,7 @@ local held = redis.call('GET', KEYS[1])
 if held and held ~= ARGV[1] then return held end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('HSET', KEYS[2], 'name', ARGV[3], 'dim', ARGV[4])
+redis.call('SADD', KEYS[3], ARGV[5])
 return false
 """
 
@@ -30,7 +31,8 @@ class ModelConflict(InvalidSettings):
 def claim_queue(connection: Redis, queue: str, model: str, dim: int, ttl: int) -> None:
     """Claim `queue` for `model`, or raise ModelConflict naming both models."""
     identity = json.dumps({"name": model, "dim": dim}, sort_keys=True)
-    held = connection.eval(CLAIM, 2, serving_key(queue), model_key(queue), identity, ttl, model, dim)
+    keys = (serving_key(queue), model_key(queue), QUEUES_KEY)
+    held = connection.eval(CLAIM, len(keys), *keys, identity, ttl, model, dim, queue)
     if held:
         other = json.loads(held)
         raise ModelConflict(

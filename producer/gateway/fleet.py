@@ -1,5 +1,6 @@
-"""Which queue serves which model, read from what workers publish in Redis (`embedq:{queue}:model`,
-and the live claim `embedq:{queue}:serving`), with one AsyncEmbedClient per queue."""
+"""Which queue serves which model, read from what workers publish in Redis (the queues they claimed,
+`embedq:queues`; each one's `embedq:{queue}:model` and live claim `embedq:{queue}:serving`), with one
+AsyncEmbedClient per queue."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from rq.job import Job, JobStatus
 
 from embedq.producer.aio import AsyncEmbedClient
 from embedq.producer.gateway.settings import GatewaySettings
-from embedq.producer.protocol import KEY_PREFIX, MODEL_KEY_PATTERN, MsgpackSerializer, serving_key
+from embedq.producer.protocol import QUEUES_KEY, MsgpackSerializer, model_key, serving_key
 
 DIRECTORY_TTL = 2.0  # seconds the model directory is reused before Redis is read again
 
@@ -46,14 +47,17 @@ class Fleet:
         if time.monotonic() - self._read_at < DIRECTORY_TTL:
             return self._models
         found: dict[str, ServedModel] = {}
-        async for raw_key in self.connection.scan_iter(match=MODEL_KEY_PATTERN, count=500):
-            key = _text(raw_key)
-            queue = key[len(KEY_PREFIX) : -len(":model")]
-            facts = {_text(k): _text(v) for k, v in (await self.connection.hgetall(key)).items()}
+        queues = sorted(_text(queue) for queue in await self.connection.smembers(QUEUES_KEY))
+        async with self.connection.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.hgetall(model_key(queue))
+                pipe.exists(serving_key(queue))
+            replies = await pipe.execute()
+        for queue, raw, live in zip(queues, replies[::2], replies[1::2]):
+            facts = {_text(k): _text(v) for k, v in raw.items()}
             if "name" not in facts:
                 continue
-            live = bool(await self.connection.exists(serving_key(queue)))
-            model = ServedModel(facts["name"], int(facts.get("dim", 0)), queue, live)
+            model = ServedModel(facts["name"], int(facts.get("dim", 0)), queue, bool(live))
             current = found.get(facts["name"])
             if current is None or (
                 current.queue != self.settings.queue and ((live and not current.live) or queue == self.settings.queue)

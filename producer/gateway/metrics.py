@@ -18,8 +18,7 @@ from embedq.producer import rq_compat
 from embedq.producer.enqueue import lane_queues
 from embedq.producer.protocol import (
     COUNTERS,
-    KEY_PREFIX,
-    MODEL_KEY_PATTERN,
+    QUEUES_KEY,
     TIMINGS,
     WORKER_KEY_PATTERN,
     metrics_key,
@@ -42,9 +41,8 @@ def _text(value: bytes | str) -> str:
 
 
 def served_queues(connection: Redis) -> list[str]:
-    return sorted(
-        _text(key)[len(KEY_PREFIX) : -len(":model")] for key in connection.scan_iter(match=MODEL_KEY_PATTERN, count=500)
-    )
+    """The queues any worker has claimed (no keyspace scan)."""
+    return sorted(_text(queue) for queue in connection.smembers(QUEUES_KEY))
 
 
 def oldest_age_seconds(connection: Redis, rq_queue_key: str) -> float:
