@@ -9,14 +9,17 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from embedq.worker.model.quality import load_stsb
 
+K = TypeVar("K")
+T = TypeVar("T")
 RESULTS = Path(__file__).resolve().parent / "results"
 SHARED_STSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsbenchmark" / "sts-test.csv"
 CORES = os.cpu_count() or 1
@@ -43,13 +46,38 @@ def short_queries(count: int) -> list[str]:
     return [f"search query number {i} about {topics[i % 4]}" for i in range(count)]
 
 
+def alternate(measures: dict[K, Callable[[], float]], repeats: int) -> dict[K, list[float]]:
+    """Each measure `repeats` times, taking turns, so drift on the machine hits every one alike: the samples."""
+    samples: dict[K, list[float]] = {key: [] for key in measures}
+    for _ in range(repeats):
+        for key, measure in measures.items():
+            samples[key].append(measure())
+    return samples
+
+
 def side_by_side(a: Callable[[], float], b: Callable[[], float], repeats: int) -> tuple[float, float]:
     """Alternate A and B `repeats` times; the medians of their rates."""
-    rates_a, rates_b = [], []
-    for _ in range(repeats):
-        rates_a.append(a())
-        rates_b.append(b())
-    return statistics.median(rates_a), statistics.median(rates_b)
+    samples = alternate({"a": a, "b": b}, repeats)
+    return statistics.median(samples["a"]), statistics.median(samples["b"])
+
+
+def concurrent_rate(ask: Callable[[T], object], items: list[T], clients: int, per_item: int = 1) -> float:
+    """Items per second (times `per_item`) of `ask` over `items` from `clients` threads at once."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(ask, items))
+    return len(items) * per_item / (time.perf_counter() - started)
+
+
+def p50_ms(ask: Callable[[str], object], texts: list[str]) -> float:
+    """Median latency of `ask`, one text at a time with a pause between (an idle server)."""
+    times = []
+    for text in texts:
+        started = time.perf_counter()
+        ask(text)
+        times.append((time.perf_counter() - started) * 1000)
+        time.sleep(0.01)
+    return statistics.median(times)
 
 
 def rate(items: int, run: Callable[[], object]) -> Callable[[], float]:
@@ -63,28 +91,23 @@ def rate(items: int, run: Callable[[], object]) -> Callable[[], float]:
     return measure
 
 
-def cpu_flags() -> tuple[str, list[str]]:
-    """The CPU's model name and the SIMD flags int8 speed depends on (AVX2, AVX-512, VNNI), from /proc/cpuinfo."""
+def cpu_model() -> str:
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return platform.processor(), []
-    fields = {
-        key.strip(): value.strip() for key, value in (line.split(":", 1) for line in info.splitlines() if ":" in line)
-    }
-    flags = fields.get("flags", "").split()
-    wanted = [flag for flag in flags if flag.startswith(("avx", "fma")) or "vnni" in flag or flag == "amx_int8"]
-    return fields.get("model name", ""), sorted(wanted)
+        return platform.processor()
+    return next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
 
 
 def machine() -> dict[str, Any]:
     import onnxruntime
 
-    model, flags = cpu_flags()
+    from embedq.worker.model.quantize import simd_flags
+
     return {
         "cpu": platform.machine(),
-        "cpu_model": model,
-        "cpu_flags": flags,
+        "cpu_model": cpu_model(),
+        "cpu_flags": simd_flags(),  # int8 speed depends on them (VNNI or not)
         "cores": CORES,
         "python": platform.python_version(),
         "onnxruntime": onnxruntime.__version__,

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from benchlib import rate, save, stsb_path
+from benchlib import alternate, rate, save, stsb_path
 
 from embedq.config import Settings
 from embedq.worker.model.encoder import Encoder
@@ -98,12 +98,9 @@ def main() -> int:
                 if measure == "single" and threads == 1:
                     continue
                 key = f"{measure}_{threads}t"
-                samples: list[list[float]] = [[] for _ in encoders]
-                for _ in range(args.repeats):  # alternating, so drift on the machine hits every candidate alike
-                    for index, encoder in enumerate(encoders):
-                        samples[index].append(make(encoder)())
-                for row, sample in zip(rows, samples):
-                    row[key] = statistics.median(sample)
+                samples = alternate({index: make(encoder) for index, encoder in enumerate(encoders)}, args.repeats)
+                for index, row in enumerate(rows):
+                    row[key] = statistics.median(samples[index])
                 print(f"{key}: " + ", ".join(f"{row['candidate']} {row[key]:.0f}/s" for row in rows), flush=True)
     baseline = rows[0]
     for row in rows:

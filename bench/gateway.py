@@ -11,11 +11,10 @@ import argparse
 import statistics
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from benchlib import save, short_queries, side_by_side, start_gateway
+from benchlib import concurrent_rate, p50_ms, save, short_queries, side_by_side, start_gateway
 
 from embedq import EmbedClient
 from embedq.config import Settings
@@ -23,23 +22,7 @@ from embedq.worker.local.service import LocalService
 
 MODEL = "all-MiniLM-L6-v2"
 PORT = 8765
-
-
-def concurrent_rate(ask, texts: list[str], clients: int = 16) -> float:  # type: ignore[no-untyped-def]
-    started = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(ask, texts))
-    return len(texts) / (time.perf_counter() - started)
-
-
-def p50_ms(ask, texts: list[str]) -> float:  # type: ignore[no-untyped-def]
-    times = []
-    for text in texts:
-        started = time.perf_counter()
-        ask(text)
-        times.append((time.perf_counter() - started) * 1000)
-        time.sleep(0.01)
-    return statistics.median(times)
+CLIENTS = 16
 
 
 def main() -> int:
@@ -65,8 +48,8 @@ def main() -> int:
             queries = short_queries(args.requests)
             via_gateway("warm-up")
             gateway_rate, client_rate = side_by_side(
-                lambda: concurrent_rate(via_gateway, queries),
-                lambda: concurrent_rate(via_client, queries),
+                lambda: concurrent_rate(via_gateway, queries, CLIENTS),
+                lambda: concurrent_rate(via_client, queries, CLIENTS),
                 args.repeats,
             )
             idle = queries[:200]
@@ -89,7 +72,7 @@ def main() -> int:
             gateway.terminate()
             gateway.wait(timeout=30)
     results = {
-        "concurrent_clients": 16,
+        "concurrent_clients": CLIENTS,
         "requests": args.requests,
         "single_text_16_clients": {
             "gateway_rps": gateway_rate,

@@ -22,36 +22,18 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import httpx
 import numpy as np
-from benchlib import save, start_gateway, stsb_path
+from benchlib import alternate, concurrent_rate, p50_ms, save, start_gateway, stsb_path
 
 from embedq.config import Settings
 from embedq.worker.local.service import LocalService
 from embedq.worker.model.quality import load_stsb
 
 PORT = 8767
-
-
-def rate(post, items: list, clients: int, per_item: int) -> float:  # type: ignore[no-untyped-def,type-arg]
-    started = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(post, items))
-    return len(items) * per_item / (time.perf_counter() - started)
-
-
-def p50_ms(post, texts: list[str]) -> float:  # type: ignore[no-untyped-def]
-    times = []
-    for text in texts:
-        started = time.perf_counter()
-        post(text)
-        times.append((time.perf_counter() - started) * 1000)
-        time.sleep(0.01)
-    return statistics.median(times)
 
 
 def server(url: str, model: str):  # type: ignore[no-untyped-def]
@@ -84,14 +66,14 @@ def main() -> int:
             agreement = float((embedq(sentences[:64]) * infinity(sentences[:64])).sum(axis=1).min())
             rows = {}
             for name, measure in {
-                "single_text_16_clients": lambda post: rate(post, singles, 16, 1),
-                "batches_of_32_8_clients": lambda post: rate(post, batches, 8, 32),
+                "single_text_16_clients": lambda post: concurrent_rate(post, singles, 16),
+                "batches_of_32_8_clients": lambda post: concurrent_rate(post, batches, 8, per_item=32),
                 "idle_latency_p50_ms": lambda post: p50_ms(post, idle),
             }.items():
-                ours, theirs = [], []
-                for _ in range(args.repeats):
-                    ours.append(measure(embedq))
-                    theirs.append(measure(infinity))
+                samples = alternate(
+                    {"embedq": partial(measure, embedq), "infinity": partial(measure, infinity)}, args.repeats
+                )
+                ours, theirs = samples["embedq"], samples["infinity"]
                 mine, peer = statistics.median(ours), statistics.median(theirs)
                 ratio = peer / mine if name.endswith("_ms") else mine / peer  # > 1: embedq ahead
                 rows[name] = {

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from benchlib import rate, save, stsb_path
+from benchlib import alternate, rate, save, stsb_path
 
 from embedq.config import Settings
 from embedq.worker.model.encoder import Encoder
@@ -125,10 +125,13 @@ def main() -> int:
                 label: Encoder.from_settings(Settings(model_dir=d, workers=1, intra_op_threads=threads))
                 for label, d in {"fp32": fp32_dir, **directories}.items()
             }
-            samples: dict[str, list[float]] = {label: [] for label in encoders}
-            for _ in range(args.repeats):  # alternating, so drift on the machine hits every variant alike
-                for label, encoder in encoders.items():
-                    samples[label].append(rate(len(texts), lambda e=encoder: [e.encode(b) for b in batches])())
+            samples = alternate(
+                {
+                    label: rate(len(texts), lambda e=encoder: [e.encode(batch) for batch in batches])
+                    for label, encoder in encoders.items()
+                },
+                args.repeats,
+            )
             base = statistics.median(samples["fp32"])
             for entry in rows:
                 entry[f"batch32_{threads}t"] = statistics.median(samples[entry["variant"]])
