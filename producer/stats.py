@@ -24,17 +24,22 @@ from embedq.producer.protocol import (
 )
 
 
-def _text(value: bytes | str) -> str:
+def as_text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def read_numbers(connection: Redis, key: str) -> dict[str, float]:
+    """A hash of counters or histogram buckets (embedq:{queue}:metrics, :timings) as numbers."""
+    return {as_text(k): float(v) for k, v in connection.hgetall(key).items()}
 
 
 def process_facts(connection: Redis, pattern: str, queue: str) -> list[dict[str, str]]:
     """The facts hashes under `pattern` of the processes serving `queue`."""
     found = []
     for key in sorted(connection.scan_iter(match=pattern, count=500)):
-        facts = {_text(k): _text(v) for k, v in connection.hgetall(key).items()}
+        facts = {as_text(k): as_text(v) for k, v in connection.hgetall(key).items()}
         if facts.get("queue") == queue:
-            found.append({"name": _text(key).split(":", 2)[2], **facts})
+            found.append({"name": as_text(key).split(":", 2)[2], **facts})
     return found
 
 
@@ -63,8 +68,8 @@ def quantile(cumulative: list[tuple[float, float]], q: float) -> float | None:
 
 
 def collect_stats(connection: Redis, queue: str) -> dict[str, Any]:
-    counters = {_text(k): float(v) for k, v in connection.hgetall(metrics_key(queue)).items()}
-    timings = {_text(k): float(v) for k, v in connection.hgetall(timings_key(queue)).items()}
+    counters = read_numbers(connection, metrics_key(queue))
+    timings = read_numbers(connection, timings_key(queue))
     lanes: dict[str, Any] = {}
     for lane, rq_queue in lane_queues(queue, connection).items():
         percentiles = {}

@@ -98,7 +98,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     sync = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
     fleet = Fleet(settings, connection)
     metrics, requests, abandoned = registry(sync)
-    board = StatusBoard(Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10))
+    board = StatusBoard(sync)  # redis-py's client is thread-safe: /metrics and the sampler share it
 
     async def keep_sampling() -> None:
         """The page's chart needs history from before it was opened: sample the fleet all along."""
@@ -117,7 +117,6 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         sampler.cancel()
         await fleet.aclose()
         sync.close()
-        board.connection.close()
 
     app = FastAPI(title="embedq", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(

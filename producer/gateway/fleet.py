@@ -17,6 +17,7 @@ from rq.job import Job, JobStatus
 from embedq.producer.aio import AsyncEmbedClient
 from embedq.producer.gateway.settings import GatewaySettings
 from embedq.producer.protocol import QUEUES_KEY, MsgpackSerializer, model_key, serving_key
+from embedq.producer.stats import as_text
 
 DIRECTORY_TTL = 2.0  # seconds the model directory is reused before Redis is read again
 
@@ -27,10 +28,6 @@ class ServedModel:
     dim: int
     queue: str
     live: bool  # some worker holds the queue's claim now
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class Fleet:
@@ -47,14 +44,14 @@ class Fleet:
         if time.monotonic() - self._read_at < DIRECTORY_TTL:
             return self._models
         found: dict[str, ServedModel] = {}
-        queues = sorted(_text(queue) for queue in await self.connection.smembers(QUEUES_KEY))
+        queues = sorted(as_text(queue) for queue in await self.connection.smembers(QUEUES_KEY))
         async with self.connection.pipeline(transaction=False) as pipe:
             for queue in queues:
                 pipe.hgetall(model_key(queue))
                 pipe.exists(serving_key(queue))
             replies = await pipe.execute()
         for queue, raw, live in zip(queues, replies[::2], replies[1::2]):
-            facts = {_text(k): _text(v) for k, v in raw.items()}
+            facts = {as_text(k): as_text(v) for k, v in raw.items()}
             if "name" not in facts:
                 continue
             model = ServedModel(facts["name"], int(facts.get("dim", 0)), queue, bool(live))

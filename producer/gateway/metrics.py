@@ -24,7 +24,7 @@ from embedq.producer.protocol import (
     metrics_key,
     timings_key,
 )
-from embedq.producer.stats import histogram, process_facts
+from embedq.producer.stats import as_text, histogram, process_facts, read_numbers
 
 COUNTER_HELP = {
     "jobs": "jobs finished",
@@ -36,13 +36,9 @@ COUNTER_HELP = {
 TIMING_HELP = {"queue_ms": "queue wait", "infer_ms": "inference", "total_ms": "enqueue to result"}
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def served_queues(connection: Redis) -> list[str]:
     """The queues any worker has claimed (no keyspace scan)."""
-    return sorted(_text(queue) for queue in connection.smembers(QUEUES_KEY))
+    return sorted(as_text(queue) for queue in connection.smembers(QUEUES_KEY))
 
 
 def oldest_age_seconds(connection: Redis, rq_queue_key: str) -> float:
@@ -88,8 +84,8 @@ class FleetCollector(Collector):
             for timing in TIMINGS
         }
         for queue in served_queues(self.connection):
-            numbers = {_text(k): float(v) for k, v in self.connection.hgetall(metrics_key(queue)).items()}
-            timings = {_text(k): float(v) for k, v in self.connection.hgetall(timings_key(queue)).items()}
+            numbers = read_numbers(self.connection, metrics_key(queue))
+            timings = read_numbers(self.connection, timings_key(queue))
             for lane, rq_queue in lane_queues(queue, self.connection).items():
                 depth.add_metric([queue, lane], rq_queue.count)
                 age.add_metric([queue, lane], oldest_age_seconds(self.connection, rq_queue.key))

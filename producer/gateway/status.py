@@ -12,8 +12,8 @@ from redis import Redis
 
 from embedq.producer.enqueue import lane_queues
 from embedq.producer.gateway.metrics import oldest_age_seconds, served_queues
-from embedq.producer.protocol import LANES, TIMINGS, timings_key
-from embedq.producer.stats import collect_stats, histogram, quantile
+from embedq.producer.protocol import LANES, TIMINGS, metrics_key, timings_key
+from embedq.producer.stats import collect_stats, histogram, quantile, read_numbers
 
 SAMPLE_EVERY = 5.0
 HISTORY = 120  # samples kept: 10 minutes
@@ -26,10 +26,7 @@ class StatusBoard:
         self.samples: deque[dict[str, Any]] = deque(maxlen=HISTORY)
 
     def _histograms(self, queue: str) -> dict[str, list[tuple[float, float]]]:
-        fields = {
-            (k.decode() if isinstance(k, bytes) else k): float(v)
-            for k, v in self.connection.hgetall(timings_key(queue)).items()
-        }
+        fields = read_numbers(self.connection, timings_key(queue))
         merged: dict[str, list[tuple[float, float]]] = {}
         for timing in TIMINGS:
             per_lane = [histogram(fields, lane, timing)[0] for lane in LANES]
@@ -42,11 +39,10 @@ class StatusBoard:
         if self.samples and now - self.samples[-1]["at"] < SAMPLE_EVERY:
             return
         queues = {}
-        for queue in served_queues(self.connection):
-            stats = collect_stats(self.connection, queue)
+        for queue in served_queues(self.connection):  # the counters only: not collect_stats' worker scan
+            counters = read_numbers(self.connection, metrics_key(queue))
             queues[queue] = {
-                "texts": stats["counters"]["texts"],
-                "jobs": stats["counters"]["jobs"],
+                "texts": sum(counters.get(f"{lane}:texts", 0.0) for lane in LANES),
                 "histograms": self._histograms(queue),
             }
         self.samples.append({"at": now, "queues": queues})
