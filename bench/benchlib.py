@@ -3,16 +3,19 @@ under bench/results/, from which bench/report.py makes BENCHMARKS.md and README'
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import platform
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -78,6 +81,42 @@ def p50_ms(ask: Callable[[str], object], texts: list[str]) -> float:
         times.append((time.perf_counter() - started) * 1000)
         time.sleep(0.01)
     return statistics.median(times)
+
+
+class KeepAlive:
+    """POST JSON over one HTTP/1.1 keep-alive connection per thread (the standard library's http.client).
+    On 2 shared cores the load generator competes with the server it measures, and httpx (the openai
+    SDK's transport) spends ~4x the CPU per request of http.client here: this measures the server."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.host, self.port, self.prefix = parts.hostname or "127.0.0.1", parts.port or 80, parts.path.rstrip("/")
+        self.local = threading.local()
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        data = json.dumps(body).encode()
+        connection = getattr(self.local, "connection", None)
+        if connection is not None:
+            try:
+                return self.exchange(connection, path, data)
+            except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+                connection.close()  # the server closed it while idle (uvicorn: after 5 s): open another
+        self.local.connection = http.client.HTTPConnection(self.host, self.port, timeout=120)
+        return self.exchange(self.local.connection, path, data)
+
+    def exchange(self, connection: http.client.HTTPConnection, path: str, data: bytes) -> Any:
+        connection.request("POST", self.prefix + path, data, {"Content-Type": "application/json"})
+        answer = connection.getresponse()
+        content = answer.read()
+        if answer.status != 200:
+            raise RuntimeError(f"POST {path}: HTTP {answer.status}: {content[:200]!r}")
+        return json.loads(content)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rate(items: int, run: Callable[[], object]) -> Callable[[], float]:

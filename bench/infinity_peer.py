@@ -1,7 +1,8 @@
 """embedq behind its HTTP gateway against infinity (infinity-emb, ONNX engine), the HTTP server users
 would pick instead: same model, same 2 cores, HTTP /v1/embeddings on both sides, the same STS-B texts,
-alternating, medians of --repeats. Workloads: one-text requests from 16 concurrent clients (req/s),
-requests of 32 texts from 8 concurrent clients (texts/s), one text at a time on an idle server (p50).
+alternating, medians of --repeats, one load generator for both (benchlib.KeepAlive). Workloads: one-text
+requests from 16 concurrent clients (req/s), requests of 32 texts from 8 concurrent clients (texts/s), one
+text at a time on an idle server (p50).
 Results go to bench/results/infinity_peer.json (then `./dev bench report`).
 
 infinity runs as its users run it, started by you (it needs its own venv: its pins clash with ours):
@@ -25,9 +26,8 @@ import sys
 from functools import partial
 from pathlib import Path
 
-import httpx
 import numpy as np
-from benchlib import alternate, concurrent_rate, p50_ms, save, start_gateway, stsb_path
+from benchlib import KeepAlive, alternate, concurrent_rate, p50_ms, save, start_gateway, stsb_path
 
 from embedq.config import Settings
 from embedq.worker.local.service import LocalService
@@ -37,12 +37,11 @@ PORT = 8767
 
 
 def server(url: str, model: str):  # type: ignore[no-untyped-def]
-    http = httpx.Client(base_url=url, limits=httpx.Limits(max_connections=32), timeout=120)
+    http = KeepAlive(url)  # the same load generator for both servers
 
     def post(texts: str | list[str]) -> np.ndarray:
-        answer = http.post("/embeddings", json={"model": model, "input": texts})
-        answer.raise_for_status()
-        return np.array([item["embedding"] for item in answer.json()["data"]], dtype=np.float32)
+        answer = http.post("/embeddings", {"model": model, "input": texts})
+        return np.array([item["embedding"] for item in answer["data"]], dtype=np.float32)
 
     return post
 

@@ -42,6 +42,10 @@ def test_the_openai_sdk_default_base64_gives_the_python_clients_vectors(openai_c
 def test_float_encoding_a_single_string_and_dimensions(gateway, openai_client, service):
     single = openai_client.embeddings.create(model=MODEL, input=TEXTS[0], encoding_format="float")
     assert len(single.data) == 1 and len(single.data[0].embedding) == 384
+    # floats are written in their shortest float32 form: read back as float32 they are the worker's values
+    np.testing.assert_allclose(
+        np.asarray(single.data[0].embedding, dtype=np.float32), service.client.embed([TEXTS[0]])[0], atol=1e-6
+    )
     short = openai_client.embeddings.create(model=MODEL, input=TEXTS, dimensions=128)
     vectors = np.array([item.embedding for item in short.data])
     assert vectors.shape == (3, 128)
@@ -90,6 +94,14 @@ def test_bad_requests_get_openai_error_bodies(gateway, body, status, fragment):
     error = answer.json()["error"]
     assert fragment in error["message"]
     assert set(error) == {"message", "type", "param", "code"}
+
+
+def test_a_body_that_is_not_json_or_a_get_gets_an_openai_error(gateway):
+    auth = {"Authorization": f"Bearer {KEY}"}
+    broken = httpx.post(f"{gateway}/v1/embeddings", content=b'{"model": ', headers=auth)
+    assert broken.status_code == 400 and "not valid JSON" in broken.json()["error"]["message"]
+    wrong_method = httpx.get(f"{gateway}/v1/embeddings", headers=auth)
+    assert wrong_method.status_code == 405 and "takes POST" in wrong_method.json()["error"]["message"]
 
 
 def test_the_sdk_raises_its_own_errors(openai_client, gateway):

@@ -7,10 +7,13 @@ import base64
 from typing import Any
 
 import numpy as np
+import orjson
+from starlette.types import Send
 
 from embedq.producer.protocol import EmbedResult
 
 ENCODINGS = ("float", "base64")
+RETRY_AFTER = "1"  # seconds, when the queue is full or Redis did not answer
 
 
 class OpenAIError(Exception):
@@ -32,6 +35,16 @@ class OpenAIError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def unavailable(error: Exception) -> OpenAIError:
+    return OpenAIError(
+        503,
+        f"Redis did not answer ({type(error).__name__})",
+        type="server_error",
+        code="queue_unavailable",
+        headers={"Retry-After": RETRY_AFTER},
+    )
 
 
 def invalid(message: str, param: str | None = None, code: str | None = None) -> OpenAIError:
@@ -72,10 +85,12 @@ def parse_request(body: Any, max_inputs: int) -> tuple[list[str], str, str, int 
     return texts, model, encoding, dimensions
 
 
-def encode(vector: np.ndarray, encoding: str) -> list[float] | str:
+def encode(vector: np.ndarray, encoding: str) -> np.ndarray | str:
+    """base64 of little-endian float32, or the float32 row itself (orjson writes each value's shortest
+    float32 form, which reads back as the same float32)."""
     if encoding == "base64":
         return base64.b64encode(np.ascontiguousarray(vector, dtype="<f4").tobytes()).decode("ascii")
-    return [float(value) for value in vector]
+    return vector
 
 
 def response(results: list[EmbedResult], model: str, encoding: str) -> dict[str, Any]:
@@ -91,3 +106,12 @@ def response(results: list[EmbedResult], model: str, encoding: str) -> dict[str,
         "model": model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
+
+
+async def send_json(send: Send, status: int, content: Any, headers: dict[str, str] | None = None) -> None:
+    """One whole JSON answer over ASGI."""
+    body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(name.lower().encode(), value.encode()) for name, value in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
