@@ -16,6 +16,7 @@ from embedq.producer.errors import (
     JobTimeout,
     QueueFull,
     QueueUnavailable,
+    RedisOutOfMemory,
 )
 from embedq.producer.protocol import EmbedResult
 from embedq.producer.settings import ClientSettings
@@ -33,4 +34,5 @@ __all__ = [
     "JobTimeout",
     "QueueFull",
     "QueueUnavailable",
+    "RedisOutOfMemory",
 ]

@@ -12,7 +12,7 @@ import numpy as np
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, OutOfMemoryError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from embedq.producer import rq_compat
@@ -31,6 +31,7 @@ from embedq.producer.waiting import (
     Send,
     Status,
     Steps,
+    out_of_memory,
     raise_first_error,
     result_steps,
     status_steps,
@@ -179,7 +180,15 @@ class AsyncEmbedClient:
                 replies = (await self._send([SCRIPT_LOAD, *send.commands]))[1:]
         except (RedisConnectionError, RedisTimeoutError) as error:
             return Outage(error, redact_url(self.settings.redis_url))
+        if any(isinstance(reply, OutOfMemoryError) for reply in replies):  # refused at its first write: none ran
+            raise out_of_memory(await self._memory())
         return raise_first_error(replies)
+
+    async def _memory(self) -> dict[str, Any] | None:
+        try:
+            return await self.connection.info("memory")
+        except RedisError:  # an ACL without +info, or Redis gone meanwhile: no figures
+            return None
 
     async def _send(self, commands: list[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
         async with self.connection.pipeline(transaction=False) as pipe:

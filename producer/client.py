@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import numpy as np
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, OutOfMemoryError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from embedq.producer.enqueue import SCRIPT_LOAD, EnqueuePlan, lane_queues, plan_submit
@@ -26,6 +26,7 @@ from embedq.producer.waiting import (
     Send,
     Status,
     Steps,
+    out_of_memory,
     raise_first_error,
     result_steps,
     run_steps,
@@ -159,7 +160,15 @@ class EmbedClient:
                 replies = self._send([SCRIPT_LOAD, *send.commands])[1:]
         except (RedisConnectionError, RedisTimeoutError) as error:
             return Outage(error, redact_url(self.settings.redis_url))
+        if any(isinstance(reply, OutOfMemoryError) for reply in replies):  # refused at its first write: none ran
+            raise out_of_memory(self._memory())
         return raise_first_error(replies)
+
+    def _memory(self) -> dict[str, Any] | None:
+        try:
+            return self.connection.info("memory")
+        except RedisError:  # an ACL without +info, or Redis gone meanwhile: no figures
+            return None
 
     def _send(self, commands: list[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
         with self.connection.pipeline(transaction=False) as pipe:

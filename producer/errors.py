@@ -21,6 +21,11 @@ class QueueUnavailable(EmbedqError, ConnectionError):
     """Redis did not answer; nothing was enqueued by the call that raised this."""
 
 
+class RedisOutOfMemory(QueueUnavailable):
+    """Redis refused a write at its `maxmemory` (policy noeviction); nothing was enqueued by the call that
+    raised this. Free memory (fewer queued jobs, a shorter RESULT_TTL) or raise maxmemory."""
+
+
 class JobFailed(EmbedqError):
     """The job ended in failure; `reason` holds the worker's explanation."""
 

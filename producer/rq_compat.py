@@ -403,6 +403,9 @@ class PassWorker(SimpleWorker):
     def on_job_failure(self, job: Job) -> None:
         """Called for every failed attempt, before rq records it."""
 
+    def on_stop_request(self) -> None:
+        """Called from rq's SIGTERM / SIGINT handler, before rq's own warm-stop handling."""
+
     # the loop
     def work(self, burst: bool = False, logging_level: str | None = None, **_: Any) -> bool:  # type: ignore[override]
         """Serve passes until a warm stop (SIGTERM: the pass in hand is finished first), or, in a
@@ -564,6 +567,12 @@ class PassWorker(SimpleWorker):
         return bool(self._stop_requested)
 
     # rq's methods
+    @property
+    def connection_timeout(self) -> int:
+        """rq raises the connection's socket timeout to at least this (its own dequeue blocks for half a
+        minute); this loop's longest blocking read is the doorbell wait, so the caller's timeout stands."""
+        return int(self.doorbell_wait)
+
     def register_birth(self) -> None:
         super().register_birth()  # type: ignore[no-untyped-call]
         self.on_birth()
@@ -571,6 +580,10 @@ class PassWorker(SimpleWorker):
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         super().heartbeat(timeout, pipeline)
         self.on_heartbeat(pipeline if pipeline is not None else self.connection, timeout)
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        self.on_stop_request()
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
     def register_death(self) -> None:
         super().register_death()  # type: ignore[no-untyped-call]

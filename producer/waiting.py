@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeVar
 
 from embedq.producer import rq_compat
 from embedq.producer.enqueue import EnqueuePlan
-from embedq.producer.errors import JobFailed, JobNotFound, JobTimeout, QueueUnavailable
+from embedq.producer.errors import JobFailed, JobNotFound, JobTimeout, QueueUnavailable, RedisOutOfMemory
 from embedq.producer.protocol import EmbedResult, unpack_result
 
 Status = Literal["queued", "started", "finished", "failed", "unknown"]
@@ -199,6 +199,20 @@ def wait_steps(
                         raise JobFailed(job_id, reason or "job failed")
         check = not news and not check  # a whole slice without news: are the jobs still there?
     return [waiting.results[job_id] for job_id in job_ids]
+
+
+def out_of_memory(memory: dict[str, Any] | None) -> RedisOutOfMemory:
+    """What to say when Redis refused a write at its maxmemory; `memory`: its INFO memory, where readable."""
+    figures = ""
+    if memory and memory.get("maxmemory"):
+        figures = (
+            f" (used {memory.get('used_memory_human')} of maxmemory {memory.get('maxmemory_human')}, "
+            f"policy {memory.get('maxmemory_policy')})"
+        )
+    return RedisOutOfMemory(
+        f"Redis is out of memory{figures} and refused the write: nothing was enqueued. Free memory (fewer "
+        "queued jobs, a shorter RESULT_TTL) or raise maxmemory"
+    )
 
 
 def raise_first_error(replies: list[Any]) -> list[Any]:

@@ -210,7 +210,7 @@ def test_sigterm_to_a_worker_mid_job_finishes_the_job_then_exits_0(fresh_service
     assert result.worker.endswith(f".{pid}")
     np.testing.assert_allclose(result.embeddings, encoder.encode(texts).vectors, atol=1e-5)
     fresh_service.wait_for_workers(2, exclude_pids=frozenset({str(pid)}))
-    assert f"(pid {pid}) exit code 0" in fresh_service.output()
+    assert f"(pid {pid}) stopped cleanly (exit code 0)" in fresh_service.output()
 
 
 def test_sigterm_to_the_supervisor_lets_every_job_finish_then_exits_0(fresh_service):

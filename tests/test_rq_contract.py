@@ -73,9 +73,10 @@ def test_the_properties_and_attributes_rq_compat_touches_are_there():
         assert isinstance(inspect.getattr_static(Job, name, None), property), (
             f"{where(Job, name)} is no longer a property"
         )
-    assert isinstance(inspect.getattr_static(SimpleWorker, "should_run_maintenance_tasks", None), property), (
-        f"{where(SimpleWorker, 'should_run_maintenance_tasks')} is no longer a property"
-    )
+    for name in ("should_run_maintenance_tasks", "connection_timeout"):
+        assert isinstance(inspect.getattr_static(SimpleWorker, name, None), property), (
+            f"{where(SimpleWorker, name)} is no longer a property"
+        )
     worker = SimpleWorker([Queue("contract", connection=fakeredis.FakeRedis())], connection=fakeredis.FakeRedis())
     for name in (
         "_stop_requested",

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 import time
-from contextlib import AbstractContextManager, nullcontext, suppress
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +43,7 @@ from embedq.producer.protocol import (
 )
 from embedq.producer.rq_compat import Claim, Done, PassWorker
 from embedq.worker import tasks
+from embedq.worker.backoff import RedisBackoff, connect
 from embedq.worker.local.redis_server import redis_answers
 from embedq.worker.model.encoder import Encoded, Encoder
 from embedq.worker.queue_claim import claim_queue, refresh_claim
@@ -49,6 +53,7 @@ log = logging.getLogger(__name__)
 
 # rq heartbeats a worker every 15 s (PassWorker.heartbeat_every); its record lives this long after.
 WORKER_TTL = 45
+RESET_AFTER = 30.0  # seconds of serving after which a Redis error starts the backoff over
 # Every BULK_EVERY-th pass looks in the bulk lane first: under steady interactive load bulk still
 # gets that share of passes (and interactive jobs are served between its micro-batches anyway).
 BULK_EVERY = 4
@@ -73,7 +78,16 @@ class EmbedWorker(PassWorker):
 
     permanent_failures = PERMANENT_FAILURES
 
-    def __init__(self, *, encoder: Encoder, settings: Settings, facts: dict[str, str], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        encoder: Encoder,
+        settings: Settings,
+        facts: dict[str, str],
+        stop: threading.Event,
+        backoff: RedisBackoff,
+        **kwargs: Any,
+    ) -> None:
         lanes = lane_queues(settings.queue, kwargs["connection"], job_class=tasks.EmbedJob)
         super().__init__(
             list(lanes.values()),
@@ -89,6 +103,7 @@ class EmbedWorker(PassWorker):
         self.encoder = encoder
         self.settings = settings
         self.facts = facts
+        self.stop, self.backoff = stop, backoff  # set by a stop request; waits while Redis refuses
         self.passes = 0
         self.in_pass = False
         self.interactive, self.bulk = lanes["interactive"], lanes["bulk"]
@@ -137,17 +152,7 @@ class EmbedWorker(PassWorker):
             else:
                 self.fail_job(job, claim, outcome)
         if done:
-            written = self.finish_pass(
-                claim,
-                done,
-                lane=lane,
-                result_ttl=self.settings.result_ttl,
-                facts=worker_key(self.name),
-                facts_ttl=WORKER_FACTS_TTL,
-                metrics=metrics_key(self.settings.queue),
-                timings=timings_key(self.settings.queue),
-                histogram=timing_increments(lane, timings),
-            )
+            written = self._until_written(lambda: self._record(claim, done, lane, timings), len(done))
             self.log.info(
                 "Worker %s: %s pass: %d jobs, %d texts, inference %.1f ms, %d results written",
                 self.name,
@@ -157,6 +162,43 @@ class EmbedWorker(PassWorker):
                 infer_ms,
                 written,
             )
+
+    def _record(self, claim: Claim, done: list[Done], lane: str, timings: list[dict[str, float]]) -> int:
+        return self.finish_pass(
+            claim,
+            done,
+            lane=lane,
+            result_ttl=self.settings.result_ttl,
+            facts=worker_key(self.name),
+            facts_ttl=WORKER_FACTS_TTL,
+            metrics=metrics_key(self.settings.queue),
+            timings=timings_key(self.settings.queue),
+            histogram=timing_increments(lane, timings),
+        )
+
+    def _until_written(self, write: Callable[[], int], jobs: int) -> int:
+        """The pass's vectors are computed: while Redis refuses (down, out of memory), keep trying to write
+        them (leaving the loop would hand the jobs back and run them again, using a retry). On a stop request
+        it gives up: the jobs stay started by this worker and are handed back (supervisor, rq's clean-up)."""
+        while True:
+            try:
+                written = write()
+            except RedisError as error:
+                if self.stop.is_set():
+                    self.log.error(
+                        "Worker %s: stopping with the results of %d jobs unwritten (Redis: %s); they will be run again",
+                        self.name,
+                        jobs,
+                        type(error).__name__,
+                    )
+                    raise
+                self.backoff.failed(error, f"writing the results of {jobs} jobs")
+                continue
+            self.backoff.reset()
+            return written
+
+    def on_stop_request(self) -> None:
+        self.stop.set()  # cuts a wait for Redis short
 
     def _penalty(self, timeout: int, nested: bool) -> AbstractContextManager[Any]:
         """rq's SIGALRM timeout; none inside another pass (one alarm: a second would cancel the first)."""
@@ -232,17 +274,15 @@ class EmbedWorker(PassWorker):
             self.connection.hincrby(metrics_key(self.settings.queue), "failed_attempts", 1)
 
 
-def wait_for_redis(connection: Redis, name: str, max_wait: float = 10.0) -> None:
-    """Block until Redis answers, retrying with exponential backoff (0.5 s doubling to max_wait)."""
-    delay = 0.5
-    while True:
-        try:
-            connection.ping()
-            return
-        except RedisError as error:
-            log.error("worker %s: Redis unreachable (%s); retrying in %.1f s", name, error, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, max_wait)
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM / SIGINT set `stop` (outside rq's loop, which installs its own handlers; re-entered after it)."""
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run_worker(settings: Settings, *, name: str | None = None, burst: bool = False) -> bool:
@@ -267,7 +307,7 @@ def run_worker(settings: Settings, *, name: str | None = None, burst: bool = Fal
         ",".join(encoder.providers),
         threads,
     )
-    connection = Redis.from_url(settings.redis_url, socket_connect_timeout=5, health_check_interval=30)
+    connection = connect(settings.redis_url)
     facts = {
         "pid": str(os.getpid()),
         "queue": settings.queue,
@@ -281,12 +321,18 @@ def run_worker(settings: Settings, *, name: str | None = None, burst: bool = Fal
     }
     tasks.EmbedJob.limits = settings.limits
     worker_ttl = max(WORKER_TTL, settings.job_timeout)  # no heartbeat while a pass runs
-    while True:
-        wait_for_redis(connection, name)
+    stop = threading.Event()
+    backoff = RedisBackoff(f"worker {name}", stop)
+    while not stop.is_set():
+        began, worker = time.monotonic(), None
         try:
-            claim_queue(connection, settings.queue, encoder.spec.name, encoder.dim, worker_ttl)
-            # A previous life of this process (Redis lost mid-pass) may have left jobs and a record behind.
-            bury_worker(connection, name, "its worker lost Redis", settings.queue)
+            with stop_on_signals(stop):
+                connection.ping()
+                claim_queue(connection, settings.queue, encoder.spec.name, encoder.dim, worker_ttl)
+                # A previous life of this process (Redis lost mid-pass) may have left jobs and a record behind.
+                bury_worker(connection, name, "its worker lost Redis", settings.queue)
+            if stop.is_set():
+                break
             worker = EmbedWorker(
                 encoder=encoder,
                 settings=settings,
@@ -294,13 +340,21 @@ def run_worker(settings: Settings, *, name: str | None = None, burst: bool = Fal
                 connection=connection,
                 name=name,
                 worker_ttl=worker_ttl,
+                stop=stop,
+                backoff=backoff,
             )
             worker.work(burst=burst, logging_level=settings.log_level)
         except RedisError as error:
-            log.error("worker %s: lost Redis (%s); will reconnect", name, error)
+            if time.monotonic() - began > RESET_AFTER:
+                backoff.reset()  # it served a while: this is a new outage, not the same one
+            with stop_on_signals(stop):
+                if not stop.is_set():
+                    backoff.failed(error, "serving")
             continue
         if worker.stop_requested or burst:
             return True
         if redis_answers(connection):
             return False
         log.error("worker %s: the loop ended after losing Redis; will reconnect", name)
+    log.info("worker %s: stopped while Redis refused", name)
+    return True

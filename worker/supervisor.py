@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
-from redis import Redis
 from redis.exceptions import RedisError
 
 from embedq.config import Settings
 from embedq.producer.protocol import WORKER_FACTS_TTL, supervisor_key
+from embedq.worker.backoff import connect
 from embedq.worker.cli import CONFIG_ERROR_EXIT, embedq_command
+from embedq.worker.local.redis_server import redis_answers
 from embedq.worker.process import worker_name_for
 from embedq.worker.recovery import bury_worker
 
@@ -84,7 +85,7 @@ class Supervisor:
         self.facts_refreshed = 0.0
         self.stop_requests = 0
         self.env = settings_env(settings)
-        self.connection = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
+        self.connection = connect(settings.redis_url)
 
     def run(self) -> int:
         """Supervise until SIGTERM/SIGINT; 0 after a clean stop, 1 if every slot crash-looped, CONFIG_ERROR_EXIT if
@@ -112,7 +113,8 @@ class Supervisor:
             self._stop_children()
             return 0
         finally:
-            self._redis(lambda: self.connection.delete(supervisor_key(self.name)), "remove supervisor facts")
+            if redis_answers(self.settings.redis_url, timeout=0.5):  # else the facts expire: do not wait on it
+                self._redis(lambda: self.connection.delete(supervisor_key(self.name)), "remove supervisor facts")
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
@@ -139,6 +141,11 @@ class Supervisor:
         cause = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
         self.unburied[worker_name_for(pid)] = cause
         self._bury_dead_workers()
+        if code == 0:  # a warm stop asked of the worker itself (SIGTERM): not a crash; fill the slot again
+            log.info(
+                "supervisor: worker slot %d (pid %d) stopped cleanly (exit code 0); starting another", slot.index, pid
+            )
+            return
         if code == CONFIG_ERROR_EXIT:  # e.g. another model holds the queue: a restart would meet the same refusal
             slot.given_up = True
             self.config_errors += 1
@@ -238,10 +245,7 @@ class Supervisor:
                 )
                 slot.process.kill()
                 slot.process.wait()
-            log.info(
-                "supervisor: worker slot %d (pid %d) stopped, exit code %d",
-                slot.index,
-                slot.process.pid,
-                slot.process.returncode,
-            )
+            code = slot.process.returncode
+            how = "cleanly (exit code 0)" if code == 0 else f"with exit code {code}"
+            log.info("supervisor: worker slot %d (pid %d) stopped %s", slot.index, slot.process.pid, how)
         log.info("supervisor: all workers stopped")

@@ -10,6 +10,7 @@ import numpy as np
 import orjson
 from starlette.types import Send
 
+from embedq.producer.errors import RedisOutOfMemory
 from embedq.producer.protocol import EmbedResult
 
 ENCODINGS = ("float", "base64")
@@ -38,9 +39,10 @@ class OpenAIError(Exception):
 
 
 def unavailable(error: Exception) -> OpenAIError:
+    """503: Redis did not answer, or (RedisOutOfMemory: its message says so) refused the write."""
     return OpenAIError(
         503,
-        f"Redis did not answer ({type(error).__name__})",
+        str(error) if isinstance(error, RedisOutOfMemory) else f"Redis did not answer ({type(error).__name__})",
         type="server_error",
         code="queue_unavailable",
         headers={"Retry-After": RETRY_AFTER},

@@ -1,0 +1,105 @@
+"""What a Redis in trouble does to the fleet, each on a private redis-server with real workers under the
+supervisor: out of memory mid-run (issue 13's case 1) and hanging while the fleet is told to stop (case 9)."""
+
+import os
+import signal
+import threading
+import time
+
+import httpx
+import pytest
+from redis import Redis
+
+from embedq import RedisOutOfMemory
+from embedq.worker.local.redis_server import RedisServer
+from embedq.worker.local.service import LocalService
+from tests.conftest import KEY, MODEL, make_settings, start_gateway, wait_until
+
+
+@pytest.fixture
+def private_redis():
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        if server.process is not None:
+            server.process.send_signal(signal.SIGCONT)
+        server.cleanup()
+
+
+def test_redis_out_of_memory_refuses_submits_by_name_and_loses_no_job(private_redis, model_dir, tmp_path):
+    admin = Redis.from_url(private_redis.url)
+    settings = make_settings(private_redis.url, model_dir, retries=2, job_timeout=60)
+    with LocalService(settings, workers=2, log_path=tmp_path / "supervisor.log") as service:
+        gateway, url = start_gateway(service.settings)
+        accepted: list[tuple[str, list[str]]] = []
+        refused: list[str] = []
+        stop = threading.Event()
+
+        def produce() -> None:
+            for i in range(100_000):
+                if stop.is_set():
+                    return
+                texts = [f"submission {i} " + "word " * (i % 40)]
+                try:
+                    accepted.append((service.client.submit(texts), texts))
+                except RedisOutOfMemory as error:
+                    refused.append(str(error))
+                time.sleep(0.005)
+
+        producer = threading.Thread(target=produce)
+        producer.start()
+        try:
+            wait_until(lambda: len(accepted) > 100, 30, "jobs flowing")
+            admin.config_set("maxmemory", admin.info("memory")["used_memory"])
+            wait_until(lambda: len(refused) > 50, 30, "submits refused while Redis is full")
+            answer = httpx.post(
+                f"{url}/v1/embeddings", json={"model": MODEL, "input": "x"}, headers={"Authorization": f"Bearer {KEY}"}
+            )
+            time.sleep(8)  # the workers meet the full Redis for a while
+            admin.config_set("maxmemory", 0)
+            time.sleep(2)
+        finally:
+            stop.set()
+            producer.join()
+            gateway.terminate()
+            gateway.wait(timeout=30)
+        assert "Redis is out of memory (used " in refused[0] and "of maxmemory " in refused[0]
+        assert answer.status_code == 503 and answer.headers["Retry-After"]
+        assert "out of memory" in answer.json()["error"]["message"]
+        for job_id, texts in accepted:  # every job whose submit returned finishes, once Redis has room again
+            assert service.client.wait(job_id, timeout=120).embeddings.shape == (len(texts), 384)
+        supervisor = service.client.stats()["supervisors"][0]
+        assert int(supervisor["restarts"]) == 0, "workers ride out a full Redis"
+        complaints = [line for line in service.output().splitlines() if "Redis refused" in line]
+        assert 0 < len(complaints) <= 30, f"{len(complaints)} lines: one per backoff step, not one per try"
+        assert service.stop() == 0
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_sigterm_stops_the_fleet_within_10_s_while_redis_hangs(private_redis, model_dir, tmp_path):
+    settings = make_settings(private_redis.url, model_dir, job_timeout=60)
+    service = LocalService(settings, workers=2, log_path=tmp_path / "supervisor.log")
+    with service:
+        assert service.supervisor is not None
+        supervisor = service.supervisor
+        workers = [int(worker["pid"]) for worker in service.live_workers()]
+        assert len(workers) == 2
+        private_redis.process.send_signal(signal.SIGSTOP)  # it accepts connections and never answers
+        time.sleep(4)
+        started = time.monotonic()
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(timeout=30) == 0
+        took = time.monotonic() - started
+        assert took < 10, f"the fleet took {took:.1f} s to stop"
+        assert not any(alive(pid) for pid in workers)
+        log = service.output()
+        assert log.count("stopped cleanly (exit code 0)") == 2, log[-2000:]
+        private_redis.process.send_signal(signal.SIGCONT)

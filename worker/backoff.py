@@ -1,0 +1,77 @@
+"""How the long-running processes (workers, supervisor) talk to a Redis that may fail them: a
+connection whose every call is bounded in time, and waiting out a Redis that refuses (down, hung, or
+out of memory) with exponential backoff, capped, logged once per step instead of once per try, and cut
+short by a stop request."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from redis import Redis
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.retry import Retry
+
+log = logging.getLogger(__name__)
+
+FIRST_WAIT = 0.5  # seconds; doubling up to MAX_WAIT
+MAX_WAIT = 10.0
+LOG_EVERY_AT_CAP = 60.0  # seconds between repeats of the same complaint once the wait is at its cap
+# Seconds one Redis call may take: a worker's idle wait for its doorbell is 1 s, so 3 s leaves 2 s for
+# Redis itself. A Redis that hangs is then an error within ~6 s (one quick retry for a connection that
+# went stale), not a process that hangs with it and cannot stop on SIGTERM.
+CALL_TIMEOUT = 3.0
+
+
+def connect(url: str) -> Redis:
+    """A connection for a process that runs for days: every call bounded, one immediate retry (this
+    module's backoff, not redis-py's, waits out longer trouble)."""
+    return Redis.from_url(
+        url,
+        socket_connect_timeout=CALL_TIMEOUT,
+        socket_timeout=CALL_TIMEOUT,
+        retry=Retry(NoBackoff(), 1),
+        health_check_interval=30,
+    )
+
+
+class RedisBackoff:
+    """One per worker loop: `failed` after each refused try (it waits), `reset` once Redis serves again."""
+
+    def __init__(self, who: str, stop: threading.Event) -> None:
+        self.who, self.stop = who, stop
+        self.policy = ExponentialBackoff(cap=MAX_WAIT, base=FIRST_WAIT)
+        self.failures = 0
+        self.logged_at = -LOG_EVERY_AT_CAP
+        self.first_failure = 0.0
+
+    def failed(self, error: Exception, what: str) -> None:
+        """Log (at a new step, or once a minute at the cap) and wait the step's time, or until a stop request."""
+        delay = self.policy.compute(self.failures)
+        now = time.monotonic()
+        if self.failures == 0:
+            self.first_failure = now
+        if delay < MAX_WAIT or now - self.logged_at >= LOG_EVERY_AT_CAP:
+            log.error(
+                "%s: %s: Redis refused (%s: %s); try %d, retrying in %.1f s",
+                self.who,
+                what,
+                type(error).__name__,
+                error,
+                self.failures + 1,
+                delay,
+            )
+            self.logged_at = now
+        self.failures += 1
+        self.stop.wait(delay)
+
+    def reset(self) -> None:
+        if self.failures:
+            log.info(
+                "%s: Redis serves again after %d refused tries over %.0f s",
+                self.who,
+                self.failures,
+                time.monotonic() - self.first_failure,
+            )
+        self.failures = 0
