@@ -26,6 +26,7 @@ from embedq.producer.protocol import (
     doorbell_key,
     lane_queue,
     model_key,
+    new_job_id,
     validate_batches,
 )
 from embedq.producer.settings import ClientSettings
@@ -126,6 +127,7 @@ def plan_enqueue(queue: Queue, settings: ClientSettings, requests: list[EmbedReq
             retry=retry,
             description=f"embed {len(request.texts)} texts",
             meta={"texts": len(request.texts)},  # read by the worker's claim, which sizes passes by texts
+            job_id=new_job_id(settings.result_ttl),
         )
         for request in requests
     ]

@@ -41,3 +41,8 @@ class JobTimeout(EmbedqError, TimeoutError):
 
 class JobNotFound(EmbedqError, KeyError):
     """No such job: never enqueued, or its result and record have expired."""
+
+
+class JobLost(JobNotFound):
+    """The job's records are gone from Redis before its result could have expired: Redis dropped them
+    (evicted under a maxmemory-policy other than noeviction, or restarted without persistence)."""

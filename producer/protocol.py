@@ -4,6 +4,9 @@ schemas, every Redis key name of ours, and the request checks both sides run."""
 from __future__ import annotations
 
 import math
+import secrets
+import string
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -22,6 +25,21 @@ SUPERVISOR_KEY_PATTERN = KEY_PREFIX + "supervisor:*"
 # The queues any worker has claimed (a set): the gateway reads it instead of scanning the keyspace.
 QUEUES_KEY = KEY_PREFIX + "queues"
 WORKER_FACTS_TTL = 90  # seconds; refreshed by every rq heartbeat, so a dead worker's facts vanish soon
+
+
+def new_job_id(result_ttl: int) -> str:
+    """32 hex digits: the enqueue time (unix s, 8), the job's result TTL (s, 6; capped), 72 random bits.
+    A job's records stay in Redis at least until enqueue time + result TTL (it cannot finish before it is
+    enqueued), so a waiter that finds them gone before then knows Redis lost the job."""
+    return f"{int(time.time()):08x}{min(result_ttl, 0xFFFFFF):06x}{secrets.token_hex(9)}"
+
+
+def job_lifetime(job_id: str) -> tuple[float, int] | None:
+    """(enqueued at, unix s; result TTL, s) of a job with a new_job_id() id; None for any other id (rq's own)."""
+    if len(job_id) != 32 or not all(char in string.hexdigits for char in job_id):
+        return None
+    return float(int(job_id[:8], 16)), int(job_id[8:14], 16)
+
 
 Priority = Literal["interactive", "bulk"]
 LANES: tuple[Priority, ...] = ("interactive", "bulk")  # the order a worker looks in

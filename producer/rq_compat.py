@@ -101,6 +101,11 @@ def job_key(job_id: str) -> str:
     return str(Job.key_for(job_id))
 
 
+def queue_key(name: str) -> str:
+    """rq's list of a queue's waiting job ids."""
+    return str(Queue.redis_queue_namespace_prefix + name)
+
+
 def result_stream_key(job_id: str) -> str:
     """The stream rq appends a job's final outcome (success, or failure after its retries) to."""
     return str(Result.get_key(job_id))  # type: ignore[no-untyped-call]

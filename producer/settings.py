@@ -32,6 +32,11 @@ class ClientSettings(BaseSettings):
     result_ttl: int = Field(3600, ge=1, description="seconds a result is kept")
     job_timeout: int = Field(120, ge=1, description="seconds one job may run before it is stopped")
     retries: int = Field(2, ge=0, le=20, description="re-runs of a job whose worker died or that failed")
+    require_noeviction: bool = Field(
+        False,
+        description="refuse to run (worker, `embedq stats`, gateway readiness) on a Redis whose maxmemory-policy "
+        "may evict keys, or cannot be read; false: a loud warning",
+    )
 
     @classmethod
     def load(cls, **values: Any) -> Self:

@@ -10,6 +10,7 @@ from redis import Redis
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from embedq.producer.enqueue import lane_queues
+from embedq.producer.eviction import eviction_risk
 from embedq.producer.protocol import (
     COUNTERS,
     LANES,
@@ -100,11 +101,13 @@ def collect_stats(connection: Redis, queue: str) -> dict[str, Any]:
         "supervisors": process_facts(connection, SUPERVISOR_KEY_PATTERN, queue),
         "counters": totals,
         "lanes": lanes,
+        "eviction_risk": eviction_risk(connection),  # None: Redis keeps every key (maxmemory-policy noeviction)
     }
 
 
 def format_stats(stats: dict[str, Any]) -> str:
-    lines = [
+    lines = [f"WARNING: {stats['eviction_risk']}"] if stats.get("eviction_risk") else []
+    lines += [
         f"queue {stats['queue']}: {stats['queued']} queued, {stats['running']} running, {stats['failed']} failed",
         f"workers alive: {len(stats['workers'])}",
     ]

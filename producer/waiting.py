@@ -12,8 +12,8 @@ from typing import Any, Literal, TypeVar
 
 from embedq.producer import rq_compat
 from embedq.producer.enqueue import EnqueuePlan
-from embedq.producer.errors import JobFailed, JobNotFound, JobTimeout, QueueUnavailable, RedisOutOfMemory
-from embedq.producer.protocol import EmbedResult, unpack_result
+from embedq.producer.errors import JobFailed, JobLost, JobNotFound, JobTimeout, QueueUnavailable, RedisOutOfMemory
+from embedq.producer.protocol import EmbedResult, job_lifetime, unpack_result
 
 Status = Literal["queued", "started", "finished", "failed", "unknown"]
 T = TypeVar("T")
@@ -83,7 +83,18 @@ def submit_steps(plan: EnqueuePlan) -> Steps[list[str]]:
     return plan.check(reply)
 
 
-def _not_found(job_id: str) -> JobNotFound:
+def _not_found(job_id: str, finished: bool = False) -> JobNotFound:
+    """JobLost when the job's id says its records should still be there: Redis dropped them."""
+    lifetime = job_lifetime(job_id)
+    what = "its result is" if finished else "its records are"
+    if lifetime is not None and 0 <= (age := time.time() - lifetime[0]) < lifetime[1]:
+        return JobLost(
+            f"job {job_id} was enqueued {age:.0f} s ago and {what} gone from Redis, although kept at least "
+            f"{lifetime[1]} s (RESULT_TTL): Redis lost them, evicted under a maxmemory-policy other than "
+            "noeviction (`embedq stats` warns of it) or dropped by a restart without persistence"
+        )
+    if finished:
+        return JobNotFound(f"job {job_id} finished, but its result expired after RESULT_TTL")
     return JobNotFound(f"no job {job_id} in Redis (never enqueued, or expired after RESULT_TTL)")
 
 
@@ -106,7 +117,7 @@ def result_steps(job_id: str) -> Steps[EmbedResult | None]:
     if status == "failed":
         raise JobFailed(job_id, reason or f"job ended with status {_text(raw)}")
     if status in ("unknown", "finished"):
-        raise _not_found(job_id)
+        raise _not_found(job_id, finished=status == "finished")
     return None
 
 
@@ -129,7 +140,7 @@ def _check_status(job_id: str, raw: bytes | None, read: bool) -> None:
     if status == "failed" and read:
         raise JobFailed(job_id, f"job ended with status {_text(raw)}")
     if status == "finished" and read:
-        raise JobNotFound(f"job {job_id} finished, but its result expired after RESULT_TTL")
+        raise _not_found(job_id, finished=True)
 
 
 def wait_steps(
@@ -147,6 +158,7 @@ def wait_steps(
     deadline = clock() + timeout
     waiting = _Waiting(list(dict.fromkeys(job_ids)))
     check, last_error = submit is None, None  # check: read the statuses in this round
+    checked = False  # a check round has run: from the next one, a job still queued is looked for in its queue
     while pending := waiting.pending:
         remaining_ms = int((deadline - clock()) * 1000)
         if remaining_ms <= 0:
@@ -159,7 +171,7 @@ def wait_steps(
         streams = {rq_compat.result_stream_key(job_id): job_id for job_id in pending}
         commands: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [submit.command()] if submit else []
         if check:
-            commands = [("hget", (rq_compat.job_key(job_id), rq_compat.STATUS), {}) for job_id in pending]
+            commands = [("hmget", (rq_compat.job_key(job_id), rq_compat.STATUS, "origin"), {}) for job_id in pending]
         block = max(1, min(remaining_ms, FIRST_SLICE_MS if check or submit else WAIT_SLICE_MS))
         last = {stream: waiting.seen.get(job_id, "0-0") for stream, job_id in streams.items()}
         commands.append(("xread", (last,), {"block": block, "count": 1}))
@@ -184,9 +196,27 @@ def wait_steps(
                 waiting.results[job_id] = unpack_result(packed)
             else:  # a failure, or an old one of a job re-queued since (`rq requeue`): ask its status
                 confirm.append(job_id)
-        for job_id, raw in zip(pending, statuses):
+        unlisted = []
+        for job_id, (raw, origin) in zip(pending, statuses):
             if job_id not in news:
                 _check_status(job_id, raw, read=job_id not in waiting.seen)
+                if checked and _text(raw) == "queued" and origin:
+                    unlisted.append((job_id, _text(origin) or ""))
+        if unlisted:  # queued for a whole slice: is it still in its queue? (the list first, then the status)
+            looks: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
+                ("lpos", (rq_compat.queue_key(origin), job_id), {}) for job_id, origin in unlisted
+            ]
+            reply = yield Send(
+                looks + [("hget", (rq_compat.job_key(job_id), rq_compat.STATUS), {}) for job_id, _ in unlisted]
+            )
+            if not isinstance(reply, Outage):
+                for (job_id, origin), position, raw in zip(unlisted, reply, reply[len(unlisted) :]):
+                    if position is None and _text(raw) == "queued":
+                        raise JobLost(
+                            f"job {job_id} is queued but in no queue: Redis dropped it from {origin}'s list "
+                            "(evicted under a maxmemory-policy other than noeviction), so no worker will take it"
+                        )
+        checked = checked or check
         if confirm:
             reply = yield Send(
                 [("hget", (rq_compat.job_key(job_id), rq_compat.STATUS), {}) for job_id in confirm]

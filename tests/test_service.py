@@ -11,7 +11,7 @@ import pytest
 import redis
 from rq import Queue
 
-from embedq import EmbedClient, InvalidInput, JobFailed, JobNotFound, JobTimeout
+from embedq import EmbedClient, InvalidInput, JobFailed, JobLost, JobNotFound, JobTimeout
 from embedq.producer.protocol import EMBED_TASK, MsgpackSerializer
 from embedq.producer.rq_compat import result_stream_key
 from embedq.worker.cli import embedq_command
@@ -189,12 +189,16 @@ def test_wait_on_a_job_that_is_gone_raises_job_not_found_at_once(service):
     client = service.client
     job_id = client.submit(["expires"])
     client.wait(job_id, timeout=30)
-    client.connection.delete(f"rq:job:{job_id}", result_stream_key(job_id))  # as RESULT_TTL does
-    for missing in (job_id, "never-enqueued"):
+    client.connection.delete(f"rq:job:{job_id}", result_stream_key(job_id))  # gone long before RESULT_TTL
+    for missing, error, says in (
+        (job_id, JobLost, r"was enqueued \d+ s ago and its records are gone from Redis"),
+        ("never-enqueued", JobNotFound, r"no job never-enqueued in Redis \(never enqueued, or expired"),
+    ):
         started = time.monotonic()
-        with pytest.raises(JobNotFound, match=f"no job {missing} in Redis"):
+        with pytest.raises(error, match=says) as raised:
             client.wait(missing, timeout=30)
         assert time.monotonic() - started < 2.0, "JobNotFound must not wait for the timeout"
+        assert isinstance(raised.value, JobNotFound)
 
 
 def test_wait_many_names_the_job_that_failed(service):

@@ -1,15 +1,17 @@
 """The client's read steps on their own (no worker): what each reply means, Redis going away while
 waiting, rq's own failure records read back as a reason, and a result read from rq's result stream."""
 
+import time
+
 import fakeredis
 import numpy as np
 import pytest
 from rq import Queue
 from rq.job import Job
 
-from embedq import EmbedClient, EmbedResult, JobFailed, JobNotFound, JobTimeout, QueueUnavailable
+from embedq import EmbedClient, EmbedResult, JobFailed, JobLost, JobNotFound, JobTimeout, QueueUnavailable
 from embedq.producer import rq_compat
-from embedq.producer.protocol import MsgpackSerializer, pack_result
+from embedq.producer.protocol import MsgpackSerializer, job_lifetime, new_job_id, pack_result
 from embedq.producer.waiting import FIRST_SLICE_MS, Outage, Pause, Send, run_steps, status_steps, wait_steps
 
 pytestmark = pytest.mark.unit
@@ -33,18 +35,18 @@ def test_the_first_round_reads_statuses_and_blocks_briefly_on_the_result_streams
     steps = wait_steps(["a", "b"], timeout=10, clock=Clock())
     send = next(steps)
     assert isinstance(send, Send)
-    assert [name for name, _, _ in send.commands] == ["hget", "hget", "xread"]
+    assert [name for name, _, _ in send.commands] == ["hmget", "hmget", "xread"]
     assert send.commands[-1][2]["block"] == FIRST_SLICE_MS
     assert send.commands[-1][1][0] == {"rq:results:a": "0-0", "rq:results:b": "0-0"}
     entry = success_entry("a", np.ones((1, 2), dtype=np.float32))
     with pytest.raises(JobNotFound, match="no job b in Redis"):
-        steps.send([b"finished", None, [[b"rq:results:a", [entry]]]])
+        steps.send([[b"finished", b"q"], [None, None], [[b"rq:results:a", [entry]]]])
 
 
 def test_the_vectors_come_with_the_read_that_wakes_the_client():
     steps = wait_steps(["a"], timeout=10, clock=Clock())
     next(steps)
-    assert [name for name, _, _ in steps.send([b"started", None]).commands] == ["xread"]
+    assert [name for name, _, _ in steps.send([[b"started", b"q"], None]).commands] == ["xread"]
     vectors = np.arange(3, dtype=np.float32).reshape(1, 3)
     with pytest.raises(StopIteration) as done:
         steps.send([[[b"rq:results:a", [success_entry("a", vectors)]]]])
@@ -55,7 +57,38 @@ def test_a_finished_job_whose_result_expired_is_not_found_at_once():
     steps = wait_steps(["a"], timeout=10, clock=Clock())
     next(steps)
     with pytest.raises(JobNotFound, match="finished, but its result expired"):
-        steps.send([b"finished", None])
+        steps.send([[b"finished", b"q"], None])
+
+
+def test_a_job_whose_id_says_it_should_still_be_there_is_reported_lost():
+    fresh, old = new_job_id(3600), f"{int(time.time()) - 7200:08x}{3600:06x}{'0' * 18}"
+    steps = wait_steps([fresh, old], timeout=10, clock=Clock())
+    next(steps)
+    with pytest.raises(JobLost, match=rf"job {fresh} was enqueued [01] s ago and its records are gone"):
+        steps.send([[None, None], [None, None], None])
+    steps = wait_steps([old], timeout=10, clock=Clock())
+    next(steps)
+    with pytest.raises(JobNotFound, match="never enqueued, or expired after RESULT_TTL") as raised:
+        steps.send([[None, None], None])
+    assert not isinstance(raised.value, JobLost)
+    assert job_lifetime(fresh)[1] == 3600 and job_lifetime("rq-style-id") is None
+
+
+def test_a_job_queued_for_a_whole_slice_but_in_no_queue_is_reported_lost():
+    steps = wait_steps(["a"], timeout=60, clock=Clock())
+    next(steps)
+    assert [name for name, _, _ in steps.send([[b"queued", b"q"], None]).commands] == ["xread"]  # a slice
+    assert [name for name, _, _ in steps.send([None]).commands] == ["hmget", "xread"]  # no news: check again
+    look = steps.send([[b"queued", b"q"], None])  # still queued: is it in rq:queue:q?
+    assert [(name, args) for name, args, _ in look.commands] == [
+        ("lpos", ("rq:queue:q", "a")),
+        ("hget", ("rq:job:a", "status")),
+    ]
+    assert [name for name, _, _ in steps.send([3, b"queued"]).commands] == ["xread"]  # it is: wait on
+    steps.send([None])
+    steps.send([[b"queued", b"q"], None])
+    with pytest.raises(JobLost, match="job a is queued but in no queue: Redis dropped it from q's list"):
+        steps.send([None, b"queued"])
 
 
 def test_a_redis_outage_is_waited_out_until_the_deadline_then_named():

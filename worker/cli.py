@@ -121,10 +121,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    from embedq.producer.eviction import enforce
     from embedq.producer.stats import format_stats
 
     with _client(args.queue) as client:
         stats = client.stats()
+        enforce(stats["eviction_risk"], client.settings.require_noeviction, "embedq stats")
     print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
     return 0
 

@@ -26,6 +26,7 @@ from rq.timeouts import JobTimeoutException
 from embedq.config import Settings
 from embedq.producer.enqueue import lane_queues
 from embedq.producer.errors import InvalidInput
+from embedq.producer.eviction import check_eviction
 from embedq.producer.protocol import (
     TIMINGS,
     WORKER_FACTS_TTL,
@@ -323,11 +324,15 @@ def run_worker(settings: Settings, *, name: str | None = None, burst: bool = Fal
     worker_ttl = max(WORKER_TTL, settings.job_timeout)  # no heartbeat while a pass runs
     stop = threading.Event()
     backoff = RedisBackoff(f"worker {name}", stop)
+    policy_read = False
     while not stop.is_set():
         began, worker = time.monotonic(), None
         try:
             with stop_on_signals(stop):
                 connection.ping()
+                if not policy_read:  # EvictionRisk (a settings error: exit 2) under REQUIRE_NOEVICTION
+                    check_eviction(connection, settings.require_noeviction, f"worker {name}")
+                    policy_read = True
                 claim_queue(connection, settings.queue, encoder.spec.name, encoder.dim, worker_ttl)
                 # A previous life of this process (Redis lost mid-pass) may have left jobs and a record behind.
                 bury_worker(connection, name, "its worker lost Redis", settings.queue)

@@ -20,6 +20,7 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from embedq.producer.eviction import enforce, eviction_risk
 from embedq.producer.gateway.embeddings import EmbeddingsEndpoint
 from embedq.producer.gateway.fleet import Fleet
 from embedq.producer.gateway.metrics import registry
@@ -135,6 +136,8 @@ def create_app(settings: GatewaySettings) -> Gate:
         if not settings.api_keys:
             log.warning("embedq serve: EMBEDQ_API_KEYS is not set: /v1/ is open to anyone who can reach it")
         log.info("embedq serve: queue directory in Redis at %s", redact_url(settings.redis_url))
+        with suppress(RedisError):  # Redis away at start-up: /ready says so
+            enforce(await asyncio.to_thread(eviction_risk, sync), False, "embedq serve")
         sampler = asyncio.create_task(keep_sampling())
         yield
         sampler.cancel()
@@ -167,10 +170,14 @@ def create_app(settings: GatewaySettings) -> Gate:
         try:
             await connection.ping()
             models = await fleet.models()
+            risk = await asyncio.to_thread(eviction_risk, sync)
         except RedisError as error:
             return JSONResponse({"ready": False, "redis": f"did not answer: {type(error).__name__}"}, status_code=503)
         served = {name: {"queue": m.queue, "live_workers": m.live} for name, m in models.items()}
-        return JSONResponse({"ready": True, "redis": "ok", "models": served})
+        body: dict[str, Any] = {"ready": True, "redis": "ok", "models": served}
+        if risk and settings.require_noeviction:
+            return JSONResponse({**body, "ready": False, "redis": f"{risk} (EMBEDQ_REQUIRE_NOEVICTION=true)"}, 503)
+        return JSONResponse({**body, "warning": risk} if risk else body)
 
     @app.get("/metrics")
     async def prometheus() -> Response:
