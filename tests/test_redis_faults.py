@@ -1,5 +1,6 @@
 """What a Redis in trouble does to the fleet, each on a private redis-server with real workers under the
-supervisor: out of memory mid-run (issue 13's case 1) and hanging while the fleet is told to stop (case 9)."""
+supervisor: out of memory mid-run (issue 13's case 1), hanging while the fleet is told to stop (case 9),
+and restarted with AOF mid-run (case 3)."""
 
 import os
 import signal
@@ -103,3 +104,23 @@ def test_sigterm_stops_the_fleet_within_10_s_while_redis_hangs(private_redis, mo
         log = service.output()
         assert log.count("stopped cleanly (exit code 0)") == 2, log[-2000:]
         private_redis.process.send_signal(signal.SIGCONT)
+
+
+def test_a_clean_redis_restart_with_aof_mid_run_loses_none_of_500_queued_jobs(model_dir, tmp_path):
+    """The shipped docker-compose's persistence (AOF, fsync every second): SHUTDOWN writes it out whole."""
+    server = RedisServer(None, "--appendonly", "yes", "--appendfsync", "everysec").start()
+    settings = make_settings(server.url, model_dir, retries=2, job_timeout=60)
+    try:
+        with LocalService(settings, workers=2, log_path=tmp_path / "supervisor.log") as service:
+            batches = [[f"job {i} text {j} " + "word " * (i % 25) for j in range(4)] for i in range(500)]
+            job_ids = service.client.submit_many(batches)
+            wait_until(lambda: service.client.stats()["counters"]["jobs"] >= 20, 60, "the fleet is working")
+            Redis.from_url(server.url).shutdown()  # a clean stop: Redis writes its AOF out and exits
+            assert server.process is not None
+            server.process.wait(timeout=30)
+            server.start()  # the same port and directory: it reloads the AOF
+            results = service.client.wait_many(job_ids, timeout=300)
+            assert [len(result.embeddings) for result in results] == [4] * 500
+            assert int(service.client.stats()["supervisors"][0]["restarts"]) == 0
+    finally:
+        server.cleanup()
