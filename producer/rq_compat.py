@@ -43,6 +43,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+import zlib
 from base64 import b64encode
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -133,15 +134,43 @@ def set_server_version(queue: Queue, version: str) -> None:
     queue.redis_server_version = tuple(int(part) for part in version.split(".")[:3])  # type: ignore[assignment]
 
 
+# What a pass's claim puts in place of job data too large to fetch (followed by its size in bytes): a
+# stored job's data is zlib (0x78...) or msgpack, never this.
+OVERSIZED = b"embedq-oversized:"
+
+
+def inflate(stored: bytes, limit: int) -> bytes:
+    """rq's stored job data decompressed as its restore would, but to at most `limit` + 1 bytes, so a
+    zlib bomb stops there (the caller refuses what is over `limit`); uncompressed data and the
+    OVERSIZED mark come back as they are."""
+    if stored.startswith(OVERSIZED):
+        return stored
+    try:
+        return zlib.decompressobj().decompress(stored, limit + 1)
+    except zlib.error:
+        return stored  # rq stored it uncompressed (its restore falls back the same way)
+
+
 class GuardedJob(Job):
     """An rq Job that reads its stored call through `read_call` (which must not raise: rq reads
-    func_name again while handling a failure), runs no callbacks, and is not retried once marked
-    `permanent_failure`."""
+    func_name again while handling a failure), decompresses its data to at most `data_limit` + 1
+    bytes, runs no callbacks, and is not retried once marked `permanent_failure`."""
 
     permanent_failure = False
+    data_limit: int = 2**62
 
     def read_call(self, data: bytes) -> StoredCall:
         raise NotImplementedError
+
+    def restore(self, raw_data: Any) -> None:
+        fields = dict(raw_data)
+        name = next((key for key in fields if key in ("data", b"data")), None)
+        stored = fields.get(name) if name is not None else None
+        if stored is not None:
+            fields[name] = b""  # rq's own decompress, unbounded, sees nothing
+        super().restore(fields)
+        if stored is not None:
+            self.data = inflate(stored, self.data_limit)
 
     def _deserialize_data(self) -> None:
         self._func_name, self._instance, self._args, self._kwargs = self.read_call(self.data)
@@ -183,7 +212,8 @@ PASS_FIELDS = ("status", "data", "meta", "timeout", "origin", "enqueued_at", "re
 # then per lane its queue list and started registry. ARGV: most jobs, most texts, execution id,
 # now as rq writes it, now (unix s), worker name, rq's job key prefix, default job timeout, 1 for a
 # look between micro-batches, seconds an idle worker stays counted without looking again, 1 if
-# this worker's last look found nothing (it is in the idle set and rq's state says idle).
+# this worker's last look found nothing (it is in the idle set and rq's state says idle), the most
+# bytes of stored job data to fetch (more: the OVERSIZED mark and the size come back instead), OVERSIZED.
 CLAIM_PASS = (
     "local PASS_FIELDS = {"
     + ", ".join(f"'{name}'" for name in PASS_FIELDS)
@@ -203,6 +233,7 @@ for lane = 6, #KEYS, 2 do
     local taken, back, texts, full = {}, {}, 0, false
     for _, id in ipairs(ids or {}) do
         local fields = redis.call('HMGET', ARGV[7] .. id, unpack(PASS_FIELDS))
+        if fields[2] and #fields[2] > tonumber(ARGV[12]) then fields[2] = ARGV[13] .. #fields[2] end
         local job = {}
         for i, name in ipairs(PASS_FIELDS) do job[name] = fields[i] end
         if job.status == 'queued' and job.data then
@@ -466,6 +497,8 @@ class PassWorker(SimpleWorker):
                 int(looking_in_passing),
                 self.doorbell_wait * 2,
                 int(self._was_idle),
+                self.stored_data_limit,
+                OVERSIZED,
             ],
         )
         outcome = reply[0].decode()
@@ -537,10 +570,18 @@ class PassWorker(SimpleWorker):
         ]
         return int(self._finish(keys=fixed + job_keys, args=args))
 
+    @property
+    def stored_data_limit(self) -> int:
+        """The most bytes of a job's stored (compressed) data a claim fetches: its decompressed limit, and
+        zlib's worst-case growth on data that does not compress."""
+        limit = int(getattr(self.job_class, "data_limit", 2**62))
+        return limit + limit // 100 + 1024
+
     def fail_job(self, job: Job, claim: Claim, exc_info: Any) -> None:
         """rq's own failure path for one job of a pass: retried while it has retries left (and the
-        failure is not permanent), else failed with the reason. rq saves the whole job, so it is read whole."""
-        job = self.job_class.fetch(job.id, connection=self.connection, serializer=self.serializer)
+        failure is not permanent), else failed with the reason. rq saves the whole job, so it is read
+        whole (but for data too large to fetch, which rq's save then replaces with the OVERSIZED mark)."""
+        job = self._whole(job)
         job.ended_at = now()
         self.handle_exception(job, *exc_info)
         execution = Execution(claim.execution_id, job.id, connection=self.connection, worker_name=self.name)
@@ -548,6 +589,14 @@ class PassWorker(SimpleWorker):
             job, claim.queue, exc_string="".join(traceback.format_exception(*exc_info)), execution=execution
         )
         self.connection.srem(self.claimed, f"{job.id}:{claim.execution_id}")
+
+    def _whole(self, job: Job) -> Job:
+        if not job.data.startswith(OVERSIZED):
+            return self.job_class.fetch(job.id, connection=self.connection, serializer=self.serializer)
+        names = [name for name in self.connection.hkeys(job.key) if name != b"data"]
+        whole = self.job_class(job.id, connection=self.connection, serializer=self.serializer)
+        whole.restore({**dict(zip(names, self.connection.hmget(job.key, names))), b"data": job.data})
+        return whole
 
     def release(self, claim: Claim, jobs: Sequence[Job]) -> None:
         """Put the jobs of a pass that this worker still holds back at the head of their queue,

@@ -3,6 +3,7 @@ nothing named in it is imported or executed, and the worker keeps serving the ne
 
 import pickle
 import textwrap
+import zlib
 from pathlib import Path
 
 import msgpack
@@ -75,6 +76,7 @@ class Gadget:
 HOSTILE = {
     "malformed msgpack": (b"\xc1\xc1 not msgpack", "job payload is not a msgpack embed job"),
     "msgpack but not a job": (msgpack.packb(42), "job payload is not a msgpack embed job"),
+    "nested 5,000 deep": (b"\x91" * 5000 + b"\xc0", "StackError: nested deeper than msgpack's stack allows"),
     "wrong schema: unknown field": (job_tuple(EMBED_TASK, {"v": 1, "txts": ["a"]}), r"unknown fields: \['txts'\]"),
     "wrong schema: no texts": (job_tuple(EMBED_TASK, {"v": 1}), "texts must be a list of str, got NoneType"),
     "wrong schema: old version": (job_tuple(EMBED_TASK, {"v": 0, "texts": ["a"]}), "version must be 1, got 0"),
@@ -104,8 +106,40 @@ def test_hostile_payload_fails_cleanly_and_nothing_runs(service, canary_dir, cas
 def test_a_payload_over_the_size_limit_is_refused_before_it_is_parsed(service):
     limit = Limits(8, 100).max_payload_bytes
     job_id = push_raw(service, b"\x00" * (limit + 1))
-    with pytest.raises(JobFailed, match=f"job payload is {limit + 1} bytes, more than the {limit}-byte limit"):
+    with pytest.raises(JobFailed, match=f"job payload is more than the {limit}-byte limit"):
         service.client.wait(job_id, timeout=30)
+
+
+def peak_rss_mb(pid: str) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024
+
+
+def zlib_bomb(gigabytes: float) -> bytes:
+    """What rq would store for a job whose data is `gigabytes` of zeros (~1 MB per GB)."""
+    squeeze = zlib.compressobj(9)
+    chunk = b"\0" * 2**24
+    return b"".join(squeeze.compress(chunk) for _ in range(int(gigabytes * 64))) + squeeze.flush()
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda: zlib_bomb(0.065), "job payload is more than the 72064-byte limit"),  # fits the stored limit
+        (lambda: zlib_bomb(1.0), "job data is 10\\d{5} bytes in Redis, .* refused unread"),
+        (lambda: b"\x01" * 200_000_000, "job data is 200000000 bytes in Redis, .* refused unread"),
+    ],
+    ids=["zlib bomb: 65 KB that inflates to 67 MB", "zlib bomb: 1 MB that inflates to 1 GB", "200 MB stored raw"],
+)
+def test_huge_job_data_is_refused_in_bounded_memory(service, make, reason):
+    workers = [worker["pid"] for worker in service.live_workers()]
+    peaks = [peak_rss_mb(pid) for pid in workers]
+    job_id = push_raw(service, make())
+    with pytest.raises(JobFailed, match=reason):
+        service.client.wait(job_id, timeout=60)
+    growth = max(peak_rss_mb(pid) - before for pid, before in zip(workers, peaks))
+    assert growth < 50, f"a worker's peak RSS grew by {growth:.0f} MB"
+    assert service.client.embed(["the next job is served"], timeout=30).shape == (1, 384)
 
 
 def test_callbacks_named_in_the_job_hash_are_ignored(service, canary_dir):

@@ -320,7 +320,7 @@ def run_worker(settings: Settings, *, name: str | None = None, burst: bool = Fal
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "load_seconds": f"{load_s:.2f}",
     }
-    tasks.EmbedJob.limits = settings.limits
+    tasks.EmbedJob.configure(settings.limits)
     worker_ttl = max(WORKER_TTL, settings.job_timeout)  # no heartbeat while a pass runs
     stop = threading.Event()
     backoff = RedisBackoff(f"worker {name}", stop)

@@ -11,10 +11,11 @@ from typing import Any, ClassVar
 
 from embedq.producer.errors import EmbedqError, InvalidInput
 from embedq.producer.protocol import EMBED_TASK, EmbedRequest, Limits, MsgpackSerializer
-from embedq.producer.rq_compat import GuardedJob, StoredCall
+from embedq.producer.rq_compat import OVERSIZED, GuardedJob, StoredCall
 from embedq.producer.settings import ClientSettings
 
 UNREADABLE = "<unreadable payload>"
+WHY = {"StackError": "nested deeper than msgpack's stack allows"}  # msgpack raises it with no message
 # Jobs enqueued by embedq 0.1 name the task by its old module path: accepted until the next release.
 LEGACY_TASK_NAMES = ("worker.tasks.embed",)
 TASK_NAMES = (EMBED_TASK, *LEGACY_TASK_NAMES)
@@ -28,7 +29,8 @@ class EmbedJob(GuardedJob):
     """An rq Job that can only ever be an embed request: no import by name, no callbacks, and a
     payload that must be one msgpack map under the size limit."""
 
-    limits: ClassVar[Limits] = ClientSettings.model_construct().limits  # the worker sets its own
+    limits: ClassVar[Limits] = ClientSettings.model_construct().limits  # the worker sets its own: configure()
+    data_limit = limits.max_payload_bytes
     payload_error: InvalidInput | None = None
 
     def read_call(self, data: bytes) -> StoredCall:
@@ -40,16 +42,27 @@ class EmbedJob(GuardedJob):
             self.payload_error = error
             return UNREADABLE, None, [], {}
 
+    @classmethod
+    def configure(cls, limits: Limits) -> None:
+        """The worker's limits: payloads over them are refused, and decompressed no further."""
+        cls.limits, cls.data_limit = limits, limits.max_payload_bytes
+
     def _parse(self, data: bytes) -> StoredCall:
         limit = self.limits.max_payload_bytes
+        if data.startswith(OVERSIZED):
+            raise InvalidInput(
+                f"job data is {data[len(OVERSIZED) :].decode()} bytes in Redis, more than the {limit}-byte payload "
+                "limit allows: refused unread"
+            )
         if len(data) > limit:
-            raise InvalidInput(f"job payload is {len(data)} bytes, more than the {limit}-byte limit")
+            raise InvalidInput(f"job payload is more than the {limit}-byte limit (read no further)")
         try:
             func_name, instance, args, kwargs = MsgpackSerializer.loads(data)
         except Exception as error:
+            why = str(error) or WHY.get(type(error).__name__, "no reason given")
             raise InvalidInput(
                 f"job payload is not a msgpack embed job (pickle and other formats are refused): "
-                f"{type(error).__name__}: {error}"
+                f"{type(error).__name__}: {why}"
             ) from None
         if not isinstance(args, list) or len(args) != 1 or kwargs:
             raise InvalidInput("job payload must carry exactly one positional argument, the request map")
