@@ -439,6 +439,9 @@ class PassWorker(SimpleWorker):
     def on_job_failure(self, job: Job) -> None:
         """Called for every failed attempt, before rq records it."""
 
+    def on_loop(self) -> None:
+        """Called before every look for work (at least once a second while idle)."""
+
     def on_stop_request(self) -> None:
         """Called from rq's SIGTERM / SIGINT handler, before rq's own warm-stop handling."""
 
@@ -606,7 +609,8 @@ class PassWorker(SimpleWorker):
         self._release(keys=keys + [job.key for job in jobs], args=[self.name, *members])
 
     def keep_alive(self) -> None:
-        """rq's heartbeat (and embedq's) and registry maintenance, when due."""
+        """rq's heartbeat (and embedq's) and registry maintenance, when due; `on_loop` every time."""
+        self.on_loop()
         if time.monotonic() - self._last_beat >= self.heartbeat_every:
             with self.connection.pipeline() as pipe:
                 self.heartbeat(pipeline=pipe)
@@ -617,8 +621,12 @@ class PassWorker(SimpleWorker):
 
     @property
     def stop_requested(self) -> bool:
-        """A warm shutdown was asked for (SIGTERM)."""
+        """A warm shutdown was asked for (SIGTERM, or `stop_after_this_pass`)."""
         return bool(self._stop_requested)
+
+    def stop_after_this_pass(self) -> None:
+        """A warm shutdown from within: the loop ends once the pass in hand is recorded."""
+        self._stop_requested = True
 
     # rq's methods
     @property

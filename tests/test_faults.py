@@ -4,6 +4,7 @@ SIGKILL mid-job and mid-pass, a poison job, Redis going away, SIGTERM, a job pas
 import os
 import random
 import signal
+import subprocess
 import threading
 import time
 from urllib.parse import urlsplit, urlunsplit
@@ -18,8 +19,10 @@ from bench.redis_proxy import DelayProxy
 from embedq import EmbedClient, JobFailed, JobTimeout, QueueUnavailable
 from embedq.producer.protocol import MsgpackSerializer
 from embedq.producer.rq_compat import result_stream_key
+from embedq.worker.cli import CONFIG_ERROR_EXIT, embedq_command
 from embedq.worker.local.redis_server import RedisServer
 from embedq.worker.local.service import LocalService
+from embedq.worker.supervisor import settings_env
 from tests.conftest import counter, make_settings, wait_until
 
 LONG = "Embeddings turn text into vectors so that similar meanings land close together. " * 20  # > 256 tokens
@@ -257,3 +260,48 @@ def test_a_pass_killed_between_starting_its_jobs_and_recording_them_reruns_each_
     ]
     assert job_ids[0] in rerun and set(rerun) <= set(held)
     assert all(not result.worker.endswith(f".{victim}") for result in results if result.job_id in rerun)
+
+
+def test_a_killed_supervisors_workers_finish_their_pass_and_the_next_one_waits_for_them(fresh_service, tmp_path):
+    client, connection = fresh_service.client, fresh_service.client.connection
+    job_ids = client.submit_many([[LONG] * 256, [LONG] * 256])
+    orphans = sorted({wait_until_started(connection, job_id) for job_id in job_ids})
+    assert fresh_service.supervisor is not None
+    fresh_service.supervisor.kill()  # SIGKILL: no chance to stop its workers
+    fresh_service.supervisor.wait()
+    log_path = tmp_path / "second.log"
+    with log_path.open("wb") as log:
+        second = subprocess.Popen(
+            embedq_command("supervise", "--workers", "2"),
+            env=settings_env(fresh_service.settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            results = client.wait_many(job_ids, timeout=120)  # the orphans finish their passes
+            assert sorted(int(result.worker.rsplit(".", 1)[1]) for result in results) == orphans
+            wait_until(lambda: not any(alive(pid) for pid in orphans), 30, "the orphans to stop after their pass")
+            wait_until(lambda: len(fresh_service.live_workers()) == 2, 120, "the second supervisor's workers")
+            said = log_path.read_text()
+            assert said.index("2 workers of a previous supervisor still run") < said.index("starting 2 workers")
+            assert {int(w["pid"]) for w in fresh_service.live_workers()}.isdisjoint(orphans)
+            third = subprocess.run(
+                embedq_command("supervise", "--workers", "2"),
+                env=settings_env(fresh_service.settings),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert third.returncode == CONFIG_ERROR_EXIT and "SupervisorRunning" in third.stderr
+            assert client.embed(["served by the second supervisor"], timeout=60).shape == (1, 384)
+        finally:
+            second.terminate()
+            assert second.wait(timeout=120) == 0
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

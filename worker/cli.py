@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,7 +40,8 @@ def _service_settings(**values: object) -> Settings:
 def cmd_worker(args: argparse.Namespace) -> int:
     from embedq.worker.process import run_worker
 
-    return 0 if run_worker(_service_settings(), name=args.name, burst=args.burst) else 1
+    parent = os.getppid() if args.stop_with_parent else None
+    return 0 if run_worker(_service_settings(), name=args.name, burst=args.burst, parent=parent) else 1
 
 
 def cmd_supervise(args: argparse.Namespace) -> int:
@@ -226,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run one worker process on the configured queue")
     worker.add_argument("--name", help="worker name (default: host.pid)")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    worker.add_argument(
+        "--stop-with-parent",
+        action="store_true",
+        help="finish the current pass and exit when the parent process is gone (what `embedq supervise` asks)",
+    )
     worker.set_defaults(run=cmd_worker)
 
     supervise = commands.add_parser("supervise", help="run N worker processes, restarting any that dies")

@@ -87,6 +87,7 @@ class EmbedWorker(PassWorker):
         facts: dict[str, str],
         stop: threading.Event,
         backoff: RedisBackoff,
+        parent: int | None = None,
         **kwargs: Any,
     ) -> None:
         lanes = lane_queues(settings.queue, kwargs["connection"], job_class=tasks.EmbedJob)
@@ -105,6 +106,7 @@ class EmbedWorker(PassWorker):
         self.settings = settings
         self.facts = facts
         self.stop, self.backoff = stop, backoff  # set by a stop request; waits while Redis refuses
+        self.parent = parent  # stop when this process (the supervisor) is gone
         self.passes = 0
         self.in_pass = False
         self.interactive, self.bulk = lanes["interactive"], lanes["bulk"]
@@ -201,6 +203,14 @@ class EmbedWorker(PassWorker):
     def on_stop_request(self) -> None:
         self.stop.set()  # cuts a wait for Redis short
 
+    def on_loop(self) -> None:
+        if self.parent is not None and os.getppid() != self.parent and not self.stop_requested:
+            self.log.warning(
+                "Worker %s: its supervisor (pid %d) is gone; stopping after this pass", self.name, self.parent
+            )
+            self.stop.set()
+            self.stop_after_this_pass()
+
     def _penalty(self, timeout: int, nested: bool) -> AbstractContextManager[Any]:
         """rq's SIGALRM timeout; none inside another pass (one alarm: a second would cancel the first)."""
         return nullcontext() if nested else self.death_penalty_class(timeout, JobTimeoutException)  # type: ignore[no-untyped-call]
@@ -286,11 +296,12 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def run_worker(settings: Settings, *, name: str | None = None, burst: bool = False) -> bool:
+def run_worker(settings: Settings, *, name: str | None = None, burst: bool = False, parent: int | None = None) -> bool:
     """Load the model, warm it up, then serve jobs until stopped (SIGTERM: finish the pass, exit).
 
     Losing Redis does not end the process: it waits for Redis to return, hands back the jobs it was
-    running, and serves again. Returns False when the loop ended on an error other than that."""
+    running, and serves again. `parent`: stop (after the pass in hand) when that process is gone.
+    Returns False when the loop ended on an error other than that."""
     name = name or default_worker_name()
     started = time.perf_counter()
     encoder = Encoder.from_settings(settings)
@@ -326,6 +337,9 @@ def run_worker(settings: Settings, *, name: str | None = None, burst: bool = Fal
     backoff = RedisBackoff(f"worker {name}", stop)
     policy_read = False
     while not stop.is_set():
+        if parent is not None and os.getppid() != parent:
+            log.warning("worker %s: its supervisor (pid %d) is gone; stopping", name, parent)
+            break
         began, worker = time.monotonic(), None
         try:
             with stop_on_signals(stop):
@@ -347,6 +361,7 @@ def run_worker(settings: Settings, *, name: str | None = None, burst: bool = Fal
                 worker_ttl=worker_ttl,
                 stop=stop,
                 backoff=backoff,
+                parent=parent,
             )
             worker.work(burst=burst, logging_level=settings.log_level)
         except RedisError as error:

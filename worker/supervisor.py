@@ -21,6 +21,7 @@ from embedq.config import Settings
 from embedq.producer.protocol import WORKER_FACTS_TTL, supervisor_key
 from embedq.worker.backoff import connect
 from embedq.worker.cli import CONFIG_ERROR_EXIT, embedq_command
+from embedq.worker.host_lock import HostLock, still_running
 from embedq.worker.local.redis_server import redis_answers
 from embedq.worker.process import worker_name_for
 from embedq.worker.recovery import bury_worker
@@ -68,7 +69,7 @@ class Supervisor:
         poll_interval: float = 0.2,
     ):
         self.settings = settings
-        self.command = list(command or embedq_command("worker"))
+        self.command = list(command or embedq_command("worker", "--stop-with-parent"))
         self.slots = [Slot(i) for i in range(workers or settings.workers)]
         self.crash_limit = crash_limit
         self.crash_window = crash_window
@@ -86,13 +87,16 @@ class Supervisor:
         self.stop_requests = 0
         self.env = settings_env(settings)
         self.connection = connect(settings.redis_url)
+        self.lock = HostLock(settings.redis_url, settings.queue)
 
     def run(self) -> int:
         """Supervise until SIGTERM/SIGINT; 0 after a clean stop, 1 if every slot crash-looped, CONFIG_ERROR_EXIT if
         every slot was given up and at least one on a configuration error."""
+        left = self.lock.acquire()  # SupervisorRunning when another supervisor holds this queue on this host
         previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-        log.info("supervisor %d: starting %d workers", os.getpid(), len(self.slots))
         try:
+            self._outlive(left)
+            log.info("supervisor %d: starting %d workers", os.getpid(), len(self.slots))
             while not self.stop_requests:
                 now = time.monotonic()
                 for slot in self.slots:
@@ -113,6 +117,7 @@ class Supervisor:
             self._stop_children()
             return 0
         finally:
+            self.lock.release()
             if redis_answers(self.settings.redis_url, timeout=0.5):  # else the facts expire: do not wait on it
                 self._redis(lambda: self.connection.delete(supervisor_key(self.name)), "remove supervisor facts")
             for sig, handler in previous.items():
@@ -130,6 +135,7 @@ class Supervisor:
         # A session of its own: Ctrl-C reaches the supervisor only, which then stops children once, in order.
         slot.process = subprocess.Popen(self.command, env=self.env, start_new_session=True)
         slot.started_at = time.monotonic()
+        self.lock.record(self._worker_pids())
         log.info("supervisor: worker slot %d started as pid %d", slot.index, slot.process.pid)
 
     def _reap(self, slot: Slot, now: float) -> None:
@@ -138,6 +144,7 @@ class Supervisor:
         code, pid = slot.process.returncode, slot.process.pid
         lived = now - slot.started_at
         slot.process = None
+        self.lock.record(self._worker_pids())
         cause = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
         self.unburied[worker_name_for(pid)] = cause
         self._bury_dead_workers()
@@ -186,6 +193,32 @@ class Supervisor:
             delay,
             self.restarts,
         )
+
+    def _worker_pids(self) -> list[int]:
+        return [slot.process.pid for slot in self.slots if slot.process is not None]
+
+    def _outlive(self, left: list[tuple[int, str]]) -> None:
+        """Workers a killed supervisor left finish their pass and stop by themselves (--stop-with-parent):
+        wait for them, so this host never runs twice the workers; kill any still running after the stop
+        grace; then hand back whatever they held."""
+        if not left:
+            return
+        log.warning(
+            "supervisor: %d workers of a previous supervisor still run (pids %s); waiting for them to finish",
+            len(left),
+            ", ".join(str(pid) for pid, _ in left),
+        )
+        deadline = time.monotonic() + self.stop_grace
+        while (alive := [pid for pid, start in left if still_running(pid, start)]) and time.monotonic() < deadline:
+            if self.stop_requests:
+                return
+            time.sleep(self.poll_interval)
+        for pid in alive:
+            log.error("supervisor: worker pid %d of a previous supervisor still busy; killing it", pid)
+            os.kill(pid, signal.SIGKILL)
+        for pid, _ in left:
+            self.unburied[worker_name_for(pid)] = "its supervisor was killed"
+        self._bury_dead_workers()
 
     def _bury_dead_workers(self) -> None:
         """Hand back the jobs of dead children; what fails (Redis away) is tried again next round."""
