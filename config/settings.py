@@ -28,6 +28,9 @@ class Settings(ClientSettings):
     max_batch_tokens: int = Field(2048, ge=64, description="padded tokens in one inference micro-batch")
     pooling: Literal["", "mean", "cls", "lasttoken"] = Field("", description="'' = read from the model directory")
     workers: int = Field(2, ge=1, le=256)
+    heartbeat_timeout: float = Field(
+        20.0, gt=2, le=300, description="seconds without a heartbeat after which the supervisor kills a worker (hung)"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="worker log level; INFO logs every job (rq), WARNING only what goes wrong"
     )

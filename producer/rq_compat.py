@@ -63,7 +63,7 @@ from rq.registry import StartedJobRegistry
 from rq.results import Result
 from rq.suspension import WORKERS_SUSPENDED
 from rq.timeouts import UnixSignalDeathPenalty
-from rq.utils import now, utcformat
+from rq.utils import now, str_to_date, utcformat
 from rq.worker import WorkerStatus
 
 from embedq.producer.protocol import MsgpackSerializer
@@ -123,6 +123,12 @@ def entry_outcome(job_id: str, entry: tuple[bytes, dict[bytes, bytes]]) -> tuple
     result = Result.restore(job_id, entry_id.decode(), fields, connection=None, serializer=MsgpackSerializer)  # type: ignore[arg-type]
     lines = [line for line in (result.exc_string or "").strip().splitlines() if line.strip()]
     return None, lines[-1] if lines else f"job ended: {result.type.name.lower()}"
+
+
+def last_heartbeat(connection: Redis, worker_name: str) -> float | None:
+    """When rq last heard from a worker (unix s), from its worker hash; None if it has no record."""
+    raw = connection.hget(SimpleWorker.redis_worker_namespace_prefix + worker_name, "last_heartbeat")
+    return str_to_date(raw).timestamp() if raw else None
 
 
 def knows_server_version(queue: Queue) -> bool:

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 from redis import Redis
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
+from embedq.producer import rq_compat
 from embedq.producer.enqueue import lane_queues
 from embedq.producer.eviction import eviction_risk
 from embedq.producer.protocol import (
@@ -18,6 +20,7 @@ from embedq.producer.protocol import (
     TIMING_BUCKETS_MS,
     TIMINGS,
     WORKER_KEY_PATTERN,
+    claimed_key,
     metrics_key,
     timing_field,
     timing_sum_field,
@@ -34,6 +37,9 @@ def read_numbers(connection: Redis, key: str) -> dict[str, float]:
     return {as_text(k): float(v) for k, v in connection.hgetall(key).items()}
 
 
+SILENT_AFTER = 45  # seconds without rq's heartbeat (every 15 s, none during a pass) that stats points out
+
+
 def process_facts(connection: Redis, pattern: str, queue: str) -> list[dict[str, str]]:
     """The facts hashes under `pattern` of the processes serving `queue`."""
     found = []
@@ -42,6 +48,15 @@ def process_facts(connection: Redis, pattern: str, queue: str) -> list[dict[str,
         if facts.get("queue") == queue:
             found.append({"name": as_text(key).split(":", 2)[2], **facts})
     return found
+
+
+def with_silence(connection: Redis, workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each worker's facts plus how long rq has not heard from it and how many jobs its pass holds."""
+    for worker in workers:
+        heard = rq_compat.last_heartbeat(connection, worker["name"])
+        worker["silent_seconds"] = round(time.time() - heard, 1) if heard else None
+        worker["holding"] = int(connection.scard(claimed_key(worker["name"])))
+    return workers
 
 
 def histogram(fields: dict[str, float], lane: str, timing: str) -> tuple[list[tuple[float, float]], float]:
@@ -97,7 +112,7 @@ def collect_stats(connection: Redis, queue: str) -> dict[str, Any]:
         "queued": sum(lanes[lane]["queued"] for lane in LANES),
         "running": sum(lanes[lane]["running"] for lane in LANES),
         "failed": sum(lanes[lane]["failed"] for lane in LANES),
-        "workers": process_facts(connection, WORKER_KEY_PATTERN, queue),
+        "workers": with_silence(connection, process_facts(connection, WORKER_KEY_PATTERN, queue)),
         "supervisors": process_facts(connection, SUPERVISOR_KEY_PATTERN, queue),
         "counters": totals,
         "lanes": lanes,
@@ -112,9 +127,15 @@ def format_stats(stats: dict[str, Any]) -> str:
         f"workers alive: {len(stats['workers'])}",
     ]
     for worker in stats["workers"]:
+        silent = worker.get("silent_seconds") or 0
         lines.append(
             f"  {worker['name']}  model={worker.get('model')} dim={worker.get('dim')} "
             f"providers={worker.get('providers')} threads={worker.get('threads')} jobs_done={worker.get('jobs_done')}"
+            + (
+                f"  SILENT for {silent:.0f} s (hung, or in a long pass), holding {worker.get('holding')} jobs"
+                if silent > SILENT_AFTER
+                else ""
+            )
         )
     for supervisor in stats["supervisors"]:
         lines.append(

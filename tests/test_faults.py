@@ -305,3 +305,18 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_a_hung_worker_is_killed_and_its_jobs_finish_elsewhere_within_60_s(redis_url, model_dir, tmp_path):
+    settings = make_settings(redis_url, model_dir, retries=2, job_timeout=60, heartbeat_timeout=3)
+    with LocalService(settings, workers=2, log_path=tmp_path / "supervisor.log") as service:
+        client, connection = service.client, service.client.connection
+        job_ids = client.submit_many([[LONG] * 48 for _ in range(6)])
+        pid = wait_until_started(connection, job_ids[0])
+        os.kill(pid, signal.SIGSTOP)  # it holds its pass and never says so
+        stopped = time.monotonic()
+        results = client.wait_many(job_ids, timeout=60)
+        assert time.monotonic() - stopped < 60
+        assert not any(result.worker.endswith(f".{pid}") for result in results)
+        assert f"(pid {pid}) is hung: no heartbeat for" in service.output()
+        assert not alive(pid)

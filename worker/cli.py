@@ -41,7 +41,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from embedq.worker.process import run_worker
 
     parent = os.getppid() if args.stop_with_parent else None
-    return 0 if run_worker(_service_settings(), name=args.name, burst=args.burst, parent=parent) else 1
+    beat = Path(args.beat_file) if args.beat_file else None
+    return 0 if run_worker(_service_settings(), name=args.name, burst=args.burst, parent=parent, beat=beat) else 1
 
 
 def cmd_supervise(args: argparse.Namespace) -> int:
@@ -233,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="finish the current pass and exit when the parent process is gone (what `embedq supervise` asks)",
     )
+    worker.add_argument("--beat-file", help="keep this heartbeat file for the supervisor's hung-worker watch")
     worker.set_defaults(run=cmd_worker)
 
     supervise = commands.add_parser("supervise", help="run N worker processes, restarting any that dies")

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from redis import Redis
@@ -49,6 +50,7 @@ from embedq.worker.local.redis_server import redis_answers
 from embedq.worker.model.encoder import Encoded, Encoder
 from embedq.worker.queue_claim import claim_queue, refresh_claim
 from embedq.worker.recovery import bury_worker
+from embedq.worker.watchdog import Beat
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,7 @@ class EmbedWorker(PassWorker):
         stop: threading.Event,
         backoff: RedisBackoff,
         parent: int | None = None,
+        beat: Beat | None = None,
         **kwargs: Any,
     ) -> None:
         lanes = lane_queues(settings.queue, kwargs["connection"], job_class=tasks.EmbedJob)
@@ -107,6 +110,7 @@ class EmbedWorker(PassWorker):
         self.facts = facts
         self.stop, self.backoff = stop, backoff  # set by a stop request; waits while Redis refuses
         self.parent = parent  # stop when this process (the supervisor) is gone
+        self.beat = beat  # tells the supervisor when a pass runs, and under what timeout
         self.passes = 0
         self.in_pass = False
         self.interactive, self.bulk = lanes["interactive"], lanes["bulk"]
@@ -131,6 +135,8 @@ class EmbedWorker(PassWorker):
         between = self._serve_interactive if lane == "bulk" else None
         timeout = int(max(job.timeout or Queue.DEFAULT_TIMEOUT for job, _ in ready))
         nested, self.in_pass = self.in_pass, True  # inside a bulk pass, its timeout alone runs
+        if self.beat is not None and not nested:
+            self.beat.passing(timeout)
         started = time.perf_counter()
         outcomes: list[Encoded | Any]
         try:
@@ -145,6 +151,8 @@ class EmbedWorker(PassWorker):
             outcomes = [failure] if len(ready) == 1 else [self._encode_alone(r, timeout, nested) for _, r in ready]
         finally:
             self.in_pass = nested
+            if self.beat is not None and not nested:
+                self.beat.idle()
         infer_ms = (time.perf_counter() - started) * 1000
         done, timings = [], []
         for (job, request), outcome in zip(ready, outcomes):
@@ -296,13 +304,22 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def run_worker(settings: Settings, *, name: str | None = None, burst: bool = False, parent: int | None = None) -> bool:
+def run_worker(
+    settings: Settings,
+    *,
+    name: str | None = None,
+    burst: bool = False,
+    parent: int | None = None,
+    beat: Path | None = None,
+) -> bool:
     """Load the model, warm it up, then serve jobs until stopped (SIGTERM: finish the pass, exit).
 
     Losing Redis does not end the process: it waits for Redis to return, hands back the jobs it was
-    running, and serves again. `parent`: stop (after the pass in hand) when that process is gone.
-    Returns False when the loop ended on an error other than that."""
+    running, and serves again. `parent`: stop (after the pass in hand) when that process is gone;
+    `beat`: a heartbeat file for the supervisor's watchdog. Returns False when the loop ended on an error
+    other than that."""
     name = name or default_worker_name()
+    beating = Beat(beat) if beat else None  # before the model loads: a slow load is not a hang
     started = time.perf_counter()
     encoder = Encoder.from_settings(settings)
     encoder.encode(["warm-up"])  # the first run optimizes the graph and allocates; keep that off the first job
@@ -362,6 +379,7 @@ def run_worker(settings: Settings, *, name: str | None = None, burst: bool = Fal
                 stop=stop,
                 backoff=backoff,
                 parent=parent,
+                beat=beating,
             )
             worker.work(burst=burst, logging_level=settings.log_level)
         except RedisError as error:

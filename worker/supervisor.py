@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
@@ -25,6 +28,7 @@ from embedq.worker.host_lock import HostLock, still_running
 from embedq.worker.local.redis_server import redis_answers
 from embedq.worker.process import worker_name_for
 from embedq.worker.recovery import bury_worker
+from embedq.worker.watchdog import hung
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -38,6 +42,8 @@ class Slot:
     index: int
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
+    started_wall: float = 0.0  # unix time, for the beat file's clock
+    hung: str = ""  # why the watchdog killed the process filling it
     next_start: float = 0.0
     crashes: deque[float] = field(default_factory=deque)
     quick_crashes: int = 0
@@ -70,6 +76,7 @@ class Supervisor:
     ):
         self.settings = settings
         self.command = list(command or embedq_command("worker", "--stop-with-parent"))
+        self.beats = Path(tempfile.mkdtemp(prefix="embedq-beats-")) if command is None else None  # hung-worker watch
         self.slots = [Slot(i) for i in range(workers or settings.workers)]
         self.crash_limit = crash_limit
         self.crash_window = crash_window
@@ -100,6 +107,7 @@ class Supervisor:
             while not self.stop_requests:
                 now = time.monotonic()
                 for slot in self.slots:
+                    self._watch(slot)
                     self._reap(slot, now)
                     if not slot.given_up and slot.process is None and now >= slot.next_start:
                         self._start(slot)
@@ -118,6 +126,8 @@ class Supervisor:
             return 0
         finally:
             self.lock.release()
+            if self.beats:
+                shutil.rmtree(self.beats, ignore_errors=True)
             if redis_answers(self.settings.redis_url, timeout=0.5):  # else the facts expire: do not wait on it
                 self._redis(lambda: self.connection.delete(supervisor_key(self.name)), "remove supervisor facts")
             for sig, handler in previous.items():
@@ -131,12 +141,32 @@ class Supervisor:
             log.warning("supervisor: second stop request; interrupting current jobs")
             self._signal_children(signal.SIGTERM)
 
+    def _beat_file(self, slot: Slot) -> Path | None:
+        return self.beats / f"slot-{slot.index}" if self.beats else None
+
     def _start(self, slot: Slot) -> None:
+        beat = self._beat_file(slot)
+        command = [*self.command, "--beat-file", str(beat)] if beat else self.command
+        if beat:
+            beat.unlink(missing_ok=True)  # the previous process's beats are not this one's
         # A session of its own: Ctrl-C reaches the supervisor only, which then stops children once, in order.
-        slot.process = subprocess.Popen(self.command, env=self.env, start_new_session=True)
-        slot.started_at = time.monotonic()
+        slot.process = subprocess.Popen(command, env=self.env, start_new_session=True)
+        slot.started_at, slot.started_wall, slot.hung = time.monotonic(), time.time(), ""
         self.lock.record(self._worker_pids())
         log.info("supervisor: worker slot %d started as pid %d", slot.index, slot.process.pid)
+
+    def _watch(self, slot: Slot) -> None:
+        """Kill a worker that is hung (worker/watchdog.py); _reap then hands its jobs back and restarts it."""
+        beat = self._beat_file(slot)
+        if beat is None or slot.process is None or slot.hung or slot.process.poll() is not None:
+            return
+        reason = hung(beat, slot.started_wall, self.settings.heartbeat_timeout)
+        if reason:
+            slot.hung = reason
+            log.error(
+                "supervisor: worker slot %d (pid %d) is hung: %s; killing it", slot.index, slot.process.pid, reason
+            )
+            slot.process.kill()
 
     def _reap(self, slot: Slot, now: float) -> None:
         if slot.process is None or slot.process.poll() is None:
@@ -146,6 +176,8 @@ class Supervisor:
         slot.process = None
         self.lock.record(self._worker_pids())
         cause = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        if slot.hung:
+            cause = f"hung ({slot.hung}), killed"
         self.unburied[worker_name_for(pid)] = cause
         self._bury_dead_workers()
         if code == 0:  # a warm stop asked of the worker itself (SIGTERM): not a crash; fill the slot again
