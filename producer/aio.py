@@ -18,11 +18,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from embedq.producer import rq_compat
 from embedq.producer.client import CONNECT_TIMEOUT, SOCKET_TIMEOUT
 from embedq.producer.enqueue import SCRIPT_LOAD, EnqueuePlan, lane_queues, plan_submit
-from embedq.producer.errors import QueueUnavailable
 from embedq.producer.protocol import (
     EmbedResult,
     Priority,
 )
+from embedq.producer.redis_failures import misconfigured, unreachable
 from embedq.producer.settings import ClientSettings, client_settings, redact_url
 from embedq.producer.stats import collect_stats
 from embedq.producer.waiting import (
@@ -113,7 +113,7 @@ class AsyncEmbedClient:
             try:
                 version = (await self.connection.info("server"))["redis_version"]
             except (RedisConnectionError, RedisTimeoutError) as error:
-                raise Outage(error, redact_url(self.settings.redis_url)).unavailable() from None
+                raise unreachable(error, self.settings.redis_url) from None
             for queue in self._lanes.values():
                 rq_compat.set_server_version(queue, version)
         return plan_submit(self._lanes, self.settings, batches, **options)
@@ -158,7 +158,7 @@ class AsyncEmbedClient:
         try:
             return await asyncio.to_thread(collect_stats, self._sync, self.settings.queue)
         except (RedisConnectionError, RedisTimeoutError) as error:
-            raise QueueUnavailable(f"Redis at {redact_url(self.settings.redis_url)} did not answer: {error}") from None
+            raise unreachable(error, self.settings.redis_url) from None
 
     async def _run(self, steps: Steps[T]) -> T:
         reply: Any = None
@@ -179,6 +179,8 @@ class AsyncEmbedClient:
             if any(isinstance(reply, NoScriptError) for reply in replies):  # Redis restarted since: load, again
                 replies = (await self._send([SCRIPT_LOAD, *send.commands]))[1:]
         except (RedisConnectionError, RedisTimeoutError) as error:
+            if named := misconfigured(error, self.settings.redis_url):
+                raise named from None  # not an outage to wait out
             return Outage(error, redact_url(self.settings.redis_url))
         if any(isinstance(reply, OutOfMemoryError) for reply in replies):  # refused at its first write: none ran
             raise out_of_memory(await self._memory())

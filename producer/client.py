@@ -14,11 +14,11 @@ from redis.exceptions import NoScriptError, OutOfMemoryError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from embedq.producer.enqueue import SCRIPT_LOAD, EnqueuePlan, lane_queues, plan_submit
-from embedq.producer.errors import QueueUnavailable
 from embedq.producer.protocol import (
     EmbedResult,
     Priority,
 )
+from embedq.producer.redis_failures import misconfigured, unreachable
 from embedq.producer.settings import ClientSettings, client_settings, redact_url
 from embedq.producer.stats import collect_stats
 from embedq.producer.waiting import (
@@ -148,7 +148,7 @@ class EmbedClient:
         try:
             yield
         except (RedisConnectionError, RedisTimeoutError) as error:
-            raise QueueUnavailable(f"Redis at {redact_url(self.settings.redis_url)} did not answer: {error}") from None
+            raise unreachable(error, self.settings.redis_url) from None
 
     def _run(self, steps: Steps[T]) -> T:
         return run_steps(steps, self._execute, time.sleep)
@@ -159,6 +159,8 @@ class EmbedClient:
             if any(isinstance(reply, NoScriptError) for reply in replies):  # Redis restarted since: load, again
                 replies = self._send([SCRIPT_LOAD, *send.commands])[1:]
         except (RedisConnectionError, RedisTimeoutError) as error:
+            if named := misconfigured(error, self.settings.redis_url):
+                raise named from None  # not an outage to wait out
             return Outage(error, redact_url(self.settings.redis_url))
         if any(isinstance(reply, OutOfMemoryError) for reply in replies):  # refused at its first write: none ran
             raise out_of_memory(self._memory())

@@ -9,6 +9,16 @@ class InvalidSettings(EmbedqError, ValueError):
     """A setting (EMBEDQ_* variable, .env file or argument) has a value embedq cannot run with."""
 
 
+class RedisAuthFailed(InvalidSettings):
+    """Redis refused the credentials in REDIS_URL (wrong password, unknown or disabled ACL user): a setting
+    to fix, not an outage to wait out."""
+
+
+class RedisTLSFailed(InvalidSettings):
+    """The TLS handshake with Redis failed (its certificate not verified against ssl_ca_certs, or the
+    client certificate missing or refused): a setting to fix, not an outage."""
+
+
 class InvalidInput(EmbedqError, ValueError):
     """A request breaks the job schema or a configured limit; nothing was enqueued."""
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Self
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -12,6 +13,8 @@ from embedq.producer.errors import InvalidSettings
 from embedq.producer.protocol import Limits
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+# redis-py's TLS parameters of a rediss:// URL that name files: checked when the settings load
+TLS_FILES = {"ssl_ca_certs": "CA certificate", "ssl_certfile": "client certificate", "ssl_keyfile": "client key"}
 
 
 class ClientSettings(BaseSettings):
@@ -59,7 +62,10 @@ class ClientSettings(BaseSettings):
     @classmethod
     def _known_scheme(cls, url: str) -> str:
         if not url.startswith(REDIS_SCHEMES):
-            raise ValueError(f"must start with one of {', '.join(REDIS_SCHEMES)}, got {url!r}")
+            raise ValueError(f"must start with one of {', '.join(REDIS_SCHEMES)}, got {redact_url(url)!r}")
+        for name, values in parse_qs(urlsplit(url).query).items():
+            if name in TLS_FILES and not Path(values[-1]).is_file():
+                raise ValueError(f"{name}={values[-1]} names no readable file (the TLS {TLS_FILES[name]})")
         return url
 
 
@@ -71,11 +77,13 @@ def client_settings(redis_url: str | None, queue: str | None, settings: ClientSe
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password replaced, for logs and error messages."""
+    """The URL with its password (in user:password@ or a password= parameter) replaced, for logs and errors."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    if parts.password is not None:
+        user = parts.username or ""
+        host = parts.hostname or ""
+        parts = parts._replace(netloc=f"{user}:***@{host}" + (f":{parts.port}" if parts.port else ""))
+    if "password" in parse_qs(parts.query):
+        query = [(name, "***" if name == "password" else value) for name, value in parse_qsl(parts.query)]
+        parts = parts._replace(query=urlencode(query, safe="*/"))
+    return urlunsplit(parts)

@@ -43,6 +43,7 @@ from embedq.producer.protocol import (
     timings_key,
     worker_key,
 )
+from embedq.producer.redis_failures import misconfigured
 from embedq.producer.rq_compat import Claim, Done, PassWorker
 from embedq.worker import tasks
 from embedq.worker.backoff import RedisBackoff, connect
@@ -383,6 +384,8 @@ def run_worker(
             )
             worker.work(burst=burst, logging_level=settings.log_level)
         except RedisError as error:
+            if named := misconfigured(error, settings.redis_url):
+                raise named from None  # a setting to fix (exit 2), not an outage to wait out
             if time.monotonic() - began > RESET_AFTER:
                 backoff.reset()  # it served a while: this is a new outage, not the same one
             with stop_on_signals(stop):

@@ -15,7 +15,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from starlette.types import Receive, Send
 
-from embedq.producer.errors import InvalidInput, JobFailed, JobTimeout, QueueFull, QueueUnavailable
+from embedq.producer.errors import InvalidInput, InvalidSettings, JobFailed, JobTimeout, QueueFull, QueueUnavailable
 from embedq.producer.gateway.fleet import Fleet, ServedModel, cancel_queued
 from embedq.producer.gateway.openai_shape import (
     RETRY_AFTER,
@@ -101,6 +101,8 @@ class EmbeddingsEndpoint:
             ) from None
         except QueueUnavailable as error:
             raise unavailable(error) from None
+        except InvalidSettings as error:  # Redis refused this gateway's credentials or TLS: its operator's to fix
+            raise OpenAIError(503, f"the gateway cannot use Redis: {error}", type="server_error") from None
         except JobTimeout:
             raise OpenAIError(
                 504, f"the jobs did not finish within {timeout:g} s", type="server_error", code="timeout"
