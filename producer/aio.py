@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import numpy as np
-from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, OutOfMemoryError, RedisError
@@ -17,6 +16,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from embedq.producer import rq_compat
 from embedq.producer.client import CONNECT_TIMEOUT, SOCKET_TIMEOUT
+from embedq.producer.connection import async_redis, sync_redis
 from embedq.producer.enqueue import SCRIPT_LOAD, EnqueuePlan, lane_queues, plan_submit
 from embedq.producer.protocol import (
     EmbedResult,
@@ -54,12 +54,12 @@ class AsyncEmbedClient:
         connection: AsyncRedis | None = None,
     ):
         self.settings = client_settings(redis_url, queue, settings)
-        self.connection = connection or AsyncRedis.from_url(
-            self.settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT
+        self.connection = connection or async_redis(
+            self.settings, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT
         )
         # rq builds the jobs exactly as its own enqueue would; this client never sends through it
         # (only stats(), in a thread, reads with it).
-        self._sync = Redis.from_url(self.settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT)
+        self._sync = sync_redis(self.settings, socket_connect_timeout=CONNECT_TIMEOUT)
         self._lanes = lane_queues(self.settings.queue, self._sync)
         self.limits = self.settings.limits
 

@@ -13,6 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, OutOfMemoryError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from embedq.producer.connection import sync_redis
 from embedq.producer.enqueue import SCRIPT_LOAD, EnqueuePlan, lane_queues, plan_submit
 from embedq.producer.protocol import (
     EmbedResult,
@@ -53,8 +54,8 @@ class EmbedClient:
         connection: Redis | None = None,
     ):
         self.settings = client_settings(redis_url, queue, settings)
-        self.connection = connection or Redis.from_url(
-            self.settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT
+        self.connection = connection or sync_redis(
+            self.settings, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT
         )
         self.lanes = lane_queues(self.settings.queue, self.connection)
         self.limits = self.settings.limits

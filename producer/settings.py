@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Self
+from typing import Annotated, Any, Self
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from embedq.producer.errors import InvalidSettings
 from embedq.producer.protocol import Limits
@@ -35,6 +35,12 @@ class ClientSettings(BaseSettings):
     result_ttl: int = Field(3600, ge=1, description="seconds a result is kept")
     job_timeout: int = Field(120, ge=1, description="seconds one job may run before it is stopped")
     retries: int = Field(2, ge=0, le=20, description="re-runs of a job whose worker died or that failed")
+    redis_sentinels: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="host:port of Redis Sentinels, comma-separated: connect to the primary they name (and follow "
+        "failovers); REDIS_URL then gives only user, password, database and TLS parameters",
+    )
+    redis_sentinel_master: str = Field("mymaster", min_length=1, description="the primary's name in Sentinel")
     require_noeviction: bool = Field(
         False,
         description="refuse to run (worker, `embedq stats`, gateway readiness) on a Redis whose maxmemory-policy "
@@ -57,6 +63,17 @@ class ClientSettings(BaseSettings):
     def limits(self) -> Limits:
         """The request limits, as the client checks them and the worker checks them again."""
         return Limits(self.max_texts_per_job, self.max_chars_per_text)
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _sentinel_addresses(cls, value: object) -> tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+        addresses = tuple(str(item).strip() for item in items if str(item).strip())
+        for address in addresses:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"expected host:port entries, comma-separated, got {address!r}")
+        return addresses
 
     @field_validator("redis_url")
     @classmethod

@@ -13,6 +13,9 @@ from redis import Redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
+from embedq.producer.connection import sync_redis
+from embedq.producer.settings import ClientSettings
+
 log = logging.getLogger(__name__)
 
 FIRST_WAIT = 0.5  # seconds; doubling up to MAX_WAIT
@@ -24,11 +27,11 @@ LOG_EVERY_AT_CAP = 60.0  # seconds between repeats of the same complaint once th
 CALL_TIMEOUT = 3.0
 
 
-def connect(url: str) -> Redis:
+def connect(settings: ClientSettings) -> Redis:
     """A connection for a process that runs for days: every call bounded, one immediate retry (this
     module's backoff, not redis-py's, waits out longer trouble)."""
-    return Redis.from_url(
-        url,
+    return sync_redis(
+        settings,
         socket_connect_timeout=CALL_TIMEOUT,
         socket_timeout=CALL_TIMEOUT,
         retry=Retry(NoBackoff(), 1),

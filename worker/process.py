@@ -337,7 +337,7 @@ def run_worker(
         ",".join(encoder.providers),
         threads,
     )
-    connection = connect(settings.redis_url)
+    connection = connect(settings)
     facts = {
         "pid": str(os.getpid()),
         "queue": settings.queue,

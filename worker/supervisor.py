@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from redis.exceptions import RedisError
 
 from embedq.config import Settings
+from embedq.producer.connection import sync_redis
 from embedq.producer.protocol import WORKER_FACTS_TTL, supervisor_key
 from embedq.worker.backoff import connect
 from embedq.worker.cli import CONFIG_ERROR_EXIT, embedq_command
@@ -93,7 +94,7 @@ class Supervisor:
         self.facts_refreshed = 0.0
         self.stop_requests = 0
         self.env = settings_env(settings)
-        self.connection = connect(settings.redis_url)
+        self.connection = connect(settings)
         self.lock = HostLock(settings.redis_url, settings.queue)
 
     def run(self) -> int:
@@ -128,7 +129,8 @@ class Supervisor:
             self.lock.release()
             if self.beats:
                 shutil.rmtree(self.beats, ignore_errors=True)
-            if redis_answers(self.settings.redis_url, timeout=0.5):  # else the facts expire: do not wait on it
+            probe = sync_redis(self.settings, socket_connect_timeout=0.5, socket_timeout=0.5)
+            if redis_answers(probe):  # else the facts expire: do not wait on a Redis that hangs
                 self._redis(lambda: self.connection.delete(supervisor_key(self.name)), "remove supervisor facts")
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

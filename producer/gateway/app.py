@@ -15,11 +15,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
-from redis import Redis
-from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from embedq.producer.connection import async_redis, sync_redis
 from embedq.producer.eviction import enforce, eviction_risk
 from embedq.producer.gateway.embeddings import EmbeddingsEndpoint
 from embedq.producer.gateway.fleet import Fleet
@@ -118,8 +117,8 @@ class Gate:
 
 
 def create_app(settings: GatewaySettings) -> Gate:
-    connection = AsyncRedis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
-    sync = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
+    connection = async_redis(settings, socket_connect_timeout=2, socket_timeout=10)
+    sync = sync_redis(settings, socket_connect_timeout=2, socket_timeout=10)
     fleet = Fleet(settings, connection)
     metrics, requests, abandoned = registry(sync)
     board = StatusBoard(sync)  # redis-py's client is thread-safe: /metrics and the sampler share it

@@ -1,0 +1,49 @@
+"""Every Redis client embedq makes, in one place: from REDIS_URL, or, when REDIS_SENTINELS is set, through
+Redis Sentinel (redis-py's), which finds the current primary and finds it again after a failover. The
+URL then still gives the user, password, database and TLS parameters; its host and port are not used."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.connection import SSLConnection, parse_url
+from redis.sentinel import Sentinel
+
+from embedq.producer.settings import ClientSettings
+
+
+def _through_sentinel(settings: ClientSettings) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    """The sentinels' addresses, and the primary's connection options from REDIS_URL."""
+    addresses = []
+    for entry in settings.redis_sentinels:
+        host, _, port = entry.rpartition(":")
+        addresses.append((host, int(port)))
+    options: dict[str, Any] = parse_url(settings.redis_url)  # type: ignore[no-untyped-call]
+    for unused in ("host", "port", "path"):
+        options.pop(unused, None)
+    if options.pop("connection_class", None) is SSLConnection:
+        options["ssl"] = True  # redis-py's sentinel pool then makes TLS connections
+    return addresses, options
+
+
+def sync_redis(settings: ClientSettings, **options: Any) -> Redis:
+    """A client for `settings`' Redis (its primary, through Sentinel when configured)."""
+    if not settings.redis_sentinels:
+        return Redis.from_url(settings.redis_url, **options)
+    addresses, primary = _through_sentinel(settings)
+    timeouts = {key: value for key, value in options.items() if key.startswith("socket_")}
+    sentinel = Sentinel(addresses, sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
+    return sentinel.master_for(settings.redis_sentinel_master, **primary, **options)  # type: ignore[no-any-return,no-untyped-call]
+
+
+def async_redis(settings: ClientSettings, **options: Any) -> AsyncRedis:
+    """As sync_redis, on redis.asyncio."""
+    if not settings.redis_sentinels:
+        return AsyncRedis.from_url(settings.redis_url, **options)
+    addresses, primary = _through_sentinel(settings)
+    timeouts = {key: value for key, value in options.items() if key.startswith("socket_")}
+    sentinel = AsyncSentinel(addresses, sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
+    return sentinel.master_for(settings.redis_sentinel_master, **primary, **options)  # type: ignore[no-any-return]
