@@ -297,6 +297,46 @@ def aof_section(aof: dict[str, Any]) -> list[str]:
     ]
 
 
+def soak_section(soak: dict[str, Any]) -> list[str]:
+    steady = [sample for sample in soak["samples"] if sample["minute"] >= min(2.0, soak["minutes"] / 2)]
+    first, last = steady[0], steady[-1]
+    outcomes = soak["outcomes"]
+    lost = sum(count for name, count in outcomes.items() if name not in ("ok", "doubled", "wrong"))
+    patterns = sorted({*first["keys_without_ttl"], *last["keys_without_ttl"]})
+    grew = [
+        f"{name} {first['keys_without_ttl'].get(name, 0)} → {last['keys_without_ttl'].get(name, 0)}"
+        for name in patterns
+        if last["keys_without_ttl"].get(name, 0) > first["keys_without_ttl"].get(name, 0)
+    ]
+    rows = [
+        ("worker B's RSS (never killed), MB", "watched_rss_mb", ".0f"),
+        ("Redis connected clients", "redis_clients", "d"),
+        ("Redis used memory, MB", "redis_used_mb", ".1f"),
+        ("threads of supervisors + workers", "threads", "d"),
+        ("open files of supervisors + workers", "fds", "d"),
+    ]
+    return [
+        "## Soak — `./dev bench soak` (bench/soak.py)",
+        "",
+        f"Measured by {stamp(soak)}. {soak['minutes']:.0f} minutes, two queues (A: 2 workers, B: 1 worker, each",
+        "under its own supervisor) on one redis-server with AOF, ~40 jobs/s of single texts and 1 in 20 of 64 texts,",
+        "`RESULT_TTL` 60 s. Faults: " + "; ".join(soak["events"]) + ".",
+        "",
+        f"**{soak['jobs']:,} jobs acknowledged: {outcomes.get('ok', 0):,} finished with the right vectors, {lost} lost,"
+        f" {outcomes.get('doubled', 0)} written twice** ({soak['refused_submits']} submits refused while Redis"
+        f" restarted, not acknowledged); the SIGSTOPped worker was "
+        + ("killed by the supervisor's watchdog." if soak["hung_worker_killed"] else "NOT killed."),
+        "",
+        f"| measure | minute {first['minute']:.1f} | minute {last['minute']:.1f} |",
+        "| --- | ---: | ---: |",
+        *(f"| {label} | {first[key]:{spec}} | {last[key]:{spec}} |" for label, key, spec in rows),
+        "",
+        f"Worker RSS {soak['watched_rss_growth']:.3f}× from minute {first['minute']:.1f} to the end (goal ≤ 1.1×). Keys"
+        " without a TTL whose count grew: " + (", ".join(grew) or "none") + " (queued and running jobs' hashes"
+        " have no TTL until they end; every other such key is one per queue or per process).",
+    ]
+
+
 def rss_table(rows: list[dict[str, Any]], label: str, unit: str, count: int) -> list[str]:
     """RSS after the first 100 and after all `count` calls or jobs, one row each, with the growth."""
     lines = [f"| {label} | RSS after 100 {unit} | after {count:,} {unit} | growth |", "| --- | ---: | ---: | ---: |"]
@@ -572,7 +612,7 @@ def readme_block(
 def main() -> int:
     run, quality, memory, fleet = load("run"), load("quality"), load("memory"), load("fleet")
     peer, lanes, export, int8 = load("celery_peer"), load("lanes"), load("export"), load("int8")
-    gateway, infinity, aof = load("gateway"), load("infinity_peer"), load("aof_loss")
+    gateway, infinity, aof, soak = load("gateway"), load("infinity_peer"), load("aof_loss"), load("soak")
     page = [
         "# Benchmarks",
         "",
@@ -591,6 +631,7 @@ def main() -> int:
         infinity and infinity_section(infinity),
         peer and celery_section(peer),
         aof and aof_section(aof),
+        soak and soak_section(soak),
         memory and memory_section(memory),
     )
     for section in sections:

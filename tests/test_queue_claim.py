@@ -84,6 +84,7 @@ def test_a_worker_of_another_model_is_refused_with_both_models_named(serving, ot
 
 def test_the_supervisor_reports_a_refused_worker_and_does_not_restart_it(serving, other_model, tmp_path):
     env = settings_env(serving.settings.model_copy(update={"model_dir": other_model, "workers": 2}))
+    env["TMPDIR"] = str(tmp_path)  # its own host lock: as a supervisor on another machine would be
     run = subprocess.run(
         [*embedq_command("supervise", "--workers", "2")], env=env, capture_output=True, text=True, timeout=240
     )
