@@ -26,6 +26,7 @@ from typing import Any
 
 from benchlib import save, short_queries
 from redis import Redis
+from redis.exceptions import RedisError
 
 from embedq import EmbedClient, EmbedqError
 from embedq.config import Settings
@@ -44,6 +45,16 @@ def proc(pid: int, what: str) -> int:
     field = {"threads": "Threads:", "rss_kb": "VmRSS:"}[what]
     line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith(field))
     return int(line.split()[1])
+
+
+def wait_until_loaded(connection: Redis) -> None:
+    """Until Redis has read its AOF back and answers."""
+    while True:
+        try:
+            connection.ping()
+            return
+        except RedisError:
+            time.sleep(0.1)
 
 
 def keys_without_ttl(connection: Redis) -> dict[str, int]:
@@ -131,11 +142,12 @@ def main() -> int:
                 assert server.process is not None
                 server.process.wait(timeout=60)
                 server.start()
+                wait_until_loaded(admin)
                 events.append(f"{elapsed:.0f} s: Redis SHUTDOWN and started again (AOF)")
                 restarted_once = True
             if elapsed >= next_sample:
-                pids = [*supervisors, *(int(w["pid"]) for s in (service_a, service_b) for w in s.live_workers())]
                 try:
+                    pids = [*supervisors, *(int(w["pid"]) for s in (service_a, service_b) for w in s.live_workers())]
                     info = admin.info()
                     samples.append(
                         {
@@ -150,7 +162,7 @@ def main() -> int:
                         }
                     )
                     print(f"  {samples[-1]}", flush=True)
-                except (EmbedqError, OSError, StopIteration, Exception) as error:  # mid-restart: skip
+                except (EmbedqError, RedisError, OSError, StopIteration) as error:  # a process mid-restart: skip
                     print(f"  sample skipped: {type(error).__name__}", flush=True)
                 next_sample += SAMPLE_EVERY
             time.sleep(1)
