@@ -61,7 +61,8 @@ def test_evicted_jobs_are_reported_lost_and_the_policy_is_named(evicting_redis, 
         lost = [text for text in outcomes if text != "finished"]
         assert 0 < len(lost) < len(job_ids)
         assert all("maxmemory-policy other than noeviction" in text for text in lost)
-        assert "records are gone from Redis" in lost[0]
+        # which keys LRU sampling evicts varies: a job's hash ("records are gone"), or its lane's list ("in no queue")
+        assert all("records are gone from Redis" in text or "is queued but in no queue" in text for text in lost)
 
         stats = run(service.settings, "stats")
         assert stats.returncode == 0 and "WARNING: Redis' maxmemory-policy is allkeys-lru" in stats.stdout
