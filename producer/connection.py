@@ -15,35 +15,35 @@ from redis.sentinel import Sentinel
 from embedq.producer.settings import ClientSettings
 
 
-def _through_sentinel(settings: ClientSettings) -> tuple[list[tuple[str, int]], dict[str, Any]]:
-    """The sentinels' addresses, and the primary's connection options from REDIS_URL."""
+def _through_sentinel(settings: ClientSettings, options: dict[str, Any]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """The sentinels' addresses, the options for talking to them (the caller's timeouts), and the primary's
+    connection options (REDIS_URL's, then the caller's)."""
     addresses = []
     for entry in settings.redis_sentinels:
         host, _, port = entry.rpartition(":")
         addresses.append((host, int(port)))
-    options: dict[str, Any] = parse_url(settings.redis_url)  # type: ignore[no-untyped-call]
+    primary: dict[str, Any] = parse_url(settings.redis_url)  # type: ignore[no-untyped-call]
     for unused in ("host", "port", "path"):
-        options.pop(unused, None)
-    if options.pop("connection_class", None) is SSLConnection:
-        options["ssl"] = True  # redis-py's sentinel pool then makes TLS connections
-    return addresses, options
+        primary.pop(unused, None)
+    if primary.pop("connection_class", None) is SSLConnection:
+        primary["ssl"] = True  # redis-py's sentinel pool then makes TLS connections
+    timeouts = {key: value for key, value in options.items() if key.startswith("socket_")}
+    return addresses, timeouts, {**primary, **options}
 
 
 def sync_redis(settings: ClientSettings, **options: Any) -> Redis:
     """A client for `settings`' Redis (its primary, through Sentinel when configured)."""
     if not settings.redis_sentinels:
         return Redis.from_url(settings.redis_url, **options)
-    addresses, primary = _through_sentinel(settings)
-    timeouts = {key: value for key, value in options.items() if key.startswith("socket_")}
+    addresses, timeouts, primary = _through_sentinel(settings, options)
     sentinel = Sentinel(addresses, sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
-    return sentinel.master_for(settings.redis_sentinel_master, **primary, **options)  # type: ignore[no-any-return,no-untyped-call]
+    return sentinel.master_for(settings.redis_sentinel_master, **primary)  # type: ignore[no-any-return,no-untyped-call]
 
 
 def async_redis(settings: ClientSettings, **options: Any) -> AsyncRedis:
     """As sync_redis, on redis.asyncio."""
     if not settings.redis_sentinels:
         return AsyncRedis.from_url(settings.redis_url, **options)
-    addresses, primary = _through_sentinel(settings)
-    timeouts = {key: value for key, value in options.items() if key.startswith("socket_")}
+    addresses, timeouts, primary = _through_sentinel(settings, options)
     sentinel = AsyncSentinel(addresses, sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
-    return sentinel.master_for(settings.redis_sentinel_master, **primary, **options)  # type: ignore[no-any-return]
+    return sentinel.master_for(settings.redis_sentinel_master, **primary)  # type: ignore[no-any-return]

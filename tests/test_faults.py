@@ -20,6 +20,7 @@ from embedq import EmbedClient, JobFailed, JobTimeout, QueueUnavailable
 from embedq.producer.protocol import MsgpackSerializer
 from embedq.producer.rq_compat import result_stream_key
 from embedq.worker.cli import CONFIG_ERROR_EXIT, embedq_command
+from embedq.worker.host_lock import still_running
 from embedq.worker.local.redis_server import RedisServer
 from embedq.worker.local.service import LocalService
 from embedq.worker.supervisor import settings_env
@@ -280,7 +281,9 @@ def test_a_killed_supervisors_workers_finish_their_pass_and_the_next_one_waits_f
         try:
             results = client.wait_many(job_ids, timeout=120)  # the orphans finish their passes
             assert sorted(int(result.worker.rsplit(".", 1)[1]) for result in results) == orphans
-            wait_until(lambda: not any(alive(pid) for pid in orphans), 30, "the orphans to stop after their pass")
+            wait_until(
+                lambda: not any(still_running(pid, "") for pid in orphans), 30, "the orphans to stop after their pass"
+            )
             wait_until(lambda: len(fresh_service.live_workers()) == 2, 120, "the second supervisor's workers")
             said = log_path.read_text()
             assert said.index("2 workers of a previous supervisor still run") < said.index("starting 2 workers")
@@ -299,14 +302,6 @@ def test_a_killed_supervisors_workers_finish_their_pass_and_the_next_one_waits_f
             assert second.wait(timeout=120) == 0
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def test_a_hung_worker_is_killed_and_its_jobs_finish_elsewhere_within_60_s(redis_url, model_dir, tmp_path):
     settings = make_settings(redis_url, model_dir, retries=2, job_timeout=60, heartbeat_timeout=3)
     with LocalService(settings, workers=2, log_path=tmp_path / "supervisor.log") as service:
@@ -319,4 +314,4 @@ def test_a_hung_worker_is_killed_and_its_jobs_finish_elsewhere_within_60_s(redis
         assert time.monotonic() - stopped < 60
         assert not any(result.worker.endswith(f".{pid}") for result in results)
         assert f"(pid {pid}) is hung: no heartbeat for" in service.output()
-        assert not alive(pid)
+        assert not still_running(pid, "")

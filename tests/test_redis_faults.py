@@ -2,7 +2,6 @@
 supervisor: out of memory mid-run (issue 13's case 1), hanging while the fleet is told to stop (case 9),
 and restarted with AOF mid-run (case 3)."""
 
-import os
 import signal
 import threading
 import time
@@ -12,6 +11,7 @@ import pytest
 from redis import Redis
 
 from embedq import RedisOutOfMemory
+from embedq.worker.host_lock import still_running
 from embedq.worker.local.redis_server import RedisServer
 from embedq.worker.local.service import LocalService
 from tests.conftest import KEY, MODEL, make_settings, start_gateway, wait_until
@@ -77,14 +77,6 @@ def test_redis_out_of_memory_refuses_submits_by_name_and_loses_no_job(private_re
         assert service.stop() == 0
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def test_sigterm_stops_the_fleet_within_10_s_while_redis_hangs(private_redis, model_dir, tmp_path):
     settings = make_settings(private_redis.url, model_dir, job_timeout=60)
     service = LocalService(settings, workers=2, log_path=tmp_path / "supervisor.log")
@@ -100,7 +92,7 @@ def test_sigterm_stops_the_fleet_within_10_s_while_redis_hangs(private_redis, mo
         assert supervisor.wait(timeout=30) == 0
         took = time.monotonic() - started
         assert took < 10, f"the fleet took {took:.1f} s to stop"
-        assert not any(alive(pid) for pid in workers)
+        assert not any(still_running(pid, "") for pid in workers)
         log = service.output()
         assert log.count("stopped cleanly (exit code 0)") == 2, log[-2000:]
         private_redis.process.send_signal(signal.SIGCONT)

@@ -89,16 +89,12 @@ class Gate:
         return OpenAIError(413, f"the request body is over {self.limit} bytes", code="request_too_large")
 
     async def read_body(self, receive: Receive) -> bytes:
-        chunks, seen = [], 0
+        limited, chunks = self.limited(receive), []
         while True:
-            message = await receive()
+            message = await limited()  # 413 once the body passes the limit
             if message["type"] == "http.disconnect":
                 raise OpenAIError(499, "the client went away", type="client_closed_request")
-            chunk = message.get("body", b"")
-            seen += len(chunk)
-            if seen > self.limit:
-                raise self.too_large()
-            chunks.append(chunk)
+            chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 return b"".join(chunks)
 
