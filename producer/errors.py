@@ -56,3 +56,7 @@ class JobNotFound(EmbedqError, KeyError):
 class JobLost(JobNotFound):
     """The job's records are gone from Redis before its result could have expired: Redis dropped them
     (evicted under a maxmemory-policy other than noeviction, or restarted without persistence)."""
+
+
+class BatchNotFound(EmbedqError, KeyError):
+    """No such batch of the Batch API: never created, or expired after FILES_RETENTION."""

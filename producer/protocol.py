@@ -129,6 +129,32 @@ def supervisor_key(name: str) -> str:
     return f"{KEY_PREFIX}supervisor:{name}"
 
 
+# The Batch API's records (producer/gateway/files.py, batches.py); each expires after FILES_RETENTION.
+FILES_KEY = KEY_PREFIX + "files"  # sorted set: file id by creation time, for listing
+BATCHES_KEY = KEY_PREFIX + "batches"  # sorted set: batch id by creation time, for listing
+ACTIVE_BATCHES_KEY = KEY_PREFIX + "batches:active"  # set: the batches not yet in a final status
+
+
+def file_key(file_id: str) -> str:
+    """An uploaded or produced file's record (a hash: OpenAI's file object fields plus its owner)."""
+    return f"{KEY_PREFIX}file:{file_id}"
+
+
+def batch_key(batch_id: str) -> str:
+    """A batch's record (a hash: OpenAI's batch object fields, its counts and its owner)."""
+    return f"{KEY_PREFIX}batch:{batch_id}"
+
+
+def batch_lease_key(batch_id: str) -> str:
+    """Which gateway drives the batch now (its instance id), with a short TTL it renews."""
+    return f"{KEY_PREFIX}batch:{batch_id}:lease"
+
+
+def batch_done_key(batch_id: str) -> str:
+    """The batch's chunks whose output lines are in the file store (a set of chunk numbers)."""
+    return f"{KEY_PREFIX}batch:{batch_id}:done"
+
+
 class MsgpackSerializer:
     """rq serializer that can only ever yield plain data: never pickle, which executes code from Redis."""
 
@@ -264,6 +290,7 @@ class EmbedResult:
     usage: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     worker: str = ""
+    text_tokens: list[int] = field(default_factory=list)  # per text, summing to usage["tokens"]; [] from older workers
 
 
 def pack_result(result: EmbedResult) -> bytes:
@@ -278,6 +305,7 @@ def pack_result(result: EmbedResult) -> bytes:
             "usage": result.usage,
             "timings": result.timings,
             "worker": result.worker,
+            "text_tokens": result.text_tokens,
         },
         use_bin_type=True,
     )
@@ -296,4 +324,5 @@ def unpack_result(data: bytes) -> EmbedResult:
         usage=record["usage"],
         timings=record["timings"],
         worker=record["worker"],
+        text_tokens=record.get("text_tokens", []),
     )

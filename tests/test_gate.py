@@ -22,7 +22,7 @@ def gate(endpoint, keys=()):  # type: ignore[no-untyped-def]
         return {"status": "ok"}
 
     requests = Counter("requests", "answers", ["route", "status"], registry=CollectorRegistry())
-    return Gate(app, endpoint, 1024, [key.encode() for key in keys], requests), requests
+    return Gate(app, endpoint, (1024, 4096), [key.encode() for key in keys], requests), requests
 
 
 def ask(app, method, path, **kwargs):  # type: ignore[no-untyped-def]

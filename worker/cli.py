@@ -8,8 +8,9 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from embedq.producer.errors import EmbedqError
 from embedq.producer.protocol import LANES
@@ -152,6 +153,54 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batches(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from embedq.producer.errors import BatchNotFound, InvalidSettings, QueueUnavailable
+
+    try:
+        from redis.exceptions import RedisError
+
+        from embedq.producer.connection import async_redis
+        from embedq.producer.gateway.batches import Batches
+        from embedq.producer.gateway.openai_shape import OpenAIError
+        from embedq.producer.gateway.settings import GatewaySettings
+    except ImportError as error:
+        raise InvalidSettings(
+            f"embedq batches needs the gateway extra: pip install 'embedq[gateway]' ({error})"
+        ) from None
+    settings = GatewaySettings.load()
+
+    async def run() -> Any:
+        connection = async_redis(settings, socket_connect_timeout=2, socket_timeout=10)
+        batches = Batches(connection, settings.files_retention.total_seconds())
+        try:
+            if args.batches_command == "list":
+                return (await batches.page("", None, args.limit))["data"]
+            if args.batches_command == "show":
+                return await batches.get(args.batch_id, "")
+            return await batches.cancel(args.batch_id, "")
+        finally:
+            await connection.aclose()
+
+    try:
+        answer = asyncio.run(run())
+    except OpenAIError as error:
+        raise (BatchNotFound if error.status == 404 else EmbedqError)(error.message) from None
+    except RedisError as error:
+        raise QueueUnavailable(f"Redis did not answer: {type(error).__name__}") from None
+    if args.batches_command == "list" and not args.json:
+        print(f"{'id':<32} {'status':<11} {'done':>15} {'failed':>7}  created")
+        for batch in answer:
+            counts = batch["request_counts"]
+            done = f"{counts['completed']}/{counts['total']}"
+            created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(batch["created_at"]))
+            print(f"{batch['id']:<32} {batch['status']:<11} {done:>15} {counts['failed']:>7}  {created}")
+    else:
+        print(json.dumps(answer, indent=2))
+    return 0
+
+
 def cmd_model_prepare(args: argparse.Namespace) -> int:
     from embedq.producer.errors import InvalidSettings
     from embedq.worker.model.export import default_source, prepare_default
@@ -245,6 +294,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default: EMBEDQ_HTTP_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: EMBEDQ_HTTP_PORT, 8000)")
     serve.set_defaults(run=cmd_serve)
+
+    batches = commands.add_parser("batches", help="the Batch API's batches: list, show or cancel them")
+    batch_commands = batches.add_subparsers(dest="batches_command", required=True)
+    listing = batch_commands.add_parser("list", help="the newest batches, with their status and counts")
+    listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=cmd_batches)
+    for name, text in (("show", "one batch as OpenAI's batch object (JSON)"), ("cancel", "cancel a running batch")):
+        sub = batch_commands.add_parser(name, help=text)
+        sub.add_argument("batch_id")
+        sub.set_defaults(run=cmd_batches)
 
     demo = commands.add_parser("demo", help="Redis → model → workers → sample jobs → similarities and metrics")
     demo.add_argument("--workers", type=int, default=2)

@@ -262,6 +262,7 @@ class EmbedWorker(PassWorker):
             model=self.encoder.spec.name,
             dim=int(encoded.vectors.shape[1]),
             usage=usage,
+            text_tokens=encoded.text_tokens,
             timings={"queue_ms": queue_ms, **encoded.timings, "total_ms": total_ms},
             worker=self.name,
         )

@@ -1,6 +1,6 @@
-"""The ASGI app of `embedq serve`: /v1/embeddings (producer/gateway/embeddings.py) and /v1/models in
-OpenAI's shape, /health, /ready, /metrics and the status page, behind one gate for keys, body size
-and request counts."""
+"""The ASGI app of `embedq serve`: /v1/embeddings (producer/gateway/embeddings.py), /v1/models and
+the Batch API (batch_api.py, run by batch_driver.py) in OpenAI's shape, /health, /ready, /metrics and
+the status page, behind one gate for keys, body size and request counts."""
 
 from __future__ import annotations
 
@@ -20,7 +20,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from embedq.producer.connection import async_redis, sync_redis
 from embedq.producer.eviction import enforce, eviction_risk
+from embedq.producer.gateway.batch_api import OWNER, batch_api, owner_of
+from embedq.producer.gateway.batch_driver import BatchDriver
+from embedq.producer.gateway.batches import Batches
 from embedq.producer.gateway.embeddings import EmbeddingsEndpoint
+from embedq.producer.gateway.files import DirectoryStore, Files
 from embedq.producer.gateway.fleet import Fleet
 from embedq.producer.gateway.metrics import registry
 from embedq.producer.gateway.openai_shape import OpenAIError, send_json, unavailable
@@ -31,6 +35,8 @@ from embedq.producer.settings import redact_url
 log = logging.getLogger(__name__)
 OPEN_PATHS = ("/", "/status.json", "/health", "/ready", "/metrics")
 EMBEDDINGS = "/v1/embeddings"
+FILES = "/v1/files"
+MULTIPART_SLACK = 64 * 1024  # an upload's body: the file plus multipart's headers and boundaries
 STATUS_PAGE = resources.files("embedq.producer.gateway").joinpath("status.html").read_text(encoding="utf-8")
 
 
@@ -38,19 +44,28 @@ class Gate:
     """The gateway as uvicorn sees it, plain ASGI in front of the FastAPI app: the key check (constant
     time; `/`, /status.json, /health, /ready and /metrics are open), 413 for a body over `limit` bytes
     (from its Content-Length, or while it streams in, before it is read whole), the count of answers by
-    route and status, and POST /v1/embeddings, answered by `embeddings` without FastAPI's machinery."""
+    route and status, and POST /v1/embeddings, answered by `embeddings` without FastAPI's machinery.
+    Uploads to /v1/files may be as large as `files_limit`; the key's hash goes in the scope (OWNER)."""
 
     def __init__(
-        self, app: ASGIApp, embeddings: EmbeddingsEndpoint, limit: int, keys: list[bytes], requests: Counter
+        self,
+        app: ASGIApp,
+        embeddings: EmbeddingsEndpoint,
+        limits: tuple[int, int],
+        keys: list[bytes],
+        requests: Counter,
     ) -> None:
-        self.app, self.embeddings, self.limit, self.keys, self.requests = app, embeddings, limit, keys, requests
+        self.app, self.embeddings, self.keys, self.requests = app, embeddings, keys, requests
+        self.body_limit, self.files_limit = limits
+        self.owners = {key: owner_of(key) for key in keys}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        route = path if path in (*OPEN_PATHS, EMBEDDINGS, "/v1/models") else "other"
+        route = path if path in (*OPEN_PATHS, EMBEDDINGS, "/v1/models") else api_route(path)
+        limit = self.files_limit if path == FILES else self.body_limit
         status = [""]
 
         async def counted_send(message: Message) -> None:
@@ -62,15 +77,17 @@ class Gate:
             headers = dict(scope["headers"])
             if self.keys and path not in OPEN_PATHS:
                 given = headers.get(b"authorization", b"").removeprefix(b"Bearer ").strip()
-                if not any(hmac.compare_digest(given, key) for key in self.keys):
+                matched = [key for key in self.keys if hmac.compare_digest(given, key)]
+                if not matched:
                     raise OpenAIError(
                         401, "missing or wrong API key (Authorization: Bearer KEY)", code="invalid_api_key"
                     )
+                scope[OWNER] = self.owners[matched[0]]
             declared = headers.get(b"content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.limit:
-                raise self.too_large()
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise too_large(limit)
             if path != EMBEDDINGS:
-                await self.app(scope, self.limited(receive), counted_send)
+                await self.app(scope, self.limited(receive, limit), counted_send)
             elif scope["method"] != "POST":
                 raise OpenAIError(405, f"{EMBEDDINGS} takes POST", code="method_not_allowed")
             else:
@@ -85,11 +102,8 @@ class Gate:
         finally:
             self.requests.labels(route, status[0] or "500").inc()
 
-    def too_large(self) -> OpenAIError:
-        return OpenAIError(413, f"the request body is over {self.limit} bytes", code="request_too_large")
-
     async def read_body(self, receive: Receive) -> bytes:
-        limited, chunks = self.limited(receive), []
+        limited, chunks = self.limited(receive, self.body_limit), []
         while True:
             message = await limited()  # 413 once the body passes the limit
             if message["type"] == "http.disconnect":
@@ -98,18 +112,31 @@ class Gate:
             if not message.get("more_body"):
                 return b"".join(chunks)
 
-    def limited(self, receive: Receive) -> Receive:
+    @staticmethod
+    def limited(receive: Receive, limit: int) -> Receive:
         seen = 0
 
         async def counted() -> Message:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise self.too_large()
+            if seen > limit:
+                raise too_large(limit)
             return message
 
         return counted
+
+
+def too_large(limit: int) -> OpenAIError:
+    return OpenAIError(413, f"the request body is over {limit} bytes", code="request_too_large")
+
+
+def api_route(path: str) -> str:
+    """The label of a Batch API path in the request counts (ids left out)."""
+    for prefix in ("/v1/files", "/v1/batches"):
+        if path == prefix or path.startswith(prefix + "/"):
+            return prefix
+    return "other"
 
 
 def create_app(settings: GatewaySettings) -> Gate:
@@ -118,6 +145,10 @@ def create_app(settings: GatewaySettings) -> Gate:
     fleet = Fleet(settings, connection)
     metrics, requests, abandoned = registry(sync)
     board = StatusBoard(sync)  # redis-py's client is thread-safe: /metrics and the sampler share it
+    retention = settings.files_retention.total_seconds()
+    files = Files(connection, DirectoryStore(settings.files_dir), retention)
+    batches = Batches(connection, retention)
+    driver = BatchDriver(settings, fleet, sync, files, batches)
 
     async def keep_sampling() -> None:
         """The page's chart needs history from before it was opened: sample the fleet all along."""
@@ -134,8 +165,11 @@ def create_app(settings: GatewaySettings) -> Gate:
         with suppress(RedisError):  # Redis away at start-up: /ready says so
             enforce(await asyncio.to_thread(eviction_risk, sync), False, "embedq serve")
         sampler = asyncio.create_task(keep_sampling())
+        driving = asyncio.create_task(driver.run())
         yield
         sampler.cancel()
+        driving.cancel()
+        await driver.aclose()
         await fleet.aclose()
         sync.close()
 
@@ -144,6 +178,12 @@ def create_app(settings: GatewaySettings) -> Gate:
     @app.exception_handler(OpenAIError)
     async def openai_error(_: Request, error: OpenAIError) -> JSONResponse:
         return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+    @app.exception_handler(RedisError)
+    async def redis_error(request: Request, error: RedisError) -> JSONResponse:
+        return await openai_error(request, unavailable(error))
+
+    app.include_router(batch_api(settings, files, batches))
 
     @app.get("/", response_class=HTMLResponse)
     async def status_page() -> str:
@@ -195,4 +235,5 @@ def create_app(settings: GatewaySettings) -> Gate:
 
     embeddings = EmbeddingsEndpoint(settings, fleet, sync, abandoned)
     keys = [key.encode() for key in settings.api_keys]
-    return Gate(app, embeddings, settings.http_max_body_bytes, keys, requests)
+    limits = (settings.http_max_body_bytes, settings.files_max_bytes + MULTIPART_SLACK)
+    return Gate(app, embeddings, limits, keys, requests)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, field_validator
@@ -26,6 +28,15 @@ class GatewaySettings(ClientSettings):
     model_aliases: Annotated[dict[str, str], NoDecode] = Field(
         {}, description="name=served-model pairs, comma-separated (e.g. sentence-transformers/all-MiniLM-L6-v2=...)"
     )
+    files_dir: Path = Field(
+        Path.home() / ".local" / "share" / "embedq" / "files",
+        description="where the Batch API keeps files (uploads, outputs); several gateway replicas must share it",
+    )
+    files_max_bytes: int = Field(200 * 1024 * 1024, ge=1, description="largest file /v1/files accepts (OpenAI's)")
+    files_retention: timedelta = Field(
+        timedelta(days=30), description="how long files and batches are kept (seconds, or ISO 8601 such as P30D)"
+    )
+    batch_max_lines: int = Field(50_000, ge=1, description="requests in one batch's input file (OpenAI's limit)")
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -1,6 +1,7 @@
-"""What the status page shows: each served queue's depth and wait, its live workers, and throughput
-and latency over the last minutes, sampled from the fleet's numbers in Redis every SAMPLE_EVERY
-seconds. Counts and timings only: no user text, key or Redis address."""
+"""What the status page shows: each served queue's depth and wait, its live workers, throughput and
+latency over the last minutes (sampled from the fleet's numbers in Redis every SAMPLE_EVERY seconds),
+and the batches running. Counts and timings only: no user text, key, Redis address, batch metadata,
+file name or custom_id."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from redis import Redis
 
 from embedq.producer.enqueue import lane_queues
 from embedq.producer.gateway.metrics import oldest_age_seconds, served_queues
-from embedq.producer.protocol import LANES, TIMINGS, metrics_key, timings_key
-from embedq.producer.stats import collect_stats, histogram, quantile, read_numbers
+from embedq.producer.protocol import ACTIVE_BATCHES_KEY, LANES, TIMINGS, batch_key, metrics_key, timings_key
+from embedq.producer.stats import as_text, collect_stats, histogram, quantile, read_numbers
 
 SAMPLE_EVERY = 5.0
 HISTORY = 120  # samples kept: 10 minutes
 WORKER_FIELDS = ("host", "model", "dim", "providers", "threads", "jobs_done", "started")
+BATCH_FIELDS = ("status", "total", "completed", "failed", "created_at")
 
 
 class StatusBoard:
@@ -94,4 +96,21 @@ class StatusBoard:
                     "series": self.series(queue),
                 }
             )
-        return {"at": time.time(), "sample_every": SAMPLE_EVERY, "queues": queues}
+        return {"at": time.time(), "sample_every": SAMPLE_EVERY, "queues": queues, "batches": self.batches()}
+
+    def batches(self) -> list[dict[str, Any]]:
+        """The batches not yet final, oldest first: status and counts only (the page is open to all)."""
+        ids = sorted(as_text(batch_id) for batch_id in self.connection.smembers(ACTIVE_BATCHES_KEY))
+        with self.connection.pipeline(transaction=False) as pipe:
+            for batch_id in ids:
+                pipe.hmget(batch_key(batch_id), BATCH_FIELDS)
+            replies = pipe.execute()
+        shown = [
+            {
+                "status": as_text(values[0]),
+                **{name: int(value or 0) for name, value in zip(BATCH_FIELDS[1:], values[1:])},
+            }
+            for values in replies
+            if values[0] is not None
+        ]
+        return sorted(shown, key=lambda batch: batch["created_at"])

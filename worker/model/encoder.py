@@ -51,6 +51,7 @@ class Encoded:
     truncated: int
     timings: dict[str, float]
     started: float  # wall-clock time the (possibly shared) pass began
+    text_tokens: list[int]  # per text, in input order
 
 
 class Encoder:
@@ -166,7 +167,8 @@ class Encoder:
             tokens = int(lengths[start:end].sum())
             share = {name: value * tokens / total_tokens for name, value in timings.items()}
             share["pool_ms"] += (time.perf_counter() - t0) * 1000
-            results.append(Encoded(vectors, tokens, int(truncated[start:end].sum()), share, started))
+            per_text = [int(length) for length in lengths[start:end]]
+            results.append(Encoded(vectors, tokens, int(truncated[start:end].sum()), share, started, per_text))
             start = end
         return results
 

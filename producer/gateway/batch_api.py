@@ -1,0 +1,133 @@
+"""OpenAI's Files and Batches endpoints, field for field, so the official SDKs work unchanged:
+/v1/files (upload, list, retrieve, content, delete) and /v1/batches (create, retrieve, list,
+cancel). A caller sees only what its own key created (the Gate puts the key's hash in the scope)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from itertools import chain
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from starlette.datastructures import UploadFile
+from starlette.types import Scope
+
+from embedq.producer.gateway.batch_input import ENDPOINT
+from embedq.producer.gateway.batches import COMPLETION_WINDOW, Batches
+from embedq.producer.gateway.files import Files, read_chunks
+from embedq.producer.gateway.openai_shape import OpenAIError, invalid
+from embedq.producer.gateway.settings import GatewaySettings
+
+OWNER = "embedq.owner"  # the scope entry the Gate sets: the hash of the caller's key ("" with no keys)
+MAX_METADATA = 16  # key-value pairs, as OpenAI allows
+MAX_LIST = 10_000
+
+
+def owner_of(key: bytes) -> str:
+    """What a record keeps of the key that made it: never the key itself."""
+    return hashlib.sha256(key).hexdigest()[:32]
+
+
+def owner(request: Request) -> str:
+    scope: Scope = request.scope
+    return str(scope.get(OWNER, ""))
+
+
+def page_limit(limit: int | None, default: int) -> int:
+    if limit is None:
+        return default
+    if not 1 <= limit <= MAX_LIST:
+        raise invalid(f"'limit' must be between 1 and {MAX_LIST}, got {limit}", "limit")
+    return limit
+
+
+def batch_api(settings: GatewaySettings, files: Files, batches: Batches) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/v1/files")
+    async def upload(request: Request) -> dict[str, Any]:
+        form = await request.form(max_files=1, max_fields=8)
+        try:
+            purpose, upload = form.get("purpose"), form.get("file")
+            if purpose != "batch":
+                raise invalid(f"'purpose' must be 'batch' (the Batch API's input), got {purpose!r}", "purpose")
+            if not isinstance(upload, UploadFile):
+                raise invalid("'file' is required: the batch's input, one JSON request a line (JSONL)", "file")
+            size = upload.size or 0
+            if size > settings.files_max_bytes:
+                raise OpenAIError(
+                    413,
+                    f"the file has {size} bytes; at most {settings.files_max_bytes} (FILES_MAX_BYTES)",
+                    param="file",
+                    code="file_too_large",
+                )
+            file_id = files.new_id()
+            upload.file.seek(0)
+            stored = await asyncio.to_thread(files.store.write, Files.object_name(file_id), read_chunks(upload.file))
+            return await files.add(file_id, stored, upload.filename or "input.jsonl", "batch", owner(request))
+        finally:
+            await form.close()
+
+    @router.get("/v1/files")
+    async def list_files(
+        request: Request, after: str | None = None, limit: int | None = None, purpose: str | None = None
+    ) -> dict[str, Any]:
+        return await files.page(owner(request), after, page_limit(limit, MAX_LIST), purpose)
+
+    @router.get("/v1/files/{file_id}")
+    async def retrieve_file(request: Request, file_id: str) -> dict[str, Any]:
+        return await files.get(file_id, owner(request))
+
+    @router.get("/v1/files/{file_id}/content")
+    async def file_content(request: Request, file_id: str) -> StreamingResponse:
+        chunks = await files.content(file_id, owner(request))
+        first = next(chunks, b"")  # opened and read here: a file that cannot be read is an error, not a cut stream
+        return StreamingResponse(chain([first], chunks), media_type="application/octet-stream")
+
+    @router.delete("/v1/files/{file_id}")
+    async def delete_file(request: Request, file_id: str) -> dict[str, Any]:
+        return await files.delete(file_id, owner(request))
+
+    @router.post("/v1/batches")
+    async def create_batch(request: Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise invalid("the request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise invalid("the request body must be a JSON object")
+        if body.get("endpoint") != ENDPOINT:
+            raise invalid(f"'endpoint' must be {ENDPOINT} (embedq serves embeddings only)", "endpoint")
+        if body.get("completion_window") != COMPLETION_WINDOW:
+            raise invalid(f"'completion_window' must be {COMPLETION_WINDOW!r}", "completion_window")
+        metadata = body.get("metadata")
+        if metadata is not None and (
+            not isinstance(metadata, dict)
+            or len(metadata) > MAX_METADATA
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
+        ):
+            raise invalid(f"'metadata' must be at most {MAX_METADATA} string key-value pairs", "metadata")
+        input_file_id = body.get("input_file_id")
+        if not isinstance(input_file_id, str) or not input_file_id:
+            raise invalid("'input_file_id' is required (the id POST /v1/files returned)", "input_file_id")
+        who = owner(request)
+        record = await files.record(input_file_id, who)
+        if record.get("purpose") != "batch":
+            raise invalid(f"file {input_file_id} has purpose {record.get('purpose')!r}, not 'batch'", "input_file_id")
+        return await batches.create(input_file_id, ENDPOINT, metadata, who)
+
+    @router.get("/v1/batches")
+    async def list_batches(request: Request, after: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        return await batches.page(owner(request), after, page_limit(limit, 20))
+
+    @router.get("/v1/batches/{batch_id}")
+    async def retrieve_batch(request: Request, batch_id: str) -> dict[str, Any]:
+        return await batches.get(batch_id, owner(request))
+
+    @router.post("/v1/batches/{batch_id}/cancel")
+    async def cancel_batch(request: Request, batch_id: str) -> dict[str, Any]:
+        return await batches.cancel(batch_id, owner(request))
+
+    return router

@@ -1,0 +1,480 @@
+"""Runs batches. Every gateway replica looks for batches not yet final and drives each one it gets
+the lease of: validates its input, sends its chunks to the bulk lane a window at a time, writes each
+finished chunk's output lines to the file store and counts it (once), and finalizes. A replica that
+dies stops renewing its leases, and another takes its batches over where the counted chunks end."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import suppress
+from typing import Any
+
+import numpy as np
+import orjson
+from redis import Redis
+from redis.exceptions import RedisError
+
+from embedq.producer.errors import (
+    InvalidInput,
+    InvalidSettings,
+    JobFailed,
+    JobNotFound,
+    JobTimeout,
+    QueueFull,
+    QueueUnavailable,
+)
+from embedq.producer.gateway.batch_input import Chunk, Line, line_request, parse_input, plan_chunks
+from embedq.producer.gateway.batches import FINAL, Batches, LeaseLost
+from embedq.producer.gateway.embeddings import failed
+from embedq.producer.gateway.files import Files, read_chunks
+from embedq.producer.gateway.fleet import Fleet, ServedModel, cancel_queued
+from embedq.producer.gateway.openai_shape import OpenAIError, encode, invalid
+from embedq.producer.gateway.settings import GatewaySettings
+from embedq.producer.protocol import EmbedResult, validate_request
+
+log = logging.getLogger(__name__)
+
+CHUNK_TEXTS = 256  # texts a chunk gathers: its output is written and counted at once
+JOB_TEXTS = 64  # texts per job (as `embedq embed-file` sends them)
+WINDOW = 8  # chunks of one batch in flight: enough to keep a fleet's passes full
+MAX_DRIVEN = 4  # batches one replica drives at once
+LOOK_EVERY = 1.0  # seconds between looks for batches to drive
+RENEW_EVERY = 3.0  # seconds between lease renewals (the lease lasts batches.LEASE_MS)
+RETRY_PAUSE = 1.0  # after a refused or failed submit
+JOB_WAIT = 3600.0  # seconds a chunk waits for its jobs before it is sent again
+SWEEP_EVERY = 600.0  # seconds between sweeps of expired files
+OUTPUT, ERROR = b"+", b"-"  # how a chunk's part marks its lines: for the output file or the error file
+
+
+def output_file_id(batch_id: str, kind: str) -> str:
+    """The same id each time a batch is finalized, so finalizing again replaces rather than adds."""
+    return "file-" + hashlib.sha256(f"{batch_id}:{kind}".encode()).hexdigest()[:24]
+
+
+def part_name(batch_id: str, chunk: int) -> str:
+    return f"batches/{batch_id}/{chunk:06d}.part"
+
+
+class Stop(Exception):
+    """The batch is being cancelled or has expired: start nothing more."""
+
+
+class BatchDriver:
+    def __init__(self, settings: GatewaySettings, fleet: Fleet, sync: Redis, files: Files, batches: Batches) -> None:
+        self.settings, self.fleet, self.sync, self.files, self.batches = settings, fleet, sync, files, batches
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.driving: dict[str, asyncio.Task[None]] = {}
+
+    async def run(self) -> None:
+        swept = 0.0
+        while True:
+            try:
+                await self.look()
+                if time.monotonic() - swept > SWEEP_EVERY:
+                    cutoff = time.time() - self.files.retention
+                    removed = await asyncio.to_thread(self.files.store.sweep, cutoff)
+                    swept = time.monotonic()
+                    if removed:
+                        log.info("embedq serve: removed %d files older than FILES_RETENTION", removed)
+            except RedisError as error:
+                log.debug("embedq serve: looking for batches: Redis did not answer (%s)", type(error).__name__)
+            await asyncio.sleep(LOOK_EVERY)
+
+    async def look(self) -> None:
+        for batch_id in await self.batches.active():
+            if batch_id in self.driving or len(self.driving) >= MAX_DRIVEN:
+                continue
+            if await self.batches.take_lease(batch_id, self.holder):
+                task = asyncio.create_task(self.drive(batch_id))
+                self.driving[batch_id] = task
+                task.add_done_callback(self.forget)
+
+    def forget(self, task: asyncio.Task[None]) -> None:
+        for batch_id, driving in list(self.driving.items()):
+            if driving is task:
+                del self.driving[batch_id]
+
+    async def drive(self, batch_id: str) -> None:
+        run = BatchRun(self, batch_id)
+        work = asyncio.ensure_future(run.drive())
+        keeper = asyncio.ensure_future(self.keep_lease(run, work))
+        try:
+            await work
+        except (LeaseLost, asyncio.CancelledError):
+            log.info("embedq serve: batch %s: this gateway no longer drives it", batch_id)
+        except RedisError as error:
+            log.warning(
+                "embedq serve: batch %s: Redis did not answer (%s); taken up again", batch_id, type(error).__name__
+            )
+            await asyncio.sleep(5 * RETRY_PAUSE)
+        except Exception:
+            log.exception("embedq serve: batch %s: driving failed; it is taken up again", batch_id)
+            await asyncio.sleep(5 * RETRY_PAUSE)
+        finally:
+            keeper.cancel()
+
+    async def aclose(self) -> None:
+        """Stop driving and hand the leases back, so another replica takes the batches over at once."""
+        driven = dict(self.driving)
+        for task in driven.values():
+            task.cancel()
+        await asyncio.gather(*driven.values(), return_exceptions=True)
+        for batch_id in driven:
+            with suppress(RedisError):
+                await self.batches.release_lease(batch_id, self.holder)
+
+    async def keep_lease(self, run: BatchRun, work: asyncio.Future[None]) -> None:
+        """Renew the lease; stop the run when it is lost, or when the batch is cancelled or expires."""
+        while not work.done():
+            await asyncio.sleep(RENEW_EVERY)
+            try:
+                held = await self.batches.take_lease(run.batch_id, self.holder)
+                record = await self.batches.record(run.batch_id)
+            except RedisError:
+                continue  # the lease outlives a short outage; a long one hands the batch to whoever is back
+            except OpenAIError:  # the record expired meanwhile
+                held = False
+            if not held:
+                work.cancel()
+                return
+            if record["status"] == "cancelling":
+                run.stop("cancelled")
+            elif time.time() > int(record["expires_at"]) and record["status"] == "in_progress":
+                run.stop("expired")
+
+
+class BatchRun:
+    """One batch, driven by this replica while it holds the lease."""
+
+    def __init__(self, driver: BatchDriver, batch_id: str) -> None:
+        self.driver, self.batch_id = driver, batch_id
+        self.settings = driver.settings
+        self.batches, self.files = driver.batches, driver.files
+        self.ending: str | None = None  # "cancelled" or "expired" once asked to stop
+        self.stopping = asyncio.Event()
+        self.job_ids: list[list[str]] = []  # of the chunks in flight: cancelled when the batch stops
+
+    def stop(self, ending: str) -> None:
+        if not self.stopping.is_set():
+            self.ending = ending
+            self.stopping.set()
+
+    async def drive(self) -> None:
+        try:
+            record = await self.batches.record(self.batch_id)
+        except OpenAIError:  # expired or deleted: nothing left to drive
+            await self.batches.forget_active(self.batch_id)
+            return
+        if record["status"] in FINAL:
+            return
+        try:
+            data = await asyncio.to_thread(self.read_input, record["input_file_id"])
+        except FileNotFoundError:
+            await self.fail(record, "input_file_missing", f"the input file {record['input_file_id']} is gone")
+            return
+        if record["status"] == "validating":
+            record = await self.validate(record, data)
+            if record["status"] == "failed":
+                return
+        lines = parse_input(data, self.settings.batch_max_lines, lambda _: True).lines
+        chunks = plan_chunks(lines, CHUNK_TEXTS)
+        if record["status"] == "cancelling":
+            self.stop("cancelled")
+        if record["status"] == "in_progress":
+            await self.run_chunks(record, chunks)
+        await self.finalize(await self.batches.record(self.batch_id), chunks)
+
+    def read_input(self, file_id: str) -> bytes:
+        return b"".join(read_chunks(self.files.store.open(Files.object_name(file_id))))
+
+    async def validate(self, record: dict[str, str], data: bytes) -> dict[str, str]:
+        models = await self.driver.fleet.models()
+        parsed = parse_input(
+            data,
+            self.settings.batch_max_lines,
+            lambda name: self.driver.fleet.resolve(name) in models,
+            max_bytes=self.settings.files_max_bytes,
+        )
+        now = int(time.time())
+        if parsed.errors:
+            await self.batches.transition(
+                self.batch_id,
+                self.driver.holder,
+                ("validating", "cancelling"),
+                status="failed",
+                failed_at=now,
+                errors=orjson.dumps(parsed.errors).decode(),
+            )
+            log.info("embedq serve: batch %s failed validation (%d errors)", self.batch_id, len(parsed.errors))
+        else:
+            await self.batches.transition(
+                self.batch_id,
+                self.driver.holder,
+                ("validating",),
+                status="in_progress",
+                in_progress_at=now,
+                total=len(parsed.lines),
+            )
+            log.info("embedq serve: batch %s: %d requests", self.batch_id, len(parsed.lines))
+        return await self.batches.record(self.batch_id)
+
+    async def fail(self, record: dict[str, str], code: str, message: str) -> None:
+        errors = [{"code": code, "message": message, "param": None, "line": None}]
+        await self.batches.transition(
+            self.batch_id,
+            self.driver.holder,
+            ("validating", "in_progress", "cancelling", "finalizing"),
+            status="failed",
+            failed_at=int(time.time()),
+            errors=orjson.dumps(errors).decode(),
+        )
+        log.warning("embedq serve: batch %s failed: %s", self.batch_id, code)
+
+    async def run_chunks(self, record: dict[str, str], chunks: list[Chunk]) -> None:
+        """Every chunk not yet counted, WINDOW at a time, until all are counted or the batch stops."""
+        done = await self.batches.done_chunks(self.batch_id)
+        todo = [chunk for chunk in chunks if chunk.number not in done]
+        todo.reverse()
+        in_flight: set[asyncio.Future[Any]] = set()
+        stopping = asyncio.ensure_future(self.stopping.wait())
+        try:
+            while todo or in_flight:
+                while todo and len(in_flight) < WINDOW and not self.stopping.is_set():
+                    in_flight.add(asyncio.ensure_future(self.run_chunk(record, todo.pop())))
+                if not in_flight:
+                    break
+                finished, in_flight = await asyncio.wait(in_flight | {stopping}, return_when=asyncio.FIRST_COMPLETED)
+                in_flight.discard(stopping)
+                for task in finished - {stopping}:
+                    task.result()  # LeaseLost and the unexpected end the run
+                if stopping in finished and self.job_ids:
+                    ids = [job_id for chunk_ids in self.job_ids for job_id in chunk_ids]
+                    cancelled = await asyncio.to_thread(cancel_queued, self.driver.sync, ids)
+                    log.info("embedq serve: batch %s %s: %d jobs cancelled", self.batch_id, self.ending, cancelled)
+                    self.job_ids.clear()
+        finally:
+            stopping.cancel()
+            for task in in_flight:
+                task.cancel()
+
+    async def run_chunk(self, record: dict[str, str], chunk: Chunk) -> None:
+        """Embed the chunk's lines, write its part, count it. Returns without counting if the batch stops."""
+        try:
+            model = await self.served(chunk.model)
+            lines = await self.embed_lines(model, chunk)
+        except Stop:
+            return
+        completed = sum(1 for kind, _ in lines if kind == OUTPUT)
+        part = b"".join(kind + line + b"\n" for kind, line in lines)
+        await asyncio.to_thread(self.files.store.write, part_name(self.batch_id, chunk.number), [part])
+        await self.batches.chunk_done(record, self.driver.holder, chunk.number, completed, len(lines) - completed)
+
+    async def served(self, requested: str) -> ServedModel:
+        """The model's live queue, waiting while no worker serves it."""
+        name = self.driver.fleet.resolve(requested)
+        while True:
+            if self.stopping.is_set():
+                raise Stop
+            try:
+                model = (await self.driver.fleet.models()).get(name)
+            except RedisError:
+                model = None
+            if model is not None and model.live:
+                return model
+            await asyncio.sleep(RETRY_PAUSE)
+
+    async def embed_lines(self, model: ServedModel, chunk: Chunk) -> list[tuple[bytes, bytes]]:
+        """Each line's output line, marked OUTPUT or ERROR. A line the body of which is off-schema fails
+        alone; if a worker fails a job of the chunk, each line is sent again on its own."""
+        lines: list[tuple[bytes, bytes]] = []
+        ready: list[tuple[Line, list[str], str]] = []
+        dimensions = None
+        for line in chunk.lines:
+            try:
+                texts, encoding, dimensions = self.check(line, model)
+            except OpenAIError as error:
+                lines.append((ERROR, response_line(line, error.status, error.body())))
+                continue
+            ready.append((line, texts, encoding))
+        if not ready:
+            return lines
+        try:
+            results = await self.embed(model, [text for _, texts, _ in ready for text in texts], dimensions)
+        except JobFailed:
+            if self.stopping.is_set():
+                raise Stop from None
+            for line, texts, encoding in ready:  # which line did it? each on its own
+                lines.append(await self.embed_alone(model, line, texts, encoding, dimensions))
+            return lines
+        vectors = np.concatenate([result.embeddings for result in results])
+        tokens = [count for result in results for count in token_counts(result)]
+        start = 0
+        for line, texts, encoding in ready:
+            end = start + len(texts)
+            body = embedding_body(vectors[start:end], tokens[start:end], model.name, encoding)
+            lines.append((OUTPUT, response_line(line, 200, body)))
+            start = end
+        return lines
+
+    async def embed_alone(
+        self, model: ServedModel, line: Line, texts: list[str], encoding: str, dimensions: int | None
+    ) -> tuple[bytes, bytes]:
+        job_ids: list[str] = []
+        try:
+            results = await self.embed(model, texts, dimensions, job_ids)
+        except JobFailed as error:
+            if self.stopping.is_set():
+                raise Stop from None
+            refused = failed(error, job_ids, JOB_TEXTS)
+            return ERROR, response_line(line, refused.status, refused.body())
+        vectors = np.concatenate([result.embeddings for result in results])
+        tokens = [count for result in results for count in token_counts(result)]
+        return OUTPUT, response_line(line, 200, embedding_body(vectors, tokens, model.name, encoding))
+
+    def check(self, line: Line, model: ServedModel) -> tuple[list[str], str, int | None]:
+        """What a line asks, checked as /v1/embeddings checks a request (OpenAIError 400)."""
+        texts, encoding, dimensions = line_request(line, self.settings.http_max_inputs)
+        if dimensions is not None and dimensions > model.dim:
+            raise invalid(f"'dimensions' is {dimensions}, more than {model.name}'s {model.dim}", "dimensions")
+        limits = self.settings.limits
+        for index, text in enumerate(texts):
+            try:
+                validate_request([text], limits=limits)
+            except InvalidInput as error:
+                raise invalid(str(error).replace("texts[0]", f"input[{index}]"), "input") from None
+        return texts, encoding, dimensions
+
+    async def embed(
+        self, model: ServedModel, texts: list[str], dimensions: int | None, job_ids: list[str] | None = None
+    ) -> list[EmbedResult]:
+        """Submit `texts` in jobs of JOB_TEXTS to the bulk lane and wait for them: sent again when the lane
+        is full, Redis is away or the jobs vanish; JobFailed when a worker failed one."""
+        batches = [texts[start : start + JOB_TEXTS] for start in range(0, len(texts), JOB_TEXTS)]
+        client = self.driver.fleet.client(model.queue)
+        while True:
+            if self.stopping.is_set():
+                raise Stop
+            ids: list[str] = [] if job_ids is None else job_ids
+            ids.clear()
+            self.job_ids.append(ids)
+            try:
+                return await client.embed_results(
+                    batches,
+                    timeout=JOB_WAIT,
+                    job_ids=ids,
+                    dimensions=dimensions,
+                    truncate=self.settings.http_truncate,
+                    priority="bulk",
+                )
+            except (QueueFull, QueueUnavailable, InvalidSettings, JobTimeout, JobNotFound) as error:
+                log.warning("embedq serve: batch %s: jobs sent again (%s)", self.batch_id, type(error).__name__)
+                if isinstance(error, JobTimeout):
+                    await asyncio.to_thread(cancel_queued, self.driver.sync, ids)
+            finally:
+                self.job_ids = [other for other in self.job_ids if other is not ids]
+            await asyncio.sleep(RETRY_PAUSE)
+
+    async def finalize(self, record: dict[str, str], chunks: list[Chunk]) -> None:
+        """Write the output and error files from the counted chunks and end the batch: completed when
+        every chunk is counted, else cancelled or expired (an expired batch's unrun lines go to the
+        error file). Run again after a takeover, it writes the same files under the same ids."""
+        status = record["status"]
+        if status in FINAL:
+            return
+        done = await self.batches.done_chunks(self.batch_id)
+        if status == "in_progress" and len(done) < len(chunks) and self.ending != "expired":
+            return  # stopped without an ending: the lease was lost
+        ending = {"in_progress": "completed", "finalizing": "completed", "cancelling": "cancelled"}[status]
+        if status == "in_progress" and self.ending == "expired":
+            ending = "expired"
+        allowed: tuple[str, ...] = (status,)
+        if ending == "completed" and status == "in_progress":
+            await self.batches.transition(
+                self.batch_id, self.driver.holder, ("in_progress",), status="finalizing", finalizing_at=int(time.time())
+            )
+            allowed = ("finalizing",)
+        unrun = [chunk for chunk in chunks if chunk.number not in done] if ending == "expired" else []
+        names = [part_name(self.batch_id, chunk.number) for chunk in chunks if chunk.number in done]
+        fields: dict[str, Any] = {"status": ending, f"{ending}_at": int(time.time())}
+        for kind, mark in (("output", OUTPUT), ("error", ERROR)):
+            extra = [expired_line(line) for chunk in unrun for line in chunk.lines] if kind == "error" else []
+            file_id = output_file_id(self.batch_id, kind)
+            size = await asyncio.to_thread(
+                self.files.store.write, Files.object_name(file_id), self.lines_of(names, mark, extra)
+            )
+            if size:
+                name = f"{self.batch_id}_{kind}.jsonl"
+                await self.files.add(file_id, size, name, "batch_output", record.get("owner", ""))
+                fields[f"{kind}_file_id"] = file_id
+            else:
+                await asyncio.to_thread(self.files.store.delete, Files.object_name(file_id))
+        if unrun:
+            fields["failed"] = int(record.get("failed", 0)) + sum(len(chunk.lines) for chunk in unrun)
+        outcome = await self.batches.transition(self.batch_id, self.driver.holder, allowed, **fields)
+        if outcome == "ok":
+            await asyncio.to_thread(self.files.store.delete, f"batches/{self.batch_id}")
+            log.info("embedq serve: batch %s %s", self.batch_id, ending)
+
+    def lines_of(self, names: list[str], mark: bytes, extra: list[bytes]) -> Iterator[bytes]:
+        """The lines marked `mark` of every part in order, then `extra`."""
+        for name in names:
+            with self.files.store.open(name) as handle:
+                picked = [line[1:] for line in handle.read().splitlines(keepends=True) if line[:1] == mark]
+            if picked:
+                yield b"".join(picked)
+        if extra:
+            yield b"".join(line + b"\n" for line in extra)
+
+
+def token_counts(result: EmbedResult) -> list[int]:
+    """Tokens per text (a worker older than the per-text counts: the job's tokens spread evenly)."""
+    if len(result.text_tokens) == len(result.embeddings):
+        return result.text_tokens
+    rows = max(len(result.embeddings), 1)
+    return [int(result.usage.get("tokens", 0)) // rows] * len(result.embeddings)
+
+
+def embedding_body(vectors: np.ndarray, tokens: list[int], model: str, encoding: str) -> dict[str, Any]:
+    """What /v1/embeddings would answer for this line."""
+    used = sum(tokens)
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": index, "embedding": encode(vector, encoding)}
+            for index, vector in enumerate(vectors)
+        ],
+        "model": model,
+        "usage": {"prompt_tokens": used, "total_tokens": used},
+    }
+
+
+def response_line(line: Line, status: int, body: dict[str, Any]) -> bytes:
+    """One line of OpenAI's batch output: the response the request got."""
+    return orjson.dumps(
+        {
+            "id": f"batch_req_{secrets.token_hex(12)}",
+            "custom_id": line.custom_id,
+            "response": {"status_code": status, "request_id": secrets.token_hex(16), "body": body},
+            "error": None,
+        },
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )
+
+
+def expired_line(line: Line) -> bytes:
+    """A line the batch's completion window closed on before it ran."""
+    return orjson.dumps(
+        {
+            "id": f"batch_req_{secrets.token_hex(12)}",
+            "custom_id": line.custom_id,
+            "response": None,
+            "error": {"code": "batch_expired", "message": "the batch expired before this request ran"},
+        }
+    )

@@ -1,0 +1,216 @@
+"""The Batch API's files: their bytes in a FileStore (a directory by default, EMBEDQ_FILES_DIR; the small
+interface lets an object store follow) and their records in Redis (OpenAI's file object fields, the
+owner's key hash), so every gateway replica answers for every file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol, cast
+
+from redis.asyncio import Redis as AsyncRedis
+
+from embedq.producer.gateway.openai_shape import OpenAIError
+from embedq.producer.protocol import FILES_KEY, file_key
+from embedq.producer.stats import as_text
+
+READ_SIZE = 1024 * 1024
+PURPOSES = ("batch", "batch_output")
+
+
+class FileStore(Protocol):
+    """Whole objects by name (`files/{id}`, `batches/{id}/…`): written at once, read as a stream."""
+
+    def write(self, name: str, chunks: Iterable[bytes]) -> int:
+        """Store the object (replacing any of that name) only once every chunk is written; its size."""
+        ...
+
+    def open(self, name: str) -> BinaryIO: ...
+
+    def exists(self, name: str) -> bool: ...
+
+    def delete(self, name: str) -> None:
+        """Remove the object, or every object under `name/`; nothing if there is none."""
+        ...
+
+    def sweep(self, older_than: float) -> int:
+        """Remove objects last written before `older_than` (unix s); how many."""
+        ...
+
+
+class DirectoryStore:
+    """A FileStore in a local directory (or a volume several gateways mount)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, name: str) -> Path:
+        path = (self.root / name).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise ValueError(f"object name {name!r} leaves the store")
+        return path
+
+    def write(self, name: str, chunks: Iterable[bytes]) -> int:
+        path = self._path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        size = 0
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".partial-", delete=False) as handle:
+            try:
+                for chunk in chunks:
+                    handle.write(chunk)
+                    size += len(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+            except BaseException:
+                Path(handle.name).unlink(missing_ok=True)
+                raise
+        os.replace(handle.name, path)
+        return size
+
+    def open(self, name: str) -> BinaryIO:
+        return self._path(name).open("rb")
+
+    def exists(self, name: str) -> bool:
+        return self._path(name).is_file()
+
+    def delete(self, name: str) -> None:
+        path = self._path(name)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+    def sweep(self, older_than: float) -> int:
+        removed = 0
+        for path in self.root.rglob("*") if self.root.is_dir() else ():
+            try:
+                if path.is_file() and path.stat().st_mtime < older_than:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:  # another replica swept it first
+                pass
+        return removed
+
+
+def read_chunks(handle: BinaryIO) -> Iterator[bytes]:
+    with handle:
+        while chunk := handle.read(READ_SIZE):
+            yield chunk
+
+
+def not_found(file_id: str) -> OpenAIError:
+    return OpenAIError(404, f"no file {file_id!r}", param="file_id", code="file_not_found")
+
+
+class Files:
+    """File records in Redis, contents in the store. `owner`: the hash of the caller's key ("" with no
+    keys configured, when every caller sees every file)."""
+
+    def __init__(self, connection: AsyncRedis, store: FileStore, retention: float) -> None:
+        self.connection, self.store, self.retention = connection, store, retention
+
+    @staticmethod
+    def object_name(file_id: str) -> str:
+        return f"files/{file_id}"
+
+    async def add(self, file_id: str, size: int, filename: str, purpose: str, owner: str) -> dict[str, Any]:
+        """Record a file whose bytes are in the store already (the same id again: the same record)."""
+        created = int(time.time())
+        record: dict[Any, Any] = {  # redis-py's Mapping type is invariant in its keys
+            "id": file_id,
+            "bytes": size,
+            "created_at": created,
+            "filename": filename,
+            "purpose": purpose,
+            "owner": owner,
+            "expires_at": created + int(self.retention),
+        }
+        async with self.connection.pipeline(transaction=True) as pipe:
+            pipe.hset(file_key(file_id), mapping=record)
+            pipe.expireat(file_key(file_id), record["expires_at"])
+            pipe.zadd(FILES_KEY, {file_id: created})
+            await pipe.execute()
+        return public(record)
+
+    @staticmethod
+    def new_id() -> str:
+        return f"file-{secrets.token_hex(12)}"
+
+    async def record(self, file_id: str, owner: str) -> dict[str, Any]:
+        """The file's record; 404 if there is none or another key owns it."""
+        raw = await self.connection.hgetall(file_key(file_id))
+        record = {as_text(k): as_text(v) for k, v in raw.items()}
+        if not record or (owner and record.get("owner") != owner):
+            raise not_found(file_id)
+        return record
+
+    async def get(self, file_id: str, owner: str) -> dict[str, Any]:
+        return public(await self.record(file_id, owner))
+
+    async def page(self, owner: str, after: str | None, limit: int, purpose: str | None) -> dict[str, Any]:
+        """Newest first, as OpenAI lists them; `after`: the last id of the previous page."""
+        expired_before = time.time() - self.retention
+        await self.connection.zremrangebyscore(FILES_KEY, "-inf", expired_before)
+        ids = [as_text(cast(bytes, i)) for i in await self.connection.zrange(FILES_KEY, 0, -1, desc=True)]
+        if after in ids:
+            ids = ids[ids.index(after) + 1 :]
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(ids), 200):
+            async with self.connection.pipeline(transaction=False) as pipe:
+                for file_id in ids[start : start + 200]:
+                    pipe.hgetall(file_key(file_id))
+                replies = await pipe.execute()
+            for raw in replies:
+                record = {as_text(k): as_text(v) for k, v in raw.items()}
+                mine = record and (not owner or record.get("owner") == owner)
+                if mine and (purpose is None or record.get("purpose") == purpose):
+                    found.append(public(record))
+            if len(found) > limit:
+                break
+        page = found[:limit]
+        return {
+            "object": "list",
+            "data": page,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+            "has_more": len(found) > limit,
+        }
+
+    async def delete(self, file_id: str, owner: str) -> dict[str, Any]:
+        await self.record(file_id, owner)
+        async with self.connection.pipeline(transaction=True) as pipe:
+            pipe.delete(file_key(file_id))
+            pipe.zrem(FILES_KEY, file_id)
+            await pipe.execute()
+        await asyncio.to_thread(self.store.delete, self.object_name(file_id))
+        return {"id": file_id, "object": "file", "deleted": True}
+
+    async def content(self, file_id: str, owner: str) -> Iterator[bytes]:
+        """The file's bytes, to stream (a missing object: 404, as if the record were gone)."""
+        await self.record(file_id, owner)
+        try:
+            handle = await asyncio.to_thread(self.store.open, self.object_name(file_id))
+        except FileNotFoundError:
+            raise not_found(file_id) from None
+        return read_chunks(handle)
+
+
+def public(record: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's file object (without the owner)."""
+    return {
+        "id": record["id"],
+        "object": "file",
+        "bytes": int(record["bytes"]),
+        "created_at": int(record["created_at"]),
+        "expires_at": int(record["expires_at"]),
+        "filename": record["filename"],
+        "purpose": record["purpose"],
+        "status": "processed",
+        "status_details": None,
+    }
