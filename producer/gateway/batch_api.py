@@ -116,7 +116,8 @@ def batch_api(settings: GatewaySettings, files: Files, batches: Batches) -> APIR
         record = await files.record(input_file_id, who)
         if record.get("purpose") != "batch":
             raise invalid(f"file {input_file_id} has purpose {record.get('purpose')!r}, not 'batch'", "input_file_id")
-        return await batches.create(input_file_id, ENDPOINT, metadata, who)
+        limits = (settings.batch_max_lines, settings.files_max_bytes)
+        return await batches.create(input_file_id, ENDPOINT, metadata, who, limits)
 
     @router.get("/v1/batches")
     async def list_batches(request: Request, after: str | None = None, limit: int | None = None) -> dict[str, Any]:

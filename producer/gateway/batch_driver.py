@@ -183,7 +183,7 @@ class BatchRun:
             record = await self.validate(record, data)
             if record["status"] == "failed":
                 return
-        lines = parse_input(data, self.settings.batch_max_lines, lambda _: True).lines
+        lines = parse_input(data, int(record["max_lines"]), lambda _: True).lines
         chunks = plan_chunks(lines, CHUNK_TEXTS)
         if record["status"] == "cancelling":
             self.stop("cancelled")
@@ -198,9 +198,9 @@ class BatchRun:
         models = await self.driver.fleet.models()
         parsed = parse_input(
             data,
-            self.settings.batch_max_lines,
+            int(record["max_lines"]),
             lambda name: self.driver.fleet.resolve(name) in models,
-            max_bytes=self.settings.files_max_bytes,
+            max_bytes=int(record["max_bytes"]),
         )
         now = int(time.time())
         if parsed.errors:

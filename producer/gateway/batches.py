@@ -103,8 +103,10 @@ class Batches:
         self._cancel = connection.register_script(CANCEL)
 
     async def create(
-        self, input_file_id: str, endpoint: str, metadata: dict[str, str] | None, owner: str
+        self, input_file_id: str, endpoint: str, metadata: dict[str, str] | None, owner: str, limits: tuple[int, int]
     ) -> dict[str, Any]:
+        """A new batch, validating. `limits`: the creating gateway's BATCH_MAX_LINES and FILES_MAX_BYTES,
+        kept with the batch so whichever replica validates it applies them."""
         batch_id = f"batch_{secrets.token_hex(12)}"
         now = int(time.time())
         record: dict[Any, Any] = {  # redis-py's Mapping type is invariant in its keys
@@ -120,6 +122,8 @@ class Batches:
             "failed": 0,
             "metadata": orjson.dumps(metadata).decode(),
             "owner": owner,
+            "max_lines": limits[0],
+            "max_bytes": limits[1],
         }
         key = batch_key(batch_id)
         async with self.connection.pipeline(transaction=True) as pipe:
