@@ -12,6 +12,8 @@ COPY producer producer
 COPY worker worker
 COPY config config
 RUN pip install --no-cache-dir ".[${EXTRAS}]"
+# The Batch API's files (the gateway's EMBEDQ_FILES_DIR): a volume mounted here starts owned by nobody.
+RUN mkdir -p /data/files && chown nobody /data/files
 USER nobody
 ENTRYPOINT ["embedq"]
 CMD ["supervise"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -130,7 +131,14 @@ def free_port() -> int:
 def start_gateway(settings: Settings, **env: str) -> tuple[subprocess.Popen[bytes], str]:
     """`embedq serve` as a real process on a free port, with key KEY, once /health answers."""
     port = free_port()
-    variables = {**settings_env(settings), "EMBEDQ_HTTP_PORT": str(port), "EMBEDQ_API_KEYS": KEY, **env}
+    files = tempfile.mkdtemp(prefix="embedq-files-")  # the Batch API's files, unless `env` names a directory
+    variables = {
+        **settings_env(settings),
+        "EMBEDQ_HTTP_PORT": str(port),
+        "EMBEDQ_API_KEYS": KEY,
+        "EMBEDQ_FILES_DIR": files,
+        **env,
+    }
     process = subprocess.Popen(embedq_command("serve"), env=variables, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

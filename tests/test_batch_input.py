@@ -61,18 +61,19 @@ def test_a_file_of_errors_lists_the_first_hundred_and_counts_the_rest():
     assert parsed.errors[-1]["message"] == "and 151 more lines with errors"
 
 
-def test_chunks_group_lines_by_model_and_dimensions_in_order_and_never_split_a_line():
+def test_chunks_group_lines_by_model_and_dimensions_ordered_by_length_and_never_split_a_line():
     lines = parse(
-        line("a", ["t"] * 3),
+        line("a", ["tt"] * 3),
         line("b", "t", dimensions=64),
         line("c", ["t"] * 2),
         line("d", ["t"] * 10),
-        line("e", "t", dimensions=64),
+        line("e", "ttt", dimensions=64),
+        line("f", "t"),
     ).lines
     chunks = plan_chunks(lines, chunk_texts=5)
-    assert [[item.custom_id for item in chunk.lines] for chunk in chunks] == [["a", "c"], ["b", "e"], ["d"]]
-    assert [chunk.number for chunk in chunks] == [0, 1, 2]
-    assert [chunk.dimensions for chunk in chunks] == [None, 64, None]
+    assert [[item.custom_id for item in chunk.lines] for chunk in chunks] == [["f", "c"], ["a"], ["d"], ["b", "e"]]
+    assert [chunk.number for chunk in chunks] == [0, 1, 2, 3]
+    assert [chunk.dimensions for chunk in chunks] == [None, None, None, 64]
     assert plan_chunks(lines, chunk_texts=5) == chunks  # every replica cuts the same chunks
 
 

@@ -20,7 +20,7 @@ import openai
 import pytest
 from redis import Redis
 
-from embedq.producer.protocol import ACTIVE_BATCHES_KEY, lane_queue
+from embedq.producer.protocol import ACTIVE_BATCHES_KEY, batch_key, file_key, lane_queue
 from embedq.worker.cli import embedq_command
 from embedq.worker.local.service import LocalService
 from embedq.worker.supervisor import settings_env
@@ -231,6 +231,22 @@ def test_cancel_mid_run_ends_cancelled_with_counts_that_add_up(replicas, service
         client.batches.cancel(wait_for(client, submit(client, varied_lines(3)), timeout=60).id)
 
 
+def test_a_batch_past_its_window_expires_with_its_unrun_lines_in_the_error_file(replicas, redis):
+    client = sdk(replicas[0])
+    lines = varied_lines(4000, seed=17)
+    batch_id = submit(client, lines)
+    wait_until(lambda: client.batches.retrieve(batch_id).request_counts.completed > 200, 120, "first chunks")
+    redis.hset(batch_key(batch_id), "expires_at", int(time.time()) - 1)  # its 24 h are over
+    batch = wait_for(client, batch_id, timeout=60)
+    assert batch.status == "expired" and batch.expired_at
+    counts = batch.request_counts
+    done, failed = outputs(client, batch.output_file_id), outputs(client, batch.error_file_id)
+    assert 200 < counts.completed == len(done) < 4000 and counts.failed == len(failed)
+    assert counts.completed + counts.failed == 4000
+    assert {line["error"]["code"] for line in failed} == {"batch_expired"}
+    assert sorted(line["custom_id"] for line in done + failed) == sorted(line["custom_id"] for line in lines)
+
+
 def test_a_key_sees_only_its_own_files_and_batches(service, files_dir):
     process, url = start_gateway(service.settings, EMBEDQ_FILES_DIR=str(files_dir), EMBEDQ_API_KEYS=f"{KEY},other")
     try:
@@ -244,6 +260,8 @@ def test_a_key_sees_only_its_own_files_and_batches(service, files_dir):
         assert batch_id not in [b.id for b in theirs.batches.list().data]
         assert input_id not in [f.id for f in theirs.files.list().data]
         assert wait_for(mine, batch_id, timeout=60).status == "completed"
+        for key in (file_key(input_id), batch_key(batch_id)):  # kept FILES_RETENTION, 30 days by default
+            assert 29 * 86400 < Redis.from_url(service.settings.redis_url).ttl(key) <= 30 * 86400
         assert mine.files.delete(input_id).deleted
         with pytest.raises(openai.NotFoundError):
             mine.files.retrieve(input_id)

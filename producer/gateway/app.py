@@ -183,7 +183,7 @@ def create_app(settings: GatewaySettings) -> Gate:
     async def redis_error(request: Request, error: RedisError) -> JSONResponse:
         return await openai_error(request, unavailable(error))
 
-    app.include_router(batch_api(settings, files, batches))
+    app.include_router(batch_api(settings, files, batches, driver.wake))
 
     @app.get("/", response_class=HTMLResponse)
     async def status_page() -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 from itertools import chain
 from typing import Any
 
@@ -43,7 +44,8 @@ def page_limit(limit: int | None, default: int) -> int:
     return limit
 
 
-def batch_api(settings: GatewaySettings, files: Files, batches: Batches) -> APIRouter:
+def batch_api(settings: GatewaySettings, files: Files, batches: Batches, wake: Callable[[], None]) -> APIRouter:
+    """The routes; `wake` is called when a batch is created (this replica's driver looks at once)."""
     router = APIRouter()
 
     @router.post("/v1/files")
@@ -117,7 +119,9 @@ def batch_api(settings: GatewaySettings, files: Files, batches: Batches) -> APIR
         if record.get("purpose") != "batch":
             raise invalid(f"file {input_file_id} has purpose {record.get('purpose')!r}, not 'batch'", "input_file_id")
         limits = (settings.batch_max_lines, settings.files_max_bytes)
-        return await batches.create(input_file_id, ENDPOINT, metadata, who, limits)
+        created = await batches.create(input_file_id, ENDPOINT, metadata, who, limits)
+        wake()
+        return created
 
     @router.get("/v1/batches")
     async def list_batches(request: Request, after: str | None = None, limit: int | None = None) -> dict[str, Any]:

@@ -42,8 +42,8 @@ from embedq.producer.protocol import EmbedResult, validate_request
 log = logging.getLogger(__name__)
 
 CHUNK_TEXTS = 256  # texts a chunk gathers: its output is written and counted at once
-JOB_TEXTS = 64  # texts per job (as `embedq embed-file` sends them)
-WINDOW = 8  # chunks of one batch in flight: enough to keep a fleet's passes full
+JOB_TEXTS = 256  # texts per job: a chunk is one job (of at most MAX_TEXTS_PER_JOB), one worker's pass
+WINDOW = 8  # chunks of one batch in flight (at most half of MAX_BULK_QUEUE_LENGTH): keeps a fleet's passes full
 MAX_DRIVEN = 4  # batches one replica drives at once
 LOOK_EVERY = 1.0  # seconds between looks for batches to drive
 RENEW_EVERY = 3.0  # seconds between lease renewals (the lease lasts batches.LEASE_MS)
@@ -71,6 +71,11 @@ class BatchDriver:
         self.settings, self.fleet, self.sync, self.files, self.batches = settings, fleet, sync, files, batches
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.driving: dict[str, asyncio.Task[None]] = {}
+        self.woken = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look for batches now (one was just created here), not at the next LOOK_EVERY."""
+        self.woken.set()
 
     async def run(self) -> None:
         swept = 0.0
@@ -85,7 +90,9 @@ class BatchDriver:
                         log.info("embedq serve: removed %d files older than FILES_RETENTION", removed)
             except RedisError as error:
                 log.debug("embedq serve: looking for batches: Redis did not answer (%s)", type(error).__name__)
-            await asyncio.sleep(LOOK_EVERY)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self.woken.wait(), LOOK_EVERY)
+            self.woken.clear()
 
     async def look(self) -> None:
         for batch_id in await self.batches.active():
@@ -160,6 +167,10 @@ class BatchRun:
         self.ending: str | None = None  # "cancelled" or "expired" once asked to stop
         self.stopping = asyncio.Event()
         self.job_ids: list[list[str]] = []  # of the chunks in flight: cancelled when the batch stops
+        self.job_texts = min(JOB_TEXTS, self.settings.max_texts_per_job)
+        # leave half the bulk lane to other work: the batch's windows never fill it alone
+        self.window = max(1, min(WINDOW, self.settings.max_bulk_queue_length // 2))
+        self.refusals: set[str] = set()  # kinds of refused or failed submits already logged
 
     def stop(self, ending: str) -> None:
         if not self.stopping.is_set():
@@ -246,7 +257,7 @@ class BatchRun:
         stopping = asyncio.ensure_future(self.stopping.wait())
         try:
             while todo or in_flight:
-                while todo and len(in_flight) < WINDOW and not self.stopping.is_set():
+                while todo and len(in_flight) < self.window and not self.stopping.is_set():
                     in_flight.add(asyncio.ensure_future(self.run_chunk(record, todo.pop())))
                 if not in_flight:
                     break
@@ -332,7 +343,7 @@ class BatchRun:
         except JobFailed as error:
             if self.stopping.is_set():
                 raise Stop from None
-            refused = failed(error, job_ids, JOB_TEXTS)
+            refused = failed(error, job_ids, self.job_texts)
             return ERROR, response_line(line, refused.status, refused.body())
         vectors = np.concatenate([result.embeddings for result in results])
         tokens = [count for result in results for count in token_counts(result)]
@@ -356,7 +367,8 @@ class BatchRun:
     ) -> list[EmbedResult]:
         """Submit `texts` in jobs of JOB_TEXTS to the bulk lane and wait for them: sent again when the lane
         is full, Redis is away or the jobs vanish; JobFailed when a worker failed one."""
-        batches = [texts[start : start + JOB_TEXTS] for start in range(0, len(texts), JOB_TEXTS)]
+        step = self.job_texts
+        batches = [texts[start : start + step] for start in range(0, len(texts), step)]
         client = self.driver.fleet.client(model.queue)
         while True:
             if self.stopping.is_set():
@@ -374,7 +386,10 @@ class BatchRun:
                     priority="bulk",
                 )
             except (QueueFull, QueueUnavailable, InvalidSettings, JobTimeout, JobNotFound) as error:
-                log.warning("embedq serve: batch %s: jobs sent again (%s)", self.batch_id, type(error).__name__)
+                kind = type(error).__name__
+                level = logging.DEBUG if kind in self.refusals else logging.WARNING  # once per kind and batch
+                self.refusals.add(kind)
+                log.log(level, "embedq serve: batch %s: jobs sent again after %s: %s", self.batch_id, kind, error)
                 if isinstance(error, JobTimeout):
                     await asyncio.to_thread(cancel_queued, self.driver.sync, ids)
             finally:

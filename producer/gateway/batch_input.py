@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from embedq.producer.gateway.openai_shape import OpenAIError, parse_request
+from embedq.producer.gateway.openai_shape import parse_request
 
 ENDPOINT = "/v1/embeddings"
 MAX_LISTED_ERRORS = 100  # errors named in a failed batch's `errors`; the last entry counts the rest
@@ -27,6 +27,13 @@ class Line:
         """How many texts the line asks for (a line whose `input` is off-schema counts one)."""
         raw = self.body.get("input")
         return len(raw) if isinstance(raw, list) and raw else 1
+
+    @property
+    def chars(self) -> int:
+        """The length of the line's text(s), in characters: what orders a batch's lines into chunks."""
+        raw = self.body.get("input")
+        items = raw if isinstance(raw, list) else [raw]
+        return sum(len(item) for item in items if isinstance(item, str))
 
     @property
     def dimensions(self) -> Any:
@@ -127,24 +134,25 @@ def error(code: str, message: str, line: int | None = None) -> dict[str, Any]:
 
 
 def plan_chunks(lines: list[Line], chunk_texts: int) -> list[Chunk]:
-    """Lines in input order, grouped by model and `dimensions` into chunks of about `chunk_texts`
-    texts (a line is never split; a longer line is a chunk of its own)."""
-    chunks: list[Chunk] = []
-    open_chunks: dict[tuple[str, str], tuple[list[Line], int]] = {}
-
-    def close(key: tuple[str, str]) -> None:
-        grouped, _ = open_chunks.pop(key)
-        chunks.append(Chunk(len(chunks), grouped[0].body["model"], grouped[0].dimensions, tuple(grouped)))
-
+    """Lines grouped by model and `dimensions`, each group ordered by length (so the texts a worker's
+    pass gets pad to about the same length: OpenAI's output is in any order), cut into chunks of about
+    `chunk_texts` texts; a line is never split, a longer one is a chunk of its own. The same lines
+    always give the same chunks."""
+    groups: dict[tuple[str, str], list[Line]] = {}
     for line in lines:
-        key = (line.body["model"], repr(line.dimensions))
-        grouped, texts = open_chunks.get(key, ([], 0))
-        if grouped and texts + line.texts > chunk_texts:
-            close(key)
-            grouped, texts = [], 0
-        open_chunks[key] = ([*grouped, line], texts + line.texts)
-    for key in list(open_chunks):
-        close(key)
+        groups.setdefault((line.body["model"], repr(line.dimensions)), []).append(line)
+    chunks: list[Chunk] = []
+    for group in groups.values():
+        group.sort(key=lambda line: (line.chars, line.number))
+        current: list[Line] = []
+        texts = 0
+        for line in group:
+            if current and texts + line.texts > chunk_texts:
+                chunks.append(Chunk(len(chunks), current[0].body["model"], current[0].dimensions, tuple(current)))
+                current, texts = [], 0
+            current.append(line)
+            texts += line.texts
+        chunks.append(Chunk(len(chunks), current[0].body["model"], current[0].dimensions, tuple(current)))
     return chunks
 
 
@@ -152,9 +160,3 @@ def line_request(line: Line, max_inputs: int) -> tuple[list[str], str, int | Non
     """(texts, encoding_format, dimensions) of a line's body; OpenAIError (400) names what is wrong."""
     texts, _, encoding, dimensions = parse_request(line.body, max_inputs)
     return texts, encoding, dimensions
-
-
-def line_error(status: int, failure: OpenAIError | dict[str, Any]) -> dict[str, Any]:
-    """The `response` of a line that got an HTTP error, as OpenAI's output has it."""
-    body = failure.body() if isinstance(failure, OpenAIError) else failure
-    return {"status_code": status, "body": body}

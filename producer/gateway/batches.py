@@ -184,12 +184,6 @@ class Batches:
     async def active(self) -> list[str]:
         return sorted(as_text(i) for i in await self.connection.smembers(ACTIVE_BATCHES_KEY))
 
-    async def running(self) -> list[dict[str, Any]]:
-        """The batches not yet final, oldest first (for the status page and `embedq batches`)."""
-        records = [await self.connection.hgetall(batch_key(i)) for i in await self.active()]
-        found = [public({as_text(k): as_text(v) for k, v in raw.items()}) for raw in records if raw]
-        return sorted(found, key=lambda batch: batch["created_at"])
-
     async def take_lease(self, batch_id: str, holder: str) -> bool:
         """Take the batch's lease if it is free, or renew it if `holder` has it."""
         return bool(await self._take(keys=[batch_lease_key(batch_id)], args=[holder, LEASE_MS]))

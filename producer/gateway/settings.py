@@ -34,7 +34,9 @@ class GatewaySettings(ClientSettings):
     )
     files_max_bytes: int = Field(200 * 1024 * 1024, ge=1, description="largest file /v1/files accepts (OpenAI's)")
     files_retention: timedelta = Field(
-        timedelta(days=30), description="how long files and batches are kept (seconds, or ISO 8601 such as P30D)"
+        timedelta(days=30),
+        ge=timedelta(days=1),  # a batch may run its whole 24 h window on files kept that long
+        description="how long files and batches are kept (seconds, or ISO 8601 such as P30D); at least a day",
     )
     batch_max_lines: int = Field(50_000, ge=1, description="requests in one batch's input file (OpenAI's limit)")
 
