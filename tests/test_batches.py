@@ -91,9 +91,15 @@ def sdk(url: str, key: str = KEY) -> openai.OpenAI:
 
 
 def wait_for(client: openai.OpenAI, batch_id: str, timeout: float, until: tuple[str, ...] = FINAL) -> Any:
+    """Poll as a client would: a 503 (Redis away for a moment, Retry-After) means ask again."""
     deadline = time.monotonic() + timeout
     while True:
-        batch = client.batches.retrieve(batch_id)
+        try:
+            batch = client.batches.retrieve(batch_id)
+        except openai.InternalServerError as error:
+            assert error.status_code == 503 and time.monotonic() < deadline, error
+            time.sleep(0.5)
+            continue
         if batch.status in until:
             return batch
         assert time.monotonic() < deadline, f"batch {batch_id} still {batch.status} ({batch.request_counts})"
