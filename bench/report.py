@@ -507,7 +507,9 @@ def batch_section(batch: dict[str, Any]) -> list[str]:
         f"| Batch API, float vectors (one run) | {batch['batch_float_texts_per_s']:,.0f} | "
         f"{batch['batch_float_texts_per_s'] / faster:.2f}× |",
         "",
-        f"Goal: the batch ≥ 1.0× the faster of the other two: {'met' if rates['batch'] >= faster else 'missed'}.",
+        f"Goal: the batch ≥ 1.0× the faster of the other two: {'met' if rates['batch'] >= faster else 'missed'}. The",
+        "batch may answer in any order (OpenAI's output is unordered), so it groups lines by length into chunks: a",
+        "worker's pass gets texts of about one length and pads less; `embed-file` keeps the file's order.",
         "",
         "One-text interactive /v1/embeddings requests sent one at a time (the latency probe):",
         "",

@@ -45,6 +45,7 @@ CHUNK_TEXTS = 256  # texts a chunk gathers: its output is written and counted at
 JOB_TEXTS = 256  # texts per job: a chunk is one job (of at most MAX_TEXTS_PER_JOB), one worker's pass
 WINDOW = 8  # chunks of one batch in flight (at most half of MAX_BULK_QUEUE_LENGTH): keeps a fleet's passes full
 MAX_DRIVEN = 4  # batches one replica drives at once
+MAX_FAILURES = 3  # unexpected errors in a row driving one batch before it is failed
 LOOK_EVERY = 1.0  # seconds between looks for batches to drive
 RENEW_EVERY = 3.0  # seconds between lease renewals (the lease lasts batches.LEASE_MS)
 RETRY_PAUSE = 1.0  # after a refused or failed submit
@@ -71,6 +72,7 @@ class BatchDriver:
         self.settings, self.fleet, self.sync, self.files, self.batches = settings, fleet, sync, files, batches
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.driving: dict[str, asyncio.Task[None]] = {}
+        self.failures: dict[str, int] = {}  # per batch, unexpected errors in a row
         self.woken = asyncio.Event()
 
     def wake(self) -> None:
@@ -114,6 +116,7 @@ class BatchDriver:
         keeper = asyncio.ensure_future(self.keep_lease(run, work))
         try:
             await work
+            self.failures.pop(batch_id, None)
         except (LeaseLost, asyncio.CancelledError):
             log.info("embedq serve: batch %s: this gateway no longer drives it", batch_id)
         except RedisError as error:
@@ -121,8 +124,14 @@ class BatchDriver:
                 "embedq serve: batch %s: Redis did not answer (%s); taken up again", batch_id, type(error).__name__
             )
             await asyncio.sleep(5 * RETRY_PAUSE)
-        except Exception:
-            log.exception("embedq serve: batch %s: driving failed; it is taken up again", batch_id)
+        except Exception as error:
+            failures = self.failures[batch_id] = self.failures.get(batch_id, 0) + 1
+            log.exception("embedq serve: batch %s: driving failed (%d of %d)", batch_id, failures, MAX_FAILURES)
+            if failures >= MAX_FAILURES:  # it would fail the same way again: say so, rather than loop
+                with suppress(RedisError, LeaseLost):
+                    message = f"embedq could not run this batch ({type(error).__name__}; the gateway's log has more)"
+                    await run.fail("internal_error", message)
+                self.failures.pop(batch_id, None)
             await asyncio.sleep(5 * RETRY_PAUSE)
         finally:
             keeper.cancel()
@@ -183,19 +192,19 @@ class BatchRun:
         except OpenAIError:  # expired or deleted: nothing left to drive
             await self.batches.forget_active(self.batch_id)
             return
-        if record["status"] in FINAL:
+        if record["status"] in FINAL:  # ended, though still listed as active
+            await self.batches.forget_active(self.batch_id)
             return
         try:
             data = await asyncio.to_thread(self.read_input, record["input_file_id"])
         except FileNotFoundError:
-            await self.fail(record, "input_file_missing", f"the input file {record['input_file_id']} is gone")
+            await self.fail("input_file_missing", f"the input file {record['input_file_id']} is gone")
             return
         if record["status"] == "validating":
             record = await self.validate(record, data)
             if record["status"] == "failed":
                 return
-        lines = parse_input(data, int(record["max_lines"]), lambda _: True).lines
-        chunks = plan_chunks(lines, CHUNK_TEXTS)
+        chunks = await asyncio.to_thread(self.chunks_of, data, int(record["max_lines"]))
         if record["status"] == "cancelling":
             self.stop("cancelled")
         if record["status"] == "in_progress":
@@ -205,9 +214,15 @@ class BatchRun:
     def read_input(self, file_id: str) -> bytes:
         return b"".join(read_chunks(self.files.store.open(Files.object_name(file_id))))
 
+    @staticmethod
+    def chunks_of(data: bytes, max_lines: int) -> list[Chunk]:
+        """The chunks of an input that passed validation (in a thread: a large file takes a while)."""
+        return plan_chunks(parse_input(data, max_lines, lambda _: True).lines, CHUNK_TEXTS)
+
     async def validate(self, record: dict[str, str], data: bytes) -> dict[str, str]:
         models = await self.driver.fleet.models()
-        parsed = parse_input(
+        parsed = await asyncio.to_thread(
+            parse_input,
             data,
             int(record["max_lines"]),
             lambda name: self.driver.fleet.resolve(name) in models,
@@ -236,7 +251,7 @@ class BatchRun:
             log.info("embedq serve: batch %s: %d requests", self.batch_id, len(parsed.lines))
         return await self.batches.record(self.batch_id)
 
-    async def fail(self, record: dict[str, str], code: str, message: str) -> None:
+    async def fail(self, code: str, message: str) -> None:
         errors = [{"code": code, "message": message, "param": None, "line": None}]
         await self.batches.transition(
             self.batch_id,
@@ -255,21 +270,22 @@ class BatchRun:
         todo.reverse()
         in_flight: set[asyncio.Future[Any]] = set()
         stopping = asyncio.ensure_future(self.stopping.wait())
+        watched = {stopping}  # until the batch is asked to stop; then only the chunks still in flight
         try:
             while todo or in_flight:
                 while todo and len(in_flight) < self.window and not self.stopping.is_set():
                     in_flight.add(asyncio.ensure_future(self.run_chunk(record, todo.pop())))
                 if not in_flight:
                     break
-                finished, in_flight = await asyncio.wait(in_flight | {stopping}, return_when=asyncio.FIRST_COMPLETED)
-                in_flight.discard(stopping)
-                for task in finished - {stopping}:
+                finished, pending = await asyncio.wait(in_flight | watched, return_when=asyncio.FIRST_COMPLETED)
+                in_flight = pending - watched
+                for task in finished - watched:
                     task.result()  # LeaseLost and the unexpected end the run
-                if stopping in finished and self.job_ids:
+                if stopping in finished:  # the jobs no worker has started go; the others finish and count
+                    watched = set()
                     ids = [job_id for chunk_ids in self.job_ids for job_id in chunk_ids]
                     cancelled = await asyncio.to_thread(cancel_queued, self.driver.sync, ids)
                     log.info("embedq serve: batch %s %s: %d jobs cancelled", self.batch_id, self.ending, cancelled)
-                    self.job_ids.clear()
         finally:
             stopping.cancel()
             for task in in_flight:

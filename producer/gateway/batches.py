@@ -173,13 +173,13 @@ class Batches:
         }
 
     async def cancel(self, batch_id: str, owner: str) -> dict[str, Any]:
-        record = await self.record(batch_id, owner)
+        await self.record(batch_id, owner)
         outcome = as_text(await self._cancel(keys=[batch_key(batch_id)], args=[int(time.time())]))
         if outcome in ("completed", "failed", "expired", "finalizing"):
             raise OpenAIError(
                 409, f"batch {batch_id} is {outcome}: only a validating or in-progress batch can be cancelled"
             )
-        return public({**record, **(await self.record(batch_id))})
+        return public(await self.record(batch_id))
 
     async def active(self) -> list[str]:
         return sorted(as_text(i) for i in await self.connection.smembers(ACTIVE_BATCHES_KEY))
