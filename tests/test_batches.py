@@ -292,6 +292,16 @@ def test_limits_on_lines_and_bytes(service, files_dir):
         stop(process)
 
 
+def test_unknown_paths_and_bad_parameters_get_openai_error_bodies(replicas):
+    headers = {"Authorization": f"Bearer {KEY}"}
+    missing = httpx.get(f"{replicas[0]}/v1/nothing-here", headers=headers)
+    assert missing.status_code == 404 and missing.json()["error"]["type"] == "invalid_request_error"
+    bad = httpx.get(f"{replicas[0]}/v1/batches", params={"limit": "many"}, headers=headers)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "limit"
+    no_file = httpx.post(f"{replicas[0]}/v1/files", data={"purpose": "batch"}, headers=headers)
+    assert no_file.status_code == 400 and no_file.json()["error"]["param"] == "file"
+
+
 def test_the_cli_lists_shows_and_cancels_batches(replicas, service):
     client = sdk(replicas[0])
     batch_id = submit(client, varied_lines(3000, seed=9))

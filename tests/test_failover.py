@@ -35,6 +35,10 @@ def sentinel_setup(tmp_path):
         )
         sentinels.append(subprocess.Popen(["redis-server", str(conf), "--sentinel"], stdout=subprocess.DEVNULL))
     probe = Redis(port=ports[0], decode_responses=True)
+    # the replica's first sync waits out the primary's repl-diskless-sync-delay (5 s): jobs written before it
+    # completes could only be lost in the failover
+    link = Redis.from_url(replica.url)
+    wait_until(lambda: link.info("replication").get("master_link_status") == "up", 30, "the replica's first sync")
     wait_until(lambda: _answers(probe) and len(probe.sentinel_slaves(MASTER)) == 1, 30, "sentinel sees the replica")
     wait_until(lambda: len(probe.sentinel_sentinels(MASTER)) == 2, 30, "the sentinels see each other")
     try:

@@ -13,9 +13,11 @@ from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from embedq.producer.connection import async_redis, sync_redis
@@ -27,7 +29,7 @@ from embedq.producer.gateway.embeddings import EmbeddingsEndpoint
 from embedq.producer.gateway.files import DirectoryStore, Files
 from embedq.producer.gateway.fleet import Fleet
 from embedq.producer.gateway.metrics import registry
-from embedq.producer.gateway.openai_shape import OpenAIError, send_json, unavailable
+from embedq.producer.gateway.openai_shape import OpenAIError, invalid, send_json, unavailable
 from embedq.producer.gateway.settings import GatewaySettings
 from embedq.producer.gateway.status import SAMPLE_EVERY, StatusBoard
 from embedq.producer.settings import redact_url
@@ -182,6 +184,19 @@ def create_app(settings: GatewaySettings) -> Gate:
     @app.exception_handler(RedisError)
     async def redis_error(request: Request, error: RedisError) -> JSONResponse:
         return await openai_error(request, unavailable(error))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        """An unknown path, a wrong method, a malformed upload: OpenAI's error shape, as everywhere."""
+        return await openai_error(
+            request, OpenAIError(error.status_code, str(error.detail), headers=dict(error.headers or {}))
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameter(request: Request, error: RequestValidationError) -> JSONResponse:
+        problem = error.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"][1:])
+        return await openai_error(request, invalid(f"{where}: {problem['msg']}", where or None))
 
     app.include_router(batch_api(settings, files, batches, driver.wake))
 
