@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import openai
 from benchlib import KeepAlive, mixed_corpus, process_cpu_seconds, save, stsb_path
-from lanes import micro_batch_ms
+from lanes import micro_batch_ms, summary
 
 from embedq.config import Settings
 from embedq.worker.cli import embedq_command
@@ -117,10 +117,6 @@ def rotating(measures: dict[str, Callable[[], float]], repeats: int) -> dict[str
         for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
             samples[name].append(measures[name]())
     return samples
-
-
-def summary(times: list[float]) -> dict[str, float]:
-    return {"p50_ms": statistics.median(times), "p95_ms": float(np.percentile(times, 95)), "samples": len(times)}
 
 
 def start_gateway(settings: Settings, files_dir: Path) -> tuple[subprocess.Popen[bytes], str]:

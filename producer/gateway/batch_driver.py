@@ -35,7 +35,7 @@ from embedq.producer.gateway.batches import FINAL, Batches, LeaseLost
 from embedq.producer.gateway.embeddings import failed
 from embedq.producer.gateway.files import Files, read_chunks
 from embedq.producer.gateway.fleet import Fleet, ServedModel, cancel_queued
-from embedq.producer.gateway.openai_shape import OpenAIError, encode, invalid
+from embedq.producer.gateway.openai_shape import OpenAIError, embeddings_body, invalid
 from embedq.producer.gateway.settings import GatewaySettings
 from embedq.producer.protocol import EmbedResult, validate_request
 
@@ -201,10 +201,12 @@ class BatchRun:
             await self.fail("input_file_missing", f"the input file {record['input_file_id']} is gone")
             return
         if record["status"] == "validating":
-            record = await self.validate(record, data)
+            record, lines = await self.validate(record, data)
             if record["status"] == "failed":
                 return
-        chunks = await asyncio.to_thread(self.chunks_of, data, int(record["max_lines"]))
+        else:  # validated before this replica took the batch over: the same lines, read again
+            lines = (await asyncio.to_thread(parse_input, data, int(record["max_lines"]), lambda _: True)).lines
+        chunks = await asyncio.to_thread(plan_chunks, lines, CHUNK_TEXTS)
         if record["status"] == "cancelling":
             self.stop("cancelled")
         if record["status"] == "in_progress":
@@ -214,12 +216,8 @@ class BatchRun:
     def read_input(self, file_id: str) -> bytes:
         return b"".join(read_chunks(self.files.store.open(Files.object_name(file_id))))
 
-    @staticmethod
-    def chunks_of(data: bytes, max_lines: int) -> list[Chunk]:
-        """The chunks of an input that passed validation (in a thread: a large file takes a while)."""
-        return plan_chunks(parse_input(data, max_lines, lambda _: True).lines, CHUNK_TEXTS)
-
-    async def validate(self, record: dict[str, str], data: bytes) -> dict[str, str]:
+    async def validate(self, record: dict[str, str], data: bytes) -> tuple[dict[str, str], list[Line]]:
+        """Check the input (in a thread: a large file takes a while); the batch's record after, and its lines."""
         models = await self.driver.fleet.models()
         parsed = await asyncio.to_thread(
             parse_input,
@@ -249,7 +247,7 @@ class BatchRun:
                 total=len(parsed.lines),
             )
             log.info("embedq serve: batch %s: %d requests", self.batch_id, len(parsed.lines))
-        return await self.batches.record(self.batch_id)
+        return await self.batches.record(self.batch_id), parsed.lines
 
     async def fail(self, code: str, message: str) -> None:
         errors = [{"code": code, "message": message, "param": None, "line": None}]
@@ -340,15 +338,7 @@ class BatchRun:
             for line, texts, encoding in ready:  # which line did it? each on its own
                 lines.append(await self.embed_alone(model, line, texts, encoding, dimensions))
             return lines
-        vectors = np.concatenate([result.embeddings for result in results])
-        tokens = [count for result in results for count in token_counts(result)]
-        start = 0
-        for line, texts, encoding in ready:
-            end = start + len(texts)
-            body = embedding_body(vectors[start:end], tokens[start:end], model.name, encoding)
-            lines.append((OUTPUT, response_line(line, 200, body)))
-            start = end
-        return lines
+        return lines + answered(ready, results, model.name)
 
     async def embed_alone(
         self, model: ServedModel, line: Line, texts: list[str], encoding: str, dimensions: int | None
@@ -361,9 +351,7 @@ class BatchRun:
                 raise Stop from None
             refused = failed(error, job_ids, self.job_texts)
             return ERROR, response_line(line, refused.status, refused.body())
-        vectors = np.concatenate([result.embeddings for result in results])
-        tokens = [count for result in results for count in token_counts(result)]
-        return OUTPUT, response_line(line, 200, embedding_body(vectors, tokens, model.name, encoding))
+        return answered([(line, texts, encoding)], results, model.name)[0]
 
     def check(self, line: Line, model: ServedModel) -> tuple[list[str], str, int | None]:
         """What a line asks, checked as /v1/embeddings checks a request (OpenAIError 400)."""
@@ -464,6 +452,21 @@ class BatchRun:
             yield b"".join(line + b"\n" for line in extra)
 
 
+def answered(
+    ready: list[tuple[Line, list[str], str]], results: list[EmbedResult], model: str
+) -> list[tuple[bytes, bytes]]:
+    """The output line of each of `ready`'s lines, whose texts (in that order) the jobs of `results` embedded."""
+    vectors = np.concatenate([result.embeddings for result in results])
+    tokens = [count for result in results for count in token_counts(result)]
+    lines, start = [], 0
+    for line, texts, encoding in ready:
+        end = start + len(texts)
+        body = embeddings_body(vectors[start:end], sum(tokens[start:end]), model, encoding)
+        lines.append((OUTPUT, response_line(line, 200, body)))
+        start = end
+    return lines
+
+
 def token_counts(result: EmbedResult) -> list[int]:
     """Tokens per text (a worker older than the per-text counts: the job's tokens spread evenly)."""
     if len(result.text_tokens) == len(result.embeddings):
@@ -472,40 +475,21 @@ def token_counts(result: EmbedResult) -> list[int]:
     return [int(result.usage.get("tokens", 0)) // rows] * len(result.embeddings)
 
 
-def embedding_body(vectors: np.ndarray, tokens: list[int], model: str, encoding: str) -> dict[str, Any]:
-    """What /v1/embeddings would answer for this line."""
-    used = sum(tokens)
-    return {
-        "object": "list",
-        "data": [
-            {"object": "embedding", "index": index, "embedding": encode(vector, encoding)}
-            for index, vector in enumerate(vectors)
-        ],
-        "model": model,
-        "usage": {"prompt_tokens": used, "total_tokens": used},
+def output_line(line: Line, response: dict[str, Any] | None, error: dict[str, str] | None) -> bytes:
+    """One line of OpenAI's batch output: the response the request got, or why it got none."""
+    record = {
+        "id": f"batch_req_{secrets.token_hex(12)}",
+        "custom_id": line.custom_id,
+        "response": response,
+        "error": error,
     }
+    return orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def response_line(line: Line, status: int, body: dict[str, Any]) -> bytes:
-    """One line of OpenAI's batch output: the response the request got."""
-    return orjson.dumps(
-        {
-            "id": f"batch_req_{secrets.token_hex(12)}",
-            "custom_id": line.custom_id,
-            "response": {"status_code": status, "request_id": secrets.token_hex(16), "body": body},
-            "error": None,
-        },
-        option=orjson.OPT_SERIALIZE_NUMPY,
-    )
+    return output_line(line, {"status_code": status, "request_id": secrets.token_hex(16), "body": body}, None)
 
 
 def expired_line(line: Line) -> bytes:
     """A line the batch's completion window closed on before it ran."""
-    return orjson.dumps(
-        {
-            "id": f"batch_req_{secrets.token_hex(12)}",
-            "custom_id": line.custom_id,
-            "response": None,
-            "error": {"code": "batch_expired", "message": "the batch expired before this request ran"},
-        }
-    )
+    return output_line(line, None, {"code": "batch_expired", "message": "the batch expired before this request ran"})

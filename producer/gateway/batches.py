@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from redis.asyncio import Redis as AsyncRedis
 
+from embedq.producer.gateway import records
 from embedq.producer.gateway.openai_shape import OpenAIError
 from embedq.producer.protocol import ACTIVE_BATCHES_KEY, BATCHES_KEY, batch_done_key, batch_key, batch_lease_key
 from embedq.producer.stats import as_text
@@ -136,9 +137,8 @@ class Batches:
 
     async def record(self, batch_id: str, owner: str | None = None) -> dict[str, str]:
         """The batch's fields; 404 if there is none or (owner given and not "") another key owns it."""
-        raw = await self.connection.hgetall(batch_key(batch_id))
-        record = {as_text(k): as_text(v) for k, v in raw.items()}
-        if not record or (owner and record.get("owner") != owner):
+        record = await records.read(self.connection, batch_key(batch_id))
+        if not records.visible(record, owner):
             raise not_found(batch_id)
         return record
 
@@ -147,30 +147,17 @@ class Batches:
 
     async def page(self, owner: str, after: str | None, limit: int) -> dict[str, Any]:
         """Newest first; `after`: the last id of the previous page."""
-        await self.connection.zremrangebyscore(BATCHES_KEY, "-inf", time.time() - self.retention)
-        ids = [as_text(cast(bytes, i)) for i in await self.connection.zrange(BATCHES_KEY, 0, -1, desc=True)]
-        if after in ids:
-            ids = ids[ids.index(after) + 1 :]
-        found: list[dict[str, Any]] = []
-        for start in range(0, len(ids), 200):
-            async with self.connection.pipeline(transaction=False) as pipe:
-                for batch_id in ids[start : start + 200]:
-                    pipe.hgetall(batch_key(batch_id))
-                replies = await pipe.execute()
-            for raw in replies:
-                record = {as_text(k): as_text(v) for k, v in raw.items()}
-                if record and (not owner or record.get("owner") == owner):
-                    found.append(public(record))
-            if len(found) > limit:
-                break
-        page = found[:limit]
-        return {
-            "object": "list",
-            "data": page,
-            "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None,
-            "has_more": len(found) > limit,
-        }
+        return await records.page(
+            self.connection,
+            BATCHES_KEY,
+            batch_key,
+            retention=self.retention,
+            owner=owner,
+            after=after,
+            limit=limit,
+            keep=lambda _: True,
+            public=public,
+        )
 
     async def cancel(self, batch_id: str, owner: str) -> dict[str, Any]:
         await self.record(batch_id, owner)

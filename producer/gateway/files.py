@@ -12,13 +12,13 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, cast
+from typing import Any, BinaryIO, Protocol
 
 from redis.asyncio import Redis as AsyncRedis
 
+from embedq.producer.gateway import records
 from embedq.producer.gateway.openai_shape import OpenAIError
 from embedq.producer.protocol import FILES_KEY, file_key
-from embedq.producer.stats import as_text
 
 READ_SIZE = 1024 * 1024
 PURPOSES = ("batch", "batch_output")
@@ -144,9 +144,8 @@ class Files:
 
     async def record(self, file_id: str, owner: str) -> dict[str, Any]:
         """The file's record; 404 if there is none or another key owns it."""
-        raw = await self.connection.hgetall(file_key(file_id))
-        record = {as_text(k): as_text(v) for k, v in raw.items()}
-        if not record or (owner and record.get("owner") != owner):
+        record = await records.read(self.connection, file_key(file_id))
+        if not records.visible(record, owner):
             raise not_found(file_id)
         return record
 
@@ -155,32 +154,17 @@ class Files:
 
     async def page(self, owner: str, after: str | None, limit: int, purpose: str | None) -> dict[str, Any]:
         """Newest first, as OpenAI lists them; `after`: the last id of the previous page."""
-        expired_before = time.time() - self.retention
-        await self.connection.zremrangebyscore(FILES_KEY, "-inf", expired_before)
-        ids = [as_text(cast(bytes, i)) for i in await self.connection.zrange(FILES_KEY, 0, -1, desc=True)]
-        if after in ids:
-            ids = ids[ids.index(after) + 1 :]
-        found: list[dict[str, Any]] = []
-        for start in range(0, len(ids), 200):
-            async with self.connection.pipeline(transaction=False) as pipe:
-                for file_id in ids[start : start + 200]:
-                    pipe.hgetall(file_key(file_id))
-                replies = await pipe.execute()
-            for raw in replies:
-                record = {as_text(k): as_text(v) for k, v in raw.items()}
-                mine = record and (not owner or record.get("owner") == owner)
-                if mine and (purpose is None or record.get("purpose") == purpose):
-                    found.append(public(record))
-            if len(found) > limit:
-                break
-        page = found[:limit]
-        return {
-            "object": "list",
-            "data": page,
-            "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None,
-            "has_more": len(found) > limit,
-        }
+        return await records.page(
+            self.connection,
+            FILES_KEY,
+            file_key,
+            retention=self.retention,
+            owner=owner,
+            after=after,
+            limit=limit,
+            keep=lambda record: purpose is None or record.get("purpose") == purpose,
+            public=public,
+        )
 
     async def delete(self, file_id: str, owner: str) -> dict[str, Any]:
         await self.record(file_id, owner)

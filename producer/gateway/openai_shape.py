@@ -98,7 +98,11 @@ def encode(vector: np.ndarray, encoding: str) -> np.ndarray | str:
 def response(results: list[EmbedResult], model: str, encoding: str) -> dict[str, Any]:
     """One embedding per input text, in input order, over the jobs the request was split into."""
     vectors = np.concatenate([result.embeddings for result in results])
-    tokens = sum(int(result.usage.get("tokens", 0)) for result in results)
+    return embeddings_body(vectors, sum(int(result.usage.get("tokens", 0)) for result in results), model, encoding)
+
+
+def embeddings_body(vectors: np.ndarray, tokens: int, model: str, encoding: str) -> dict[str, Any]:
+    """/v1/embeddings' answer for these vectors (in input order), which cost `tokens`."""
     return {
         "object": "list",
         "data": [
