@@ -5,7 +5,7 @@ the jobs rq would enqueue (producer/enqueue.py) and the meaning of every reply (
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -136,13 +136,17 @@ class AsyncEmbedClient:
         timeout: float = 30.0,
         *,
         job_ids: list[str] | None = None,
+        planned: Callable[[list[str]], Awaitable[None]] | None = None,
         **options: Any,
     ) -> list[EmbedResult]:
         """Submit several batches and wait for all of them: one round trip to submit and start waiting.
-        `job_ids`, when given, receives the jobs' ids before the wait (to cancel them if the caller leaves)."""
+        `job_ids`, when given, receives the jobs' ids before the wait (to cancel them if the caller leaves);
+        `planned` is awaited with them before they are sent (to note them where others can find them)."""
         plan = await self._plan(batches, **options)
         if job_ids is not None:
             job_ids.extend(plan.job_ids)
+        if planned is not None:
+            await planned(plan.job_ids)
         return await self._run(wait_steps(plan.job_ids, timeout, submit=plan))
 
     async def embed(self, texts: Sequence[str], timeout: float = 30.0, **options: Any) -> np.ndarray:

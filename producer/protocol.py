@@ -155,6 +155,16 @@ def batch_done_key(batch_id: str) -> str:
     return f"{KEY_PREFIX}batch:{batch_id}:done"
 
 
+def batch_jobs_key(batch_id: str) -> str:
+    """The ids of the batch's jobs sent and not yet counted (a set): cancelled when the batch ends or is taken over."""
+    return f"{KEY_PREFIX}batch:{batch_id}:jobs"
+
+
+def file_usage_key(owner: str) -> str:
+    """What one key's files hold (a hash: file id -> "bytes:expires_at"), for FILES_QUOTA_BYTES."""
+    return f"{KEY_PREFIX}files:usage:{owner}"
+
+
 class MsgpackSerializer:
     """rq serializer that can only ever yield plain data: never pickle, which executes code from Redis."""
 

@@ -15,14 +15,16 @@ from fastapi.responses import StreamingResponse
 from starlette.datastructures import UploadFile
 from starlette.types import Scope
 
-from embedq.producer.gateway.batch_input import ENDPOINT
+from embedq.producer.gateway.batch_input import ENDPOINT, cut
 from embedq.producer.gateway.batches import COMPLETION_WINDOW, Batches
-from embedq.producer.gateway.files import Files, read_chunks
+from embedq.producer.gateway.files import FULL_DISK, MAX_FILENAME, Files, read_chunks
 from embedq.producer.gateway.openai_shape import OpenAIError, invalid
 from embedq.producer.gateway.settings import GatewaySettings
 
 OWNER = "embedq.owner"  # the scope entry the Gate sets: the hash of the caller's key ("" with no keys)
 MAX_METADATA = 16  # key-value pairs, as OpenAI allows
+MAX_METADATA_KEY = 64  # characters
+MAX_METADATA_VALUE = 512  # characters
 MAX_LIST = 10_000
 
 
@@ -42,6 +44,27 @@ def page_limit(limit: int | None, default: int) -> int:
     if not 1 <= limit <= MAX_LIST:
         raise invalid(f"'limit' must be between 1 and {MAX_LIST}, got {limit}", "limit")
     return limit
+
+
+def check_metadata(metadata: Any) -> dict[str, str] | None:
+    """A batch's `metadata` as OpenAI takes it: at most 16 pairs of strings, keys of at most 64
+    characters, values of at most 512 (400 naming the one that is not)."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict) or len(metadata) > MAX_METADATA:
+        raise invalid(f"'metadata' must be an object of at most {MAX_METADATA} string key-value pairs", "metadata")
+    for key, value in metadata.items():
+        if not isinstance(value, str):
+            raise invalid(f"metadata[{cut(key)!r}] must be a string, got {type(value).__name__}", "metadata")
+        if len(key) > MAX_METADATA_KEY:
+            raise invalid(
+                f"metadata key {cut(key)!r} has {len(key)} characters; at most {MAX_METADATA_KEY}", "metadata"
+            )
+        if len(value) > MAX_METADATA_VALUE:
+            raise invalid(
+                f"metadata[{cut(key)!r}] has {len(value)} characters; at most {MAX_METADATA_VALUE}", "metadata"
+            )
+    return metadata
 
 
 def batch_api(settings: GatewaySettings, files: Files, batches: Batches, wake: Callable[[], None]) -> APIRouter:
@@ -65,10 +88,27 @@ def batch_api(settings: GatewaySettings, files: Files, batches: Batches, wake: C
                     param="file",
                     code="file_too_large",
                 )
-            file_id = files.new_id()
-            upload.file.seek(0)
-            stored = await asyncio.to_thread(files.store.write, Files.object_name(file_id), read_chunks(upload.file))
-            return await files.add(file_id, stored, upload.filename or "input.jsonl", "batch", owner(request))
+            filename = upload.filename or "input.jsonl"
+            if len(filename.encode()) > MAX_FILENAME:
+                raise invalid(f"the file's name has {len(filename.encode())} bytes; at most {MAX_FILENAME}", "file")
+            file_id, who = files.new_id(), owner(request)
+            await files.reserve(file_id, size, who)
+            try:
+                upload.file.seek(0)
+                name = Files.object_name(file_id)
+                stored = await asyncio.to_thread(files.store.write, name, read_chunks(upload.file))
+                return await files.add(file_id, stored, filename, "batch", who)
+            except BaseException as error:
+                await files.release(file_id, who)
+                if isinstance(error, OSError) and error.errno in FULL_DISK:
+                    raise OpenAIError(
+                        507,
+                        "the gateway's file store is full; nothing was kept: try again later",
+                        type="server_error",
+                        param="file",
+                        code="insufficient_storage",
+                    ) from None
+                raise
         finally:
             await form.close()
 
@@ -104,13 +144,7 @@ def batch_api(settings: GatewaySettings, files: Files, batches: Batches, wake: C
             raise invalid(f"'endpoint' must be {ENDPOINT} (embedq serves embeddings only)", "endpoint")
         if body.get("completion_window") != COMPLETION_WINDOW:
             raise invalid(f"'completion_window' must be {COMPLETION_WINDOW!r}", "completion_window")
-        metadata = body.get("metadata")
-        if metadata is not None and (
-            not isinstance(metadata, dict)
-            or len(metadata) > MAX_METADATA
-            or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
-        ):
-            raise invalid(f"'metadata' must be at most {MAX_METADATA} string key-value pairs", "metadata")
+        metadata = check_metadata(body.get("metadata"))
         input_file_id = body.get("input_file_id")
         if not isinstance(input_file_id, str) or not input_file_id:
             raise invalid("'input_file_id' is required (the id POST /v1/files returned)", "input_file_id")
@@ -118,7 +152,7 @@ def batch_api(settings: GatewaySettings, files: Files, batches: Batches, wake: C
         record = await files.record(input_file_id, who)
         if record.get("purpose") != "batch":
             raise invalid(f"file {input_file_id} has purpose {record.get('purpose')!r}, not 'batch'", "input_file_id")
-        limits = (settings.batch_max_lines, settings.files_max_bytes)
+        limits = (settings.batch_max_lines, settings.files_max_bytes, settings.http_max_body_bytes)
         created = await batches.create(input_file_id, ENDPOINT, metadata, who, limits)
         wake()
         return created

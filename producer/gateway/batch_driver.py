@@ -12,7 +12,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
@@ -30,10 +30,18 @@ from embedq.producer.errors import (
     QueueFull,
     QueueUnavailable,
 )
-from embedq.producer.gateway.batch_input import Chunk, Line, line_request, parse_input, plan_chunks
+from embedq.producer.gateway.batch_input import (
+    Chunk,
+    Line,
+    ParsedInput,
+    line_request,
+    parse_input,
+    plan_chunks,
+    read_bodies,
+)
 from embedq.producer.gateway.batches import FINAL, Batches, LeaseLost
 from embedq.producer.gateway.embeddings import failed
-from embedq.producer.gateway.files import Files, read_chunks
+from embedq.producer.gateway.files import FULL_DISK, Files
 from embedq.producer.gateway.fleet import Fleet, ServedModel, cancel_queued
 from embedq.producer.gateway.openai_shape import OpenAIError, embeddings_body, invalid
 from embedq.producer.gateway.settings import GatewaySettings
@@ -51,7 +59,9 @@ RENEW_EVERY = 3.0  # seconds between lease renewals (the lease lasts batches.LEA
 RETRY_PAUSE = 1.0  # after a refused or failed submit
 JOB_WAIT = 3600.0  # seconds a chunk waits for its jobs before it is sent again
 SWEEP_EVERY = 600.0  # seconds between sweeps of expired files
-OUTPUT, ERROR = b"+", b"-"  # how a chunk's part marks its lines: for the output file or the error file
+OUTPUT, ERROR = b"+", b"-"  # whether a line of a chunk goes to the output file or to the error file
+WRITE_TRIES = 5  # writes of a chunk's lines tried on a full file store before the batch fails
+WRITE_PAUSE = 2.0  # seconds between them
 
 
 def output_file_id(batch_id: str, kind: str) -> str:
@@ -59,8 +69,17 @@ def output_file_id(batch_id: str, kind: str) -> str:
     return "file-" + hashlib.sha256(f"{batch_id}:{kind}".encode()).hexdigest()[:24]
 
 
-def part_name(batch_id: str, chunk: int) -> str:
-    return f"batches/{batch_id}/{chunk:06d}.part"
+def pieces_name(batch_id: str, kind: str) -> str:
+    """Where a batch's chunks put their output (or error) lines until the batch ends and they become its file."""
+    return f"batches/{batch_id}/{kind}"
+
+
+def piece_name(batch_id: str, kind: str, chunk: int) -> str:
+    return f"{pieces_name(batch_id, kind)}/{chunk:06d}"
+
+
+class FilesFull(Exception):
+    """The file store stayed full while a chunk's lines waited to be written."""
 
 
 class Stop(Exception):
@@ -195,37 +214,52 @@ class BatchRun:
         if record["status"] in FINAL:  # ended, though still listed as active
             await self.batches.forget_active(self.batch_id)
             return
+        # jobs a replica that drove the batch before left in the lane: their chunks run again from here
+        await self.cancel_jobs(await self.batches.tracked_jobs(self.batch_id))
         try:
-            data = await asyncio.to_thread(self.read_input, record["input_file_id"])
+            if record["status"] == "validating":
+                record, lines = await self.validate(record)
+                if record["status"] == "failed":
+                    return
+            else:  # validated before this replica took the batch over: the same lines, read again
+                lines = (await asyncio.to_thread(self.scan, record, lambda _: True)).lines
         except FileNotFoundError:
             await self.fail("input_file_missing", f"the input file {record['input_file_id']} is gone")
             return
-        if record["status"] == "validating":
-            record, lines = await self.validate(record, data)
-            if record["status"] == "failed":
-                return
-        else:  # validated before this replica took the batch over: the same lines, read again
-            lines = (await asyncio.to_thread(parse_input, data, int(record["max_lines"]), lambda _: True)).lines
         chunks = await asyncio.to_thread(plan_chunks, lines, CHUNK_TEXTS)
         if record["status"] == "cancelling":
             self.stop("cancelled")
         if record["status"] == "in_progress":
-            await self.run_chunks(record, chunks)
+            try:
+                await self.run_chunks(record, chunks)
+            except FileNotFoundError:
+                await self.fail("input_file_missing", f"the input file {record['input_file_id']} is gone")
+                return
+            except FilesFull:
+                await self.fail(
+                    "insufficient_storage",
+                    "the gateway's file store is full: the lines that finished are in the output and error files, "
+                    "the others did not run",
+                )
+                return
         await self.finalize(await self.batches.record(self.batch_id), chunks)
 
-    def read_input(self, file_id: str) -> bytes:
-        return b"".join(read_chunks(self.files.store.open(Files.object_name(file_id))))
+    def scan(self, record: dict[str, str], known_model: Callable[[str], bool]) -> ParsedInput:
+        """The input file checked as a stream, under the limits the batch was created with."""
+        max_line_bytes = int(record.get("max_line_bytes") or self.settings.http_max_body_bytes)
+        with self.files.store.open(Files.object_name(record["input_file_id"])) as handle:
+            return parse_input(
+                handle,
+                int(record["max_lines"]),
+                known_model,
+                max_bytes=int(record["max_bytes"]),
+                max_line_bytes=max_line_bytes,
+            )
 
-    async def validate(self, record: dict[str, str], data: bytes) -> tuple[dict[str, str], list[Line]]:
+    async def validate(self, record: dict[str, str]) -> tuple[dict[str, str], list[Line]]:
         """Check the input (in a thread: a large file takes a while); the batch's record after, and its lines."""
         models = await self.driver.fleet.models()
-        parsed = await asyncio.to_thread(
-            parse_input,
-            data,
-            int(record["max_lines"]),
-            lambda name: self.driver.fleet.resolve(name) in models,
-            max_bytes=int(record["max_bytes"]),
-        )
+        parsed = await asyncio.to_thread(self.scan, record, lambda name: self.driver.fleet.resolve(name) in models)
         now = int(time.time())
         if parsed.errors:
             await self.batches.transition(
@@ -236,7 +270,7 @@ class BatchRun:
                 failed_at=now,
                 errors=orjson.dumps(parsed.errors).decode(),
             )
-            log.info("embedq serve: batch %s failed validation (%d errors)", self.batch_id, len(parsed.errors))
+            log.info("embedq serve: batch %s failed validation (%d lines with errors)", self.batch_id, parsed.bad_lines)
         else:
             await self.batches.transition(
                 self.batch_id,
@@ -250,16 +284,43 @@ class BatchRun:
         return await self.batches.record(self.batch_id), parsed.lines
 
     async def fail(self, code: str, message: str) -> None:
+        """End the batch failed, saying why in `errors`; the lines that finished stay in its output and
+        error files."""
+        try:
+            record = await self.batches.record(self.batch_id)
+        except OpenAIError:
+            return
         errors = [{"code": code, "message": message, "param": None, "line": None}]
-        await self.batches.transition(
-            self.batch_id,
-            self.driver.holder,
-            ("validating", "in_progress", "cancelling", "finalizing"),
-            status="failed",
-            failed_at=int(time.time()),
-            errors=orjson.dumps(errors).decode(),
-        )
-        log.warning("embedq serve: batch %s failed: %s", self.batch_id, code)
+        fields = {"status": "failed", "failed_at": int(time.time()), "errors": orjson.dumps(errors).decode()}
+        allowed = ("validating", "in_progress", "cancelling", "finalizing")
+        if await self.end(record, allowed, fields) == "ok":
+            log.warning("embedq serve: batch %s failed: %s", self.batch_id, code)
+
+    async def end(self, record: dict[str, str], allowed: tuple[str, ...], fields: dict[str, Any]) -> str:
+        """Move to a final status: no job of the batch left in the lane, the pieces the chunks wrote made
+        the output and error files (no copy: a full disk cannot lose them), then the fenced transition."""
+        await self.cancel_jobs(await self.batches.tracked_jobs(self.batch_id))
+        for kind in ("output", "error"):
+            file_id = output_file_id(self.batch_id, kind)
+            size = await asyncio.to_thread(
+                self.files.store.adopt, pieces_name(self.batch_id, kind), Files.object_name(file_id)
+            )
+            if size:
+                name = f"{self.batch_id}_{kind}.jsonl"
+                await self.files.add(file_id, size, name, "batch_output", record.get("owner", ""))
+                fields[f"{kind}_file_id"] = file_id
+        outcome = await self.batches.transition(self.batch_id, self.driver.holder, allowed, **fields)
+        if outcome == "ok":
+            await asyncio.to_thread(self.files.store.delete, f"batches/{self.batch_id}")
+            await self.batches.forget_jobs(self.batch_id)
+        return outcome
+
+    async def cancel_jobs(self, job_ids: list[str]) -> None:
+        if job_ids:
+            cancelled = await asyncio.to_thread(cancel_queued, self.driver.sync, job_ids)
+            await self.batches.untrack_jobs(self.batch_id, job_ids)
+            if cancelled:
+                log.info("embedq serve: batch %s: %d of its queued jobs cancelled", self.batch_id, cancelled)
 
     async def run_chunks(self, record: dict[str, str], chunks: list[Chunk]) -> None:
         """Every chunk not yet counted, WINDOW at a time, until all are counted or the batch stops."""
@@ -278,7 +339,7 @@ class BatchRun:
                 finished, pending = await asyncio.wait(in_flight | watched, return_when=asyncio.FIRST_COMPLETED)
                 in_flight = pending - watched
                 for task in finished - watched:
-                    task.result()  # LeaseLost and the unexpected end the run
+                    task.result()  # LeaseLost, a full disk and the unexpected end the run
                 if stopping in finished:  # the jobs no worker has started go; the others finish and count
                     watched = set()
                     ids = [job_id for chunk_ids in self.job_ids for job_id in chunk_ids]
@@ -288,18 +349,42 @@ class BatchRun:
             stopping.cancel()
             for task in in_flight:
                 task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
 
     async def run_chunk(self, record: dict[str, str], chunk: Chunk) -> None:
-        """Embed the chunk's lines, write its part, count it. Returns without counting if the batch stops."""
+        """Embed the chunk's lines, write its pieces, count it. Returns without counting if the batch stops."""
+        bodies = await asyncio.to_thread(self.read_bodies, record["input_file_id"], chunk)
         try:
             model = await self.served(chunk.model)
-            lines = await self.embed_lines(model, chunk)
+            lines = await self.embed_lines(model, chunk, bodies)
         except Stop:
             return
-        completed = sum(1 for kind, _ in lines if kind == OUTPUT)
-        part = b"".join(kind + line + b"\n" for kind, line in lines)
-        await asyncio.to_thread(self.files.store.write, part_name(self.batch_id, chunk.number), [part])
+        del bodies
+        completed = 0
+        for kind, mark in (("output", OUTPUT), ("error", ERROR)):
+            picked = [line + b"\n" for marked, line in lines if marked == mark]
+            completed += len(picked) if mark == OUTPUT else 0
+            if picked:
+                await self.write_piece(piece_name(self.batch_id, kind, chunk.number), picked)
         await self.batches.chunk_done(record, self.driver.holder, chunk.number, completed, len(lines) - completed)
+
+    def read_bodies(self, file_id: str, chunk: Chunk) -> list[Any]:
+        with self.files.store.open(Files.object_name(file_id)) as handle:
+            return read_bodies(handle, chunk.lines)
+
+    async def write_piece(self, name: str, lines: list[bytes]) -> None:
+        """A chunk's output (or error) lines, in the store; a full store is tried again WRITE_TRIES
+        times (a sweep or a deleted file may make room), then FilesFull."""
+        for attempt in range(WRITE_TRIES):
+            try:
+                await asyncio.to_thread(self.files.store.write, name, lines)
+                return
+            except OSError as error:
+                if error.errno not in FULL_DISK:
+                    raise
+                log.warning("embedq serve: batch %s: the file store is full (try %d)", self.batch_id, attempt + 1)
+                await asyncio.sleep(WRITE_PAUSE)
+        raise FilesFull(name)
 
     async def served(self, requested: str) -> ServedModel:
         """The model's live queue, waiting while no worker serves it."""
@@ -315,15 +400,15 @@ class BatchRun:
                 return model
             await asyncio.sleep(RETRY_PAUSE)
 
-    async def embed_lines(self, model: ServedModel, chunk: Chunk) -> list[tuple[bytes, bytes]]:
+    async def embed_lines(self, model: ServedModel, chunk: Chunk, bodies: list[Any]) -> list[tuple[bytes, bytes]]:
         """Each line's output line, marked OUTPUT or ERROR. A line the body of which is off-schema fails
         alone; if a worker fails a job of the chunk, each line is sent again on its own."""
         lines: list[tuple[bytes, bytes]] = []
         ready: list[tuple[Line, list[str], str]] = []
         dimensions = None
-        for line in chunk.lines:
+        for line, body in zip(chunk.lines, bodies):
             try:
-                texts, encoding, dimensions = self.check(line, model)
+                texts, encoding, dimensions = self.check(body, model)
             except OpenAIError as error:
                 lines.append((ERROR, response_line(line, error.status, error.body())))
                 continue
@@ -353,9 +438,9 @@ class BatchRun:
             return ERROR, response_line(line, refused.status, refused.body())
         return answered([(line, texts, encoding)], results, model.name)[0]
 
-    def check(self, line: Line, model: ServedModel) -> tuple[list[str], str, int | None]:
+    def check(self, body: Any, model: ServedModel) -> tuple[list[str], str, int | None]:
         """What a line asks, checked as /v1/embeddings checks a request (OpenAIError 400)."""
-        texts, encoding, dimensions = line_request(line, self.settings.http_max_inputs)
+        texts, encoding, dimensions = line_request(body, self.settings.http_max_inputs)
         if dimensions is not None and dimensions > model.dim:
             raise invalid(f"'dimensions' is {dimensions}, more than {model.name}'s {model.dim}", "dimensions")
         limits = self.settings.limits
@@ -381,14 +466,17 @@ class BatchRun:
             ids.clear()
             self.job_ids.append(ids)
             try:
-                return await client.embed_results(
+                results = await client.embed_results(
                     batches,
                     timeout=JOB_WAIT,
                     job_ids=ids,
+                    planned=lambda planned: self.batches.track_jobs(self.batch_id, planned),
                     dimensions=dimensions,
                     truncate=self.settings.http_truncate,
                     priority="bulk",
                 )
+                await self.batches.untrack_jobs(self.batch_id, ids)
+                return results
             except (QueueFull, QueueUnavailable, InvalidSettings, JobTimeout, JobNotFound) as error:
                 kind = type(error).__name__
                 level = logging.DEBUG if kind in self.refusals else logging.WARNING  # once per kind and batch
@@ -419,37 +507,17 @@ class BatchRun:
                 self.batch_id, self.driver.holder, ("in_progress",), status="finalizing", finalizing_at=int(time.time())
             )
             allowed = ("finalizing",)
-        unrun = [chunk for chunk in chunks if chunk.number not in done] if ending == "expired" else []
-        names = [part_name(self.batch_id, chunk.number) for chunk in chunks if chunk.number in done]
         fields: dict[str, Any] = {"status": ending, f"{ending}_at": int(time.time())}
-        for kind, mark in (("output", OUTPUT), ("error", ERROR)):
-            extra = [expired_line(line) for chunk in unrun for line in chunk.lines] if kind == "error" else []
-            file_id = output_file_id(self.batch_id, kind)
-            size = await asyncio.to_thread(
-                self.files.store.write, Files.object_name(file_id), self.lines_of(names, mark, extra)
-            )
-            if size:
-                name = f"{self.batch_id}_{kind}.jsonl"
-                await self.files.add(file_id, size, name, "batch_output", record.get("owner", ""))
-                fields[f"{kind}_file_id"] = file_id
-            else:
-                await asyncio.to_thread(self.files.store.delete, Files.object_name(file_id))
-        if unrun:
-            fields["failed"] = int(record.get("failed", 0)) + sum(len(chunk.lines) for chunk in unrun)
-        outcome = await self.batches.transition(self.batch_id, self.driver.holder, allowed, **fields)
-        if outcome == "ok":
-            await asyncio.to_thread(self.files.store.delete, f"batches/{self.batch_id}")
+        uncounted = [chunk for chunk in chunks if chunk.number not in done]
+        for chunk in uncounted:  # written, but not counted before a takeover: its lines did not finish here
+            for kind in ("output", "error"):
+                await asyncio.to_thread(self.files.store.delete, piece_name(self.batch_id, kind, chunk.number))
+        if ending == "expired" and uncounted:  # the lines the window closed on, after every chunk's errors
+            expired = [expired_line(line) + b"\n" for chunk in uncounted for line in chunk.lines]
+            await self.write_piece(piece_name(self.batch_id, "error", len(chunks)), expired)
+            fields["failed"] = int(record.get("failed", 0)) + len(expired)
+        if await self.end(record, allowed, fields) == "ok":
             log.info("embedq serve: batch %s %s", self.batch_id, ending)
-
-    def lines_of(self, names: list[str], mark: bytes, extra: list[bytes]) -> Iterator[bytes]:
-        """The lines marked `mark` of every part in order, then `extra`."""
-        for name in names:
-            with self.files.store.open(name) as handle:
-                picked = [line[1:] for line in handle.read().splitlines(keepends=True) if line[:1] == mark]
-            if picked:
-                yield b"".join(picked)
-        if extra:
-            yield b"".join(line + b"\n" for line in extra)
 
 
 def answered(

@@ -1,12 +1,14 @@
 """A batch's input file read as OpenAI's batch input (one request a line), checked before anything is
-enqueued, and cut into chunks: runs of lines that go to the workers together. Pure: no I/O, so the
+enqueued, and cut into chunks: runs of lines that go to the workers together. The file is read as a
+stream and only an index is kept (each line's place in the file and what orders it), so checking a
+file costs memory for its valid lines' index, not for its bytes or its bad lines. No other I/O: the
 same file gives every gateway replica the same chunks."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -14,30 +16,22 @@ from embedq.producer.gateway.openai_shape import parse_request
 
 ENDPOINT = "/v1/embeddings"
 MAX_LISTED_ERRORS = 100  # errors named in a failed batch's `errors`; the last entry counts the rest
+MAX_CUSTOM_ID = 512  # characters of a line's custom_id (OpenAI's cap)
+SKIP_SIZE = 1024 * 1024  # bytes read at a time while skipping the rest of a line that is too long
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Line:
+    """Where a valid line is in the input file, and what a chunk needs to know of it."""
+
     number: int  # 1-based, as an editor shows it
+    offset: int  # its first byte in the file
+    size: int  # its bytes, newline excluded
     custom_id: str
-    body: dict[str, Any]
-
-    @property
-    def texts(self) -> int:
-        """How many texts the line asks for (a line whose `input` is off-schema counts one)."""
-        raw = self.body.get("input")
-        return len(raw) if isinstance(raw, list) and raw else 1
-
-    @property
-    def chars(self) -> int:
-        """The length of the line's text(s), in characters: what orders a batch's lines into chunks."""
-        raw = self.body.get("input")
-        items = raw if isinstance(raw, list) else [raw]
-        return sum(len(item) for item in items if isinstance(item, str))
-
-    @property
-    def dimensions(self) -> Any:
-        return self.body.get("dimensions")
+    model: str
+    dimensions: Any  # as the body has it (checked when the line runs); grouping only
+    texts: int  # how many texts it asks for (an off-schema `input` counts one)
+    chars: int  # characters of its text(s): what orders a batch's lines into chunks
 
 
 @dataclass(frozen=True)
@@ -51,46 +45,8 @@ class Chunk:
 @dataclass
 class ParsedInput:
     lines: list[Line] = field(default_factory=list)
-    errors: list[dict[str, Any]] = field(default_factory=list)  # OpenAI's batch error entries
-
-
-def parse_input(
-    data: bytes, max_lines: int, known_model: Callable[[str], bool], *, max_bytes: int | None = None
-) -> ParsedInput:
-    """Every line checked: JSON object, a unique non-empty `custom_id`, `method` POST, `url`
-    /v1/embeddings, a `body` object naming a served model. What a line's body asks of the model
-    (texts, dimensions, encoding) is checked when it runs: a bad one fails that line alone."""
-    parsed = ParsedInput()
-    if max_bytes is not None and len(data) > max_bytes:
-        parsed.errors.append(
-            error("file_too_large", f"the input file has {len(data)} bytes; at most {max_bytes} (FILES_MAX_BYTES)")
-        )
-        return parsed
-    seen: dict[str, int] = {}
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        if not raw.strip():
-            continue
-        try:
-            line = check_line(raw, number, seen, known_model)
-        except LineError as problem:
-            parsed.errors.append(error(problem.code, str(problem), number))
-            continue
-        parsed.lines.append(line)
-    if not parsed.lines and not parsed.errors:
-        parsed.errors.append(error("empty_file", "the input file holds no requests"))
-    if len(parsed.lines) + len(parsed.errors) > max_lines:
-        parsed.errors.insert(
-            0,
-            error(
-                "too_many_requests",
-                f"the input file has {len(parsed.lines) + len(parsed.errors)} requests; at most {max_lines} "
-                "(BATCH_MAX_LINES)",
-            ),
-        )
-    if len(parsed.errors) > MAX_LISTED_ERRORS:
-        rest = len(parsed.errors) - MAX_LISTED_ERRORS + 1
-        parsed.errors[MAX_LISTED_ERRORS - 1 :] = [error("more_errors", f"and {rest} more lines with errors")]
-    return parsed
+    errors: list[dict[str, Any]] = field(default_factory=list)  # OpenAI's batch error entries, at most 100
+    bad_lines: int = 0  # every line with an error, listed or not
 
 
 class LineError(ValueError):
@@ -99,7 +55,81 @@ class LineError(ValueError):
         self.code = code
 
 
-def check_line(raw: bytes, number: int, seen: dict[str, int], known_model: Callable[[str], bool]) -> Line:
+def parse_input(
+    handle: BinaryIO,
+    max_lines: int,
+    known_model: Callable[[str], bool],
+    *,
+    max_bytes: int | None = None,
+    max_line_bytes: int,
+) -> ParsedInput:
+    """Every line checked: JSON object, a unique non-empty `custom_id` of at most 512 characters,
+    `method` POST, `url` /v1/embeddings, a `body` object naming a served model, at most
+    `max_line_bytes` long. Reading stops at the line past `max_lines` (the file fails) or the byte
+    past `max_bytes`. What a line's body asks of the model (texts, dimensions, encoding) is checked
+    when it runs: a bad one fails that line alone."""
+    parsed = ParsedInput()
+    seen: dict[str, int] = {}
+    models: dict[str, str] = {}  # one str per model name however many lines name it
+    number = offset = requests = 0
+    while True:
+        raw = handle.readline(max_line_bytes + 1)
+        if not raw:
+            break
+        number += 1
+        start, offset = offset, offset + len(raw)
+        too_long = len(raw.rstrip(b"\r\n")) > max_line_bytes
+        if too_long and not raw.endswith(b"\n"):
+            offset += skip_line(handle)
+        if max_bytes is not None and offset > max_bytes:
+            message = f"the input file has more than {max_bytes} bytes (FILES_MAX_BYTES)"
+            parsed.errors = [error("file_too_large", message)]
+            parsed.lines, parsed.bad_lines = [], 1
+            return parsed
+        text = raw.rstrip(b"\r\n")
+        if not too_long and not text.strip():
+            continue
+        requests += 1
+        if requests > max_lines:
+            message = f"the input file has more than {max_lines} requests (BATCH_MAX_LINES)"
+            parsed.errors.insert(0, error("too_many_requests", message))
+            del parsed.errors[MAX_LISTED_ERRORS:]
+            parsed.lines = []
+            return parsed
+        try:
+            if too_long:
+                raise LineError("line_too_long", f"line {number} has more than {max_line_bytes} bytes")
+            parsed.lines.append(check_line(text, number, start, seen, known_model, models))
+        except LineError as problem:
+            parsed.bad_lines += 1
+            if len(parsed.errors) < MAX_LISTED_ERRORS - 1:
+                parsed.errors.append(error(problem.code, str(problem), number))
+    if parsed.bad_lines > len(parsed.errors):
+        rest = parsed.bad_lines - len(parsed.errors)
+        parsed.errors.append(error("more_errors", f"and {rest} more lines with errors"))
+    if not requests:
+        parsed.errors.append(error("empty_file", "the input file holds no requests"))
+    return parsed
+
+
+def skip_line(handle: BinaryIO) -> int:
+    """Read past the rest of the current line; the bytes skipped."""
+    skipped = 0
+    while piece := handle.readline(SKIP_SIZE):
+        skipped += len(piece)
+        if piece.endswith(b"\n"):
+            break
+    return skipped
+
+
+def check_line(
+    raw: bytes,
+    number: int,
+    offset: int,
+    seen: dict[str, int],
+    known_model: Callable[[str], bool],
+    models: dict[str, str],
+) -> Line:
     try:
         request = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -109,24 +139,48 @@ def check_line(raw: bytes, number: int, seen: dict[str, int], known_model: Calla
     custom_id = request.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id:
         raise LineError("missing_custom_id", f"line {number} has no custom_id (a non-empty string)")
+    if len(custom_id) > MAX_CUSTOM_ID:
+        raise LineError(
+            "custom_id_too_long", f"line {number}: custom_id has {len(custom_id)} characters; at most {MAX_CUSTOM_ID}"
+        )
     if custom_id in seen:
         raise LineError(
-            "duplicate_custom_id", f"line {number} repeats custom_id {custom_id!r} of line {seen[custom_id]}"
+            "duplicate_custom_id", f"line {number} repeats custom_id {cut(custom_id)!r} of line {seen[custom_id]}"
         )
-    seen[custom_id] = number
     if request.get("method") != "POST":
-        raise LineError("invalid_method", f"line {number}: method must be POST, got {request.get('method')!r}")
+        raise LineError("invalid_method", f"line {number}: method must be POST, got {cut(request.get('method'))!r}")
     if request.get("url") != ENDPOINT:
-        raise LineError("invalid_url", f"line {number}: url must be {ENDPOINT}, got {request.get('url')!r}")
+        raise LineError("invalid_url", f"line {number}: url must be {ENDPOINT}, got {cut(request.get('url'))!r}")
     body = request.get("body")
     if not isinstance(body, dict):
         raise LineError("invalid_request", f"line {number}: body must be a JSON object")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise LineError("missing_model", f"line {number}: body.model is required")
-    if not known_model(model):
-        raise LineError("model_not_found", f"line {number}: model {model!r} is not served here (GET /v1/models)")
-    return Line(number, custom_id, body)
+    if model not in models:
+        if not known_model(model):
+            message = f"line {number}: model {cut(model)!r} is not served here (GET /v1/models)"
+            raise LineError("model_not_found", message)
+        models[model] = model
+    seen[custom_id] = number
+    raw_input = body.get("input")
+    items = raw_input if isinstance(raw_input, list) else [raw_input]
+    dimensions = body.get("dimensions")
+    return Line(
+        number,
+        offset,
+        len(raw),
+        custom_id,
+        models[model],
+        dimensions if isinstance(dimensions, int | None) else repr(dimensions)[:64],
+        len(raw_input) if isinstance(raw_input, list) and raw_input else 1,
+        sum(len(item) for item in items if isinstance(item, str)),
+    )
+
+
+def cut(value: Any, limit: int = 64) -> Any:
+    """A caller's value as an error message echoes it: strings cut to `limit` characters."""
+    return value[:limit] + "…" if isinstance(value, str) and len(value) > limit else value
 
 
 def error(code: str, message: str, line: int | None = None) -> dict[str, Any]:
@@ -140,7 +194,7 @@ def plan_chunks(lines: list[Line], chunk_texts: int) -> list[Chunk]:
     always give the same chunks."""
     groups: dict[tuple[str, str], list[Line]] = {}
     for line in lines:
-        groups.setdefault((line.body["model"], repr(line.dimensions)), []).append(line)
+        groups.setdefault((line.model, repr(line.dimensions)), []).append(line)
     chunks: list[Chunk] = []
     for group in groups.values():
         group.sort(key=lambda line: (line.chars, line.number))
@@ -148,15 +202,24 @@ def plan_chunks(lines: list[Line], chunk_texts: int) -> list[Chunk]:
         texts = 0
         for line in group:
             if current and texts + line.texts > chunk_texts:
-                chunks.append(Chunk(len(chunks), current[0].body["model"], current[0].dimensions, tuple(current)))
+                chunks.append(Chunk(len(chunks), current[0].model, current[0].dimensions, tuple(current)))
                 current, texts = [], 0
             current.append(line)
             texts += line.texts
-        chunks.append(Chunk(len(chunks), current[0].body["model"], current[0].dimensions, tuple(current)))
+        chunks.append(Chunk(len(chunks), current[0].model, current[0].dimensions, tuple(current)))
     return chunks
 
 
-def line_request(line: Line, max_inputs: int) -> tuple[list[str], str, int | None]:
+def read_bodies(handle: BinaryIO, lines: tuple[Line, ...]) -> list[Any]:
+    """The `body` of each of `lines`, read again from the input file by their offsets."""
+    bodies = []
+    for line in lines:
+        handle.seek(line.offset)
+        bodies.append(orjson.loads(handle.read(line.size))["body"])
+    return bodies
+
+
+def line_request(body: Any, max_inputs: int) -> tuple[list[str], str, int | None]:
     """(texts, encoding_format, dimensions) of a line's body; OpenAIError (400) names what is wrong."""
-    texts, _, encoding, dimensions = parse_request(line.body, max_inputs)
+    texts, _, encoding, dimensions = parse_request(body, max_inputs)
     return texts, encoding, dimensions

@@ -13,7 +13,15 @@ from redis.asyncio import Redis as AsyncRedis
 
 from embedq.producer.gateway import records
 from embedq.producer.gateway.openai_shape import OpenAIError
-from embedq.producer.protocol import ACTIVE_BATCHES_KEY, BATCHES_KEY, batch_done_key, batch_key, batch_lease_key
+from embedq.producer.protocol import (
+    ACTIVE_BATCHES_KEY,
+    BATCHES_KEY,
+    batch_done_key,
+    batch_jobs_key,
+    batch_key,
+    batch_lease_key,
+    file_key,
+)
 from embedq.producer.stats import as_text
 
 COMPLETION_WINDOW = "24h"
@@ -63,6 +71,18 @@ redis.call('HINCRBY', KEYS[1], 'failed', ARGV[4])
 return 1
 """
 
+# KEYS: the batch, the batches index, the active set, the input file's record. ARGV: the batch id, the
+# record's expiry (unix s), its creation time, then field/value pairs. Created only while the input file
+# is there (a file is deleted only while no active batch reads it: files.py's DELETE).
+CREATE = """
+if redis.call('EXISTS', KEYS[4]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('EXPIREAT', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[1])
+return 1
+"""
+
 # KEYS: the batch. ARGV: the time. From validating or in_progress only.
 CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -102,12 +122,18 @@ class Batches:
         self._transition = connection.register_script(TRANSITION)
         self._chunk_done = connection.register_script(CHUNK_DONE)
         self._cancel = connection.register_script(CANCEL)
+        self._create = connection.register_script(CREATE)
 
     async def create(
-        self, input_file_id: str, endpoint: str, metadata: dict[str, str] | None, owner: str, limits: tuple[int, int]
+        self,
+        input_file_id: str,
+        endpoint: str,
+        metadata: dict[str, str] | None,
+        owner: str,
+        limits: tuple[int, int, int],
     ) -> dict[str, Any]:
-        """A new batch, validating. `limits`: the creating gateway's BATCH_MAX_LINES and FILES_MAX_BYTES,
-        kept with the batch so whichever replica validates it applies them."""
+        """A new batch, validating. `limits`: the creating gateway's BATCH_MAX_LINES, FILES_MAX_BYTES and
+        HTTP_MAX_BODY_BYTES (a line's limit), kept with the batch so whichever replica validates it applies them."""
         batch_id = f"batch_{secrets.token_hex(12)}"
         now = int(time.time())
         record: dict[Any, Any] = {  # redis-py's Mapping type is invariant in its keys
@@ -125,14 +151,12 @@ class Batches:
             "owner": owner,
             "max_lines": limits[0],
             "max_bytes": limits[1],
+            "max_line_bytes": limits[2],
         }
-        key = batch_key(batch_id)
-        async with self.connection.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=record)
-            pipe.expireat(key, now + int(self.retention))
-            pipe.zadd(BATCHES_KEY, {batch_id: now})
-            pipe.sadd(ACTIVE_BATCHES_KEY, batch_id)
-            await pipe.execute()
+        keys = [batch_key(batch_id), BATCHES_KEY, ACTIVE_BATCHES_KEY, file_key(input_file_id)]
+        pairs = [item for name, value in record.items() for item in (name, value)]
+        if not await self._create(keys=keys, args=[batch_id, now + int(self.retention), now, *pairs]):
+            raise OpenAIError(404, f"no file {input_file_id!r}", param="input_file_id", code="file_not_found")
         return public({k: str(v) for k, v in record.items()})
 
     async def record(self, batch_id: str, owner: str | None = None) -> dict[str, str]:
@@ -197,6 +221,24 @@ class Batches:
 
     async def done_chunks(self, batch_id: str) -> set[int]:
         return {int(as_text(n)) for n in await self.connection.smembers(batch_done_key(batch_id))}
+
+    async def track_jobs(self, batch_id: str, job_ids: list[str]) -> None:
+        """Note jobs about to be sent, so that whoever ends the batch or takes it over can cancel them."""
+        key = batch_jobs_key(batch_id)
+        async with self.connection.pipeline(transaction=True) as pipe:
+            pipe.sadd(key, *job_ids)
+            pipe.expire(key, WINDOW_SECONDS * 2)
+            await pipe.execute()
+
+    async def untrack_jobs(self, batch_id: str, job_ids: list[str]) -> None:
+        if job_ids:
+            await self.connection.srem(batch_jobs_key(batch_id), *job_ids)
+
+    async def tracked_jobs(self, batch_id: str) -> list[str]:
+        return [as_text(job_id) for job_id in await self.connection.smembers(batch_jobs_key(batch_id))]
+
+    async def forget_jobs(self, batch_id: str) -> None:
+        await self.connection.delete(batch_jobs_key(batch_id))
 
     async def forget_active(self, batch_id: str) -> None:
         """A batch in the active set whose record expired or was deleted."""

@@ -5,6 +5,8 @@ owner's key hash), so every gateway replica answers for every file."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import io
 import os
 import secrets
 import shutil
@@ -18,10 +20,47 @@ from redis.asyncio import Redis as AsyncRedis
 
 from embedq.producer.gateway import records
 from embedq.producer.gateway.openai_shape import OpenAIError
-from embedq.producer.protocol import FILES_KEY, file_key
+from embedq.producer.protocol import ACTIVE_BATCHES_KEY, FILES_KEY, batch_key, file_key, file_usage_key
+from embedq.producer.stats import as_text
 
 READ_SIZE = 1024 * 1024
 PURPOSES = ("batch", "batch_output")
+MAX_FILENAME = 255  # bytes of an uploaded file's name (UTF-8)
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+
+# KEYS: the owner's usage hash. ARGV: file id, its bytes, its expiry (unix s), now, the quota (0: none).
+# Expired entries go; the file is counted if the owner's live files leave room for it. Returns
+# {1 if counted, the bytes the owner's other live files hold}.
+RESERVE = """
+local used, latest = 0, tonumber(ARGV[3])
+local entries = redis.call('HGETALL', KEYS[1])
+for i = 1, #entries, 2 do
+    local bytes, expires = string.match(entries[i + 1], '^(%d+):(%d+)$')
+    if not expires or tonumber(expires) <= tonumber(ARGV[4]) then
+        redis.call('HDEL', KEYS[1], entries[i])
+    elseif entries[i] ~= ARGV[1] then
+        used = used + tonumber(bytes)
+        latest = math.max(latest, tonumber(expires))
+    end
+end
+if tonumber(ARGV[5]) > 0 and used + tonumber(ARGV[2]) > tonumber(ARGV[5]) then return {0, used} end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ARGV[3])
+redis.call('EXPIREAT', KEYS[1], latest)
+return {1, used}
+"""
+
+
+# KEYS: the file's record, the files index, its owner's usage hash, the active batches. ARGV: the file
+# id, the batch record key prefix. Deleted unless a batch not yet final reads it: then that batch's id.
+DELETE = """
+for _, batch in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+    if redis.call('HGET', ARGV[2] .. batch, 'input_file_id') == ARGV[1] then return batch end
+end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+return false
+"""
 
 
 class FileStore(Protocol):
@@ -31,7 +70,15 @@ class FileStore(Protocol):
         """Store the object (replacing any of that name) only once every chunk is written; its size."""
         ...
 
-    def open(self, name: str) -> BinaryIO: ...
+    def open(self, name: str) -> BinaryIO:
+        """The object's bytes (an adopted directory's pieces one after another)."""
+        ...
+
+    def adopt(self, pieces: str, name: str) -> int:
+        """Make the objects under `pieces/` the object `name`, read as their concatenation in name order,
+        without copying them (finalizing a batch needs no free space); its size. Done again after the
+        pieces moved, it gives the same object."""
+        ...
 
     def exists(self, name: str) -> bool: ...
 
@@ -74,7 +121,25 @@ class DirectoryStore:
         return size
 
     def open(self, name: str) -> BinaryIO:
-        return self._path(name).open("rb")
+        path = self._path(name)
+        if path.is_dir():
+            return io.BufferedReader(Pieces(sorted(item for item in path.iterdir() if item.is_file())), READ_SIZE)
+        return path.open("rb")
+
+    def adopt(self, pieces: str, name: str) -> int:
+        source, target = self._path(pieces), self._path(name)
+        if source.is_dir():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.delete(name)
+            os.replace(source, target)
+        if not target.exists():
+            return 0
+        now = time.time()
+        size = 0
+        for item in target.iterdir() if target.is_dir() else [target]:
+            os.utime(item, (now, now))  # the retention sweep counts from now, as for any new file
+            size += item.stat().st_size
+        return size
 
     def exists(self, name: str) -> bool:
         return self._path(name).is_file()
@@ -88,14 +153,44 @@ class DirectoryStore:
 
     def sweep(self, older_than: float) -> int:
         removed = 0
-        for path in self.root.rglob("*") if self.root.is_dir() else ():
+        for path in sorted(self.root.rglob("*"), reverse=True) if self.root.is_dir() else ():
             try:
                 if path.is_file() and path.stat().st_mtime < older_than:
                     path.unlink()
                     removed += 1
-            except FileNotFoundError:  # another replica swept it first
+                elif path.is_dir() and not any(path.iterdir()) and path.stat().st_mtime < older_than:
+                    path.rmdir()  # what an adopted object or a batch's pieces leave behind
+            except OSError:  # another replica swept it first, or it filled meanwhile
                 pass
         return removed
+
+
+class Pieces(io.RawIOBase):
+    """Several files read as one, in order: an adopted object."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+        self.current: io.BufferedReader | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while True:
+            if self.current is None:
+                if not self.paths:
+                    return 0
+                self.current = self.paths.pop(0).open("rb")
+            count: int = self.current.readinto(buffer)
+            if count:
+                return count
+            self.current.close()
+            self.current = None
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.close()
+        super().close()
 
 
 def read_chunks(handle: BinaryIO) -> Iterator[bytes]:
@@ -112,15 +207,38 @@ class Files:
     """File records in Redis, contents in the store. `owner`: the hash of the caller's key ("" with no
     keys configured, when every caller sees every file)."""
 
-    def __init__(self, connection: AsyncRedis, store: FileStore, retention: float) -> None:
-        self.connection, self.store, self.retention = connection, store, retention
+    def __init__(self, connection: AsyncRedis, store: FileStore, retention: float, quota: int = 0) -> None:
+        self.connection, self.store, self.retention, self.quota = connection, store, retention, quota
+        self._reserve = connection.register_script(RESERVE)
+        self._delete = connection.register_script(DELETE)
 
     @staticmethod
     def object_name(file_id: str) -> str:
         return f"files/{file_id}"
 
+    async def reserve(self, file_id: str, size: int, owner: str) -> None:
+        """Count an upload of `size` bytes against its owner's FILES_QUOTA_BYTES before it is written:
+        429 if the owner's files would pass it. `release` undoes it if the upload fails."""
+        now = int(time.time())
+        counted, used = await self._reserve(
+            keys=[file_usage_key(owner)], args=[file_id, size, now + int(self.retention), now, self.quota]
+        )
+        if not counted:
+            raise OpenAIError(
+                429,
+                f"this key's files hold {int(used)} bytes; {size} more would pass its quota of {self.quota} bytes "
+                "(FILES_QUOTA_BYTES): delete files it no longer needs",
+                type="rate_limit_error",
+                param="file",
+                code="storage_quota_exceeded",
+            )
+
+    async def release(self, file_id: str, owner: str) -> None:
+        await self.connection.hdel(file_usage_key(owner), file_id)
+
     async def add(self, file_id: str, size: int, filename: str, purpose: str, owner: str) -> dict[str, Any]:
-        """Record a file whose bytes are in the store already (the same id again: the same record)."""
+        """Record a file whose bytes are in the store already (the same id again: the same record). It
+        counts against its owner's quota (a batch's output is never refused for it)."""
         created = int(time.time())
         record: dict[Any, Any] = {  # redis-py's Mapping type is invariant in its keys
             "id": file_id,
@@ -135,6 +253,8 @@ class Files:
             pipe.hset(file_key(file_id), mapping=record)
             pipe.expireat(file_key(file_id), record["expires_at"])
             pipe.zadd(FILES_KEY, {file_id: created})
+            pipe.hset(file_usage_key(owner), file_id, f"{size}:{record['expires_at']}")
+            pipe.expireat(file_usage_key(owner), record["expires_at"])
             await pipe.execute()
         return public(record)
 
@@ -167,11 +287,18 @@ class Files:
         )
 
     async def delete(self, file_id: str, owner: str) -> dict[str, Any]:
-        await self.record(file_id, owner)
-        async with self.connection.pipeline(transaction=True) as pipe:
-            pipe.delete(file_key(file_id))
-            pipe.zrem(FILES_KEY, file_id)
-            await pipe.execute()
+        """Gone from the store and Redis; 409 while a batch that is not yet final reads it."""
+        record = await self.record(file_id, owner)
+        keys = [file_key(file_id), FILES_KEY, file_usage_key(record.get("owner", "")), ACTIVE_BATCHES_KEY]
+        reader = await self._delete(keys=keys, args=[file_id, batch_key("")])
+        if reader:
+            raise OpenAIError(
+                409,
+                f"file {file_id} is the input of batch {as_text(reader)}, which is not finished: cancel it or "
+                "wait for it to end first",
+                param="file_id",
+                code="file_in_use",
+            )
         await asyncio.to_thread(self.store.delete, self.object_name(file_id))
         return {"id": file_id, "object": "file", "deleted": True}
 
