@@ -142,6 +142,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import uvicorn
 
         from embedq.producer.gateway.app import create_app
+        from embedq.producer.gateway.connections import guarded_protocol
         from embedq.producer.gateway.settings import GatewaySettings
     except ImportError as error:
         raise InvalidSettings(
@@ -149,7 +150,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ) from None
     overrides = {key: value for key, value in (("http_host", args.host), ("http_port", args.port)) if value}
     settings = GatewaySettings.load(**overrides)
-    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, access_log=False)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        access_log=False,
+        http=guarded_protocol(settings.http_read_timeout, settings.http_max_connections),
+        timeout_keep_alive=int(min(5, settings.http_read_timeout)) or 1,
+    )
     return 0
 
 

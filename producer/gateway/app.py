@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 OPEN_PATHS = ("/", "/status.json", "/health", "/ready", "/metrics")
 EMBEDDINGS = "/v1/embeddings"
 FILES = "/v1/files"
+JSON_BODIES = (EMBEDDINGS, "/v1/batches")  # POSTed as JSON only (415 otherwise); /v1/files takes multipart
 MULTIPART_SLACK = 64 * 1024  # an upload's body: the file plus multipart's headers and boundaries
 STATUS_PAGE = resources.files("embedq.producer.gateway").joinpath("status.html").read_text(encoding="utf-8")
 
@@ -70,24 +71,32 @@ class Gate:
         limit = self.files_limit if path == FILES else self.body_limit
         status = [""]
 
+        head = scope["method"] == "HEAD"  # answered as GET is, without the body (HTTP's HEAD)
+        if head:
+            scope = {**scope, "method": "GET"}
+
         async def counted_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = str(message["status"])
+            elif head and message["type"] == "http.response.body":
+                message = {**message, "body": b""}
             await send(message)
 
         try:
-            headers = dict(scope["headers"])
+            headers = scope["headers"]
             if self.keys and path not in OPEN_PATHS:
-                given = headers.get(b"authorization", b"").removeprefix(b"Bearer ").strip()
-                matched = [key for key in self.keys if hmac.compare_digest(given, key)]
-                if not matched:
-                    raise OpenAIError(
-                        401, "missing or wrong API key (Authorization: Bearer KEY)", code="invalid_api_key"
-                    )
-                scope[OWNER] = self.owners[matched[0]]
-            declared = headers.get(b"content-length")
+                scope[OWNER] = self.owner(headers)
+            declared = header(headers, b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 raise too_large(limit)
+            if scope["method"] == "POST" and path in JSON_BODIES:
+                media_type = (header(headers, b"content-type") or b"").split(b";")[0].strip().lower()
+                if media_type != b"application/json":
+                    raise OpenAIError(
+                        415,
+                        f"{path} takes a JSON body: send Content-Type: application/json",
+                        code="unsupported_media_type",
+                    )
             if path != EMBEDDINGS:
                 await self.app(scope, self.limited(receive, limit), counted_send)
             elif scope["method"] != "POST":
@@ -103,6 +112,15 @@ class Gate:
             await send_json(counted_send, 500, OpenAIError(500, "internal error", type="server_error").body())
         finally:
             self.requests.labels(route, status[0] or "500").inc()
+
+    def owner(self, headers: list[tuple[bytes, bytes]]) -> str:
+        """The hash of the caller's key: exactly one `Authorization: Bearer KEY` naming a known key, else 401."""
+        given = [value for name, value in headers if name == b"authorization"]
+        scheme, _, key = given[0].partition(b" ") if len(given) == 1 else (b"", b"", b"")
+        matched = [known for known in self.keys if hmac.compare_digest(key.strip(), known)]
+        if scheme.lower() != b"bearer" or not matched:
+            raise OpenAIError(401, "missing or wrong API key (Authorization: Bearer KEY)", code="invalid_api_key")
+        return self.owners[matched[0]]
 
     async def read_body(self, receive: Receive) -> bytes:
         limited, chunks = self.limited(receive, self.body_limit), []
@@ -129,6 +147,11 @@ class Gate:
         return counted
 
 
+def header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """The first value of a (lower-case) header, or None."""
+    return next((value for key, value in headers if key == name), None)
+
+
 def too_large(limit: int) -> OpenAIError:
     return OpenAIError(413, f"the request body is over {limit} bytes", code="request_too_large")
 
@@ -148,7 +171,7 @@ def create_app(settings: GatewaySettings) -> Gate:
     metrics, requests, abandoned = registry(sync)
     board = StatusBoard(sync)  # redis-py's client is thread-safe: /metrics and the sampler share it
     retention = settings.files_retention.total_seconds()
-    files = Files(connection, DirectoryStore(settings.files_dir), retention)
+    files = Files(connection, DirectoryStore(settings.files_dir), retention, settings.files_quota_bytes)
     batches = Batches(connection, retention)
     driver = BatchDriver(settings, fleet, sync, files, batches)
 

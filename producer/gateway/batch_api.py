@@ -15,10 +15,10 @@ from fastapi.responses import StreamingResponse
 from starlette.datastructures import UploadFile
 from starlette.types import Scope
 
-from embedq.producer.gateway.batch_input import ENDPOINT, cut
+from embedq.producer.gateway.batch_input import ENDPOINT
 from embedq.producer.gateway.batches import COMPLETION_WINDOW, Batches
 from embedq.producer.gateway.files import FULL_DISK, MAX_FILENAME, Files, read_chunks
-from embedq.producer.gateway.openai_shape import OpenAIError, invalid
+from embedq.producer.gateway.openai_shape import OpenAIError, invalid, shown
 from embedq.producer.gateway.settings import GatewaySettings
 
 OWNER = "embedq.owner"  # the scope entry the Gate sets: the hash of the caller's key ("" with no keys)
@@ -55,14 +55,14 @@ def check_metadata(metadata: Any) -> dict[str, str] | None:
         raise invalid(f"'metadata' must be an object of at most {MAX_METADATA} string key-value pairs", "metadata")
     for key, value in metadata.items():
         if not isinstance(value, str):
-            raise invalid(f"metadata[{cut(key)!r}] must be a string, got {type(value).__name__}", "metadata")
+            raise invalid(f"metadata[{shown(key)}] must be a string, got {type(value).__name__}", "metadata")
         if len(key) > MAX_METADATA_KEY:
             raise invalid(
-                f"metadata key {cut(key)!r} has {len(key)} characters; at most {MAX_METADATA_KEY}", "metadata"
+                f"metadata key {shown(key)} has {len(key)} characters; at most {MAX_METADATA_KEY}", "metadata"
             )
         if len(value) > MAX_METADATA_VALUE:
             raise invalid(
-                f"metadata[{cut(key)!r}] has {len(value)} characters; at most {MAX_METADATA_VALUE}", "metadata"
+                f"metadata[{shown(key)}] has {len(value)} characters; at most {MAX_METADATA_VALUE}", "metadata"
             )
     return metadata
 
@@ -77,7 +77,7 @@ def batch_api(settings: GatewaySettings, files: Files, batches: Batches, wake: C
         try:
             purpose, upload = form.get("purpose"), form.get("file")
             if purpose != "batch":
-                raise invalid(f"'purpose' must be 'batch' (the Batch API's input), got {purpose!r}", "purpose")
+                raise invalid(f"'purpose' must be 'batch' (the Batch API's input), got {shown(purpose)}", "purpose")
             if not isinstance(upload, UploadFile):
                 raise invalid("'file' is required: the batch's input, one JSON request a line (JSONL)", "file")
             size = upload.size or 0
@@ -151,7 +151,8 @@ def batch_api(settings: GatewaySettings, files: Files, batches: Batches, wake: C
         who = owner(request)
         record = await files.record(input_file_id, who)
         if record.get("purpose") != "batch":
-            raise invalid(f"file {input_file_id} has purpose {record.get('purpose')!r}, not 'batch'", "input_file_id")
+            purpose = shown(record.get("purpose"))
+            raise invalid(f"file {input_file_id} has purpose {purpose}, not 'batch'", "input_file_id")
         limits = (settings.batch_max_lines, settings.files_max_bytes, settings.http_max_body_bytes)
         created = await batches.create(input_file_id, ENDPOINT, metadata, who, limits)
         wake()

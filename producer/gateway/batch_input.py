@@ -12,7 +12,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from embedq.producer.gateway.openai_shape import parse_request
+from embedq.producer.gateway.openai_shape import parse_request, shown
 
 ENDPOINT = "/v1/embeddings"
 MAX_LISTED_ERRORS = 100  # errors named in a failed batch's `errors`; the last entry counts the rest
@@ -145,12 +145,12 @@ def check_line(
         )
     if custom_id in seen:
         raise LineError(
-            "duplicate_custom_id", f"line {number} repeats custom_id {cut(custom_id)!r} of line {seen[custom_id]}"
+            "duplicate_custom_id", f"line {number} repeats custom_id {shown(custom_id)} of line {seen[custom_id]}"
         )
     if request.get("method") != "POST":
-        raise LineError("invalid_method", f"line {number}: method must be POST, got {cut(request.get('method'))!r}")
+        raise LineError("invalid_method", f"line {number}: method must be POST, got {shown(request.get('method'))}")
     if request.get("url") != ENDPOINT:
-        raise LineError("invalid_url", f"line {number}: url must be {ENDPOINT}, got {cut(request.get('url'))!r}")
+        raise LineError("invalid_url", f"line {number}: url must be {ENDPOINT}, got {shown(request.get('url'))}")
     body = request.get("body")
     if not isinstance(body, dict):
         raise LineError("invalid_request", f"line {number}: body must be a JSON object")
@@ -159,7 +159,7 @@ def check_line(
         raise LineError("missing_model", f"line {number}: body.model is required")
     if model not in models:
         if not known_model(model):
-            message = f"line {number}: model {cut(model)!r} is not served here (GET /v1/models)"
+            message = f"line {number}: model {shown(model)} is not served here (GET /v1/models)"
             raise LineError("model_not_found", message)
         models[model] = model
     seen[custom_id] = number
@@ -176,11 +176,6 @@ def check_line(
         len(raw_input) if isinstance(raw_input, list) and raw_input else 1,
         sum(len(item) for item in items if isinstance(item, str)),
     )
-
-
-def cut(value: Any, limit: int = 64) -> Any:
-    """A caller's value as an error message echoes it: strings cut to `limit` characters."""
-    return value[:limit] + "…" if isinstance(value, str) and len(value) > limit else value
 
 
 def error(code: str, message: str, line: int | None = None) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import orjson
 from redis.asyncio import Redis as AsyncRedis
 
 from embedq.producer.gateway import records
-from embedq.producer.gateway.openai_shape import OpenAIError
+from embedq.producer.gateway.openai_shape import OpenAIError, shown
 from embedq.producer.protocol import (
     ACTIVE_BATCHES_KEY,
     BATCHES_KEY,
@@ -111,7 +111,7 @@ class LeaseLost(Exception):
 
 
 def not_found(batch_id: str) -> OpenAIError:
-    return OpenAIError(404, f"no batch {batch_id!r}", param="batch_id", code="batch_not_found")
+    return OpenAIError(404, f"no batch {shown(batch_id)}", param="batch_id", code="batch_not_found")
 
 
 class Batches:
@@ -156,7 +156,7 @@ class Batches:
         keys = [batch_key(batch_id), BATCHES_KEY, ACTIVE_BATCHES_KEY, file_key(input_file_id)]
         pairs = [item for name, value in record.items() for item in (name, value)]
         if not await self._create(keys=keys, args=[batch_id, now + int(self.retention), now, *pairs]):
-            raise OpenAIError(404, f"no file {input_file_id!r}", param="input_file_id", code="file_not_found")
+            raise OpenAIError(404, f"no file {shown(input_file_id)}", param="input_file_id", code="file_not_found")
         return public({k: str(v) for k, v in record.items()})
 
     async def record(self, batch_id: str, owner: str | None = None) -> dict[str, str]:

@@ -24,6 +24,7 @@ from embedq.producer.gateway.openai_shape import (
     parse_request,
     response,
     send_json,
+    shown,
     unavailable,
 )
 from embedq.producer.gateway.settings import GatewaySettings
@@ -55,9 +56,8 @@ class EmbeddingsEndpoint:
         model = models.get(name)
         if model is None:
             served = ", ".join(sorted(models)) or "none yet (no worker has started)"
-            raise OpenAIError(
-                404, f"model {requested!r} is not served here; served: {served}", param="model", code="model_not_found"
-            )
+            message = f"model {shown(requested)} is not served here; served: {served}"
+            raise OpenAIError(404, message, param="model", code="model_not_found")
         if not model.live:
             raise OpenAIError(
                 503,

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, Protocol
 from redis.asyncio import Redis as AsyncRedis
 
 from embedq.producer.gateway import records
-from embedq.producer.gateway.openai_shape import OpenAIError
+from embedq.producer.gateway.openai_shape import OpenAIError, shown
 from embedq.producer.protocol import ACTIVE_BATCHES_KEY, FILES_KEY, batch_key, file_key, file_usage_key
 from embedq.producer.stats import as_text
 
@@ -28,7 +28,7 @@ PURPOSES = ("batch", "batch_output")
 MAX_FILENAME = 255  # bytes of an uploaded file's name (UTF-8)
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 
-# KEYS: the owner's usage hash. ARGV: file id, its bytes, its expiry (unix s), now, the quota (0: none).
+# KEYS: the owner's usage hash. ARGV: file id, its bytes, its expiry (unix s), now, the quota.
 # Expired entries go; the file is counted if the owner's live files leave room for it. Returns
 # {1 if counted, the bytes the owner's other live files hold}.
 RESERVE = """
@@ -43,7 +43,7 @@ for i = 1, #entries, 2 do
         latest = math.max(latest, tonumber(expires))
     end
 end
-if tonumber(ARGV[5]) > 0 and used + tonumber(ARGV[2]) > tonumber(ARGV[5]) then return {0, used} end
+if used + tonumber(ARGV[2]) > tonumber(ARGV[5]) then return {0, used} end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ARGV[3])
 redis.call('EXPIREAT', KEYS[1], latest)
 return {1, used}
@@ -200,14 +200,14 @@ def read_chunks(handle: BinaryIO) -> Iterator[bytes]:
 
 
 def not_found(file_id: str) -> OpenAIError:
-    return OpenAIError(404, f"no file {file_id!r}", param="file_id", code="file_not_found")
+    return OpenAIError(404, f"no file {shown(file_id)}", param="file_id", code="file_not_found")
 
 
 class Files:
     """File records in Redis, contents in the store. `owner`: the hash of the caller's key ("" with no
     keys configured, when every caller sees every file)."""
 
-    def __init__(self, connection: AsyncRedis, store: FileStore, retention: float, quota: int = 0) -> None:
+    def __init__(self, connection: AsyncRedis, store: FileStore, retention: float, quota: int) -> None:
         self.connection, self.store, self.retention, self.quota = connection, store, retention, quota
         self._reserve = connection.register_script(RESERVE)
         self._delete = connection.register_script(DELETE)
@@ -294,7 +294,7 @@ class Files:
         if reader:
             raise OpenAIError(
                 409,
-                f"file {file_id} is the input of batch {as_text(reader)}, which is not finished: cancel it or "
+                f"file {shown(file_id)} is the input of batch {as_text(reader)}, which is not finished: cancel it or "
                 "wait for it to end first",
                 param="file_id",
                 code="file_in_use",

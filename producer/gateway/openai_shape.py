@@ -38,6 +38,12 @@ class OpenAIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
+def shown(value: Any, limit: int = 64) -> str:
+    """A caller's value as an error message echoes it: its repr, cut to `limit` characters."""
+    text = repr(value)
+    return text[:limit] + "…" if len(text) > limit else text
+
+
 def unavailable(error: Exception) -> OpenAIError:
     """503: Redis did not answer, or (RedisOutOfMemory: its message says so) refused the write."""
     return OpenAIError(
@@ -80,10 +86,11 @@ def parse_request(body: Any, max_inputs: int) -> tuple[list[str], str, str, int 
         raise invalid(f"'input' has {len(texts)} texts; at most {max_inputs} per request", "input")
     encoding = body.get("encoding_format") or "float"
     if encoding not in ENCODINGS:
-        raise invalid(f"'encoding_format' must be one of {', '.join(ENCODINGS)}, got {encoding!r}", "encoding_format")
+        choices = ", ".join(ENCODINGS)
+        raise invalid(f"'encoding_format' must be one of {choices}, got {shown(encoding)}", "encoding_format")
     dimensions = body.get("dimensions")
     if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool) or dimensions < 1):
-        raise invalid(f"'dimensions' must be a positive integer, got {dimensions!r}", "dimensions")
+        raise invalid(f"'dimensions' must be a positive integer, got {shown(dimensions)}", "dimensions")
     return texts, model, encoding, dimensions
 
 

@@ -22,6 +22,13 @@ class GatewaySettings(ClientSettings):
         description="texts over the model's maximum length are truncated (as sentence-transformers does); false: 400",
     )
     http_request_timeout: float = Field(60.0, gt=0, description="seconds a request may wait for its jobs (504 after)")
+    http_read_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="seconds a connection has to send a request's headers and body (and may sit idle between "
+        "requests) before it is closed",
+    )
+    http_max_connections: int = Field(1000, ge=1, description="open connections; past it new ones get 503 at once")
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="comma-separated keys accepted as `Authorization: Bearer KEY`; empty = open"
     )
@@ -33,6 +40,9 @@ class GatewaySettings(ClientSettings):
         description="where the Batch API keeps files (uploads, outputs); several gateway replicas must share it",
     )
     files_max_bytes: int = Field(200 * 1024 * 1024, ge=1, description="largest file /v1/files accepts (OpenAI's)")
+    files_quota_bytes: int = Field(
+        10 * 1024**3, ge=1, description="bytes one key's stored files (uploads, batch outputs) may total; 429 past it"
+    )
     files_retention: timedelta = Field(
         timedelta(days=30),
         ge=timedelta(days=1),  # a batch may run its whole 24 h window on files kept that long
