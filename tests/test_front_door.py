@@ -243,3 +243,17 @@ def test_a_full_disk_refuses_an_upload_with_507_and_fails_a_batch_keeping_every_
         assert not list(small_disk.glob("batches/*/*"))  # no piece outlives the batch's end
     finally:
         stop(process)
+
+
+def test_an_abandoned_request_frees_its_workers_within_a_micro_batch(service: LocalService, guarded):
+    long_texts = [f"passage {n}: " + " ".join(f"word{(n * 7 + i) % 997}" for i in range(300)) for n in range(2048)]
+    with pytest.raises(httpx.TimeoutException):  # the client gives up and closes its connection
+        httpx.post(
+            f"{guarded}/v1/embeddings",
+            json={"model": MODEL, "input": long_texts},
+            headers={"Authorization": f"Bearer {KEY}"},
+            timeout=2,
+        )
+    time.sleep(0.2)  # the gateway notices the disconnect and cancels the jobs, running ones too
+    assert embed_ok(guarded) < 1.5  # not behind the ~20 s of inference the abandoned request asked for
+    assert "cancelled mid-pass" in service.output()

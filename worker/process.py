@@ -21,7 +21,7 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import RedisError
 from rq import Queue
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.timeouts import JobTimeoutException
 
 from embedq.config import Settings
@@ -61,6 +61,7 @@ RESET_AFTER = 30.0  # seconds of serving after which a Redis error starts the ba
 # Every BULK_EVERY-th pass looks in the bulk lane first: under steady interactive load bulk still
 # gets that share of passes (and interactive jobs are served between its micro-batches anyway).
 BULK_EVERY = 4
+CANCELED = JobStatus.CANCELED.value.encode()  # rq's status of a cancelled job
 
 
 def default_worker_name() -> str:
@@ -133,7 +134,13 @@ class EmbedWorker(PassWorker):
         if not ready:
             return
         lane = "bulk" if claim.queue is self.bulk else "interactive"
-        between = self._serve_interactive if lane == "bulk" else None
+        jobs = [job for job, _ in ready]
+
+        def between() -> set[int]:
+            if lane == "bulk":
+                self._serve_interactive()
+            return self._cancelled(jobs)
+
         timeout = int(max(job.timeout or Queue.DEFAULT_TIMEOUT for job, _ in ready))
         nested, self.in_pass = self.in_pass, True  # inside a bulk pass, its timeout alone runs
         if self.beat is not None and not nested:
@@ -157,7 +164,10 @@ class EmbedWorker(PassWorker):
         infer_ms = (time.perf_counter() - started) * 1000
         done, timings = [], []
         for (job, request), outcome in zip(ready, outcomes):
-            if isinstance(outcome, Encoded):
+            if outcome is None:  # cancelled while it ran: rq's cancel has recorded it; no result
+                self.connection.srem(self.claimed, f"{job.id}:{claim.execution_id}")
+                self.log.info("Worker %s: job %s cancelled mid-pass", self.name, job.id)
+            elif isinstance(outcome, Encoded):
                 record, job_timings = self._done(job, request, outcome, infer_ms)
                 done.append(record)
                 timings.append(job_timings)
@@ -234,6 +244,18 @@ class EmbedWorker(PassWorker):
             return sys.exc_info()
         except Exception:
             return sys.exc_info()
+
+    def _cancelled(self, jobs: list[Job]) -> set[int]:
+        """The positions of the pass's jobs cancelled meanwhile (rq's status; one round trip). Redis away:
+        none (the pass goes on; its results wait for Redis)."""
+        try:
+            with self.connection.pipeline(transaction=False) as pipe:
+                for job in jobs:
+                    pipe.hget(job.key, "status")
+                statuses = pipe.execute()
+        except RedisError:
+            return set()
+        return {index for index, status in enumerate(statuses) if status == CANCELED}
 
     def _serve_interactive(self) -> None:
         """Between two micro-batches of a bulk pass: run the interactive jobs waiting, if any."""

@@ -42,7 +42,7 @@ from embedq.producer.gateway.batch_input import (
 from embedq.producer.gateway.batches import FINAL, Batches, LeaseLost
 from embedq.producer.gateway.embeddings import failed
 from embedq.producer.gateway.files import FULL_DISK, Files
-from embedq.producer.gateway.fleet import Fleet, ServedModel, cancel_queued
+from embedq.producer.gateway.fleet import Fleet, ServedModel, cancel_jobs
 from embedq.producer.gateway.openai_shape import OpenAIError, embeddings_body, invalid
 from embedq.producer.gateway.settings import GatewaySettings
 from embedq.producer.protocol import EmbedResult, validate_request
@@ -215,7 +215,7 @@ class BatchRun:
             await self.batches.forget_active(self.batch_id)
             return
         # jobs a replica that drove the batch before left in the lane: their chunks run again from here
-        await self.cancel_jobs(await self.batches.tracked_jobs(self.batch_id))
+        await self.drop_jobs(await self.batches.tracked_jobs(self.batch_id))
         try:
             if record["status"] == "validating":
                 record, lines = await self.validate(record)
@@ -299,7 +299,7 @@ class BatchRun:
     async def end(self, record: dict[str, str], allowed: tuple[str, ...], fields: dict[str, Any]) -> str:
         """Move to a final status: no job of the batch left in the lane, the pieces the chunks wrote made
         the output and error files (no copy: a full disk cannot lose them), then the fenced transition."""
-        await self.cancel_jobs(await self.batches.tracked_jobs(self.batch_id))
+        await self.drop_jobs(await self.batches.tracked_jobs(self.batch_id))
         for kind in ("output", "error"):
             file_id = output_file_id(self.batch_id, kind)
             size = await asyncio.to_thread(
@@ -315,9 +315,9 @@ class BatchRun:
             await self.batches.forget_jobs(self.batch_id)
         return outcome
 
-    async def cancel_jobs(self, job_ids: list[str]) -> None:
+    async def drop_jobs(self, job_ids: list[str]) -> None:
         if job_ids:
-            cancelled = await asyncio.to_thread(cancel_queued, self.driver.sync, job_ids)
+            cancelled = await asyncio.to_thread(cancel_jobs, self.driver.sync, job_ids)
             await self.batches.untrack_jobs(self.batch_id, job_ids)
             if cancelled:
                 log.info("embedq serve: batch %s: %d of its queued jobs cancelled", self.batch_id, cancelled)
@@ -343,7 +343,7 @@ class BatchRun:
                 if stopping in finished:  # the jobs no worker has started go; the others finish and count
                     watched = set()
                     ids = [job_id for chunk_ids in self.job_ids for job_id in chunk_ids]
-                    cancelled = await asyncio.to_thread(cancel_queued, self.driver.sync, ids)
+                    cancelled = await asyncio.to_thread(cancel_jobs, self.driver.sync, ids)
                     log.info("embedq serve: batch %s %s: %d jobs cancelled", self.batch_id, self.ending, cancelled)
         finally:
             stopping.cancel()
@@ -483,7 +483,7 @@ class BatchRun:
                 self.refusals.add(kind)
                 log.log(level, "embedq serve: batch %s: jobs sent again after %s: %s", self.batch_id, kind, error)
                 if isinstance(error, JobTimeout):
-                    await asyncio.to_thread(cancel_queued, self.driver.sync, ids)
+                    await asyncio.to_thread(cancel_jobs, self.driver.sync, ids)
             finally:
                 self.job_ids = [other for other in self.job_ids if other is not ids]
             await asyncio.sleep(RETRY_PAUSE)

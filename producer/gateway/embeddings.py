@@ -1,8 +1,8 @@
 """POST /v1/embeddings, the gateway's hot path, as plain ASGI (FastAPI's request, routing and response
 machinery cost more CPU per request than the rest of the path: bench/gateway.py). A body is parsed,
 split into jobs of at most MAX_TEXTS_PER_JOB texts, enqueued on the queue that serves the requested
-model, and answered when they finish; if the client goes away first, its jobs no worker has started
-are cancelled."""
+model, and answered when they finish; if the client goes away first, its jobs are cancelled, running
+ones too (their workers drop them at the next micro-batch)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 from starlette.types import Receive, Send
 
 from embedq.producer.errors import InvalidInput, InvalidSettings, JobFailed, JobTimeout, QueueFull, QueueUnavailable
-from embedq.producer.gateway.fleet import Fleet, ServedModel, cancel_queued
+from embedq.producer.gateway.fleet import Fleet, ServedModel, cancel_jobs
 from embedq.producer.gateway.openai_shape import (
     RETRY_AFTER,
     OpenAIError,
@@ -89,7 +89,7 @@ class EmbeddingsEndpoint:
             gone.cancel()
         if not work.done():  # nobody will read the answer: free the workers
             work.cancel()
-            self.abandoned.inc(await asyncio.to_thread(cancel_queued, self.sync, job_ids))
+            self.abandoned.inc(await asyncio.to_thread(cancel_jobs, self.sync, job_ids, started=True))
             raise OpenAIError(499, "the client went away", type="client_closed_request")
         try:
             return work.result()

@@ -78,12 +78,14 @@ class Fleet:
         await self.connection.aclose()
 
 
-def cancel_queued(connection: Redis, job_ids: list[str]) -> int:
-    """Cancel (rq's own cancel: out of the queue, into its canceled registry) the jobs that no worker has
-    started yet; how many. A job a worker took meanwhile runs on: cancelling it would waste the work done."""
+def cancel_jobs(connection: Redis, job_ids: list[str], *, started: bool = False) -> int:
+    """Cancel (rq's own cancel: out of the queue or the started registry, into its canceled registry) the
+    jobs no worker has started yet, and with `started` those running too (their worker drops them at its
+    next micro-batch and writes no result); how many."""
     cancelled = 0
+    wanted = (JobStatus.QUEUED, JobStatus.STARTED) if started else (JobStatus.QUEUED,)
     for job in Job.fetch_many(job_ids, connection=connection, serializer=MsgpackSerializer):
-        if job is not None and job.get_status(refresh=False) == JobStatus.QUEUED:
+        if job is not None and job.get_status(refresh=False) in wanted:
             with suppress(InvalidJobOperation, WatchError):
                 job.cancel()
                 cancelled += 1

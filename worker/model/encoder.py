@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import onnxruntime as ort
@@ -32,6 +32,8 @@ PAST_PREFIX = "past_key_values"
 # A micro-batch ends where the next text is longer than RAGGED_RATIO x its shortest + RAGGED_SLACK tokens.
 RAGGED_RATIO = 1.5
 RAGGED_SLACK = 16
+# Called between two micro-batches; returns the indices of the requests to drop from the rest of the pass.
+Between = Callable[[], set[int]]
 
 
 def past_head_shape(declared: list[Any], spec: ModelSpec) -> tuple[int, int]:
@@ -139,24 +141,30 @@ class Encoder:
         prompt_name: str | None = None,
     ) -> Encoded:
         """Vectors (len(texts), dimensions or dim) in input order."""
-        return self.encode_many([EmbedRequest(list(texts), instruction, normalize, dimensions, prompt_name)])[0]
+        (encoded,) = self.encode_many([EmbedRequest(list(texts), instruction, normalize, dimensions, prompt_name)])
+        return cast(Encoded, encoded)  # no `between`: nothing is dropped
 
-    def encode_many(
-        self, requests: Sequence[EmbedRequest], *, between: Callable[[], None] | None = None
-    ) -> list[Encoded]:
+    def encode_many(self, requests: Sequence[EmbedRequest], *, between: Between | None = None) -> list[Encoded | None]:
         """Several requests through one inference pass (coalesced jobs); each gets its own vectors,
         shaped by its own options, and its share of the pass's time by tokens. `between` is called
-        between two micro-batches (a worker serves more urgent work there)."""
+        between two micro-batches (a worker serves more urgent work there) and names the requests to
+        drop (cancelled meanwhile): their texts are not run further and their place in the answer is None."""
         for request in requests:
             if request.dimensions is not None and request.dimensions > self.dim:
                 raise InvalidInput(f"dimensions={request.dimensions} is more than the model's {self.dim}")
         started = time.time()
         texts = [self._prefix(request) + text for request in requests for text in request.texts]
-        pooled, lengths, truncated, timings = self._pool(texts, between)
-        results, start = [], 0
+        owners = np.repeat(np.arange(len(requests)), [len(request.texts) for request in requests])
+        pooled, lengths, truncated, timings, dropped = self._pool(texts, owners, between)
+        results: list[Encoded | None] = []
+        start = 0
         total_tokens = max(int(lengths.sum()), 1)
-        for request in requests:
+        for number, request in enumerate(requests):
             end = start + len(request.texts)
+            if number in dropped:
+                results.append(None)
+                start = end
+                continue
             if not request.truncate and truncated[start:end].any():
                 index = int(np.flatnonzero(truncated[start:end])[0])
                 raise InvalidInput(
@@ -185,9 +193,10 @@ class Encoder:
         return self.spec.prompts[request.prompt_name]
 
     def _pool(
-        self, texts: list[str], between: Callable[[], None] | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
-        """Tokenize, infer in length-sorted micro-batches, pool: raw float32 vectors in input order."""
+        self, texts: list[str], owners: np.ndarray, between: Between | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float], set[int]]:
+        """Tokenize, infer in length-sorted micro-batches, pool: raw float32 vectors in input order, and the
+        requests (`owners`: each text's) dropped on the way."""
         started = time.perf_counter()
         encodings = self.tokenizer.encode_batch(texts, add_special_tokens=True)
         lengths = np.array([len(e.ids) for e in encodings])
@@ -195,9 +204,14 @@ class Encoder:
         tokenized = time.perf_counter()
         pooled = np.empty((len(encodings), self.dim), dtype=np.float32)
         infer_s = pool_s = 0.0
+        dropped: set[int] = set()
         for number, batch in enumerate(self._micro_batches(lengths)):
             if number and between is not None:
-                between()
+                dropped |= between()
+                if dropped:
+                    batch = batch[~np.isin(owners[batch], list(dropped))]
+                    if not len(batch):
+                        continue
             feed, mask = self._feed([encodings[i] for i in batch])
             t0 = time.perf_counter()
             (hidden,) = self.session.run([self.output], feed)
@@ -206,7 +220,7 @@ class Encoder:
             pool_s += time.perf_counter() - t1
             infer_s += t1 - t0
         timings = {"tokenize_ms": (tokenized - started) * 1000, "infer_ms": infer_s * 1000, "pool_ms": pool_s * 1000}
-        return pooled, lengths, truncated, timings
+        return pooled, lengths, truncated, timings, dropped
 
     def _micro_batches(self, lengths: np.ndarray) -> list[np.ndarray]:
         """Indices sorted by length, cut where the batch padded to its longest would pass the token
