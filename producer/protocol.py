@@ -133,6 +133,7 @@ def supervisor_key(name: str) -> str:
 FILES_KEY = KEY_PREFIX + "files"  # sorted set: file id by creation time, for listing
 BATCHES_KEY = KEY_PREFIX + "batches"  # sorted set: batch id by creation time, for listing
 ACTIVE_BATCHES_KEY = KEY_PREFIX + "batches:active"  # set: the batches not yet in a final status
+BATCH_METRICS_KEY = KEY_PREFIX + "batches:metrics"  # hash: batches ended by status, lines done by outcome
 
 
 def file_key(file_id: str) -> str:

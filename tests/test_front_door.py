@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from embedq.worker.local.service import LocalService
 from tests.conftest import KEY, MODEL, start_gateway
@@ -190,9 +191,20 @@ def test_one_key_filling_its_quota_gets_429_and_the_other_key_is_untouched(two_k
         client.files.delete(file_id)
 
 
-def test_deleting_a_running_batchs_input_is_409_and_allowed_once_it_ends(two_keys):
+def batch_metrics(url: str) -> dict[tuple[str, str], float]:
+    families = text_string_to_metric_families(httpx.get(f"{url}/metrics").text)
+    return {
+        (sample.name, next(iter(sample.labels.values()), "")): sample.value
+        for family in families
+        if family.name.startswith("embedq_batch")
+        for sample in family.samples
+    }
+
+
+def test_deleting_a_running_batchs_input_is_409_and_allowed_once_it_ends_and_metrics_count_it(two_keys):
     url, _ = two_keys
     client = sdk(url)
+    before = batch_metrics(url)
     uploaded = client.files.create(file=("in.jsonl", io.BytesIO(batch_lines(20))), purpose="batch")
     batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h")
     with pytest.raises(openai.ConflictError) as refused:
@@ -202,6 +214,10 @@ def test_deleting_a_running_batchs_input_is_409_and_allowed_once_it_ends(two_key
     assert done.status == "completed" and done.request_counts.completed == 20
     assert client.files.delete(uploaded.id).deleted
     client.files.delete(done.output_file_id)
+    after = batch_metrics(url)
+    grew = {key: after[key] - before.get(key, 0.0) for key in after if after[key] != before.get(key, 0.0)}
+    assert grew == {("embedq_batches_ended_total", "completed"): 1, ("embedq_batch_lines_total", "completed"): 20}
+    assert after[("embedq_batches", "in_progress")] == after[("embedq_batches", "validating")] == 0
 
 
 @pytest.fixture

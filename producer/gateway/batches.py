@@ -15,6 +15,7 @@ from embedq.producer.gateway import records
 from embedq.producer.gateway.openai_shape import OpenAIError, shown
 from embedq.producer.protocol import (
     ACTIVE_BATCHES_KEY,
+    BATCH_METRICS_KEY,
     BATCHES_KEY,
     batch_done_key,
     batch_jobs_key,
@@ -27,6 +28,7 @@ from embedq.producer.stats import as_text
 COMPLETION_WINDOW = "24h"
 WINDOW_SECONDS = 24 * 3600
 FINAL = ("completed", "failed", "expired", "cancelled")
+ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
 LEASE_MS = 15_000  # a replica that stops renewing loses its batches this long after
 
 # KEYS: the lease. ARGV: this replica's id, lease ms. Taken when free; renewed when ours.
@@ -43,9 +45,9 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS: the batch, the lease, the active set. ARGV: replica id, allowed statuses (comma-separated),
-# the batch id, then field/value pairs. Only the lease holder, only from an allowed status. A final
-# status takes the batch out of the active set and ends the lease.
+# KEYS: the batch, the lease, the active set, the batch metrics. ARGV: replica id, allowed statuses
+# (comma-separated), the batch id, then field/value pairs. Only the lease holder, only from an allowed
+# status. A final status takes the batch out of the active set, ends the lease and is counted.
 TRANSITION = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'lease lost' end
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -56,18 +58,21 @@ local new = redis.call('HGET', KEYS[1], 'status')
 if new == 'completed' or new == 'failed' or new == 'expired' or new == 'cancelled' then
     redis.call('SREM', KEYS[3], ARGV[3])
     redis.call('DEL', KEYS[2])
+    redis.call('HINCRBY', KEYS[4], 'ended:' .. new, 1)
 end
 return 'ok'
 """
 
-# KEYS: the batch, the lease, the done set. ARGV: replica id, chunk number, lines completed, failed,
-# when the batch's record expires (unix s). A chunk counts once, however often it was run.
+# KEYS: the batch, the lease, the done set, the batch metrics. ARGV: replica id, chunk number, lines
+# completed, failed, when the batch's record expires (unix s). A chunk counts once, however often it ran.
 CHUNK_DONE = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 if redis.call('SADD', KEYS[3], ARGV[2]) == 0 then return 1 end
 redis.call('EXPIREAT', KEYS[3], ARGV[5])
 redis.call('HINCRBY', KEYS[1], 'completed', ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'failed', ARGV[4])
+redis.call('HINCRBY', KEYS[4], 'lines:completed', ARGV[3])
+redis.call('HINCRBY', KEYS[4], 'lines:failed', ARGV[4])
 return 1
 """
 
@@ -206,7 +211,7 @@ class Batches:
         """Set `fields` if `holder` holds the lease and the status is one of `allowed`: "ok", or the
         status found. LeaseLost when another replica holds the lease."""
         pairs: list[Any] = [item for name, value in fields.items() for item in (name, value)]
-        keys = [batch_key(batch_id), batch_lease_key(batch_id), ACTIVE_BATCHES_KEY]
+        keys = [batch_key(batch_id), batch_lease_key(batch_id), ACTIVE_BATCHES_KEY, BATCH_METRICS_KEY]
         outcome = as_text(await self._transition(keys=keys, args=[holder, ",".join(allowed), batch_id, *pairs]))
         if outcome == "lease lost":
             raise LeaseLost(batch_id)
@@ -214,7 +219,7 @@ class Batches:
 
     async def chunk_done(self, batch: dict[str, str], holder: str, chunk: int, completed: int, failed: int) -> None:
         batch_id = batch["id"]
-        keys = [batch_key(batch_id), batch_lease_key(batch_id), batch_done_key(batch_id)]
+        keys = [batch_key(batch_id), batch_lease_key(batch_id), batch_done_key(batch_id), BATCH_METRICS_KEY]
         expires = int(batch["created_at"]) + int(self.retention)
         if not await self._chunk_done(keys=keys, args=[holder, chunk, completed, failed, expires]):
             raise LeaseLost(batch_id)

@@ -16,11 +16,15 @@ from redis import Redis
 
 from embedq.producer import rq_compat
 from embedq.producer.enqueue import lane_queues
+from embedq.producer.gateway.batches import ACTIVE, FINAL
 from embedq.producer.protocol import (
+    ACTIVE_BATCHES_KEY,
+    BATCH_METRICS_KEY,
     COUNTERS,
     QUEUES_KEY,
     TIMINGS,
     WORKER_KEY_PATTERN,
+    batch_key,
     metrics_key,
     timings_key,
 )
@@ -105,11 +109,42 @@ class FleetCollector(Collector):
         yield from (depth, age, workers, *counters.values(), failures, *latency.values())
 
 
+class BatchCollector(Collector):
+    """The Batch API's numbers, fleet-wide: batches not yet final by status, batches ended by status,
+    and lines done by outcome (counted once per chunk by the driver's fenced script)."""
+
+    def __init__(self, connection: Redis) -> None:
+        self.connection = connection
+
+    def collect(self) -> Iterator[Metric]:
+        active = GaugeMetricFamily("embedq_batches", "batches not yet in a final status", labels=["status"])
+        ended = CounterMetricFamily("embedq_batches_ended", "batches that reached a final status", labels=["status"])
+        lines = CounterMetricFamily("embedq_batch_lines", "batch lines done", labels=["outcome"])
+        ids = list(self.connection.smembers(ACTIVE_BATCHES_KEY))
+        with self.connection.pipeline(transaction=False) as pipe:
+            for batch_id in ids:
+                pipe.hget(batch_key(as_text(batch_id)), "status")
+            statuses = pipe.execute() if ids else []
+        counts = {status: 0 for status in ACTIVE}
+        for status in statuses:
+            if status is not None and as_text(status) in counts:
+                counts[as_text(status)] += 1
+        for status, count in counts.items():
+            active.add_metric([status], count)
+        numbers = read_numbers(self.connection, BATCH_METRICS_KEY)
+        for status in FINAL:
+            ended.add_metric([status], numbers.get(f"ended:{status}", 0.0))
+        for outcome in ("completed", "failed"):
+            lines.add_metric([outcome], numbers.get(f"lines:{outcome}", 0.0))
+        yield from (active, ended, lines)
+
+
 def registry(connection: Redis) -> tuple[CollectorRegistry, Counter, Counter]:
     """The gateway's registry: the fleet's numbers, its own request counter, and the jobs it cancelled
     because their client went away before a worker started them."""
     collected = CollectorRegistry()
     collected.register(FleetCollector(connection))
+    collected.register(BatchCollector(connection))
     requests = Counter(
         "embedq_gateway_requests", "HTTP requests this gateway answered", ["route", "status"], registry=collected
     )
