@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from embedq.producer.protocol import batch_jobs_key, lane_queue
+from embedq.producer.rq_compat import queue_key
 from embedq.worker.local.redis_server import RedisServer
 from embedq.worker.local.service import LocalService
 from tests.conftest import make_settings, start_gateway, wait_until
@@ -43,6 +45,9 @@ def test_a_killed_worker_and_a_killed_gateway_mid_batch_lose_and_double_no_line(
         client = sdk(url)
         assert client.batches.retrieve(batch_id).request_counts.completed < 3000
         completes_with_every_line_once(client, batch_id, lines, timeout=300)
+        # nothing of the batch is left in the lane or in its list of jobs sent
+        assert service.client.connection.llen(queue_key(lane_queue(service.settings.queue, "bulk"))) == 0
+        assert not service.client.connection.exists(batch_jobs_key(batch_id))
         assert f"batch {batch_id} completed" in stop(process)  # the new gateway finalized it
     finally:
         if process.poll() is None:

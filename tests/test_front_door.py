@@ -18,8 +18,10 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from embedq.producer.protocol import lane_queue
+from embedq.producer.rq_compat import queue_key
 from embedq.worker.local.service import LocalService
-from tests.conftest import KEY, MODEL, start_gateway
+from tests.conftest import KEY, MODEL, start_gateway, wait_until
 from tests.test_batches import jsonl, request_line, sdk, stop, wait_for
 
 OTHER_KEY = "sk-embedq-other"
@@ -257,6 +259,8 @@ def test_a_full_disk_refuses_an_upload_with_507_and_fails_a_batch_keeping_every_
         assert 0 < batch.request_counts.completed == len(finished) < 1000
         assert len({json.loads(line)["custom_id"] for line in finished}) == len(finished)
         assert not list(small_disk.glob("batches/*/*"))  # no piece outlives the batch's end
+        bulk = queue_key(lane_queue(service.settings.queue, "bulk"))
+        assert service.client.connection.llen(bulk) == 0  # the chunks in flight when it failed: cancelled
     finally:
         stop(process)
 
@@ -273,3 +277,30 @@ def test_an_abandoned_request_frees_its_workers_within_a_micro_batch(service: Lo
     time.sleep(0.2)  # the gateway notices the disconnect and cancels the jobs, running ones too
     assert embed_ok(guarded) < 1.5  # not behind the ~20 s of inference the abandoned request asked for
     assert "cancelled mid-pass" in service.output()
+
+
+def test_a_batch_that_fails_mid_run_keeps_its_finished_lines_and_leaves_no_job_queued(
+    service: LocalService, tmp_path: Path
+):
+    process, url = start_gateway(service.settings, EMBEDQ_FILES_DIR=str(tmp_path))
+    connection = service.client.connection
+    bulk = queue_key(lane_queue(service.settings.queue, "bulk"))
+    try:
+        client = sdk(url)
+        text = " ".join(f"word{i % 97}" for i in range(240))  # ~250 tokens: a chunk takes seconds
+        data = jsonl([request_line(f"line-{n}", {"model": MODEL, "input": f"{n} {text}"}) for n in range(3000)])
+        uploaded = client.files.create(file=("in.jsonl", io.BytesIO(data)), purpose="batch")
+        connection.set("rq:suspended", 1)  # rq's own `rq suspend`: the window's jobs wait in the lane
+        try:
+            batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h")
+            wait_until(lambda: connection.llen(bulk) >= 8, 60, "the batch's window in the lane")
+            (tmp_path / "files" / uploaded.id).unlink()  # the input vanishes under it (an operator, a sweep)
+        finally:
+            connection.delete("rq:suspended")
+        failed = wait_for(client, batch.id, timeout=120)
+        assert connection.llen(bulk) == 0  # the chunks still waiting when it failed were cancelled
+        assert failed.status == "failed" and failed.errors.data[0].code == "input_file_missing"
+        finished = client.files.content(failed.output_file_id).text.splitlines()
+        assert 0 < failed.request_counts.completed == len(finished) < 3000  # what finished is kept
+    finally:
+        stop(process)
