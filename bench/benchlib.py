@@ -168,8 +168,9 @@ def save(name: str, data: dict[str, Any]) -> Path:
     return path
 
 
-def start_gateway(settings: Any, port: int) -> Any:
-    """`embedq serve` in front of `settings`' queue, once it answers /health (a subprocess.Popen)."""
+def start_gateway(settings: Any, port: int, extra: dict[str, str] | None = None) -> Any:
+    """`embedq serve` in front of `settings`' queue, once it answers /health (a subprocess.Popen);
+    `extra`: more EMBEDQ_* variables."""
     import subprocess
 
     import httpx
@@ -178,7 +179,9 @@ def start_gateway(settings: Any, port: int) -> Any:
     from embedq.worker.supervisor import settings_env
 
     gateway = subprocess.Popen(
-        embedq_command("serve", "--port", str(port)), env=settings_env(settings), stderr=subprocess.DEVNULL
+        embedq_command("serve", "--port", str(port)),
+        env={**settings_env(settings), **(extra or {})},
+        stderr=subprocess.DEVNULL,
     )
     for _ in range(300):
         try:

@@ -186,8 +186,9 @@ class Limits:
 
     @property
     def max_payload_bytes(self) -> int:
-        """The largest job a valid request can make (4 UTF-8 bytes a character, plus framing)."""
-        return self.max_texts_per_job * (self.max_chars_per_text * 4 + 8) * 2 + 65_536
+        """The largest job a valid request can make: its texts and an instruction of as many characters,
+        at 4 UTF-8 bytes a character, plus framing and options."""
+        return (self.max_texts_per_job + 1) * (self.max_chars_per_text * 4 + 8) + 65_536
 
 
 @dataclass(frozen=True)

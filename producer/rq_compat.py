@@ -145,16 +145,28 @@ def set_server_version(queue: Queue, version: str) -> None:
 OVERSIZED = b"embedq-oversized:"
 
 
-def inflate(stored: bytes, limit: int) -> bytes:
+INFLATE_STEP = 1024 * 1024  # bytes decompressed at a time into the one growing buffer
+
+
+def inflate(stored: bytes, limit: int) -> bytes | bytearray:
     """rq's stored job data decompressed as its restore would, but to at most `limit` + 1 bytes, so a
     zlib bomb stops there (the caller refuses what is over `limit`); uncompressed data and the
-    OVERSIZED mark come back as they are."""
+    OVERSIZED mark come back as they are. The output grows in one buffer a step at a time (zlib's own
+    bounded decompress joins its pieces at the end: twice the memory at the peak)."""
     if stored.startswith(OVERSIZED):
         return stored
+    squeeze, out = zlib.decompressobj(), bytearray()
+    tail = stored
     try:
-        return zlib.decompressobj().decompress(stored, limit + 1)
+        while len(out) <= limit and not squeeze.eof:
+            piece = squeeze.decompress(tail, min(INFLATE_STEP, limit + 1 - len(out)))
+            tail = squeeze.unconsumed_tail
+            if not piece:
+                break
+            out += piece
     except zlib.error:
         return stored  # rq stored it uncompressed (its restore falls back the same way)
+    return out  # a bytearray: msgpack reads it in place, and bytes() would copy it
 
 
 class GuardedJob(Job):
@@ -600,11 +612,16 @@ class PassWorker(SimpleWorker):
         self.connection.srem(self.claimed, f"{job.id}:{claim.execution_id}")
 
     def _whole(self, job: Job) -> Job:
-        if not job.data.startswith(OVERSIZED):
+        """The job with every field, for rq's failure path. Data over the limit (refused unread, or
+        inflated no further) is not fetched or inflated again: rq's save stores the OVERSIZED mark."""
+        data = job.data
+        if not data.startswith(OVERSIZED) and len(data) <= self.stored_data_limit:
             return self.job_class.fetch(job.id, connection=self.connection, serializer=self.serializer)
+        if not data.startswith(OVERSIZED):
+            data = OVERSIZED + str(len(data)).encode() + b"+"  # at least this many bytes once inflated
         names = [name for name in self.connection.hkeys(job.key) if name != b"data"]
         whole = self.job_class(job.id, connection=self.connection, serializer=self.serializer)
-        whole.restore({**dict(zip(names, self.connection.hmget(job.key, names))), b"data": job.data})
+        whole.restore({**dict(zip(names, self.connection.hmget(job.key, names))), b"data": data})
         return whole
 
     def release(self, claim: Claim, jobs: Sequence[Job]) -> None:
