@@ -526,6 +526,34 @@ def batch_section(batch: dict[str, Any]) -> list[str]:
     ]
 
 
+def front_door_section(door: dict[str, Any]) -> list[str]:
+    lines = [
+        "## The front door under abuse — `./dev bench front_door` (bench/front_door.py)",
+        "",
+        f"Measured by {stamp(door)}. Peak RSS (VmHWM) growth of the process that does the work.",
+        "",
+        "| batch input checked by the gateway | file MB | status after | peak growth MB | seconds |",
+        "| --- | ---: | --- | ---: | ---: |",
+    ]
+    for row in door["gateway"]:
+        lines.append(
+            f"| {row['file']} | {row['file_mb']:.0f} | {row['status_after_validation']} | "
+            f"{row['validation_peak_growth_mb']:.1f} | {row['validation_s']:.2f} |"
+        )
+    lines += ["", "| job data in a worker (default limits) | outcome | peak growth MB |", "| --- | --- | ---: |"]
+    for row in door["workers"]:
+        lines.append(f"| {row['job']} | {row['outcome']} | {row['peak_growth_mb']:.1f} |")
+    bomb, valid = door["workers"]
+    worst = max(row["validation_peak_growth_mb"] for row in door["gateway"])
+    lines += [
+        "",
+        f"Goals: checking either input costs the gateway ≤ 50 MB ({'met' if worst <= 50 else 'missed'}),"
+        f" a {door['args']['bomb_mb']} MB bomb costs a worker < 100 MB and no more than the largest valid job "
+        f"({'met' if bomb['peak_growth_mb'] < min(100, valid['peak_growth_mb']) else 'missed'}).",
+    ]
+    return lines
+
+
 def celery_section(peer: dict[str, Any]) -> list[str]:
     lines = [
         "## Against a Celery task around sentence-transformers — `./dev bench celery_peer` (bench/celery_peer.py)",
@@ -678,7 +706,7 @@ def main() -> int:
     run, quality, memory, fleet = load("run"), load("quality"), load("memory"), load("fleet")
     peer, lanes, export, int8 = load("celery_peer"), load("lanes"), load("export"), load("int8")
     gateway, infinity, aof, soak = load("gateway"), load("infinity_peer"), load("aof_loss"), load("soak")
-    batch = load("batch")
+    batch, front_door = load("batch"), load("front_door")
     page = [
         "# Benchmarks",
         "",
@@ -696,6 +724,7 @@ def main() -> int:
         gateway and gateway_section(gateway),
         infinity and infinity_section(infinity),
         batch and batch_section(batch),
+        front_door and front_door_section(front_door),
         peer and celery_section(peer),
         aof and aof_section(aof),
         soak and soak_section(soak),
