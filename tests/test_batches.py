@@ -275,16 +275,22 @@ def test_a_key_sees_only_its_own_files_and_batches(service, files_dir):
         stop(process)
 
 
-def test_limits_on_lines_and_bytes(service, files_dir):
+def test_line_and_byte_limits_hold_at_their_exact_boundary(service, files_dir):
     process, url = start_gateway(
         service.settings, EMBEDQ_FILES_DIR=str(files_dir), EMBEDQ_BATCH_MAX_LINES="5", EMBEDQ_FILES_MAX_BYTES="4000"
     )
     try:
         client = sdk(url)
-        batch = wait_for(client, submit(client, varied_lines(6)), timeout=30)
+        short = [request_line(f"r{n}", {"model": MODEL, "input": "short"}) for n in range(6)]
+        at_limit = wait_for(client, submit(client, short[:5]), timeout=60)  # exactly BATCH_MAX_LINES
+        assert at_limit.status == "completed" and at_limit.request_counts.completed == 5
+        batch = wait_for(client, submit(client, short), timeout=30)
         assert batch.status == "failed" and batch.errors.data[0].code == "too_many_requests"
+        exact = client.files.create(file=("exact.jsonl", io.BytesIO(b"x" * 4000)), purpose="batch")
+        assert exact.bytes == 4000  # exactly FILES_MAX_BYTES
+        client.files.delete(exact.id)
         with pytest.raises(openai.APIStatusError) as refused:
-            client.files.create(file=("big.jsonl", io.BytesIO(b"x" * 5000)), purpose="batch")
+            client.files.create(file=("big.jsonl", io.BytesIO(b"x" * 4001)), purpose="batch")
         assert refused.value.status_code == 413
         with pytest.raises(openai.BadRequestError):
             client.files.create(file=("a.jsonl", io.BytesIO(b"{}")), purpose="fine-tune")

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +25,8 @@ from embedq.worker.local.service import LocalService
 from tests.conftest import KEY, MODEL, start_gateway, wait_until
 from tests.test_batches import jsonl, request_line, sdk, stop, wait_for
 
-OTHER_KEY = "sk-embedq-other"
+# keys of this module's own (the quota is per key across the Redis the whole test session shares)
+MINE, OTHER_KEY = f"sk-door-{uuid.uuid4().hex[:8]}", f"sk-door-{uuid.uuid4().hex[:8]}"
 
 
 def embed_ok(url: str) -> float:
@@ -127,7 +129,7 @@ def two_keys(service: LocalService, tmp_path_factory: pytest.TempPathFactory) ->
     files_dir = tmp_path_factory.mktemp("front-door-files")
     process, url = start_gateway(
         service.settings,
-        EMBEDQ_API_KEYS=f"{KEY},{OTHER_KEY}",
+        EMBEDQ_API_KEYS=f"{KEY},{MINE},{OTHER_KEY}",
         EMBEDQ_FILES_DIR=str(files_dir),
         EMBEDQ_FILES_QUOTA_BYTES="10000",
     )
@@ -142,7 +144,7 @@ def batch_lines(count: int, encoding: str = "float") -> bytes:
 
 def test_batch_metadata_is_capped_as_openai_caps_it(two_keys):
     url, _ = two_keys
-    client = sdk(url)
+    client = sdk(url, MINE)
     uploaded = client.files.create(file=("in.jsonl", io.BytesIO(batch_lines(2))), purpose="batch")
     try:
 
@@ -169,7 +171,7 @@ def test_batch_metadata_is_capped_as_openai_caps_it(two_keys):
 
 
 def test_a_file_name_of_255_bytes_is_kept_and_256_is_refused(two_keys):
-    client = sdk(two_keys[0])
+    client = sdk(two_keys[0], MINE)
     kept = client.files.create(file=("é" * 127 + "x", io.BytesIO(batch_lines(1))), purpose="batch")
     assert len(kept.filename.encode()) == 255
     client.files.delete(kept.id)
@@ -180,7 +182,7 @@ def test_a_file_name_of_255_bytes_is_kept_and_256_is_refused(two_keys):
 
 def test_one_key_filling_its_quota_gets_429_and_the_other_key_is_untouched(two_keys):
     url, _ = two_keys
-    mine, other = sdk(url), sdk(url, OTHER_KEY)
+    mine, other = sdk(url, MINE), sdk(url, OTHER_KEY)
     first = mine.files.create(file=("a.jsonl", io.BytesIO(b"x" * 6000)), purpose="batch")
     second = mine.files.create(file=("b.jsonl", io.BytesIO(b"x" * 4000)), purpose="batch")  # exactly the quota
     with pytest.raises(openai.RateLimitError) as refused:
@@ -205,7 +207,7 @@ def batch_metrics(url: str) -> dict[tuple[str, str], float]:
 
 def test_deleting_a_running_batchs_input_is_409_and_allowed_once_it_ends_and_metrics_count_it(two_keys):
     url, _ = two_keys
-    client = sdk(url)
+    client = sdk(url, MINE)
     before = batch_metrics(url)
     uploaded = client.files.create(file=("in.jsonl", io.BytesIO(batch_lines(20))), purpose="batch")
     batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h")

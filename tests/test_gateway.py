@@ -98,8 +98,11 @@ def test_bad_requests_get_openai_error_bodies(gateway, body, status, fragment):
 
 def test_a_body_that_is_not_json_or_a_get_gets_an_openai_error(gateway):
     auth = {"Authorization": f"Bearer {KEY}"}
-    broken = httpx.post(f"{gateway}/v1/embeddings", content=b'{"model": ', headers=auth)
+    json_type = {**auth, "Content-Type": "application/json"}
+    broken = httpx.post(f"{gateway}/v1/embeddings", content=b'{"model": ', headers=json_type)
     assert broken.status_code == 400 and "not valid JSON" in broken.json()["error"]["message"]
+    plain = httpx.post(f"{gateway}/v1/embeddings", content=b'{"model": "m", "input": "x"}', headers=auth)
+    assert plain.status_code == 415 and plain.json()["error"]["code"] == "unsupported_media_type"
     wrong_method = httpx.get(f"{gateway}/v1/embeddings", headers=auth)
     assert wrong_method.status_code == 405 and "takes POST" in wrong_method.json()["error"]["message"]
 

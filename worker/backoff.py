@@ -46,8 +46,10 @@ class RedisBackoff:
         self.who, self.stop = who, stop
         self.policy = ExponentialBackoff(cap=MAX_WAIT, base=FIRST_WAIT)
         self.failures = 0
+        self.last_delay = 0.0
         self.logged_at = -LOG_EVERY_AT_CAP
         self.first_failure = 0.0
+        self.last_delay = 0.0
 
     def failed(self, error: Exception, what: str) -> None:
         """Log (at a new step, or once a minute at the cap) and wait the step's time, or until a stop request."""
@@ -55,7 +57,7 @@ class RedisBackoff:
         now = time.monotonic()
         if self.failures == 0:
             self.first_failure = now
-        if delay < MAX_WAIT or now - self.logged_at >= LOG_EVERY_AT_CAP:
+        if delay != self.last_delay or now - self.logged_at >= LOG_EVERY_AT_CAP:
             log.error(
                 "%s: %s: Redis refused (%s: %s); try %d, retrying in %.1f s",
                 self.who,
@@ -67,6 +69,7 @@ class RedisBackoff:
             )
             self.logged_at = now
         self.failures += 1
+        self.last_delay = delay
         self.stop.wait(delay)
 
     def reset(self) -> None:
@@ -78,3 +81,4 @@ class RedisBackoff:
                 time.monotonic() - self.first_failure,
             )
         self.failures = 0
+        self.last_delay = 0.0
