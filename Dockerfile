@@ -8,6 +8,7 @@ ENV PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL} PYTHONUNBUFFERED=1
 WORKDIR /app
 # The repository root is the package `embedq` (pyproject.toml maps it): its __init__.py and py.typed too.
 COPY pyproject.toml README.md __init__.py py.typed ./
+COPY broker broker
 COPY producer producer
 COPY worker worker
 COPY config config

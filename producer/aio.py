@@ -18,10 +18,7 @@ from embedq.producer import rq_compat
 from embedq.producer.client import CONNECT_TIMEOUT, SOCKET_TIMEOUT
 from embedq.producer.connection import async_redis, sync_redis
 from embedq.producer.enqueue import SCRIPT_LOAD, EnqueuePlan, lane_queues, plan_submit
-from embedq.producer.protocol import (
-    EmbedResult,
-    Priority,
-)
+from embedq.producer.protocol import EmbedResult, Priority
 from embedq.producer.redis_failures import misconfigured, unreachable
 from embedq.producer.settings import ClientSettings, client_settings, redact_url
 from embedq.producer.stats import collect_stats

@@ -15,10 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from embedq.producer.connection import sync_redis
 from embedq.producer.enqueue import SCRIPT_LOAD, EnqueuePlan, lane_queues, plan_submit
-from embedq.producer.protocol import (
-    EmbedResult,
-    Priority,
-)
+from embedq.producer.protocol import EmbedResult, Priority
 from embedq.producer.redis_failures import misconfigured, unreachable
 from embedq.producer.settings import ClientSettings, client_settings, redact_url
 from embedq.producer.stats import collect_stats

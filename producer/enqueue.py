@@ -6,7 +6,6 @@ lane's limit, and a `submit_many` is never half enqueued."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +13,8 @@ from typing import Any
 from redis import Redis
 from rq import Queue, Retry
 
+from embedq.broker.keys import doorbell_key, model_key
+from embedq.broker.scripts import load
 from embedq.producer import rq_compat
 from embedq.producer.errors import InvalidInput, QueueFull
 from embedq.producer.protocol import (
@@ -23,45 +24,15 @@ from embedq.producer.protocol import (
     MsgpackSerializer,
     Priority,
     check_priority,
-    doorbell_key,
     lane_queue,
-    model_key,
     new_job_id,
     validate_batches,
 )
 from embedq.producer.settings import ClientSettings
 
-# KEYS: the lane's list, the served model's hash, the doorbell, the first job's result stream.
-# ARGV: lane length limit, jobs to add, largest `dimensions` asked (0: none), then rq's commands,
-# each as its argument count and its arguments. A refusal leaves a short-lived mark in the first
-# job's result stream, so a client that sent its first wait with the submit is answered at once.
-GUARDED_ENQUEUE = """
-local function refuse(why, value)
-    redis.call('XADD', KEYS[4], 'MAXLEN', 1, '*', 'refused', why)
-    redis.call('EXPIRE', KEYS[4], 10)
-    return {why, value}
-end
-local waiting = redis.call('LLEN', KEYS[1])
-if waiting + tonumber(ARGV[2]) > tonumber(ARGV[1]) then return refuse('full', waiting) end
-local wanted = tonumber(ARGV[3])
-if wanted > 0 then
-    local dim = redis.call('HGET', KEYS[2], 'dim')
-    if dim and wanted > tonumber(dim) then return refuse('dimensions', tonumber(dim)) end
-end
-local i = 4
-while i <= #ARGV do
-    local n = tonumber(ARGV[i])
-    redis.call(unpack(ARGV, i + 1, i + n))
-    i = i + n + 1
-end
-if waiting == 0 then redis.call('LPUSH', KEYS[3], 1) end
-return {'ok', waiting}
-"""
-
-
-GUARDED_ENQUEUE_SHA = hashlib.sha1(GUARDED_ENQUEUE.encode()).hexdigest()
+ENQUEUE = load("enqueue")  # sent by its SHA inside the submit's own pipeline (one round trip)
 # what a pipeline that met NOSCRIPT sends first
-SCRIPT_LOAD: tuple[str, tuple[Any, ...], dict[str, Any]] = ("script_load", (GUARDED_ENQUEUE,), {})
+SCRIPT_LOAD: tuple[str, tuple[Any, ...], dict[str, Any]] = ("script_load", (ENQUEUE.source,), {})
 
 
 @dataclass(frozen=True)
@@ -78,7 +49,8 @@ class EnqueuePlan:
 
     def command(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
         """The script as one command of a pipeline (a client that meets NOSCRIPT loads it: SCRIPT_LOAD)."""
-        return "evalsha", (GUARDED_ENQUEUE_SHA, len(self.keys), *self.keys, *self.args), {}
+        ENQUEUE.check(self.keys, self.args)
+        return "evalsha", (ENQUEUE.sha, len(self.keys), *self.keys, *self.args), {}
 
     def check(self, reply: Any) -> list[str]:
         """The job ids if the jobs were enqueued; QueueFull or InvalidInput (nothing enqueued) otherwise."""

@@ -19,11 +19,6 @@ from embedq.producer.errors import InvalidInput
 EMBED_TASK = "embedq.worker.tasks.embed"
 PAYLOAD_VERSION = 1
 
-KEY_PREFIX = "embedq:"
-WORKER_KEY_PATTERN = KEY_PREFIX + "worker:*"
-SUPERVISOR_KEY_PATTERN = KEY_PREFIX + "supervisor:*"
-# The queues any worker has claimed (a set): the gateway reads it instead of scanning the keyspace.
-QUEUES_KEY = KEY_PREFIX + "queues"
 WORKER_FACTS_TTL = 90  # seconds; refreshed by every rq heartbeat, so a dead worker's facts vanish soon
 
 
@@ -61,35 +56,6 @@ def check_priority(priority: Any) -> Priority:
     return priority  # type: ignore[no-any-return]
 
 
-def worker_key(name: str) -> str:
-    return f"{KEY_PREFIX}worker:{name}"
-
-
-def claimed_key(worker_name: str) -> str:
-    """The jobs a worker's current pass holds (`job_id:pass_id`), so they can be handed back if it dies."""
-    return f"{KEY_PREFIX}claimed:{worker_name}"
-
-
-def doorbell_key(queue: str) -> str:
-    """A list idle workers of `queue` block on; a submit into an empty lane pushes to it."""
-    return f"{KEY_PREFIX}{queue}:doorbell"
-
-
-def idle_key(queue: str) -> str:
-    """The workers of `queue` waiting for work, scored by when they last looked: a pass takes its share."""
-    return f"{KEY_PREFIX}{queue}:idle"
-
-
-def metrics_key(queue: str) -> str:
-    """Counters of one queue, per lane (`{lane}:{counter}`), plus `failed_attempts`."""
-    return f"{KEY_PREFIX}{queue}:metrics"
-
-
-def timings_key(queue: str) -> str:
-    """Histograms of one queue's job timings: `{lane}:{timing}:{bound}` counts and `{lane}:{timing}:sum`."""
-    return f"{KEY_PREFIX}{queue}:timings"
-
-
 def timing_field(lane: str, timing: str, le: float) -> str:
     """A histogram bucket's field: the count of timings at or under `le` ms (math.inf: the rest)."""
     return f"{lane}:{timing}:{'inf' if le == math.inf else f'{le:g}'}"
@@ -113,57 +79,6 @@ def timing_increments(lane: str, jobs: Iterable[Mapping[str, float]]) -> dict[st
             added[bucket] = added.get(bucket, 0) + 1
             added[total] = added.get(total, 0.0) + ms
     return added
-
-
-def model_key(queue: str) -> str:
-    """What the workers on `queue` serve (name, dim): lets producers check `dimensions` early."""
-    return f"{KEY_PREFIX}{queue}:model"
-
-
-def serving_key(queue: str) -> str:
-    """The live claim on `queue` by one model (its name and dim), kept alive by its workers' heartbeats."""
-    return f"{KEY_PREFIX}{queue}:serving"
-
-
-def supervisor_key(name: str) -> str:
-    return f"{KEY_PREFIX}supervisor:{name}"
-
-
-# The Batch API's records (producer/gateway/files.py, batches.py); each expires after FILES_RETENTION.
-FILES_KEY = KEY_PREFIX + "files"  # sorted set: file id by creation time, for listing
-BATCHES_KEY = KEY_PREFIX + "batches"  # sorted set: batch id by creation time, for listing
-ACTIVE_BATCHES_KEY = KEY_PREFIX + "batches:active"  # set: the batches not yet in a final status
-BATCH_METRICS_KEY = KEY_PREFIX + "batches:metrics"  # hash: batches ended by status, lines done by outcome
-
-
-def file_key(file_id: str) -> str:
-    """An uploaded or produced file's record (a hash: OpenAI's file object fields plus its owner)."""
-    return f"{KEY_PREFIX}file:{file_id}"
-
-
-def batch_key(batch_id: str) -> str:
-    """A batch's record (a hash: OpenAI's batch object fields, its counts and its owner)."""
-    return f"{KEY_PREFIX}batch:{batch_id}"
-
-
-def batch_lease_key(batch_id: str) -> str:
-    """Which gateway drives the batch now (its instance id), with a short TTL it renews."""
-    return f"{KEY_PREFIX}batch:{batch_id}:lease"
-
-
-def batch_done_key(batch_id: str) -> str:
-    """The batch's chunks whose output lines are in the file store (a set of chunk numbers)."""
-    return f"{KEY_PREFIX}batch:{batch_id}:done"
-
-
-def batch_jobs_key(batch_id: str) -> str:
-    """The ids of the batch's jobs sent and not yet counted (a set): cancelled when the batch ends or is taken over."""
-    return f"{KEY_PREFIX}batch:{batch_id}:jobs"
-
-
-def file_usage_key(owner: str) -> str:
-    """What one key's files hold (a hash: file id -> "bytes:expires_at"), for FILES_QUOTA_BYTES."""
-    return f"{KEY_PREFIX}files:usage:{owner}"
 
 
 class MsgpackSerializer:

@@ -8,7 +8,7 @@ rq's private or undocumented surface used here, and why:
   (redis-py's) is read back: rq's exact writes for the jobs, sent by embedq inside one script;
   `Queue.redis_server_version`, set by AsyncEmbedClient, whose rq Queue never talks to Redis.
 - rq's records of a job, written by embedq's worker for a whole pass in one script each
-  (CLAIM_PASS, FINISH_PASS) as rq's own worker writes them for one job: the job hash `rq:job:{id}`
+  (broker/lua/claim_pass.lua, finish_pass.lua) as rq's own worker writes them for one job: the job hash `rq:job:{id}`
   (`Job.key_for`) and its fields `status`, `started_at`, `ended_at`, `worker_name`,
   `last_heartbeat`, `timeout`, `meta` (msgpack, read in Lua); rq's timestamp format (`utcformat`);
   the started registry `rq:wip:{queue}` with members `{job_id}:{execution_id}` scored by their
@@ -18,7 +18,7 @@ rq's private or undocumented surface used here, and why:
   serialized value; capped at 10 entries, TTL = result TTL); the suspension flag `rq:suspended`;
   the worker hash's `state`, `successful_job_count` and `total_working_time`.
 - `Result.restore` and `Result.Type` to read a failure from the result stream.
-- `Job.restore(raw hash)` to build a Job from what CLAIM_PASS read; `Job._deserialize_data` and
+- `Job.restore(raw hash)` to build a Job from what claim_pass.lua read; `Job._deserialize_data` and
   the attributes it fills (`_func_name`, `_instance`, `_args`, `_kwargs`): GuardedJob parses the
   stored payload itself and never imports a function by name.
 - `Job.success_callback` / `failure_callback` / `stopped_callback`: forced to None (never imported).
@@ -66,6 +66,7 @@ from rq.timeouts import UnixSignalDeathPenalty
 from rq.utils import now, str_to_date, utcformat
 from rq.worker import WorkerStatus
 
+from embedq.broker.scripts import bind
 from embedq.producer.protocol import MsgpackSerializer
 
 log = logging.getLogger(__name__)
@@ -221,165 +222,6 @@ class NamedTimeoutPenalty(UnixSignalDeathPenalty):
 # What a pass reads of each job hash (Job.restore's names): a failure reads the whole job again.
 PASS_FIELDS = ("status", "data", "meta", "timeout", "origin", "enqueued_at", "result_ttl")
 
-# Take a pass's jobs and mark them started, as rq's dequeue + prepare_execution would one by one.
-# The first lane with work gives the pass: its share of what waits (split with the workers idle
-# now), at most ARGV[1] jobs, taken while they fit under ARGV[2] texts (the count is in the job's
-# meta); a job whose worker died before (meta.abandoned) runs alone; ids of jobs no longer queued
-# (finished by a worker presumed dead, deleted) are dropped. Work left behind rings the doorbell.
-# KEYS: doorbell, rq's suspension flag, claimed set, rq's worker hash, the set of idle workers,
-# then per lane its queue list and started registry. ARGV: most jobs, most texts, execution id,
-# now as rq writes it, now (unix s), worker name, rq's job key prefix, default job timeout, 1 for a
-# look between micro-batches, seconds an idle worker stays counted without looking again, 1 if
-# this worker's last look found nothing (it is in the idle set and rq's state says idle), the most
-# bytes of stored job data to fetch (more: the OVERSIZED mark and the size come back instead), OVERSIZED.
-CLAIM_PASS = (
-    "local PASS_FIELDS = {"
-    + ", ".join(f"'{name}'" for name in PASS_FIELDS)
-    + "}"
-    + """
-if redis.call('EXISTS', KEYS[2]) == 1 then return {'suspended'} end
-local max_jobs, max_texts, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[5])
-local was_idle, idle = ARGV[11] == '1', nil
-if was_idle then redis.call('ZREM', KEYS[5], ARGV[6]) end
-for lane = 6, #KEYS, 2 do
-    local waiting = redis.call('LLEN', KEYS[lane])
-    local ids = false
-    if waiting > 0 then
-        idle = idle or redis.call('ZCOUNT', KEYS[5], now - tonumber(ARGV[10]), '+inf')
-        ids = redis.call('LPOP', KEYS[lane], math.min(max_jobs, math.ceil(waiting / (idle + 1))))
-    end
-    local taken, back, texts, full = {}, {}, 0, false
-    for _, id in ipairs(ids or {}) do
-        local fields = redis.call('HMGET', ARGV[7] .. id, unpack(PASS_FIELDS))
-        if fields[2] and #fields[2] > tonumber(ARGV[12]) then fields[2] = ARGV[13] .. #fields[2] end
-        local job = {}
-        for i, name in ipairs(PASS_FIELDS) do job[name] = fields[i] end
-        if job.status == 'queued' and job.data then
-            local count, abandoned = 1, 0
-            local ok, meta = pcall(cmsgpack.unpack, job.meta or '')
-            if ok and type(meta) == 'table' then
-                count, abandoned = tonumber(meta.texts) or 1, tonumber(meta.abandoned) or 0
-            end
-            if full or (#taken > 0 and (abandoned > 0 or texts + count > max_texts)) then
-                full = true
-                table.insert(back, 1, id)
-            else
-                table.insert(taken, {id, fields, tonumber(job.timeout) or tonumber(ARGV[8])})
-                texts, full = texts + count, abandoned > 0
-            end
-        end
-    end
-    if #back > 0 then redis.call('LPUSH', KEYS[lane], unpack(back)) end
-    if #taken > 0 then
-        local started, members, reply = {}, {}, {'jobs', (lane - 4) / 2}
-        for _, job in ipairs(taken) do
-            local member = job[1] .. ':' .. ARGV[3]
-            redis.call('HSET', ARGV[7] .. job[1], 'status', 'started', 'started_at', ARGV[4],
-                'last_heartbeat', ARGV[4], 'worker_name', ARGV[6])
-            table.insert(started, now + job[3] + 60)
-            table.insert(started, member)
-            table.insert(members, member)
-            table.insert(reply, job[1])
-            table.insert(reply, job[2])
-        end
-        redis.call('ZADD', KEYS[lane + 1], unpack(started))
-        redis.call('SADD', KEYS[3], unpack(members))
-        redis.call('EXPIRE', KEYS[3], 86400)
-        if was_idle then redis.call('HSET', KEYS[4], 'state', 'busy') end
-        for other = 6, #KEYS, 2 do  -- work left behind and a worker idle: wake it
-            if idle == 0 then break end
-            if redis.call('LLEN', KEYS[other]) > 0 then
-                if redis.call('LLEN', KEYS[1]) == 0 then redis.call('LPUSH', KEYS[1], 1) end
-                break
-            end
-        end
-        return reply
-    end
-end
-if ARGV[9] == '0' then
-    redis.call('DEL', KEYS[1])  -- nothing waits, so any ring left is stale
-    redis.call('HSET', KEYS[4], 'state', 'idle')
-    redis.call('ZADD', KEYS[5], now, ARGV[6])
-end
-return {'empty'}
-"""
-)
-
-# Record a pass's successes as rq's worker records one job's (status, result stream entry, TTLs,
-# started -> finished registry, worker counts), plus embedq's counters and timing histograms, once
-# for the pass. A job is written only while it is still started by this worker: a worker presumed
-# dead whose jobs were handed back writes nothing, so every result is written once (and if any job
-# was not written, the pass's timings are left out of the histograms; the counters stay exact).
-# KEYS: claimed set, rq's worker hash, worker facts, metrics, timings, started and finished
-# registries, then per job its hash and result stream. ARGV: worker, execution id, now as rq writes
-# it, now (unix s), pass start (unix s), facts TTL, lane, jobs, seconds worked, histogram fields,
-# then per job 8 values (id, result TTL, finished-registry score, return value, packed
-# result, texts, tokens, truncated), then the histogram's field / increment pairs.
-FINISH_PASS = """
-local worker, execution, lane, n = ARGV[1], ARGV[2], ARGV[7], tonumber(ARGV[8])
-local written, members, finished = 0, {}, {}
-local counts = {texts = 0, tokens = 0, truncated = 0}
-for j = 0, n - 1 do
-    local a = 11 + j * 8
-    local id, job, stream = ARGV[a], KEYS[8 + 2 * j], KEYS[9 + 2 * j]
-    table.insert(members, id .. ':' .. execution)
-    local state = redis.call('HMGET', job, 'status', 'worker_name')
-    if state[1] == 'started' and state[2] == worker then
-        redis.call('HSET', job, 'status', 'finished', 'ended_at', ARGV[3], 'last_heartbeat', ARGV[3])
-        redis.call('EXPIRE', job, ARGV[a + 1])
-        redis.call('XADD', stream, 'MAXLEN', '~', 10, '*', 'type', 1, 'worker_name', worker,
-            'execution_id', execution, 'execution_started_at', ARGV[5], 'execution_ended_at', ARGV[4],
-            'return_value', ARGV[a + 3], 'embedq', ARGV[a + 4])
-        redis.call('EXPIRE', stream, ARGV[a + 1])
-        table.insert(finished, ARGV[a + 2])
-        table.insert(finished, id)
-        written = written + 1
-        counts.texts = counts.texts + tonumber(ARGV[a + 5])
-        counts.tokens = counts.tokens + tonumber(ARGV[a + 6])
-        counts.truncated = counts.truncated + tonumber(ARGV[a + 7])
-    end
-end
-redis.call('ZREM', KEYS[6], unpack(members))
-redis.call('SREM', KEYS[1], unpack(members))
-if written == 0 then return 0 end
-redis.call('ZADD', KEYS[7], unpack(finished))
-redis.call('HINCRBY', KEYS[4], lane .. ':jobs', written)
-redis.call('HINCRBY', KEYS[4], lane .. ':passes', 1)
-for name, value in pairs(counts) do
-    if value > 0 then redis.call('HINCRBY', KEYS[4], lane .. ':' .. name, value) end
-end
-if written == n then
-    for h = 11 + n * 8, 10 + n * 8 + 2 * tonumber(ARGV[10]), 2 do
-        local add = string.sub(ARGV[h], -4) == ':sum' and 'HINCRBYFLOAT' or 'HINCRBY'
-        redis.call(add, KEYS[5], ARGV[h], ARGV[h + 1])
-    end
-end
-redis.call('HINCRBY', KEYS[3], 'jobs_done', written)
-redis.call('EXPIRE', KEYS[3], ARGV[6])
-redis.call('HINCRBY', KEYS[2], 'successful_job_count', written)
-redis.call('HINCRBYFLOAT', KEYS[2], 'total_working_time', ARGV[9])
-return written
-"""
-
-
-# Hand jobs of a pass back untouched: those still started by this worker go back to the head of
-# their queue (in order), status queued, out of the started registry and the claimed set.
-# KEYS: queue list, started registry, claimed set, doorbell, then the jobs' hashes. ARGV: worker,
-# then the jobs' `job_id:execution_id` members.
-RELEASE_JOBS = """
-for j = #ARGV, 2, -1 do
-    local job = KEYS[3 + j]
-    local state = redis.call('HMGET', job, 'status', 'worker_name')
-    if state[1] == 'started' and state[2] == ARGV[1] then
-        redis.call('HSET', job, 'status', 'queued')
-        redis.call('LPUSH', KEYS[1], string.match(ARGV[j], '^(.*):[^:]*$'))
-    end
-    redis.call('ZREM', KEYS[2], ARGV[j])
-    redis.call('SREM', KEYS[3], ARGV[j])
-end
-redis.call('LPUSH', KEYS[4], 1)
-"""
-
 
 @dataclass(frozen=True)
 class Claim:
@@ -430,9 +272,9 @@ class PassWorker(SimpleWorker):
         self.max_texts = max_texts
         self.doorbell = doorbell
         self.claimed = claimed
-        self._claim = self.connection.register_script(CLAIM_PASS)
-        self._finish = self.connection.register_script(FINISH_PASS)
-        self._release = self.connection.register_script(RELEASE_JOBS)
+        self._claim = bind(self.connection, "claim_pass")
+        self._finish = bind(self.connection, "finish_pass")
+        self._release = bind(self.connection, "release_jobs")
         self._last_beat = 0.0
         self._was_idle = True  # the last look found nothing (rq's state says "started" before the first)
 
@@ -505,8 +347,8 @@ class PassWorker(SimpleWorker):
         for queue in lanes:
             keys += [queue.key, queue.started_job_registry.key]
         reply = self._claim(
-            keys=keys,
-            args=[
+            keys,
+            [
                 self.max_jobs,
                 self.max_texts,
                 execution_id,
@@ -520,6 +362,7 @@ class PassWorker(SimpleWorker):
                 int(self._was_idle),
                 self.stored_data_limit,
                 OVERSIZED,
+                *PASS_FIELDS,
             ],
         )
         outcome = reply[0].decode()
@@ -589,7 +432,7 @@ class PassWorker(SimpleWorker):
             claim.queue.started_job_registry.key,
             claim.queue.finished_job_registry.key,
         ]
-        return int(self._finish(keys=fixed + job_keys, args=args))
+        return int(self._finish(fixed + job_keys, args))
 
     @property
     def stored_data_limit(self) -> int:
@@ -629,7 +472,7 @@ class PassWorker(SimpleWorker):
         started by no one and with no retry used, and ring for them (one script)."""
         members = [f"{job.id}:{claim.execution_id}" for job in jobs]
         keys = [claim.queue.key, claim.queue.started_job_registry.key, self.claimed, self.doorbell]
-        self._release(keys=keys + [job.key for job in jobs], args=[self.name, *members])
+        self._release(keys + [job.key for job in jobs], [self.name, *members])
 
     def keep_alive(self) -> None:
         """rq's heartbeat (and embedq's) and registry maintenance, when due; `on_loop` every time."""

@@ -10,22 +10,11 @@ from typing import Any
 from redis import Redis
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
+from embedq.broker.keys import SUPERVISOR_KEY_PATTERN, WORKER_KEY_PATTERN, claimed_key, metrics_key, timings_key
 from embedq.producer import rq_compat
 from embedq.producer.enqueue import lane_queues
 from embedq.producer.eviction import eviction_risk
-from embedq.producer.protocol import (
-    COUNTERS,
-    LANES,
-    SUPERVISOR_KEY_PATTERN,
-    TIMING_BUCKETS_MS,
-    TIMINGS,
-    WORKER_KEY_PATTERN,
-    claimed_key,
-    metrics_key,
-    timing_field,
-    timing_sum_field,
-    timings_key,
-)
+from embedq.producer.protocol import COUNTERS, LANES, TIMING_BUCKETS_MS, TIMINGS, timing_field, timing_sum_field
 
 
 def as_text(value: bytes | str) -> str:

@@ -17,8 +17,9 @@ import pytest
 from redis import Redis
 
 from embedq import EmbedClient
+from embedq.broker.keys import metrics_key
 from embedq.config import DEFAULT_MODEL_DIR, Settings
-from embedq.producer.protocol import COUNTERS, LANES, metrics_key
+from embedq.producer.protocol import COUNTERS, LANES
 from embedq.worker.cli import embedq_command
 from embedq.worker.local.redis_server import RedisServer, redis_answers
 from embedq.worker.local.service import LocalService

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from embedq.producer.protocol import batch_jobs_key, lane_queue
+from embedq.broker.keys import batch_jobs_key
+from embedq.producer.protocol import lane_queue
 from embedq.producer.rq_compat import queue_key
 from embedq.worker.local.redis_server import RedisServer
 from embedq.worker.local.service import LocalService

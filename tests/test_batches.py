@@ -20,7 +20,8 @@ import openai
 import pytest
 from redis import Redis
 
-from embedq.producer.protocol import ACTIVE_BATCHES_KEY, batch_key, file_key, lane_queue
+from embedq.broker.keys import ACTIVE_BATCHES_KEY, batch_key, file_key
+from embedq.producer.protocol import lane_queue
 from embedq.worker.cli import embedq_command
 from embedq.worker.local.service import LocalService
 from embedq.worker.supervisor import settings_env

@@ -13,7 +13,7 @@ import pytest
 from openai import APIStatusError, AuthenticationError, BadRequestError, NotFoundError, OpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
-from embedq.producer.protocol import QUEUES_KEY, model_key, serving_key
+from embedq.broker.keys import QUEUES_KEY, model_key, serving_key
 from embedq.worker.queue_claim import claim_queue
 from tests.conftest import KEY, MODEL, free_port, start_gateway, wait_until
 

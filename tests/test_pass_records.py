@@ -1,4 +1,4 @@
-"""rq's records of jobs run in embedq's passes (rq_compat's CLAIM_PASS / FINISH_PASS), read by rq's
+"""rq's records of jobs run in embedq's passes (broker/lua/claim_pass.lua and finish_pass.lua), read by rq's
 own readers on a real Redis, side by side with the same job run by rq's own SimpleWorker: status,
 timestamps, worker, return value, registries, TTLs, worker counts, failures, retries and rq's own
 clean-up of an abandoned job. No model: the pass here 'embeds' by writing a fixed result."""
@@ -17,15 +17,9 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.results import Result
 
+from embedq.broker.keys import claimed_key, doorbell_key, idle_key
 from embedq.producer import rq_compat
-from embedq.producer.protocol import (
-    TIMINGS,
-    MsgpackSerializer,
-    claimed_key,
-    doorbell_key,
-    idle_key,
-    timing_increments,
-)
+from embedq.producer.protocol import TIMINGS, MsgpackSerializer, timing_increments
 
 TTL = 600
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from embedq import EmbedResult, InvalidInput
+from embedq.broker import keys
 from embedq.producer import protocol
 from embedq.producer.protocol import EmbedRequest, Limits, MsgpackSerializer, pack_result, unpack_result
 
@@ -13,16 +14,16 @@ LIMITS = Limits(max_texts_per_job=4, max_chars_per_text=50)
 
 
 def test_every_key_of_ours_is_under_embedq_and_per_queue_where_it_counts():
-    assert protocol.metrics_key("q1") == "embedq:q1:metrics"
-    assert protocol.timings_key("q1") == "embedq:q1:timings"
-    assert protocol.model_key("q1") == "embedq:q1:model"
-    assert protocol.worker_key("host.7") == "embedq:worker:host.7"
-    assert protocol.supervisor_key("host.9") == "embedq:supervisor:host.9"
-    assert protocol.claimed_key("host.7") == "embedq:claimed:host.7"
-    assert protocol.doorbell_key("q1") == "embedq:q1:doorbell"
-    assert protocol.serving_key("q1") == "embedq:q1:serving"
-    assert protocol.QUEUES_KEY == "embedq:queues"
-    assert protocol.metrics_key("a") != protocol.metrics_key("b")
+    assert keys.metrics_key("q1") == "embedq:q1:metrics"
+    assert keys.timings_key("q1") == "embedq:q1:timings"
+    assert keys.model_key("q1") == "embedq:q1:model"
+    assert keys.worker_key("host.7") == "embedq:worker:host.7"
+    assert keys.supervisor_key("host.9") == "embedq:supervisor:host.9"
+    assert keys.claimed_key("host.7") == "embedq:claimed:host.7"
+    assert keys.doorbell_key("q1") == "embedq:q1:doorbell"
+    assert keys.serving_key("q1") == "embedq:q1:serving"
+    assert keys.QUEUES_KEY == "embedq:queues"
+    assert keys.metrics_key("a") != keys.metrics_key("b")
 
 
 def test_a_request_survives_the_payload_round_trip():

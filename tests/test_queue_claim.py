@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from embedq.producer.protocol import QUEUES_KEY, model_key, serving_key
+from embedq.broker.keys import QUEUES_KEY, model_key, serving_key
 from embedq.worker.cli import CONFIG_ERROR_EXIT, embedq_command
 from embedq.worker.local.service import LocalService
 from embedq.worker.queue_claim import ModelConflict, claim_queue

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from embedq.broker.keys import batch_lease_key
 from embedq.producer.gateway.batches import LEASE_MS
-from embedq.producer.protocol import batch_lease_key
 from embedq.worker.local.service import LocalService
 from tests.conftest import KEY, MODEL, start_gateway, wait_until
 from tests.test_batches import jsonl, request_line, sdk, stop, wait_for

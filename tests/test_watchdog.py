@@ -28,7 +28,7 @@ def test_stats_show_a_worker_rq_has_not_heard_from_and_the_jobs_it_holds():
     import fakeredis
     from rq.utils import utcformat
 
-    from embedq.producer.protocol import claimed_key
+    from embedq.broker.keys import claimed_key
     from embedq.producer.stats import format_stats, with_silence
 
     connection = fakeredis.FakeRedis()

@@ -24,6 +24,7 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.timeouts import JobTimeoutException
 
+from embedq.broker.keys import claimed_key, doorbell_key, idle_key, metrics_key, timings_key, worker_key
 from embedq.config import Settings
 from embedq.producer.enqueue import lane_queues
 from embedq.producer.errors import InvalidInput
@@ -34,14 +35,8 @@ from embedq.producer.protocol import (
     EmbedRequest,
     EmbedResult,
     MsgpackSerializer,
-    claimed_key,
-    doorbell_key,
-    idle_key,
-    metrics_key,
     pack_result,
     timing_increments,
-    timings_key,
-    worker_key,
 )
 from embedq.producer.redis_failures import misconfigured
 from embedq.producer.rq_compat import Claim, Done, PassWorker

@@ -9,19 +9,9 @@ import json
 from redis import Redis
 from redis.client import Pipeline
 
+from embedq.broker.keys import QUEUES_KEY, model_key, serving_key
+from embedq.broker.scripts import bind
 from embedq.producer.errors import InvalidSettings
-from embedq.producer.protocol import QUEUES_KEY, model_key, serving_key
-
-# Atomic: two workers of different models started at once cannot both win. The claim expires unless
-# a heartbeat refreshes it, so a queue whose last worker of a model is gone can serve another model.
-CLAIM = """
-local held = redis.call('GET', KEYS[1])
-if held and held ~= ARGV[1] then return held end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('HSET', KEYS[2], 'name', ARGV[3], 'dim', ARGV[4])
-redis.call('SADD', KEYS[3], ARGV[5])
-return false
-"""
 
 
 class ModelConflict(InvalidSettings):
@@ -32,7 +22,7 @@ def claim_queue(connection: Redis, queue: str, model: str, dim: int, ttl: int) -
     """Claim `queue` for `model`, or raise ModelConflict naming both models."""
     identity = json.dumps({"name": model, "dim": dim}, sort_keys=True)
     keys = (serving_key(queue), model_key(queue), QUEUES_KEY)
-    held = connection.eval(CLAIM, len(keys), *keys, identity, ttl, model, dim, queue)
+    held = bind(connection, "claim_queue")(keys, [identity, ttl, model, dim, queue])
     if held:
         other = json.loads(held)
         raise ModelConflict(

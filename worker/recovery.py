@@ -11,8 +11,9 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import JobStatus
 
+from embedq.broker.keys import claimed_key, doorbell_key, idle_key, worker_key
 from embedq.producer import rq_compat
-from embedq.producer.protocol import MsgpackSerializer, claimed_key, doorbell_key, idle_key, worker_key
+from embedq.producer.protocol import MsgpackSerializer
 from embedq.worker.tasks import EmbedJob
 
 log = logging.getLogger(__name__)

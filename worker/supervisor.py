@@ -20,9 +20,10 @@ from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
+from embedq.broker.keys import supervisor_key
 from embedq.config import Settings
 from embedq.producer.connection import sync_redis
-from embedq.producer.protocol import WORKER_FACTS_TTL, supervisor_key
+from embedq.producer.protocol import WORKER_FACTS_TTL
 from embedq.worker.backoff import connect
 from embedq.worker.cli import CONFIG_ERROR_EXIT, embedq_command
 from embedq.worker.host_lock import HostLock, still_running

@@ -11,9 +11,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis as AsyncRedis
 
-from embedq.producer.gateway import records
-from embedq.producer.gateway.openai_shape import OpenAIError, shown
-from embedq.producer.protocol import (
+from embedq.broker.keys import (
     ACTIVE_BATCHES_KEY,
     BATCH_METRICS_KEY,
     BATCHES_KEY,
@@ -23,80 +21,17 @@ from embedq.producer.protocol import (
     batch_lease_key,
     file_key,
 )
+from embedq.broker.scripts import bind
+from embedq.producer.gateway import records
+from embedq.producer.gateway.openai_shape import OpenAIError, shown
 from embedq.producer.stats import as_text
 
 COMPLETION_WINDOW = "24h"
 WINDOW_SECONDS = 24 * 3600
 FINAL = ("completed", "failed", "expired", "cancelled")
 ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
+CANCELLABLE = ("validating", "in_progress")
 LEASE_MS = 15_000  # a replica that stops renewing loses its batches this long after
-
-# KEYS: the lease. ARGV: this replica's id, lease ms. Taken when free; renewed when ours.
-TAKE_LEASE = """
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
-
-# KEYS: the lease. ARGV: this replica's id. Ended if ours.
-RELEASE_LEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-# KEYS: the batch, the lease, the active set, the batch metrics. ARGV: replica id, allowed statuses
-# (comma-separated), the batch id, then field/value pairs. Only the lease holder, only from an allowed
-# status. A final status takes the batch out of the active set, ends the lease and is counted.
-TRANSITION = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'lease lost' end
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return 'gone' end
-if not string.find(',' .. ARGV[2] .. ',', ',' .. status .. ',', 1, true) then return status end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
-local new = redis.call('HGET', KEYS[1], 'status')
-if new == 'completed' or new == 'failed' or new == 'expired' or new == 'cancelled' then
-    redis.call('SREM', KEYS[3], ARGV[3])
-    redis.call('DEL', KEYS[2])
-    redis.call('HINCRBY', KEYS[4], 'ended:' .. new, 1)
-end
-return 'ok'
-"""
-
-# KEYS: the batch, the lease, the done set, the batch metrics. ARGV: replica id, chunk number, lines
-# completed, failed, when the batch's record expires (unix s). A chunk counts once, however often it ran.
-CHUNK_DONE = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-if redis.call('SADD', KEYS[3], ARGV[2]) == 0 then return 1 end
-redis.call('EXPIREAT', KEYS[3], ARGV[5])
-redis.call('HINCRBY', KEYS[1], 'completed', ARGV[3])
-redis.call('HINCRBY', KEYS[1], 'failed', ARGV[4])
-redis.call('HINCRBY', KEYS[4], 'lines:completed', ARGV[3])
-redis.call('HINCRBY', KEYS[4], 'lines:failed', ARGV[4])
-return 1
-"""
-
-# KEYS: the batch, the batches index, the active set, the input file's record. ARGV: the batch id, the
-# record's expiry (unix s), its creation time, then field/value pairs. Created only while the input file
-# is there (a file is deleted only while no active batch reads it: files.py's DELETE).
-CREATE = """
-if redis.call('EXISTS', KEYS[4]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
-redis.call('EXPIREAT', KEYS[1], ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-redis.call('SADD', KEYS[3], ARGV[1])
-return 1
-"""
-
-# KEYS: the batch. ARGV: the time. From validating or in_progress only.
-CANCEL = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'validating' or status == 'in_progress' then
-    redis.call('HSET', KEYS[1], 'status', 'cancelling', 'cancelling_at', ARGV[1])
-    return 'cancelling'
-end
-return status
-"""
 
 TIMES = (
     "created_at",
@@ -122,12 +57,12 @@ def not_found(batch_id: str) -> OpenAIError:
 class Batches:
     def __init__(self, connection: AsyncRedis, retention: float) -> None:
         self.connection, self.retention = connection, retention
-        self._take = connection.register_script(TAKE_LEASE)
-        self._release = connection.register_script(RELEASE_LEASE)
-        self._transition = connection.register_script(TRANSITION)
-        self._chunk_done = connection.register_script(CHUNK_DONE)
-        self._cancel = connection.register_script(CANCEL)
-        self._create = connection.register_script(CREATE)
+        self._take = bind(connection, "take_lease")
+        self._release = bind(connection, "release_lease")
+        self._transition = bind(connection, "transition_batch")
+        self._chunk_done = bind(connection, "count_chunk")
+        self._cancel = bind(connection, "cancel_batch")
+        self._create = bind(connection, "create_batch")
 
     async def create(
         self,
@@ -160,7 +95,7 @@ class Batches:
         }
         keys = [batch_key(batch_id), BATCHES_KEY, ACTIVE_BATCHES_KEY, file_key(input_file_id)]
         pairs = [item for name, value in record.items() for item in (name, value)]
-        if not await self._create(keys=keys, args=[batch_id, now + int(self.retention), now, *pairs]):
+        if not await self._create(keys, [batch_id, now + int(self.retention), now, *pairs]):
             raise OpenAIError(404, f"no file {shown(input_file_id)}", param="input_file_id", code="file_not_found")
         return public({k: str(v) for k, v in record.items()})
 
@@ -190,8 +125,9 @@ class Batches:
 
     async def cancel(self, batch_id: str, owner: str) -> dict[str, Any]:
         await self.record(batch_id, owner)
-        outcome = as_text(await self._cancel(keys=[batch_key(batch_id)], args=[int(time.time())]))
-        if outcome in ("completed", "failed", "expired", "finalizing"):
+        cancellable = ",".join(CANCELLABLE)
+        outcome = as_text(await self._cancel([batch_key(batch_id)], [int(time.time()), cancellable, "cancelling"]))
+        if outcome != "cancelling":
             raise OpenAIError(
                 409, f"batch {batch_id} is {outcome}: only a validating or in-progress batch can be cancelled"
             )
@@ -202,17 +138,17 @@ class Batches:
 
     async def take_lease(self, batch_id: str, holder: str) -> bool:
         """Take the batch's lease if it is free, or renew it if `holder` has it."""
-        return bool(await self._take(keys=[batch_lease_key(batch_id)], args=[holder, LEASE_MS]))
+        return bool(await self._take([batch_lease_key(batch_id)], [holder, LEASE_MS]))
 
     async def release_lease(self, batch_id: str, holder: str) -> None:
-        await self._release(keys=[batch_lease_key(batch_id)], args=[holder])
+        await self._release([batch_lease_key(batch_id)], [holder])
 
     async def transition(self, batch_id: str, holder: str, allowed: tuple[str, ...], **fields: Any) -> str:
         """Set `fields` if `holder` holds the lease and the status is one of `allowed`: "ok", or the
         status found. LeaseLost when another replica holds the lease."""
         pairs: list[Any] = [item for name, value in fields.items() for item in (name, value)]
         keys = [batch_key(batch_id), batch_lease_key(batch_id), ACTIVE_BATCHES_KEY, BATCH_METRICS_KEY]
-        outcome = as_text(await self._transition(keys=keys, args=[holder, ",".join(allowed), batch_id, *pairs]))
+        outcome = as_text(await self._transition(keys, [holder, ",".join(allowed), batch_id, ",".join(FINAL), *pairs]))
         if outcome == "lease lost":
             raise LeaseLost(batch_id)
         return outcome
@@ -221,7 +157,7 @@ class Batches:
         batch_id = batch["id"]
         keys = [batch_key(batch_id), batch_lease_key(batch_id), batch_done_key(batch_id), BATCH_METRICS_KEY]
         expires = int(batch["created_at"]) + int(self.retention)
-        if not await self._chunk_done(keys=keys, args=[holder, chunk, completed, failed, expires]):
+        if not await self._chunk_done(keys, [holder, chunk, completed, failed, expires]):
             raise LeaseLost(batch_id)
 
     async def done_chunks(self, batch_id: str) -> set[int]:

@@ -18,49 +18,16 @@ from typing import Any, BinaryIO, Protocol
 
 from redis.asyncio import Redis as AsyncRedis
 
+from embedq.broker.keys import ACTIVE_BATCHES_KEY, FILES_KEY, batch_key, file_key, file_usage_key
+from embedq.broker.scripts import bind
 from embedq.producer.gateway import records
 from embedq.producer.gateway.openai_shape import OpenAIError, shown
-from embedq.producer.protocol import ACTIVE_BATCHES_KEY, FILES_KEY, batch_key, file_key, file_usage_key
 from embedq.producer.stats import as_text
 
 READ_SIZE = 1024 * 1024
 PURPOSES = ("batch", "batch_output")
 MAX_FILENAME = 255  # bytes of an uploaded file's name (UTF-8)
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
-
-# KEYS: the owner's usage hash. ARGV: file id, its bytes, its expiry (unix s), now, the quota.
-# Expired entries go; the file is counted if the owner's live files leave room for it. Returns
-# {1 if counted, the bytes the owner's other live files hold}.
-RESERVE = """
-local used, latest = 0, tonumber(ARGV[3])
-local entries = redis.call('HGETALL', KEYS[1])
-for i = 1, #entries, 2 do
-    local bytes, expires = string.match(entries[i + 1], '^(%d+):(%d+)$')
-    if not expires or tonumber(expires) <= tonumber(ARGV[4]) then
-        redis.call('HDEL', KEYS[1], entries[i])
-    elseif entries[i] ~= ARGV[1] then
-        used = used + tonumber(bytes)
-        latest = math.max(latest, tonumber(expires))
-    end
-end
-if used + tonumber(ARGV[2]) > tonumber(ARGV[5]) then return {0, used} end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ARGV[3])
-redis.call('EXPIREAT', KEYS[1], latest)
-return {1, used}
-"""
-
-
-# KEYS: the file's record, the files index, its owner's usage hash, the active batches. ARGV: the file
-# id, the batch record key prefix. Deleted unless a batch not yet final reads it: then that batch's id.
-DELETE = """
-for _, batch in ipairs(redis.call('SMEMBERS', KEYS[4])) do
-    if redis.call('HGET', ARGV[2] .. batch, 'input_file_id') == ARGV[1] then return batch end
-end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[3], ARGV[1])
-return false
-"""
 
 
 class FileStore(Protocol):
@@ -209,8 +176,8 @@ class Files:
 
     def __init__(self, connection: AsyncRedis, store: FileStore, retention: float, quota: int) -> None:
         self.connection, self.store, self.retention, self.quota = connection, store, retention, quota
-        self._reserve = connection.register_script(RESERVE)
-        self._delete = connection.register_script(DELETE)
+        self._reserve = bind(connection, "reserve_file")
+        self._delete = bind(connection, "delete_file")
 
     @staticmethod
     def object_name(file_id: str) -> str:
@@ -221,7 +188,7 @@ class Files:
         429 if the owner's files would pass it. `release` undoes it if the upload fails."""
         now = int(time.time())
         counted, used = await self._reserve(
-            keys=[file_usage_key(owner)], args=[file_id, size, now + int(self.retention), now, self.quota]
+            [file_usage_key(owner)], [file_id, size, now + int(self.retention), now, self.quota]
         )
         if not counted:
             raise OpenAIError(
@@ -290,7 +257,7 @@ class Files:
         """Gone from the store and Redis; 409 while a batch that is not yet final reads it."""
         record = await self.record(file_id, owner)
         keys = [file_key(file_id), FILES_KEY, file_usage_key(record.get("owner", "")), ACTIVE_BATCHES_KEY]
-        reader = await self._delete(keys=keys, args=[file_id, batch_key("")])
+        reader = await self._delete(keys, [file_id, batch_key("")])
         if reader:
             raise OpenAIError(
                 409,

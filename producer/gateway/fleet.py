@@ -14,9 +14,10 @@ from redis.exceptions import WatchError
 from rq.exceptions import InvalidJobOperation
 from rq.job import Job, JobStatus
 
+from embedq.broker.keys import QUEUES_KEY, model_key, serving_key
 from embedq.producer.aio import AsyncEmbedClient
 from embedq.producer.gateway.settings import GatewaySettings
-from embedq.producer.protocol import QUEUES_KEY, MsgpackSerializer, model_key, serving_key
+from embedq.producer.protocol import MsgpackSerializer
 from embedq.producer.stats import as_text
 
 DIRECTORY_TTL = 2.0  # seconds the model directory is reused before Redis is read again

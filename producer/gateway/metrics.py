@@ -14,20 +14,19 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from redis import Redis
 
-from embedq.producer import rq_compat
-from embedq.producer.enqueue import lane_queues
-from embedq.producer.gateway.batches import ACTIVE, FINAL
-from embedq.producer.protocol import (
+from embedq.broker.keys import (
     ACTIVE_BATCHES_KEY,
     BATCH_METRICS_KEY,
-    COUNTERS,
     QUEUES_KEY,
-    TIMINGS,
     WORKER_KEY_PATTERN,
     batch_key,
     metrics_key,
     timings_key,
 )
+from embedq.producer import rq_compat
+from embedq.producer.enqueue import lane_queues
+from embedq.producer.gateway.batches import ACTIVE, FINAL
+from embedq.producer.protocol import COUNTERS, TIMINGS
 from embedq.producer.stats import as_text, histogram, process_facts, read_numbers
 
 COUNTER_HELP = {

@@ -11,9 +11,10 @@ from typing import Any
 
 from redis import Redis
 
+from embedq.broker.keys import ACTIVE_BATCHES_KEY, batch_key, metrics_key, timings_key
 from embedq.producer.enqueue import lane_queues
 from embedq.producer.gateway.metrics import oldest_age_seconds, served_queues
-from embedq.producer.protocol import ACTIVE_BATCHES_KEY, LANES, TIMINGS, batch_key, metrics_key, timings_key
+from embedq.producer.protocol import LANES, TIMINGS
 from embedq.producer.stats import as_text, collect_stats, histogram, quantile, read_numbers
 
 SAMPLE_EVERY = 5.0

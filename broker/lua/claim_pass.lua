@@ -1,0 +1,100 @@
+--[[ A pass's jobs taken and marked started, as rq's dequeue + prepare_execution would one by one.
+  The first lane with work gives the pass: its share of what waits (split with the workers idle now),
+  at most `max_jobs` jobs, taken while they fit under `max_texts` texts (the count is in the job's
+  meta); a job whose worker died before (meta.abandoned) runs alone; ids of jobs no longer queued
+  (finished by a worker presumed dead, deleted) are dropped. Work left behind rings the doorbell.
+  KEYS[1]   doorbell     the list idle workers block on
+  KEYS[2]   suspended    rq's suspension flag
+  KEYS[3]   claimed      this worker's claimed set
+  KEYS[4]   worker       rq's hash of this worker
+  KEYS[5]   idle         the sorted set of workers waiting for work
+  KEYS[6..] lanes        per lane, first choice first: its rq list, then its started registry
+  ARGV[1]   max_jobs     most jobs a pass takes
+  ARGV[2]   max_texts    most texts a pass takes
+  ARGV[3]   execution    this pass's execution id
+  ARGV[4]   rq_now       now, as rq writes times
+  ARGV[5]   now          (unix s)
+  ARGV[6]   name         this worker's name
+  ARGV[7]   job_prefix   what a job id is prefixed with to make its hash's key
+  ARGV[8]   timeout      the default job timeout (s)
+  ARGV[9]   in_passing   1 for a look between the micro-batches of another pass (state and doorbell left alone)
+  ARGV[10]  idle_for     seconds an idle worker stays counted without looking again
+  ARGV[11]  was_idle     1 if this worker's last look found nothing (it is in the idle set)
+  ARGV[12]  max_data     the most bytes of stored job data to fetch
+  ARGV[13]  oversized    the mark sent instead of larger data (followed by its size)
+  ARGV[14..] fields      the job hash fields to read (must include status, data, meta, timeout)
+  returns   {'jobs', lane number, then per job its id and its fields' values}, {'empty'} or {'suspended'}
+]]
+local doorbell, suspended, claimed, worker_hash, idle_set = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local max_jobs, max_texts, execution, rq_now, now = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5])
+local name, job_prefix, default_timeout, in_passing = ARGV[6], ARGV[7], tonumber(ARGV[8]), ARGV[9] == '1'
+local idle_for, was_idle, max_data, oversized = tonumber(ARGV[10]), ARGV[11] == '1', tonumber(ARGV[12]), ARGV[13]
+local FIRST_LANE, FIRST_FIELD = 6, 14
+local fields = {unpack(ARGV, FIRST_FIELD)}
+local at = {}
+for i, field in ipairs(fields) do at[field] = i end
+
+if redis.call('EXISTS', suspended) == 1 then return {'suspended'} end
+local idle = nil
+if was_idle then redis.call('ZREM', idle_set, name) end
+for lane = FIRST_LANE, #KEYS, 2 do
+    local queue, started_registry = KEYS[lane], KEYS[lane + 1]
+    local waiting = redis.call('LLEN', queue)
+    local ids = false
+    if waiting > 0 then
+        idle = idle or redis.call('ZCOUNT', idle_set, now - idle_for, '+inf')
+        ids = redis.call('LPOP', queue, math.min(max_jobs, math.ceil(waiting / (idle + 1))))
+    end
+    local taken, back, texts, full = {}, {}, 0, false
+    for _, id in ipairs(ids or {}) do
+        local values = redis.call('HMGET', job_prefix .. id, unpack(fields))
+        local data = values[at.data]
+        if data and #data > max_data then values[at.data] = oversized .. #data end
+        if values[at.status] == 'queued' and data then
+            local count, abandoned = 1, 0
+            local ok, meta = pcall(cmsgpack.unpack, values[at.meta] or '')
+            if ok and type(meta) == 'table' then
+                count, abandoned = tonumber(meta.texts) or 1, tonumber(meta.abandoned) or 0
+            end
+            if full or (#taken > 0 and (abandoned > 0 or texts + count > max_texts)) then
+                full = true
+                table.insert(back, 1, id)
+            else
+                table.insert(taken, {id, values, tonumber(values[at.timeout]) or default_timeout})
+                texts, full = texts + count, abandoned > 0
+            end
+        end
+    end
+    if #back > 0 then redis.call('LPUSH', queue, unpack(back)) end
+    if #taken > 0 then
+        local started, members, reply = {}, {}, {'jobs', (lane - FIRST_LANE) / 2 + 1}
+        for _, job in ipairs(taken) do
+            local member = job[1] .. ':' .. execution
+            redis.call('HSET', job_prefix .. job[1], 'status', 'started', 'started_at', rq_now,
+                'last_heartbeat', rq_now, 'worker_name', name)
+            table.insert(started, now + job[3] + 60)
+            table.insert(started, member)
+            table.insert(members, member)
+            table.insert(reply, job[1])
+            table.insert(reply, job[2])
+        end
+        redis.call('ZADD', started_registry, unpack(started))
+        redis.call('SADD', claimed, unpack(members))
+        redis.call('EXPIRE', claimed, 86400)
+        if was_idle then redis.call('HSET', worker_hash, 'state', 'busy') end
+        for other = FIRST_LANE, #KEYS, 2 do  -- work left behind and a worker idle: wake it
+            if idle == 0 then break end
+            if redis.call('LLEN', KEYS[other]) > 0 then
+                if redis.call('LLEN', doorbell) == 0 then redis.call('LPUSH', doorbell, 1) end
+                break
+            end
+        end
+        return reply
+    end
+end
+if not in_passing then
+    redis.call('DEL', doorbell)  -- nothing waits, so any ring left is stale
+    redis.call('HSET', worker_hash, 'state', 'idle')
+    redis.call('ZADD', idle_set, now, name)
+end
+return {'empty'}
