@@ -16,8 +16,9 @@ from rq.suspension import WORKERS_SUSPENDED
 from rq.timeouts import UnixSignalDeathPenalty
 
 from embedq import ClientSettings
+from embedq.broker.scripts import bind
 from embedq.producer import rq_compat
-from embedq.producer.enqueue import GUARDED_ENQUEUE, plan_enqueue
+from embedq.producer.enqueue import plan_enqueue
 from embedq.producer.protocol import EMBED_TASK, EmbedRequest, MsgpackSerializer
 
 pytestmark = pytest.mark.unit
@@ -153,7 +154,7 @@ def test_the_guarded_enqueue_writes_exactly_what_rqs_enqueue_writes():
         ]
     )[0]
     plan = plan_enqueue(queue, settings, [request], "interactive")
-    (ours,) = plan.check(connection.register_script(GUARDED_ENQUEUE)(keys=plan.keys, args=plan.args))
+    (ours,) = plan.check(bind(connection, "enqueue")(plan.keys, plan.args))
     varying = {b"created_at", b"enqueued_at", b"last_heartbeat"}
     theirs, mine = connection.hgetall(by_rq.key), connection.hgetall(Job.key_for(ours))
     assert {k: v for k, v in theirs.items() if k not in varying} == {k: v for k, v in mine.items() if k not in varying}
