@@ -156,6 +156,19 @@ def start_gateway(settings: Settings, **env: str) -> tuple[subprocess.Popen[byte
         time.sleep(0.1)
 
 
+def embed_over_http(url: str, text: str = "a normal request", timeout: float = 30) -> float:
+    """One /v1/embeddings request with key KEY on a new connection, which must answer 200; its seconds."""
+    started = time.monotonic()
+    answer = httpx.post(
+        f"{url}/v1/embeddings",
+        json={"model": MODEL, "input": text},
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=timeout,
+    )
+    assert answer.status_code == 200, answer.text
+    return time.monotonic() - started
+
+
 @pytest.fixture(scope="module")
 def gateway(service: LocalService) -> Iterator[str]:
     """`embedq serve` in front of the module's service, with an alias and a small body limit."""

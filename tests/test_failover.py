@@ -8,14 +8,13 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
 from redis import Redis
 
 from embedq import JobNotFound, JobTimeout, QueueUnavailable
 from embedq.worker.local.redis_server import RedisServer, free_port
 from embedq.worker.local.service import LocalService
-from tests.conftest import KEY, MODEL, make_settings, start_gateway, wait_until
+from tests.conftest import embed_over_http, make_settings, start_gateway, wait_until
 
 MASTER = "mymaster"
 
@@ -116,13 +115,7 @@ def test_the_fleet_follows_a_failover_and_every_job_submitted_after_it_finishes(
 
         gateway, url = start_gateway(service.settings)  # the gateway finds the new primary through Sentinel too
         try:
-            answer = httpx.post(
-                f"{url}/v1/embeddings",
-                json={"model": MODEL, "input": "after the failover"},
-                headers={"Authorization": f"Bearer {KEY}"},
-                timeout=60,
-            )
-            assert answer.status_code == 200, answer.text
+            embed_over_http(url, "after the failover", timeout=60)
         finally:
             gateway.terminate()
             gateway.wait(timeout=30)

@@ -22,24 +22,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from embedq.producer.protocol import lane_queue
 from embedq.producer.rq_compat import queue_key
 from embedq.worker.local.service import LocalService
-from tests.conftest import KEY, MODEL, start_gateway, wait_until
+from tests.conftest import KEY, MODEL, embed_over_http, start_gateway, wait_until
 from tests.test_batches import jsonl, request_line, sdk, stop, wait_for
 
 # keys of this module's own (the quota is per key across the Redis the whole test session shares)
 MINE, OTHER_KEY = f"sk-door-{uuid.uuid4().hex[:8]}", f"sk-door-{uuid.uuid4().hex[:8]}"
-
-
-def embed_ok(url: str) -> float:
-    """One normal /v1/embeddings request on a new connection; its seconds."""
-    started = time.monotonic()
-    answer = httpx.post(
-        f"{url}/v1/embeddings",
-        json={"model": MODEL, "input": "a normal request"},
-        headers={"Authorization": f"Bearer {KEY}"},
-        timeout=30,
-    )
-    assert answer.status_code == 200, answer.text
-    return time.monotonic() - started
 
 
 def open_socket(url: str) -> socket.socket:
@@ -74,7 +61,7 @@ def guarded(service: LocalService) -> Iterator[str]:
 
 
 def test_slow_and_silent_connections_are_closed_on_time_and_normal_requests_keep_answering(guarded):
-    before = sorted(embed_ok(guarded) for _ in range(5))[2]
+    before = sorted(embed_over_http(guarded) for _ in range(5))[2]
     body = json.dumps({"model": MODEL, "input": "slow"}).encode()
     headers = f"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n".encode()
     slow_body_head = headers + f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
@@ -93,7 +80,7 @@ def test_slow_and_silent_connections_are_closed_on_time_and_normal_requests_keep
     for thread in trickles:
         thread.start()
     try:
-        during = sorted(embed_ok(guarded) for _ in range(5))[2]
+        during = sorted(embed_over_http(guarded) for _ in range(5))[2]
         assert during < before + 1.0  # answered in their normal time (the 60 sockets cost no worker time)
         for sock in silent + slow_headers + slow_bodies:
             sock.settimeout(max(0.1, opened + 6 - time.monotonic()))
@@ -103,7 +90,7 @@ def test_slow_and_silent_connections_are_closed_on_time_and_normal_requests_keep
         stopping.set()
         for sock in silent + slow_headers + slow_bodies:
             sock.close()
-    embed_ok(guarded)
+    embed_over_http(guarded)
 
 
 def test_past_the_connection_cap_new_connections_get_503_at_once_and_room_frees_as_they_close(guarded):
@@ -121,7 +108,7 @@ def test_past_the_connection_cap_new_connections_get_503_at_once_and_room_frees_
         for sock in held:
             sock.close()
     time.sleep(0.2)
-    embed_ok(guarded)
+    embed_over_http(guarded)
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +264,7 @@ def test_an_abandoned_request_frees_its_workers_within_a_micro_batch(service: Lo
             timeout=2,
         )
     time.sleep(0.2)  # the gateway notices the disconnect and cancels the jobs, running ones too
-    assert embed_ok(guarded) < 1.5  # not behind the ~20 s of inference the abandoned request asked for
+    assert embed_over_http(guarded) < 1.5  # not behind the ~20 s of inference the abandoned request asked for
     assert "cancelled mid-pass" in service.output()
 
 

@@ -223,25 +223,21 @@ class BatchRun:
                     return
             else:  # validated before this replica took the batch over: the same lines, read again
                 lines = (await asyncio.to_thread(self.scan, record, lambda _: True)).lines
+            chunks = await asyncio.to_thread(plan_chunks, lines, CHUNK_TEXTS)
+            if record["status"] == "cancelling":
+                self.stop("cancelled")
+            if record["status"] == "in_progress":
+                await self.run_chunks(record, chunks)
         except FileNotFoundError:
             await self.fail("input_file_missing", f"the input file {record['input_file_id']} is gone")
             return
-        chunks = await asyncio.to_thread(plan_chunks, lines, CHUNK_TEXTS)
-        if record["status"] == "cancelling":
-            self.stop("cancelled")
-        if record["status"] == "in_progress":
-            try:
-                await self.run_chunks(record, chunks)
-            except FileNotFoundError:
-                await self.fail("input_file_missing", f"the input file {record['input_file_id']} is gone")
-                return
-            except FilesFull:
-                await self.fail(
-                    "insufficient_storage",
-                    "the gateway's file store is full: the lines that finished are in the output and error files, "
-                    "the others did not run",
-                )
-                return
+        except FilesFull:
+            await self.fail(
+                "insufficient_storage",
+                "the gateway's file store is full: the lines that finished are in the output and error files, "
+                "the others did not run",
+            )
+            return
         await self.finalize(await self.batches.record(self.batch_id), chunks)
 
     def scan(self, record: dict[str, str], known_model: Callable[[str], bool]) -> ParsedInput:
@@ -367,6 +363,10 @@ class BatchRun:
             if picked:
                 await self.write_piece(piece_name(self.batch_id, kind, chunk.number), picked)
         await self.batches.chunk_done(record, self.driver.holder, chunk.number, completed, len(lines) - completed)
+
+    def delete_pieces(self, names: list[str]) -> None:
+        for name in names:
+            self.files.store.delete(name)
 
     def read_bodies(self, file_id: str, chunk: Chunk) -> list[Any]:
         with self.files.store.open(Files.object_name(file_id)) as handle:
@@ -509,9 +509,9 @@ class BatchRun:
             allowed = ("finalizing",)
         fields: dict[str, Any] = {"status": ending, f"{ending}_at": int(time.time())}
         uncounted = [chunk for chunk in chunks if chunk.number not in done]
-        for chunk in uncounted:  # written, but not counted before a takeover: its lines did not finish here
-            for kind in ("output", "error"):
-                await asyncio.to_thread(self.files.store.delete, piece_name(self.batch_id, kind, chunk.number))
+        # pieces written but not counted before a takeover: their lines did not finish here
+        stale = [piece_name(self.batch_id, kind, chunk.number) for chunk in uncounted for kind in ("output", "error")]
+        await asyncio.to_thread(self.delete_pieces, stale)
         if ending == "expired" and uncounted:  # the lines the window closed on, after every chunk's errors
             expired = [expired_line(line) + b"\n" for chunk in uncounted for line in chunk.lines]
             await self.write_piece(piece_name(self.batch_id, "error", len(chunks)), expired)
