@@ -29,10 +29,11 @@ rq's private or undocumented surface used here, and why:
   `request_stop` raises `StopRequested` when the local `_state` is not busy, else sets
   `_stop_requested`), `check_for_suspension`, `should_run_maintenance_tasks` /
   `run_maintenance_tasks`, `heartbeat(timeout, pipeline)`, `register_birth`, `register_death`,
-  `teardown` and `pubsub_thread`, `handle_exception` (rq's own logs the job's arguments, a user's
-  texts, as log extras) with `_exc_handlers`, `handle_job_failure(job, queue,
-  started_job_registry, exc_string, execution)` with an unsaved `Execution(id, job_id,
-  connection, worker_name)`, `max_connection_wait_time`, `death_penalty_class`.
+  `set_shutdown_requested_date` (called by `request_stop`), `teardown` and `pubsub_thread`,
+  `handle_exception` (rq's own logs the job's arguments, a user's texts, as log extras) with
+  `_exc_handlers`, `handle_job_failure(job, queue, started_job_registry, exc_string, execution)`
+  with an unsaved `Execution(id, job_id, connection, worker_name)`, `max_connection_wait_time`,
+  `death_penalty_class`.
 - Handing back a dead worker's jobs: `Job.retry(queue, pipeline)`,
   `rq.job_lifecycle.record_job_failure(job, exc_string, pipeline)`, `Worker.find_by_key` with
   `redis_worker_namespace_prefix`.
@@ -276,6 +277,7 @@ class PassWorker(SimpleWorker):
         self._finish = bind(self.connection, "finish_pass")
         self._release = bind(self.connection, "release_jobs")
         self._last_beat = 0.0
+        self._redis_failed = False  # the loop ended on a Redis error: its clean-up would wait on Redis too
         self._was_idle = True  # the last look found nothing (rq's state says "started" before the first)
 
     # hooks
@@ -331,6 +333,7 @@ class PassWorker(SimpleWorker):
         except StopRequested:  # rq's signal handler, while idle
             self._stop_requested = True
         except RedisError:
+            self._redis_failed = True
             raise
         except Exception:
             self.log.exception("Worker %s: unhandled exception, quitting", self.name)
@@ -517,15 +520,24 @@ class PassWorker(SimpleWorker):
         super().register_death()  # type: ignore[no-untyped-call]
         self.on_death()
 
+    def set_shutdown_requested_date(self) -> None:
+        """rq writes the date into the worker's record from inside its signal handler: a Redis that hangs
+        would hold the stop for a call's timeout. The record goes at teardown anyway; keep it local."""
+
     def teardown(self) -> None:
+        if self._redis_failed:  # Redis just failed a call: the record expires by itself, the supervisor buries it
+            self._stop_pubsub()
+            return
         try:
             super().teardown()  # type: ignore[no-untyped-call]
         except RedisError:
-            # rq's teardown stopped at the first Redis call: stop its pubsub thread, or every outage leaks one.
-            if self.pubsub_thread:
-                self.pubsub_thread.stop()
-                self.pubsub_thread.join(timeout=1)
+            self._stop_pubsub()  # rq's teardown stopped at the first Redis call: else every outage leaks a thread
             raise
+
+    def _stop_pubsub(self) -> None:
+        if self.pubsub_thread:
+            self.pubsub_thread.stop()
+            self.pubsub_thread.join(timeout=1)
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         """rq's version, less the job's arguments (a user's texts) in the log record."""

@@ -1,5 +1,6 @@
 """The rules the long-running processes recover by, each on its own: the back-off's delays while Redis
-refuses, and the host lock telling a supervisor's leftover workers from processes that got their pids."""
+refuses, no second try of a hung call once stopping, and the host lock telling a supervisor's leftover
+workers from processes that got their pids."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from pathlib import Path
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from embedq.worker.backoff import FIRST_WAIT, MAX_WAIT, RedisBackoff
+from embedq.worker.backoff import FIRST_WAIT, MAX_WAIT, RedisBackoff, RetryUnlessStopping
 from embedq.worker.host_lock import HostLock, started
 
 pytestmark = pytest.mark.unit
@@ -51,6 +53,23 @@ def test_the_backoff_logs_each_new_step_once_and_stays_quiet_at_the_cap(caplog: 
             backoff.failed(RedisConnectionError("refused"), "serving")
     steps = [record.getMessage().rsplit("retrying in ", 1)[1] for record in caplog.records]
     assert steps == ["0.5 s", "1.0 s", "2.0 s", "4.0 s", "8.0 s", "10.0 s"]  # then silence for a minute
+
+
+def test_a_call_that_times_out_is_tried_once_more_until_a_stop_is_requested_then_not_again():
+    stop = threading.Event()
+    retry = RetryUnlessStopping(stop)
+    tries: list[int] = []
+
+    def hangs() -> None:
+        tries.append(1)
+        raise RedisTimeoutError("Timeout reading from socket")
+
+    for stopping, expected in ((False, 2), (True, 1)):
+        stop.set() if stopping else stop.clear()
+        tries.clear()
+        with pytest.raises(RedisTimeoutError):
+            retry.call_with_retry(hangs, lambda _error: None)
+        assert len(tries) == expected, f"stopping={stopping}"
 
 
 @pytest.fixture

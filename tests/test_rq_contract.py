@@ -35,6 +35,7 @@ SIGNATURES = [
     (SimpleWorker, "check_for_suspension", ["self", "burst"]),
     (SimpleWorker, "run_maintenance_tasks", ["self"]),
     (SimpleWorker, "request_stop", ["self", "signum", "frame"]),
+    (SimpleWorker, "set_shutdown_requested_date", ["self"]),
     (SimpleWorker, "heartbeat", ["self", "timeout", "pipeline"]),
     (SimpleWorker, "register_birth", ["self"]),
     (SimpleWorker, "register_death", ["self"]),

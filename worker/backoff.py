@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from redis import Redis
 from redis.backoff import ExponentialBackoff, NoBackoff
@@ -17,6 +19,7 @@ from embedq.producer.connection import sync_redis
 from embedq.producer.settings import ClientSettings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FIRST_WAIT = 0.5  # seconds; doubling up to MAX_WAIT
 MAX_WAIT = 10.0
@@ -27,14 +30,39 @@ LOG_EVERY_AT_CAP = 60.0  # seconds between repeats of the same complaint once th
 CALL_TIMEOUT = 3.0
 
 
-def connect(settings: ClientSettings) -> Redis:
-    """A connection for a process that runs for days: every call bounded, one immediate retry (this
-    module's backoff, not redis-py's, waits out longer trouble)."""
+class RetryUnlessStopping(Retry):
+    """One immediate retry, for a connection that went stale, and none once `stop` is set: a stop
+    request while Redis hangs then waits out one call's timeout, not two."""
+
+    def __init__(self, stop: threading.Event | None) -> None:
+        super().__init__(NoBackoff(), 1)
+        self.stop = stop
+
+    def __deepcopy__(self, _memo: dict[int, Any]) -> RetryUnlessStopping:
+        return self  # redis-py copies its connection arguments: every copy must see the one stop event
+
+    def call_with_retry(
+        self,
+        do: Callable[[], T],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        def retryable(error: Exception) -> bool:
+            stopping = self.stop is not None and self.stop.is_set()
+            return not stopping and (is_retryable is None or is_retryable(error))
+
+        return super().call_with_retry(do, fail, retryable, with_failure_count)
+
+
+def connect(settings: ClientSettings, stop: threading.Event | None = None) -> Redis:
+    """A connection for a process that runs for days: every call bounded, one immediate retry unless
+    `stop` is set (this module's backoff, not redis-py's, waits out longer trouble)."""
     return sync_redis(
         settings,
         socket_connect_timeout=CALL_TIMEOUT,
         socket_timeout=CALL_TIMEOUT,
-        retry=Retry(NoBackoff(), 1),
+        retry=RetryUnlessStopping(stop),
         health_check_interval=30,
     )
 

@@ -355,7 +355,8 @@ def run_worker(
         ",".join(encoder.providers),
         threads,
     )
-    connection = connect(settings)
+    stop = threading.Event()
+    connection = connect(settings, stop)
     facts = {
         "pid": str(os.getpid()),
         "queue": settings.queue,
@@ -369,7 +370,6 @@ def run_worker(
     }
     tasks.EmbedJob.configure(settings.limits)
     worker_ttl = max(WORKER_TTL, settings.job_timeout)  # no heartbeat while a pass runs
-    stop = threading.Event()
     backoff = RedisBackoff(f"worker {name}", stop)
     policy_read = False
     while not stop.is_set():

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -94,8 +95,10 @@ class Supervisor:
         self.name = worker_name_for(os.getpid())
         self.facts_refreshed = 0.0
         self.stop_requests = 0
+        self.stopping = threading.Event()  # set with the first stop request: no Redis retry after it
+        self.told: set[int] = set()  # children sent a stop: a second one would be rq's cold shutdown
         self.env = settings_env(settings)
-        self.connection = connect(settings)
+        self.connection = connect(settings, self.stopping)
         self.lock = HostLock(settings.redis_url, settings.queue)
 
     def run(self) -> int:
@@ -137,12 +140,14 @@ class Supervisor:
                 signal.signal(sig, handler)
 
     def _request_stop(self, signum: int, _frame: object) -> None:
+        """Passed on to the children at once: the loop may be waiting on a Redis that hangs."""
         self.stop_requests += 1
+        self.stopping.set()
         if self.stop_requests == 1:
             log.info("supervisor: %s received; stopping workers after their current jobs", signal.Signals(signum).name)
         else:  # a second request: rq's cold shutdown (the running job goes back to the queue)
             log.warning("supervisor: second stop request; interrupting current jobs")
-            self._signal_children(signal.SIGTERM)
+        self._signal_children(signal.SIGTERM, again=self.stop_requests > 1)
 
     def _beat_file(self, slot: Slot) -> Path | None:
         return self.beats / f"slot-{slot.index}" if self.beats else None
@@ -294,13 +299,17 @@ class Supervisor:
 
         self._redis(write, "publish supervisor facts")
 
-    def _signal_children(self, sig: signal.Signals) -> None:
+    def _signal_children(self, sig: signal.Signals, *, again: bool) -> None:
+        """`again=False`: only the children not sent a stop yet."""
         for slot in self.slots:
-            if slot.process is not None and slot.process.poll() is None:
-                slot.process.send_signal(sig)
+            process = slot.process
+            if process is None or process.poll() is not None or (not again and process.pid in self.told):
+                continue
+            process.send_signal(sig)
+            self.told.add(process.pid)
 
     def _stop_children(self) -> None:
-        self._signal_children(signal.SIGTERM)
+        self._signal_children(signal.SIGTERM, again=False)  # a child started since the stop request is told now
         deadline = time.monotonic() + self.stop_grace
         for slot in self.slots:
             if slot.process is None:
