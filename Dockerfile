@@ -7,11 +7,13 @@ ARG PIP_EXTRA_INDEX_URL=""
 ENV PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL} PYTHONUNBUFFERED=1
 WORKDIR /app
 # The repository root is the package `embedq` (pyproject.toml maps it): its __init__.py and py.typed too.
-COPY pyproject.toml README.md __init__.py py.typed ./
+COPY pyproject.toml README.md __init__.py cli.py errors.py py.typed ./
 COPY broker broker
+COPY config config
+COPY gateway gateway
+COPY local local
 COPY producer producer
 COPY worker worker
-COPY config config
 RUN pip install --no-cache-dir ".[${EXTRAS}]"
 # The Batch API's files (the gateway's EMBEDQ_FILES_DIR): a volume mounted here starts owned by nobody.
 RUN mkdir -p /data/files && chown nobody /data/files

@@ -5,9 +5,9 @@ so the owner's folders install as its sub-packages (`embedq.producer`, `embedq.w
 `embedq.config`) and nothing else lands at the top level of site-packages. What a web app
 imports is re-exported here and needs only the base install (no onnxruntime)."""
 
-from embedq.producer.aio import AsyncEmbedClient
-from embedq.producer.client import EmbedClient
-from embedq.producer.errors import (
+from embedq.broker.jobs import EmbedResult
+from embedq.config.settings import ClientSettings
+from embedq.errors import (
     EmbedqError,
     InvalidInput,
     InvalidSettings,
@@ -19,8 +19,8 @@ from embedq.producer.errors import (
     QueueUnavailable,
     RedisOutOfMemory,
 )
-from embedq.producer.protocol import EmbedResult
-from embedq.producer.settings import ClientSettings
+from embedq.producer.aio import AsyncEmbedClient
+from embedq.producer.client import EmbedClient
 
 __all__ = [
     "AsyncEmbedClient",

@@ -22,9 +22,9 @@ from redis import Redis
 from redis.exceptions import BusyLoadingError
 
 from embedq import EmbedClient, QueueUnavailable
+from embedq.broker.rq_private.records import job_key
 from embedq.config import Settings
-from embedq.producer import rq_compat
-from embedq.worker.local.redis_server import RedisServer
+from embedq.local.redis_server import RedisServer
 
 
 def one_kill(fsync: str, seconds: float) -> dict[str, Any]:
@@ -65,7 +65,7 @@ def one_kill(fsync: str, seconds: float) -> dict[str, Any]:
             acked_before_kill = [(job_id, at) for job_id, at in acknowledged if at <= killed]
             with connection.pipeline(transaction=False) as pipe:
                 for job_id, _ in acked_before_kill:
-                    pipe.exists(rq_compat.job_key(job_id))
+                    pipe.exists(job_key(job_id))
                 present = pipe.execute()
         lost = [at for (_, at), there in zip(acked_before_kill, present) if not there]
         return {

@@ -31,10 +31,9 @@ from benchlib import KeepAlive, mixed_corpus, process_cpu_seconds, save, stsb_pa
 from lanes import micro_batch_ms, summary
 
 from embedq.config import Settings
-from embedq.worker.cli import embedq_command
-from embedq.worker.local.redis_server import RedisServer, free_port
-from embedq.worker.local.service import LocalService
-from embedq.worker.supervisor import settings_env
+from embedq.local.redis_server import RedisServer, free_port
+from embedq.local.service import LocalService
+from embedq.worker.supervisor.spawn import embedq_command, settings_env
 
 MODEL = "all-MiniLM-L6-v2"
 

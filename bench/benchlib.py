@@ -175,8 +175,7 @@ def start_gateway(settings: Any, port: int, extra: dict[str, str] | None = None)
 
     import httpx
 
-    from embedq.worker.cli import embedq_command
-    from embedq.worker.supervisor import settings_env
+    from embedq.worker.supervisor.spawn import embedq_command, settings_env
 
     gateway = subprocess.Popen(
         embedq_command("serve", "--port", str(port)),

@@ -25,8 +25,8 @@ from benchlib import mixed_corpus, save, short_queries, side_by_side, stsb_path
 
 from embedq import EmbedClient
 from embedq.config import Settings
-from embedq.worker.local.redis_server import RedisServer
-from embedq.worker.local.service import LocalService
+from embedq.local.redis_server import RedisServer
+from embedq.local.service import LocalService
 
 BENCH = Path(__file__).resolve().parent
 CONCURRENCY = 16

@@ -26,8 +26,8 @@ from rq import Queue
 
 from embedq import EmbedClient
 from embedq.config import Settings
-from embedq.worker.local.redis_server import RedisServer
-from embedq.worker.local.service import LocalService
+from embedq.local.redis_server import RedisServer
+from embedq.local.service import LocalService
 
 CONCURRENCY = 16
 BENCH = Path(__file__).resolve().parent

@@ -27,11 +27,11 @@ from benchlib import save, start_gateway
 from redis import Redis
 from rq import Queue, Retry
 
+from embedq.broker.jobs import EMBED_TASK, MsgpackSerializer
 from embedq.config import DEFAULT_MODEL_DIR, Settings
-from embedq.producer.errors import JobFailed
-from embedq.producer.protocol import EMBED_TASK, MsgpackSerializer
-from embedq.worker.local.redis_server import RedisServer
-from embedq.worker.local.service import LocalService
+from embedq.errors import JobFailed
+from embedq.local.redis_server import RedisServer
+from embedq.local.service import LocalService
 
 KEY = "sk-bench"
 

@@ -33,7 +33,7 @@ from benchlib import (
 
 from embedq import EmbedClient
 from embedq.config import Settings
-from embedq.worker.local.service import LocalService
+from embedq.local.service import LocalService
 
 MODEL = "all-MiniLM-L6-v2"
 PORT = 8765

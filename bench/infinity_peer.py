@@ -30,7 +30,7 @@ import numpy as np
 from benchlib import KeepAlive, alternate, concurrent_rate, p50_ms, save, start_gateway, stsb_path
 
 from embedq.config import Settings
-from embedq.worker.local.service import LocalService
+from embedq.local.service import LocalService
 from embedq.worker.model.quality import load_stsb
 
 PORT = 8767

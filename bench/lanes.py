@@ -25,9 +25,9 @@ from benchlib import mixed_corpus, save, short_queries, side_by_side, stsb_path
 
 from embedq import AsyncEmbedClient, EmbedClient
 from embedq.config import Settings
+from embedq.local.redis_server import RedisServer
+from embedq.local.service import LocalService
 from embedq.producer.embed_file import embed_file
-from embedq.worker.local.redis_server import RedisServer
-from embedq.worker.local.service import LocalService
 from embedq.worker.model.encoder import Encoder
 
 

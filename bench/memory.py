@@ -22,7 +22,7 @@ from typing import Any
 from benchlib import save
 
 from embedq.config import Settings
-from embedq.worker.local.service import LocalService
+from embedq.local.service import LocalService
 
 SESSION_CONFIGS = {
     "ORT defaults (arena + memory pattern)": {},

@@ -15,7 +15,7 @@ import numpy as np
 from benchlib import save, stsb_path
 
 from embedq.config import Settings
-from embedq.worker.local.service import LocalService
+from embedq.local.service import LocalService
 from embedq.worker.model.encoder import Encoder
 from embedq.worker.model.quality import cosine_spearman, load_stsb
 from embedq.worker.model.quantize import int8_dir

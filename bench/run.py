@@ -20,7 +20,7 @@ import numpy as np
 from benchlib import CORES, mixed_corpus, rate, save, short_queries, side_by_side, stsb_path
 
 from embedq.config import Settings
-from embedq.worker.local.service import LocalService
+from embedq.local.service import LocalService
 from embedq.worker.model.encoder import Encoder
 from embedq.worker.model.quantize import int8_dir
 

@@ -29,10 +29,10 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from embedq import EmbedClient, EmbedqError
+from embedq.broker.rq_private.records import SUCCESSFUL, result_stream_key
 from embedq.config import Settings
-from embedq.producer import rq_compat
-from embedq.worker.local.redis_server import RedisServer
-from embedq.worker.local.service import LocalService
+from embedq.local.redis_server import RedisServer
+from embedq.local.service import LocalService
 
 SAMPLE_EVERY = 30.0
 KILL_EVERY = 120.0
@@ -95,8 +95,8 @@ class Load:
             result = self.client.wait(job_id, timeout=300)
         except EmbedqError as error:
             return type(error).__name__
-        entries = self.client.connection.xrange(rq_compat.result_stream_key(job_id))
-        successes = sum(1 for _, fields in entries if fields.get(b"type") == rq_compat.SUCCESSFUL)
+        entries = self.client.connection.xrange(result_stream_key(job_id))
+        successes = sum(1 for _, fields in entries if fields.get(b"type") == SUCCESSFUL)
         return "doubled" if successes > 1 else "ok" if len(result.embeddings) == count else "wrong"
 
     def check(self) -> dict[str, int]:

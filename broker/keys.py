@@ -6,6 +6,7 @@ from __future__ import annotations
 KEY_PREFIX = "embedq:"
 WORKER_KEY_PATTERN = KEY_PREFIX + "worker:*"
 SUPERVISOR_KEY_PATTERN = KEY_PREFIX + "supervisor:*"
+WORKER_FACTS_TTL = 90  # seconds; refreshed by every rq heartbeat, so a dead worker's facts vanish soon
 # The queues any worker has claimed (a set): the gateway reads it instead of scanning the keyspace.
 QUEUES_KEY = KEY_PREFIX + "queues"
 
@@ -53,7 +54,7 @@ def supervisor_key(name: str) -> str:
     return f"{KEY_PREFIX}supervisor:{name}"
 
 
-# The Batch API's records (producer/gateway/files.py, batches.py); each expires after FILES_RETENTION.
+# The Batch API's records (gateway/batch/files.py, batches.py); each expires after FILES_RETENTION.
 FILES_KEY = KEY_PREFIX + "files"  # sorted set: file id by creation time, for listing
 BATCHES_KEY = KEY_PREFIX + "batches"  # sorted set: batch id by creation time, for listing
 ACTIVE_BATCHES_KEY = KEY_PREFIX + "batches:active"  # set: the batches not yet in a final status

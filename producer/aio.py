@@ -14,13 +14,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, OutOfMemoryError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from embedq.producer import rq_compat
+from embedq.broker.connection import async_redis, sync_redis
+from embedq.broker.failures import misconfigured, unreachable
+from embedq.broker.jobs import EmbedResult
+from embedq.broker.lanes import Priority
+from embedq.broker.rq_private.queues import lane_queues
+from embedq.broker.rq_private.records import knows_server_version, set_server_version
+from embedq.config.settings import ClientSettings, client_settings, redact_url
 from embedq.producer.client import CONNECT_TIMEOUT, SOCKET_TIMEOUT
-from embedq.producer.connection import async_redis, sync_redis
-from embedq.producer.enqueue import SCRIPT_LOAD, EnqueuePlan, lane_queues, plan_submit
-from embedq.producer.protocol import EmbedResult, Priority
-from embedq.producer.redis_failures import misconfigured, unreachable
-from embedq.producer.settings import ClientSettings, client_settings, redact_url
+from embedq.producer.enqueue import SCRIPT_LOAD, EnqueuePlan, plan_submit
 from embedq.producer.stats import collect_stats
 from embedq.producer.waiting import (
     Outage,
@@ -106,13 +108,13 @@ class AsyncEmbedClient:
 
     async def _plan(self, batches: Sequence[Sequence[str]], **options: Any) -> EnqueuePlan:
         """As EmbedClient's; rq's Queue here never talks to Redis: the server version it wants is asked here."""
-        if not all(rq_compat.knows_server_version(queue) for queue in self._lanes.values()):
+        if not all(knows_server_version(queue) for queue in self._lanes.values()):
             try:
                 version = (await self.connection.info("server"))["redis_version"]
             except (RedisConnectionError, RedisTimeoutError) as error:
                 raise unreachable(error, self.settings.redis_url) from None
             for queue in self._lanes.values():
-                rq_compat.set_server_version(queue, version)
+                set_server_version(queue, version)
         return plan_submit(self._lanes, self.settings, batches, **options)
 
     async def status(self, job_id: str) -> Status:

@@ -13,11 +13,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, OutOfMemoryError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from embedq.producer.connection import sync_redis
-from embedq.producer.enqueue import SCRIPT_LOAD, EnqueuePlan, lane_queues, plan_submit
-from embedq.producer.protocol import EmbedResult, Priority
-from embedq.producer.redis_failures import misconfigured, unreachable
-from embedq.producer.settings import ClientSettings, client_settings, redact_url
+from embedq.broker.connection import sync_redis
+from embedq.broker.failures import misconfigured, unreachable
+from embedq.broker.jobs import EmbedResult
+from embedq.broker.lanes import Priority
+from embedq.broker.rq_private.queues import lane_queues
+from embedq.config.settings import ClientSettings, client_settings, redact_url
+from embedq.producer.enqueue import SCRIPT_LOAD, EnqueuePlan, plan_submit
 from embedq.producer.stats import collect_stats
 from embedq.producer.waiting import (
     Outage,

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from embedq.broker.lanes import Priority
+from embedq.errors import InvalidInput
 from embedq.producer.client import EmbedClient
-from embedq.producer.errors import InvalidInput
-from embedq.producer.protocol import Priority
 
 
 def read_texts(source: Path) -> list[str]:

@@ -1,5 +1,5 @@
 """Submit in one round trip, all or nothing: rq builds the jobs exactly as its own enqueue would
-(rq_compat.enqueue_commands), and one server-side script checks the lane's length and the served
+(enqueue_commands), and one server-side script checks the lane's length and the served
 model's dimension and, only if both allow, writes every job, then rings the doorbell idle workers
 wait on if the lane was empty. Two producers can no longer both see room and together pass the
 lane's limit, and a `submit_many` is never half enqueued."""
@@ -10,25 +10,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis import Redis
-from rq import Queue, Retry
-
+from embedq.broker.jobs import EMBED_TASK, EmbedRequest, new_job_id, validate_batches
 from embedq.broker.keys import doorbell_key, model_key
+from embedq.broker.lanes import Priority, check_priority
+from embedq.broker.rq_private import Queue, Retry
+from embedq.broker.rq_private.records import enqueue_commands, result_stream_key
 from embedq.broker.scripts import load
-from embedq.producer import rq_compat
-from embedq.producer.errors import InvalidInput, QueueFull
-from embedq.producer.protocol import (
-    EMBED_TASK,
-    LANES,
-    EmbedRequest,
-    MsgpackSerializer,
-    Priority,
-    check_priority,
-    lane_queue,
-    new_job_id,
-    validate_batches,
-)
-from embedq.producer.settings import ClientSettings
+from embedq.config.settings import ClientSettings
+from embedq.errors import InvalidInput, QueueFull
 
 ENQUEUE = load("enqueue")  # sent by its SHA inside the submit's own pipeline (one round trip)
 # what a pipeline that met NOSCRIPT sends first
@@ -65,14 +54,6 @@ class EnqueuePlan:
         return self.job_ids
 
 
-def lane_queues(queue: str, connection: Redis, **options: Any) -> dict[Priority, Queue]:
-    """The rq queue of each lane of `queue` (protocol.lane_queue), on msgpack."""
-    return {
-        lane: Queue(lane_queue(queue, lane), connection=connection, serializer=MsgpackSerializer, **options)
-        for lane in LANES
-    }
-
-
 def plan_submit(
     lanes: Mapping[Priority, Queue],
     settings: ClientSettings,
@@ -103,7 +84,7 @@ def plan_enqueue(queue: Queue, settings: ClientSettings, requests: list[EmbedReq
         )
         for request in requests
     ]
-    job_ids, commands = rq_compat.enqueue_commands(queue, datas)
+    job_ids, commands = enqueue_commands(queue, datas)
     dimensions = max(request.dimensions or 0 for request in requests)
     limit, limit_name = (
         (settings.max_queue_length, "MAX_QUEUE_LENGTH")
@@ -113,5 +94,5 @@ def plan_enqueue(queue: Queue, settings: ClientSettings, requests: list[EmbedReq
     args: list[bytes | int] = [limit, len(requests), dimensions]
     for command in commands:
         args += [len(command), *command]
-    keys = [queue.key, model_key(settings.queue), doorbell_key(settings.queue), rq_compat.result_stream_key(job_ids[0])]
+    keys = [queue.key, model_key(settings.queue), doorbell_key(settings.queue), result_stream_key(job_ids[0])]
     return EnqueuePlan(job_ids, keys, args, queue.name, limit, limit_name, dimensions)

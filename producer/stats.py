@@ -8,13 +8,14 @@ import time
 from typing import Any
 
 from redis import Redis
-from rq.registry import FailedJobRegistry, StartedJobRegistry
 
+from embedq.broker.eviction import eviction_risk
+from embedq.broker.histograms import TIMING_BUCKETS_MS, TIMINGS, timing_field, timing_sum_field
 from embedq.broker.keys import SUPERVISOR_KEY_PATTERN, WORKER_KEY_PATTERN, claimed_key, metrics_key, timings_key
-from embedq.producer import rq_compat
-from embedq.producer.enqueue import lane_queues
-from embedq.producer.eviction import eviction_risk
-from embedq.producer.protocol import COUNTERS, LANES, TIMING_BUCKETS_MS, TIMINGS, timing_field, timing_sum_field
+from embedq.broker.lanes import COUNTERS, LANES
+from embedq.broker.rq_private import FailedJobRegistry, StartedJobRegistry
+from embedq.broker.rq_private.queues import lane_queues
+from embedq.broker.rq_private.records import last_heartbeat
 
 
 def as_text(value: bytes | str) -> str:
@@ -42,7 +43,7 @@ def process_facts(connection: Redis, pattern: str, queue: str) -> list[dict[str,
 def with_silence(connection: Redis, workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each worker's facts plus how long rq has not heard from it and how many jobs its pass holds."""
     for worker in workers:
-        heard = rq_compat.last_heartbeat(connection, worker["name"])
+        heard = last_heartbeat(connection, worker["name"])
         worker["silent_seconds"] = round(time.time() - heard, 1) if heard else None
         worker["holding"] = int(connection.scard(claimed_key(worker["name"])))
     return workers

@@ -10,10 +10,10 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from embedq.producer import rq_compat
+from embedq.broker.jobs import EmbedResult, job_lifetime, unpack_result
+from embedq.broker.rq_private.records import STATUS, entry_outcome, job_key, queue_key, result_stream_key
+from embedq.errors import JobFailed, JobLost, JobNotFound, JobTimeout, QueueUnavailable, RedisOutOfMemory
 from embedq.producer.enqueue import EnqueuePlan
-from embedq.producer.errors import JobFailed, JobLost, JobNotFound, JobTimeout, QueueUnavailable, RedisOutOfMemory
-from embedq.producer.protocol import EmbedResult, job_lifetime, unpack_result
 
 Status = Literal["queued", "started", "finished", "failed", "unknown"]
 T = TypeVar("T")
@@ -73,7 +73,7 @@ def _answered(reply: Any) -> list[Any]:
 
 def status_steps(job_id: str) -> Steps[Status]:
     """queued | started | finished | failed | unknown, in one round trip."""
-    (raw,) = _answered((yield Send([("hget", (rq_compat.job_key(job_id), rq_compat.STATUS), {})])))
+    (raw,) = _answered((yield Send([("hget", (job_key(job_id), STATUS), {})])))
     return _STATUS.get(_text(raw) or "", "unknown")
 
 
@@ -104,14 +104,14 @@ def result_steps(job_id: str) -> Steps[EmbedResult | None]:
         (
             yield Send(
                 [
-                    ("hget", (rq_compat.job_key(job_id), rq_compat.STATUS), {}),
-                    ("xrevrange", (rq_compat.result_stream_key(job_id), "+", "-"), {"count": 1}),
+                    ("hget", (job_key(job_id), STATUS), {}),
+                    ("xrevrange", (result_stream_key(job_id), "+", "-"), {"count": 1}),
                 ]
             )
         )
     )
     status = _STATUS.get(_text(raw) or "", "unknown")
-    packed, reason = rq_compat.entry_outcome(job_id, latest[0]) if latest else (None, None)
+    packed, reason = entry_outcome(job_id, latest[0]) if latest else (None, None)
     if status == "finished" and packed is not None:
         return unpack_result(packed)
     if status == "failed":
@@ -168,10 +168,10 @@ def wait_steps(
                 f"{what} did not finish within {timeout:g} s"
                 + (f" (Redis did not answer: {last_error})" if last_error else "")
             )
-        streams = {rq_compat.result_stream_key(job_id): job_id for job_id in pending}
+        streams = {result_stream_key(job_id): job_id for job_id in pending}
         commands: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [submit.command()] if submit else []
         if check:
-            commands = [("hmget", (rq_compat.job_key(job_id), rq_compat.STATUS, "origin"), {}) for job_id in pending]
+            commands = [("hmget", (job_key(job_id), STATUS, "origin"), {}) for job_id in pending]
         block = max(1, min(remaining_ms, FIRST_SLICE_MS if check or submit else WAIT_SLICE_MS))
         last = {stream: waiting.seen.get(job_id, "0-0") for stream, job_id in streams.items()}
         commands.append(("xread", (last,), {"block": block, "count": 1}))
@@ -191,7 +191,7 @@ def wait_steps(
         confirm = []
         for job_id, entry in news.items():
             waiting.seen[job_id] = _text(entry[0]) or "0-0"
-            packed, _ = rq_compat.entry_outcome(job_id, entry)
+            packed, _ = entry_outcome(job_id, entry)
             if packed is not None:
                 waiting.results[job_id] = unpack_result(packed)
             else:  # a failure, or an old one of a job re-queued since (`rq requeue`): ask its status
@@ -204,11 +204,9 @@ def wait_steps(
                     unlisted.append((job_id, _text(origin) or ""))
         if unlisted:  # queued for a whole slice: is it still in its queue? (the list first, then the status)
             looks: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
-                ("lpos", (rq_compat.queue_key(origin), job_id), {}) for job_id, origin in unlisted
+                ("lpos", (queue_key(origin), job_id), {}) for job_id, origin in unlisted
             ]
-            reply = yield Send(
-                looks + [("hget", (rq_compat.job_key(job_id), rq_compat.STATUS), {}) for job_id, _ in unlisted]
-            )
+            reply = yield Send(looks + [("hget", (job_key(job_id), STATUS), {}) for job_id, _ in unlisted])
             if not isinstance(reply, Outage):
                 for (job_id, origin), position, raw in zip(unlisted, reply, reply[len(unlisted) :]):
                     if position is None and _text(raw) == "queued":
@@ -219,13 +217,13 @@ def wait_steps(
         checked = checked or check
         if confirm:
             reply = yield Send(
-                [("hget", (rq_compat.job_key(job_id), rq_compat.STATUS), {}) for job_id in confirm]
-                + [("xrevrange", (rq_compat.result_stream_key(job_id), "+", "-"), {"count": 1}) for job_id in confirm]
+                [("hget", (job_key(job_id), STATUS), {}) for job_id in confirm]
+                + [("xrevrange", (result_stream_key(job_id), "+", "-"), {"count": 1}) for job_id in confirm]
             )
             if not isinstance(reply, Outage):
                 for job_id, raw, latest in zip(confirm, reply[: len(confirm)], reply[len(confirm) :]):
                     if _STATUS.get(_text(raw) or "") == "failed":
-                        _, reason = rq_compat.entry_outcome(job_id, latest[0]) if latest else (None, None)
+                        _, reason = entry_outcome(job_id, latest[0]) if latest else (None, None)
                         raise JobFailed(job_id, reason or "job failed")
         check = not news and not check  # a whole slice without news: are the jobs still there?
     return [waiting.results[job_id] for job_id in job_ids]

@@ -17,14 +17,14 @@ import pytest
 from redis import Redis
 
 from embedq import EmbedClient
+from embedq.broker.connection import redis_answers
 from embedq.broker.keys import metrics_key
+from embedq.broker.lanes import COUNTERS, LANES
 from embedq.config import DEFAULT_MODEL_DIR, Settings
-from embedq.producer.protocol import COUNTERS, LANES
-from embedq.worker.cli import embedq_command
-from embedq.worker.local.redis_server import RedisServer, redis_answers
-from embedq.worker.local.service import LocalService
+from embedq.local.redis_server import RedisServer
+from embedq.local.service import LocalService
 from embedq.worker.model.export import prepare_default
-from embedq.worker.supervisor import settings_env
+from embedq.worker.supervisor.spawn import embedq_command, settings_env
 
 TEST_REDIS_URL = os.environ.get("EMBEDQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 # The STS Benchmark test set beside this checkout, as this project's CI has it; EMBEDQ_STSB to point elsewhere.

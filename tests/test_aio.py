@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from embedq import AsyncEmbedClient, EmbedClient, InvalidInput, JobFailed, JobNotFound, QueueFull, QueueUnavailable
-from embedq.producer.protocol import EMBED_TASK
-from embedq.worker.local.redis_server import free_port
+from embedq.broker.jobs import EMBED_TASK
+from embedq.local.redis_server import free_port
 from tests.test_hostile_payloads import job_tuple, push_raw
 
 TEXTS = ["an asyncio web app embeds this", "and this one too"]

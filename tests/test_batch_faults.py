@@ -12,10 +12,10 @@ import pytest
 from redis import Redis
 
 from embedq.broker.keys import batch_jobs_key
-from embedq.producer.protocol import lane_queue
-from embedq.producer.rq_compat import queue_key
-from embedq.worker.local.redis_server import RedisServer
-from embedq.worker.local.service import LocalService
+from embedq.broker.lanes import lane_queue
+from embedq.broker.rq_private.records import queue_key
+from embedq.local.redis_server import RedisServer
+from embedq.local.service import LocalService
 from tests.conftest import make_settings, start_gateway, wait_until
 from tests.test_batches import outputs, sdk, stop, submit, varied_lines, wait_for
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from embedq.producer.gateway.batch_input import MAX_LISTED_ERRORS, parse_input, plan_chunks, read_bodies
-from embedq.producer.gateway.files import DirectoryStore, read_chunks
+from embedq.gateway.batch.files import DirectoryStore, read_chunks
+from embedq.gateway.batch.input_file import MAX_LISTED_ERRORS, parse_input, plan_chunks, read_bodies
 
 pytestmark = pytest.mark.unit
 

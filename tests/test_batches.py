@@ -21,10 +21,9 @@ import pytest
 from redis import Redis
 
 from embedq.broker.keys import ACTIVE_BATCHES_KEY, batch_key, file_key
-from embedq.producer.protocol import lane_queue
-from embedq.worker.cli import embedq_command
-from embedq.worker.local.service import LocalService
-from embedq.worker.supervisor import settings_env
+from embedq.broker.lanes import lane_queue
+from embedq.local.service import LocalService
+from embedq.worker.supervisor.spawn import embedq_command, settings_env
 from tests.conftest import KEY, MODEL, start_gateway, wait_until
 
 WORDS = [

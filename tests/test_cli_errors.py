@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from embedq.worker.cli import embedq_command
-from embedq.worker.local.redis_server import free_port
+from embedq.local.redis_server import free_port
+from embedq.worker.supervisor.spawn import embedq_command
 
 
 def run_embedq(*args: str, **env: str) -> subprocess.CompletedProcess:

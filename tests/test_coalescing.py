@@ -6,8 +6,8 @@ import pytest
 from rq import Queue
 
 from embedq import JobFailed
-from embedq.producer.protocol import EMBED_TASK, MsgpackSerializer, validate_request
-from embedq.worker.local.service import LocalService
+from embedq.broker.jobs import EMBED_TASK, MsgpackSerializer, validate_request
+from embedq.local.service import LocalService
 from tests.conftest import counter, make_settings
 from tests.test_hostile_payloads import job_tuple, push_raw
 

@@ -10,10 +10,10 @@ import torch
 from tokenizers import Tokenizer
 
 from embedq import InvalidInput
-from embedq.worker.cli import embedq_command
 from embedq.worker.model.encoder import Encoder
 from embedq.worker.model.providers import choose_providers
 from embedq.worker.model.spec import load_spec
+from embedq.worker.supervisor.spawn import embedq_command
 from tests.tiny_models import tiny_bert, tiny_qwen3
 
 TEXTS = [

@@ -6,8 +6,8 @@ import subprocess
 
 import httpx
 
-from embedq.worker.cli import embedq_command
-from embedq.worker.local.redis_server import free_port
+from embedq.local.redis_server import free_port
+from embedq.worker.supervisor.spawn import embedq_command
 
 
 def test_demo_starts_a_private_redis_and_prints_similarities_and_metrics(model_dir):

@@ -8,8 +8,7 @@ import pytest
 
 from embedq import InvalidInput
 from embedq.producer.embed_file import embed_file, read_texts
-from embedq.worker.cli import embedq_command
-from embedq.worker.supervisor import settings_env
+from embedq.worker.supervisor.spawn import embedq_command, settings_env
 
 LINES = [f"line number {i} says something about topic {i % 7}" for i in range(150)]
 

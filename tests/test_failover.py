@@ -12,8 +12,8 @@ import pytest
 from redis import Redis
 
 from embedq import JobNotFound, JobTimeout, QueueUnavailable
-from embedq.worker.local.redis_server import RedisServer, free_port
-from embedq.worker.local.service import LocalService
+from embedq.local.redis_server import RedisServer, free_port
+from embedq.local.service import LocalService
 from tests.conftest import embed_over_http, make_settings, start_gateway, wait_until
 
 MASTER = "mymaster"

@@ -17,13 +17,12 @@ from rq.registry import FailedJobRegistry
 
 from bench.redis_proxy import DelayProxy
 from embedq import EmbedClient, JobFailed, JobTimeout, QueueUnavailable
-from embedq.producer.protocol import MsgpackSerializer
-from embedq.producer.rq_compat import result_stream_key
-from embedq.worker.cli import CONFIG_ERROR_EXIT, embedq_command
-from embedq.worker.host_lock import still_running
-from embedq.worker.local.redis_server import RedisServer
-from embedq.worker.local.service import LocalService
-from embedq.worker.supervisor import settings_env
+from embedq.broker.jobs import MsgpackSerializer
+from embedq.broker.rq_private.records import result_stream_key
+from embedq.local.redis_server import RedisServer
+from embedq.local.service import LocalService
+from embedq.worker.supervisor.host_lock import still_running
+from embedq.worker.supervisor.spawn import CONFIG_ERROR_EXIT, embedq_command, settings_env
 from tests.conftest import counter, make_settings, wait_until
 
 LONG = "Embeddings turn text into vectors so that similar meanings land close together. " * 20  # > 256 tokens

@@ -19,9 +19,9 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from embedq.producer.protocol import lane_queue
-from embedq.producer.rq_compat import queue_key
-from embedq.worker.local.service import LocalService
+from embedq.broker.lanes import lane_queue
+from embedq.broker.rq_private.records import queue_key
+from embedq.local.service import LocalService
 from tests.conftest import KEY, MODEL, embed_over_http, start_gateway, wait_until
 from tests.test_batches import jsonl, request_line, sdk, stop, wait_for
 

@@ -1,4 +1,4 @@
-"""The gateway's gate (producer/gateway/app.py) on its own: keys, body limit, counts, and an endpoint
+"""The gateway's gate (gateway/app.py) on its own: keys, body limit, counts, and an endpoint
 that fails unexpectedly still answers in OpenAI's error shape."""
 
 import asyncio
@@ -8,8 +8,8 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter
 
-from embedq.producer.gateway.app import Gate
-from embedq.producer.gateway.openai_shape import send_json
+from embedq.gateway.app import Gate
+from embedq.gateway.openai_shape import send_json
 
 pytestmark = pytest.mark.unit
 

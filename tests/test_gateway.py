@@ -14,7 +14,7 @@ from openai import APIStatusError, AuthenticationError, BadRequestError, NotFoun
 from prometheus_client.parser import text_string_to_metric_families
 
 from embedq.broker.keys import QUEUES_KEY, model_key, serving_key
-from embedq.worker.queue_claim import claim_queue
+from embedq.worker.model_claim import claim_queue
 from tests.conftest import KEY, MODEL, free_port, start_gateway, wait_until
 
 

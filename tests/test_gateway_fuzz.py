@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from embedq.worker.local.service import LocalService
+from embedq.local.service import LocalService
 from tests.conftest import KEY, MODEL, start_gateway
 from tests.test_batches import stop
 

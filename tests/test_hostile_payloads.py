@@ -13,8 +13,9 @@ from rq import Queue, Retry
 from rq.job import Job
 
 from embedq import JobFailed
-from embedq.producer.protocol import EMBED_TASK, Limits, MsgpackSerializer
-from embedq.worker.local.service import LocalService
+from embedq.broker.jobs import EMBED_TASK, MsgpackSerializer
+from embedq.config.settings import Limits
+from embedq.local.service import LocalService
 from tests.conftest import counter, make_settings
 
 

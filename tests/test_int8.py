@@ -7,12 +7,12 @@ import subprocess
 import pytest
 
 from embedq.config import Settings
-from embedq.worker.cli import embedq_command
 from embedq.worker.model.encoder import Encoder
 from embedq.worker.model.export import default_source
 from embedq.worker.model.quality import agreement, cosine_spearman, split_stsb
 from embedq.worker.model.quantize import GOALS, STSB_MAX_LOSS, Int8Recipe, quantize_int8
 from embedq.worker.model.spec import ModelError, load_spec
+from embedq.worker.supervisor.spawn import embedq_command
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import pytest
 from rq.job import Job
 
 from embedq import EmbedClient, QueueFull
-from embedq.producer.protocol import MsgpackSerializer
-from embedq.producer.rq_compat import job_key
-from embedq.worker.local.service import LocalService
+from embedq.broker.jobs import MsgpackSerializer
+from embedq.broker.rq_private.records import job_key
+from embedq.local.service import LocalService
 from tests.conftest import counter, make_settings, wait_until
 
 LONG = "Embeddings turn text into vectors so that similar meanings land close together. " * 20

@@ -6,7 +6,7 @@ import subprocess
 import onnx
 import pytest
 
-from embedq.worker.cli import embedq_command
+from embedq.worker.supervisor.spawn import embedq_command
 
 
 def embedq(*args, env=None):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedq.worker.local.redis_server import free_port
+from embedq.local.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CONSOLE_SCRIPT = Path(sys.executable).with_name("embedq")
@@ -63,15 +63,12 @@ def test_the_wheel_installs_one_top_level_package_and_the_web_app_install_needs_
     names = archive.namelist()
     dist_info = next(name.split("/")[0] for name in names if ".dist-info/" in name)
     assert {name.split("/")[0] for name in names} == {"embedq", dist_info}
-    assert {
-        "embedq/__init__.py",
-        "embedq/py.typed",
-        "embedq/producer/client.py",
-        "embedq/producer/rq_compat.py",
-        "embedq/config/settings.py",
-        "embedq/worker/model/encoder.py",
-        "embedq/worker/cli.py",
-    } <= set(names)
+    shipped = subprocess.run(  # every module, script and page of the tree, but tests and benchmarks
+        ["git", "ls-files", "*.py", "*.lua", "*.html", "py.typed"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    missing = {f"embedq/{path}" for path in shipped if not path.startswith(("tests/", "bench/"))} - set(names)
+    assert not missing, f"pyproject.toml's packages leave out {sorted(missing)}"
+    assert {"embedq/cli.py", "embedq/broker/lua/enqueue.lua", "embedq/gateway/status.html"} <= set(names)
     assert not [name for name in names if name.startswith(("embedq/tests/", "embedq/bench/"))]
     metadata = Parser().parsestr(archive.read(f"{dist_info}/METADATA").decode())
     base = [req for req in metadata.get_all("Requires-Dist") if "extra ==" not in req]

@@ -17,20 +17,22 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.results import Result
 
+from embedq.broker.histograms import TIMINGS, timing_increments
+from embedq.broker.jobs import MsgpackSerializer
 from embedq.broker.keys import claimed_key, doorbell_key, idle_key
-from embedq.producer import rq_compat
-from embedq.producer.protocol import TIMINGS, MsgpackSerializer, timing_increments
+from embedq.broker.rq_private.pass_worker import Claim, Done, PassWorker
+from embedq.broker.rq_private.records import result_stream_key
 
 TTL = 600
 
 
-class FixedPass(rq_compat.PassWorker):
+class FixedPass(PassWorker):
     """A pass that succeeds every job with the same result (or fails those named in `failing`)."""
 
     failing: ClassVar[set[str]] = set()
     seen_started: ClassVar[list[tuple[str, str]]] = []
 
-    def execute_pass(self, claim: rq_compat.Claim) -> None:
+    def execute_pass(self, claim: Claim) -> None:
         FixedPass.seen_started = StartedJobRegistry(queue=claim.queue).get_job_and_execution_ids()
         done = []
         for job in claim.jobs:
@@ -40,7 +42,7 @@ class FixedPass(rq_compat.PassWorker):
                 except RuntimeError:
                     self.fail_job(job, claim, sys.exc_info())
                 continue
-            done.append(rq_compat.Done(job, 1, b"packed", (1, 4, 0)))
+            done.append(Done(job, 1, b"packed", (1, 4, 0)))
         self.finish_pass(
             claim,
             done,
@@ -102,7 +104,7 @@ def test_a_job_done_in_a_pass_reads_back_as_rqs_own_worker_leaves_it(queue: Queu
         latest = job.latest_result()
         assert latest is not None and latest.type == Result.Type.SUCCESSFUL
         assert TTL - 5 < connection.ttl(job.key) <= TTL
-        assert TTL - 5 < connection.ttl(rq_compat.result_stream_key(job_id)) <= TTL
+        assert TTL - 5 < connection.ttl(result_stream_key(job_id)) <= TTL
         assert job_id in FinishedJobRegistry(queue=queue)
         assert job_id not in StartedJobRegistry(queue=queue)
     assert queue.count == 0
@@ -131,7 +133,7 @@ def test_rqs_own_clean_up_hands_back_a_job_whose_pass_never_ended(queue: Queue):
     job = enqueue(queue, retry=Retry(max=2))
     worker = pass_worker(queue, f"dead-{queue.name}")
     claim = worker.claim([queue])
-    assert isinstance(claim, rq_compat.Claim) and [j.id for j in claim.jobs] == [job.id]
+    assert isinstance(claim, Claim) and [j.id for j in claim.jobs] == [job.id]
     assert Job.fetch(job.id, connection=queue.connection).get_status() == JobStatus.STARTED
     StartedJobRegistry(queue=queue).cleanup(timestamp=10**10)  # as if its heartbeat had run out
     job = Job.fetch(job.id, connection=queue.connection, serializer=MsgpackSerializer)
@@ -145,7 +147,7 @@ def test_a_pass_takes_jobs_up_to_its_text_budget_and_leaves_the_rest_in_order(qu
     worker = pass_worker(queue, f"budget-{queue.name}", max_jobs=8, max_texts=8)
     queue.connection.zadd(idle_key(queue.name), {"another-worker": time.time()})
     claim = worker.claim([queue])
-    assert isinstance(claim, rq_compat.Claim)
+    assert isinstance(claim, Claim)
     assert [j.id for j in claim.jobs] == [j.id for j in small]
     assert queue.job_ids == [big.id, after.id]
     assert queue.connection.llen(doorbell_key(queue.name)) == 1, "work left behind rings for the idle worker"
@@ -157,7 +159,7 @@ def test_a_job_whose_worker_died_before_runs_in_a_pass_of_its_own(queue: Queue):
     last = enqueue(queue)
     worker = pass_worker(queue, f"alone-{queue.name}", max_jobs=8, max_texts=8)
     passes = []
-    while isinstance(claim := worker.claim([queue]), rq_compat.Claim):
+    while isinstance(claim := worker.claim([queue]), Claim):
         passes.append([j.id for j in claim.jobs])
     assert passes == [[first.id], [abandoned.id], [last.id]]
 
@@ -166,7 +168,7 @@ def test_jobs_released_from_a_pass_go_back_to_the_head_untouched_unless_already_
     first, second, later = enqueue(queue), enqueue(queue), enqueue(queue)
     worker = pass_worker(queue, f"release-{queue.name}", max_jobs=2, max_texts=8)
     claim = worker.claim([queue])
-    assert isinstance(claim, rq_compat.Claim) and [j.id for j in claim.jobs] == [first.id, second.id]
+    assert isinstance(claim, Claim) and [j.id for j in claim.jobs] == [first.id, second.id]
     queue.connection.hset(second.key, "status", "finished")  # as if recorded just before the release
     worker.release(claim, claim.jobs)
     assert queue.job_ids == [first.id, later.id]

@@ -6,8 +6,10 @@ import pytest
 
 from embedq import EmbedResult, InvalidInput
 from embedq.broker import keys
-from embedq.producer import protocol
-from embedq.producer.protocol import EmbedRequest, Limits, MsgpackSerializer, pack_result, unpack_result
+from embedq.broker.histograms import timing_bucket, timing_increments
+from embedq.broker.jobs import EMBED_TASK, EmbedRequest, MsgpackSerializer, pack_result, unpack_result, validate_request
+from embedq.broker.lanes import LANES, check_priority, lane_queue
+from embedq.config.settings import Limits
 
 pytestmark = pytest.mark.unit
 LIMITS = Limits(max_texts_per_job=4, max_chars_per_text=50)
@@ -69,14 +71,14 @@ def test_a_result_round_trips_as_little_endian_float32():
 
 def test_the_largest_valid_job_fits_the_payload_limit():
     request = EmbedRequest(["\U0001f642" * LIMITS.max_chars_per_text] * LIMITS.max_texts_per_job)
-    job = MsgpackSerializer.dumps([protocol.EMBED_TASK, None, [request.to_payload()], {}])
+    job = MsgpackSerializer.dumps([EMBED_TASK, None, [request.to_payload()], {}])
     assert len(job) <= LIMITS.max_payload_bytes
 
 
 def test_each_lane_is_an_rq_queue_of_its_own_and_an_unknown_priority_is_named():
-    assert [protocol.lane_queue("q1", lane) for lane in protocol.LANES] == ["q1", "q1-bulk"]
+    assert [lane_queue("q1", lane) for lane in LANES] == ["q1", "q1-bulk"]
     with pytest.raises(InvalidInput, match="priority must be one of interactive, bulk, got 'urgent'"):
-        protocol.check_priority("urgent")
+        check_priority("urgent")
 
 
 @pytest.mark.parametrize(
@@ -84,22 +86,22 @@ def test_each_lane_is_an_rq_queue_of_its_own_and_an_unknown_priority_is_named():
     [(0.2, "bulk:queue_ms:1"), (1, "bulk:queue_ms:1"), (3.1, "bulk:queue_ms:5"), (59_999, "bulk:queue_ms:60000")],
 )
 def test_a_timing_counts_in_the_first_bucket_at_or_above_it(ms, field):
-    assert protocol.timing_bucket("bulk", "queue_ms", ms) == field
+    assert timing_bucket("bulk", "queue_ms", ms) == field
 
 
 def test_a_timing_past_the_last_bound_counts_in_inf():
-    assert protocol.timing_bucket("interactive", "total_ms", 1e9) == "interactive:total_ms:inf"
+    assert timing_bucket("interactive", "total_ms", 1e9) == "interactive:total_ms:inf"
 
 
 def test_a_pass_adds_a_count_per_bucket_and_the_sums():
-    added = protocol.timing_increments("bulk", [{"queue_ms": 0.5}, {"queue_ms": 0.75}, {"queue_ms": 3.0}])
+    added = timing_increments("bulk", [{"queue_ms": 0.5}, {"queue_ms": 0.75}, {"queue_ms": 3.0}])
     assert added == {"bulk:queue_ms:1": 2, "bulk:queue_ms:5": 1, "bulk:queue_ms:sum": pytest.approx(4.25)}
 
 
 def test_truncate_false_travels_in_the_payload_and_the_default_payload_is_unchanged():
-    default = protocol.validate_request(["a"], limits=LIMITS).to_payload()
+    default = validate_request(["a"], limits=LIMITS).to_payload()
     assert "truncate" not in default  # what workers before the gateway read
-    strict = protocol.validate_request(["a"], truncate=False, limits=LIMITS)
+    strict = validate_request(["a"], truncate=False, limits=LIMITS)
     assert EmbedRequest.from_payload(strict.to_payload(), LIMITS).truncate is False
     with pytest.raises(InvalidInput, match="truncate must be a bool"):
-        protocol.validate_request(["a"], truncate="no", limits=LIMITS)
+        validate_request(["a"], truncate="no", limits=LIMITS)

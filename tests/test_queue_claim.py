@@ -10,10 +10,9 @@ import uuid
 import pytest
 
 from embedq.broker.keys import QUEUES_KEY, model_key, serving_key
-from embedq.worker.cli import CONFIG_ERROR_EXIT, embedq_command
-from embedq.worker.local.service import LocalService
-from embedq.worker.queue_claim import ModelConflict, claim_queue
-from embedq.worker.supervisor import settings_env
+from embedq.local.service import LocalService
+from embedq.worker.model_claim import ModelConflict, claim_queue
+from embedq.worker.supervisor.spawn import CONFIG_ERROR_EXIT, embedq_command, settings_env
 from tests.conftest import make_settings
 
 

@@ -14,10 +14,9 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
 
 from embedq import EmbedClient, JobFailed
-from embedq.producer.protocol import EMBED_TASK, MsgpackSerializer
-from embedq.worker.cli import embedq_command
-from embedq.worker.local.service import LocalService
-from embedq.worker.supervisor import settings_env
+from embedq.broker.jobs import EMBED_TASK, MsgpackSerializer
+from embedq.local.service import LocalService
+from embedq.worker.supervisor.spawn import embedq_command, settings_env
 from tests.conftest import make_settings
 
 RQ = str(Path(sys.executable).with_name("rq"))

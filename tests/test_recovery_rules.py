@@ -17,7 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from embedq.worker.backoff import FIRST_WAIT, MAX_WAIT, RedisBackoff, RetryUnlessStopping
-from embedq.worker.host_lock import HostLock, started
+from embedq.worker.supervisor.host_lock import HostLock, started
 
 pytestmark = pytest.mark.unit
 

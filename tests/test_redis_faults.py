@@ -11,9 +11,9 @@ import pytest
 from redis import Redis
 
 from embedq import RedisOutOfMemory
-from embedq.worker.host_lock import still_running
-from embedq.worker.local.redis_server import RedisServer
-from embedq.worker.local.service import LocalService
+from embedq.local.redis_server import RedisServer
+from embedq.local.service import LocalService
+from embedq.worker.supervisor.host_lock import still_running
 from tests.conftest import KEY, MODEL, make_settings, start_gateway, wait_until
 
 

@@ -1,4 +1,4 @@
-"""The rq surface embedq.producer.rq_compat relies on (its docstring lists it), checked against the
+"""The rq surface embedq.broker.rq_private relies on (its docstring lists it), checked against the
 installed rq. When an rq upgrade moves any of it, the failure names what changed and where."""
 
 import inspect
@@ -16,10 +16,11 @@ from rq.suspension import WORKERS_SUSPENDED
 from rq.timeouts import UnixSignalDeathPenalty
 
 from embedq import ClientSettings
+from embedq.broker.jobs import EMBED_TASK, EmbedRequest, MsgpackSerializer
+from embedq.broker.rq_private.hardening import GuardedJob
+from embedq.broker.rq_private.records import SUCCESSFUL, result_stream_key
 from embedq.broker.scripts import bind
-from embedq.producer import rq_compat
 from embedq.producer.enqueue import plan_enqueue
-from embedq.producer.protocol import EMBED_TASK, EmbedRequest, MsgpackSerializer
 
 pytestmark = pytest.mark.unit
 
@@ -53,10 +54,10 @@ def where(owner: object, name: str) -> str:
 @pytest.mark.parametrize(("owner", "name", "expected"), SIGNATURES, ids=[f"{o.__name__}.{n}" for o, n, _ in SIGNATURES])
 def test_the_methods_rq_compat_overrides_or_calls_keep_their_signatures(owner, name, expected):
     member = getattr(owner, name, None)
-    assert member is not None, f"{where(owner, name)} is gone; embedq.producer.rq_compat relies on it"
+    assert member is not None, f"{where(owner, name)} is gone; embedq.broker.rq_private relies on it"
     found = list(inspect.signature(member).parameters)
     assert found[: len(expected)] == expected, (
-        f"{where(owner, name)} changed: embedq.producer.rq_compat expects parameters {expected}, rq has {found}"
+        f"{where(owner, name)} changed: embedq.broker.rq_private expects parameters {expected}, rq has {found}"
     )
 
 
@@ -89,7 +90,7 @@ def test_the_properties_and_attributes_rq_compat_touches_are_there():
         "death_penalty_class",
         "redis_worker_namespace_prefix",
     ):
-        assert hasattr(worker, name), f"{where(SimpleWorker, name)} is gone; embedq.producer.rq_compat uses it"
+        assert hasattr(worker, name), f"{where(SimpleWorker, name)} is gone; embedq.broker.rq_private uses it"
     assert worker._stop_requested is False, f"{where(SimpleWorker, '_stop_requested')} no longer starts False"
     penalty = UnixSignalDeathPenalty(7, RuntimeError)
     assert (penalty._timeout, penalty._exception) == (7, RuntimeError), (
@@ -100,19 +101,19 @@ def test_the_properties_and_attributes_rq_compat_touches_are_there():
 def test_the_key_layouts_and_formats_rq_compat_writes_are_rqs():
     queue = Queue("q1", connection=fakeredis.FakeRedis())
     for what, found, expected in (
-        ("the result stream key", rq_compat.result_stream_key("abc"), "rq:results:abc"),
+        ("the result stream key", result_stream_key("abc"), "rq:results:abc"),
         ("the job key prefix", Job.redis_job_namespace_prefix, "rq:job:"),
         ("the suspension flag", WORKERS_SUSPENDED, "rq:suspended"),
         ("the started registry", queue.started_job_registry.key, "rq:wip:q1"),
         ("the finished registry", queue.finished_job_registry.key, "rq:finished:q1"),
-        ("a success's result type", rq_compat.SUCCESSFUL, b"1"),
+        ("a success's result type", SUCCESSFUL, b"1"),
         ("rq's default job timeout", Queue.DEFAULT_TIMEOUT, 180),
     ):
         assert found == expected, f"rq {rq.__version__}: {what} is now {found!r}, not {expected!r}"
 
 
 def test_rq_reads_a_stored_call_through_the_guarded_hook_and_never_imports_it():
-    class Recording(rq_compat.GuardedJob):
+    class Recording(GuardedJob):
         seen: ClassVar[list[bytes]] = []
 
         def read_call(self, data):

@@ -12,11 +12,10 @@ import pytest
 from redis import Redis
 
 from embedq import EmbedClient
-from embedq.producer.errors import RedisAuthFailed, RedisTLSFailed
-from embedq.worker.cli import CONFIG_ERROR_EXIT, embedq_command
-from embedq.worker.local.redis_server import RedisServer, free_port
-from embedq.worker.local.service import LocalService
-from embedq.worker.supervisor import settings_env
+from embedq.errors import RedisAuthFailed, RedisTLSFailed
+from embedq.local.redis_server import RedisServer, free_port
+from embedq.local.service import LocalService
+from embedq.worker.supervisor.spawn import CONFIG_ERROR_EXIT, embedq_command, settings_env
 from tests.conftest import make_settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,10 +12,9 @@ import redis
 from rq import Queue
 
 from embedq import EmbedClient, InvalidInput, JobFailed, JobLost, JobNotFound, JobTimeout
-from embedq.producer.protocol import EMBED_TASK, MsgpackSerializer
-from embedq.producer.rq_compat import result_stream_key
-from embedq.worker.cli import embedq_command
-from embedq.worker.supervisor import settings_env
+from embedq.broker.jobs import EMBED_TASK, MsgpackSerializer
+from embedq.broker.rq_private.records import result_stream_key
+from embedq.worker.supervisor.spawn import embedq_command, settings_env
 from tests.conftest import counter
 from tests.test_hostile_payloads import job_tuple, push_raw
 

@@ -9,8 +9,8 @@ import redis
 from rq.job import Job
 
 from embedq import ClientSettings, EmbedClient, InvalidInput, QueueFull
+from embedq.broker.jobs import EMBED_TASK, MsgpackSerializer
 from embedq.broker.keys import model_key
-from embedq.producer.protocol import EMBED_TASK, MsgpackSerializer
 
 
 def client_for(redis_url: str, **settings: object) -> EmbedClient:

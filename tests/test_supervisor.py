@@ -3,7 +3,7 @@
 import logging
 import sys
 
-from embedq.worker.supervisor import Supervisor
+from embedq.worker.supervisor.supervisor import Supervisor
 from tests.conftest import make_settings
 
 

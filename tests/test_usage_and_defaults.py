@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from embedq.broker.keys import batch_lease_key
-from embedq.producer.gateway.batches import LEASE_MS
-from embedq.worker.local.service import LocalService
+from embedq.gateway.batch.batches import LEASE_MS
+from embedq.local.service import LocalService
 from tests.conftest import KEY, MODEL, start_gateway, wait_until
 from tests.test_batches import jsonl, request_line, sdk, stop, wait_for
 

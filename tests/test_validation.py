@@ -6,8 +6,9 @@ import fakeredis
 import pytest
 
 from embedq import ClientSettings, EmbedClient, InvalidInput, InvalidSettings, QueueFull
+from embedq.broker.jobs import EmbedRequest
 from embedq.config import Settings
-from embedq.producer.protocol import EmbedRequest, Limits
+from embedq.config.settings import Limits
 
 pytestmark = pytest.mark.unit
 

@@ -10,8 +10,9 @@ from rq import Queue
 from rq.job import Job
 
 from embedq import EmbedClient, EmbedResult, JobFailed, JobLost, JobNotFound, JobTimeout, QueueUnavailable
-from embedq.producer import rq_compat
-from embedq.producer.protocol import MsgpackSerializer, job_lifetime, new_job_id, pack_result
+from embedq.broker.jobs import MsgpackSerializer, job_lifetime, new_job_id, pack_result
+from embedq.broker.rq_private.handback import fail
+from embedq.broker.rq_private.records import RESULT_FIELD, job_key, result_stream_key
 from embedq.producer.waiting import FIRST_SLICE_MS, Outage, Pause, Send, run_steps, status_steps, wait_steps
 
 pytestmark = pytest.mark.unit
@@ -28,7 +29,7 @@ class Clock:
 def success_entry(job_id: str, vectors: np.ndarray) -> tuple[bytes, dict[bytes, bytes]]:
     """A success in rq's result stream as an embedq worker writes it."""
     packed = pack_result(EmbedResult(job_id, vectors, "m", vectors.shape[1]))
-    return b"1700000000000-0", {b"type": b"1", b"worker_name": b"w", rq_compat.RESULT_FIELD.encode(): packed}
+    return b"1700000000000-0", {b"type": b"1", b"worker_name": b"w", RESULT_FIELD.encode(): packed}
 
 
 def test_the_first_round_reads_statuses_and_blocks_briefly_on_the_result_streams():
@@ -116,7 +117,7 @@ def failed_job(reason: str) -> tuple[EmbedClient, Job]:
     job = Queue("waiting", connection=connection, serializer=MsgpackSerializer).fetch_job(client.submit(["fails"]))
     assert job is not None
     with connection.pipeline() as pipe:
-        rq_compat.fail(job, reason, pipe)
+        fail(job, reason, pipe)
         pipe.execute()
     return client, job
 
@@ -146,8 +147,8 @@ def test_a_written_result_is_returned_without_blocking():
     client = EmbedClient(queue="waiting", connection=connection)
     job_id = client.submit(["done"])
     vectors = np.arange(4, dtype=np.float32).reshape(1, 4)
-    connection.hset(rq_compat.job_key(job_id), "status", "finished")
-    connection.xadd(rq_compat.result_stream_key(job_id), success_entry(job_id, vectors)[1])
+    connection.hset(job_key(job_id), "status", "finished")
+    connection.xadd(result_stream_key(job_id), success_entry(job_id, vectors)[1])
     assert client.status(job_id) == "finished"
     np.testing.assert_array_equal(client.result(job_id).embeddings, vectors)
     sends = []

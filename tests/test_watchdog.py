@@ -1,11 +1,11 @@
-"""The supervisor's hung-worker rule (worker/watchdog.py) on beat files written by hand."""
+"""The supervisor's hung-worker rule (worker/supervisor/watchdog.py) on beat files written by hand."""
 
 import os
 import time
 
 import pytest
 
-from embedq.worker.watchdog import PASS_GRACE, hung
+from embedq.worker.supervisor.watchdog import PASS_GRACE, hung
 
 pytestmark = pytest.mark.unit
 

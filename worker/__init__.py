@@ -1,4 +1,5 @@
-"""What runs the model: `model/` (no queues), the queue side of a worker process (tasks,
-process, recovery, supervisor), rq_compat (rq's private surface, in one place) and the CLI.
+"""The worker process: its task, the pass loop around the Encoder (process), hand-back of a dead
+worker's jobs (recovery), the model's claim on a queue, back-off while Redis refuses; `model/`
+(knows no queue) and `supervisor/` (keeps the workers alive).
 
 Kept import-light: the CLI must start from a producer-only install."""

@@ -15,8 +15,8 @@ from redis import Redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
-from embedq.producer.connection import sync_redis
-from embedq.producer.settings import ClientSettings
+from embedq.broker.connection import sync_redis
+from embedq.config.settings import ClientSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -1,6 +1,6 @@
 """One worker process: load the Encoder once, warm it up, then take jobs a pass at a time: the
 jobs waiting in a lane are embedded together, and rq's records of the whole pass are written in
-one script when it starts and one when it ends (producer/rq_compat.py)."""
+one script when it starts and one when it ends (broker/rq_private/pass_worker.py)."""
 
 from __future__ import annotations
 
@@ -20,33 +20,32 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import RedisError
-from rq import Queue
-from rq.job import Job, JobStatus
-from rq.timeouts import JobTimeoutException
 
-from embedq.broker.keys import claimed_key, doorbell_key, idle_key, metrics_key, timings_key, worker_key
-from embedq.config import Settings
-from embedq.producer.enqueue import lane_queues
-from embedq.producer.errors import InvalidInput
-from embedq.producer.eviction import check_eviction
-from embedq.producer.protocol import (
-    TIMINGS,
+from embedq.broker.connection import redis_answers
+from embedq.broker.eviction import check_eviction
+from embedq.broker.failures import misconfigured
+from embedq.broker.histograms import TIMINGS, timing_increments
+from embedq.broker.jobs import EmbedRequest, EmbedResult, MsgpackSerializer, pack_result
+from embedq.broker.keys import (
     WORKER_FACTS_TTL,
-    EmbedRequest,
-    EmbedResult,
-    MsgpackSerializer,
-    pack_result,
-    timing_increments,
+    claimed_key,
+    doorbell_key,
+    idle_key,
+    metrics_key,
+    timings_key,
+    worker_key,
 )
-from embedq.producer.redis_failures import misconfigured
-from embedq.producer.rq_compat import Claim, Done, PassWorker
+from embedq.broker.rq_private import Job, JobStatus, JobTimeoutException, Queue
+from embedq.broker.rq_private.pass_worker import Claim, Done, PassWorker
+from embedq.broker.rq_private.queues import lane_queues
+from embedq.config import Settings
+from embedq.errors import InvalidInput
 from embedq.worker import tasks
 from embedq.worker.backoff import RedisBackoff, connect
-from embedq.worker.local.redis_server import redis_answers
 from embedq.worker.model.encoder import Encoded, Encoder
-from embedq.worker.queue_claim import claim_queue, refresh_claim
+from embedq.worker.model_claim import claim_queue, refresh_claim
 from embedq.worker.recovery import bury_worker
-from embedq.worker.watchdog import Beat
+from embedq.worker.supervisor.watchdog import Beat
 
 log = logging.getLogger(__name__)
 

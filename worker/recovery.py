@@ -1,19 +1,17 @@
 """Hand back the jobs of a worker that died, at once instead of after rq's started-registry expiry:
 each job its pass held is re-queued while it has retries left, else failed with the reason. rq's
-own machinery does the bookkeeping, reached through rq_compat."""
+own machinery does the bookkeeping, reached through broker/rq_private."""
 
 from __future__ import annotations
 
 import logging
 
 from redis import Redis
-from rq import Queue
-from rq.exceptions import NoSuchJobError
-from rq.job import JobStatus
 
+from embedq.broker.jobs import MsgpackSerializer
 from embedq.broker.keys import claimed_key, doorbell_key, idle_key, worker_key
-from embedq.producer import rq_compat
-from embedq.producer.protocol import MsgpackSerializer
+from embedq.broker.rq_private import JobStatus, NoSuchJobError, Queue
+from embedq.broker.rq_private.handback import fail, leave_started, remove_worker_record, retry
 from embedq.worker.tasks import EmbedJob
 
 log = logging.getLogger(__name__)
@@ -35,14 +33,14 @@ def recover_jobs(connection: Redis, worker_name: str, cause: str, queue_name: st
         abandoned = int(job.meta.get("abandoned", 0)) + 1
         job.meta["abandoned"] = abandoned  # the next pass runs it alone: it cannot take neighbours down again
         with connection.pipeline() as pipe:
-            rq_compat.leave_started(job, execution_id, pipe)
+            leave_started(job, execution_id, pipe)
             pipe.hset(job.key, "meta", MsgpackSerializer.dumps(job.meta))
             if job.retries_left:
-                rq_compat.retry(job, queue, pipe)
+                retry(job, queue, pipe)
                 pipe.lpush(doorbell_key(queue_name), 1)
                 outcome = f"re-queued ({job.retries_left} retries left)"
             else:
-                rq_compat.fail(
+                fail(
                     job,
                     f"AbandonedJobError: job abandoned {abandoned} times: its worker died each time "
                     f"(last: {worker_name}, {cause}); no retries left",
@@ -59,7 +57,7 @@ def recover_jobs(connection: Redis, worker_name: str, cause: str, queue_name: st
 def bury_worker(connection: Redis, worker_name: str, cause: str, queue_name: str) -> list[str]:
     """Everything a dead worker leaves behind: its jobs handed back, its rq record and facts removed."""
     recovered = recover_jobs(connection, worker_name, cause, queue_name)
-    rq_compat.remove_worker_record(connection, worker_name)
+    remove_worker_record(connection, worker_name)
     connection.delete(worker_key(worker_name))
     connection.zrem(idle_key(queue_name), worker_name)
     return recovered

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from embedq.producer.errors import EmbedqError, InvalidInput
-from embedq.producer.protocol import EMBED_TASK, EmbedRequest, Limits, MsgpackSerializer
-from embedq.producer.rq_compat import OVERSIZED, GuardedJob, StoredCall
-from embedq.producer.settings import ClientSettings
+from embedq.broker.jobs import EMBED_TASK, EmbedRequest, MsgpackSerializer
+from embedq.broker.rq_private.hardening import OVERSIZED, GuardedJob, StoredCall
+from embedq.config.settings import ClientSettings, Limits
+from embedq.errors import EmbedqError, InvalidInput
 
 UNREADABLE = "<unreadable payload>"
 WHY = {"StackError": "nested deeper than msgpack's stack allows"}  # msgpack raises it with no message

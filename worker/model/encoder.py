@@ -12,9 +12,9 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from embedq.broker.jobs import EmbedRequest
 from embedq.config import Settings
-from embedq.producer.errors import InvalidInput
-from embedq.producer.protocol import EmbedRequest
+from embedq.errors import InvalidInput
 from embedq.worker.model.pooling import POOLERS, truncate
 from embedq.worker.model.providers import ProviderList, choose_providers
 from embedq.worker.model.spec import ModelError, ModelSpec, load_spec

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from embedq.producer.errors import EmbedqError
+from embedq.errors import EmbedqError
 from embedq.worker.model.spec import load_spec
 
 log = logging.getLogger(__name__)

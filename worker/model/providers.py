@@ -6,7 +6,7 @@ import logging
 import sys
 from typing import Any
 
-from embedq.producer.errors import EmbedqError
+from embedq.errors import EmbedqError
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedq.producer.errors import InvalidSettings
+from embedq.errors import InvalidSettings
 
 
 def load_stsb(path: Path) -> tuple[list[str], list[str], np.ndarray]:

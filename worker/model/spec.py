@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from embedq.producer.errors import EmbedqError
+from embedq.errors import EmbedqError
 
 POOLING_MODES = {
     "pooling_mode_lasttoken": "lasttoken",

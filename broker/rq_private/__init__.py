@@ -1,0 +1,59 @@
+"""The one place embedq imports rq: everything it takes from rq, documented API or not. rq is pinned to
+the release CI tests (pyproject.toml); tests/test_rq_contract.py checks every item below against the
+installed rq and names the one that moved. Modules: records (keys, fields, result entries, enqueue
+commands), hardening (the guarded job, the named timeout), pass_worker (the worker loop), handback
+(a dead worker's jobs); the rq classes the rest of embedq names are re-exported here.
+
+rq's private or undocumented surface used here, and why:
+- `Queue.enqueue_many(datas, pipeline)` run against an unsent pipeline, whose `command_stack`
+  (redis-py's) is read back: rq's exact writes for the jobs, sent by embedq inside one script;
+  `Queue.redis_server_version`, set by AsyncEmbedClient, whose rq Queue never talks to Redis.
+- rq's records of a job, written by embedq's worker for a whole pass in one script each
+  (broker/lua/claim_pass.lua, finish_pass.lua) as rq's own worker writes them for one job: the job hash `rq:job:{id}`
+  (`Job.key_for`) and its fields `status`, `started_at`, `ended_at`, `worker_name`,
+  `last_heartbeat`, `timeout`, `meta` (msgpack, read in Lua); rq's timestamp format (`utcformat`);
+  the started registry `rq:wip:{queue}` with members `{job_id}:{execution_id}` scored by their
+  expiry; the finished registry `rq:finished:{queue}` scored by expiry; the result stream
+  `rq:results:{job_id}` (`Result.get_key`) and its entry fields (`type`, `worker_name`,
+  `execution_id`, `execution_started_at`, `execution_ended_at`, `return_value` as base64 of the
+  serialized value; capped at 10 entries, TTL = result TTL); the suspension flag `rq:suspended`;
+  the worker hash's `state`, `successful_job_count` and `total_working_time`.
+- `Result.restore` and `Result.Type` to read a failure from the result stream.
+- `Job.restore(raw hash)` to build a Job from what claim_pass.lua read; `Job._deserialize_data` and
+  the attributes it fills (`_func_name`, `_instance`, `_args`, `_kwargs`): GuardedJob parses the
+  stored payload itself and never imports a function by name.
+- `Job.success_callback` / `failure_callback` / `stopped_callback`: forced to None (never imported).
+- `Job.should_retry`: False after a permanent failure, leaving `retries_left` as it was.
+- `UnixSignalDeathPenalty.handle_death_penalty` with its `_timeout` / `_exception`: the timeout
+  message names JOB_TIMEOUT.
+- Worker internals used by PassWorker's own loop: `bootstrap`, `_install_signal_handlers` (rq's
+  `request_stop` raises `StopRequested` when the local `_state` is not busy, else sets
+  `_stop_requested`), `check_for_suspension`, `should_run_maintenance_tasks` /
+  `run_maintenance_tasks`, `heartbeat(timeout, pipeline)`, `register_birth`, `register_death`,
+  `set_shutdown_requested_date` (called by `request_stop`), `teardown` and `pubsub_thread`,
+  `handle_exception` (rq's own logs the job's arguments, a user's texts, as log extras) with
+  `_exc_handlers`, `handle_job_failure(job, queue, started_job_registry, exc_string, execution)`
+  with an unsaved `Execution(id, job_id, connection, worker_name)`, `max_connection_wait_time`,
+  `death_penalty_class`.
+- Handing back a dead worker's jobs: `Job.retry(queue, pipeline)`,
+  `rq.job_lifecycle.record_job_failure(job, exc_string, pipeline)`, `Worker.find_by_key` with
+  `redis_worker_namespace_prefix`.
+"""
+
+from rq import Queue, Retry
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.timeouts import JobTimeoutException
+
+__all__ = [
+    "FailedJobRegistry",
+    "InvalidJobOperation",
+    "Job",
+    "JobStatus",
+    "JobTimeoutException",
+    "NoSuchJobError",
+    "Queue",
+    "Retry",
+    "StartedJobRegistry",
+]

@@ -1,0 +1,92 @@
+"""rq's Job made safe to run from Redis: its stored call read by embedq's own hook (never imported by
+name), its data inflated to a bound, no callbacks, no retry after a permanent failure; and rq's
+timeout, with a reason that names the setting."""
+
+from __future__ import annotations
+
+import zlib
+from types import FrameType
+from typing import Any
+
+from rq.job import Job
+from rq.timeouts import UnixSignalDeathPenalty
+
+StoredCall = tuple[Any, Any, list[Any], dict[str, Any]]  # func_name, instance, args, kwargs
+
+
+# What a pass's claim puts in place of job data too large to fetch (followed by its size in bytes): a
+# stored job's data is zlib (0x78...) or msgpack, never this.
+OVERSIZED = b"embedq-oversized:"
+
+
+INFLATE_STEP = 1024 * 1024  # bytes decompressed at a time into the one growing buffer
+
+
+def inflate(stored: bytes, limit: int) -> bytes | bytearray:
+    """rq's stored job data decompressed as its restore would, but to at most `limit` + 1 bytes, so a
+    zlib bomb stops there (the caller refuses what is over `limit`); uncompressed data and the
+    OVERSIZED mark come back as they are. The output grows in one buffer a step at a time (zlib's own
+    bounded decompress joins its pieces at the end: twice the memory at the peak)."""
+    if stored.startswith(OVERSIZED):
+        return stored
+    squeeze, out = zlib.decompressobj(), bytearray()
+    tail = stored
+    try:
+        while len(out) <= limit and not squeeze.eof:
+            piece = squeeze.decompress(tail, min(INFLATE_STEP, limit + 1 - len(out)))
+            tail = squeeze.unconsumed_tail
+            if not piece:
+                break
+            out += piece
+    except zlib.error:
+        return stored  # rq stored it uncompressed (its restore falls back the same way)
+    return out  # a bytearray: msgpack reads it in place, and bytes() would copy it
+
+
+class GuardedJob(Job):
+    """An rq Job that reads its stored call through `read_call` (which must not raise: rq reads
+    func_name again while handling a failure), decompresses its data to at most `data_limit` + 1
+    bytes, runs no callbacks, and is not retried once marked `permanent_failure`."""
+
+    permanent_failure = False
+    data_limit: int = 2**62
+
+    def read_call(self, data: bytes) -> StoredCall:
+        raise NotImplementedError
+
+    def restore(self, raw_data: Any) -> None:
+        fields = dict(raw_data)
+        name = next((key for key in fields if key in ("data", b"data")), None)
+        stored = fields.get(name) if name is not None else None
+        if stored is not None:
+            fields[name] = b""  # rq's own decompress, unbounded, sees nothing
+        super().restore(fields)
+        if stored is not None:
+            self.data = inflate(stored, self.data_limit)
+
+    def _deserialize_data(self) -> None:
+        self._func_name, self._instance, self._args, self._kwargs = self.read_call(self.data)
+
+    @property
+    def should_retry(self) -> bool:
+        return not self.permanent_failure and bool(super().should_retry)
+
+    @property
+    def success_callback(self) -> None:
+        return None
+
+    @property
+    def failure_callback(self) -> None:
+        return None
+
+    @property
+    def stopped_callback(self) -> None:
+        return None
+
+
+class NamedTimeoutPenalty(UnixSignalDeathPenalty):
+    """rq's SIGALRM timeout, with a reason that names the setting. Python runs the handler between
+    bytecodes, so a pass is stopped after the inference micro-batch it is in."""
+
+    def handle_death_penalty(self, signum: int, frame: FrameType | None) -> None:
+        raise self._exception(f"job ran past JOB_TIMEOUT={self._timeout} s and was stopped")

@@ -1,0 +1,365 @@
+"""PassWorker: rq's SimpleWorker with a loop of its own that takes jobs a pass at a time and records a
+whole pass in one script when it starts and one when it succeeds."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from base64 import b64encode
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import uuid4
+
+from redis import Redis
+from redis.client import Pipeline
+from redis.exceptions import RedisError
+from rq import Queue, SimpleWorker
+from rq.exceptions import StopRequested
+from rq.executions import Execution
+from rq.job import Job
+from rq.job_lifecycle import call_exception_handlers
+from rq.suspension import WORKERS_SUSPENDED
+from rq.utils import now, utcformat
+from rq.worker import WorkerStatus
+
+from embedq.broker.rq_private.hardening import OVERSIZED, GuardedJob, NamedTimeoutPenalty
+from embedq.broker.rq_private.records import result_stream_key
+from embedq.broker.scripts import bind
+
+# What a pass reads of each job hash (Job.restore's names): a failure reads the whole job again.
+PASS_FIELDS = ("status", "data", "meta", "timeout", "origin", "enqueued_at", "result_ttl")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A pass's jobs, all started, from one lane's queue."""
+
+    queue: Queue
+    jobs: list[Job]
+    execution_id: str
+    started: float  # unix s
+
+
+@dataclass(frozen=True)
+class Done:
+    """One job of a pass that succeeded: what rq keeps as its return value, embedq's packed
+    result, and its counts (texts, tokens, truncated)."""
+
+    job: Job
+    return_value: Any
+    packed: bytes
+    counts: tuple[int, int, int]
+
+
+class PassWorker(SimpleWorker):
+    """rq's SimpleWorker (every job in this process) whose loop takes jobs a pass at a time, from
+    several lanes in the order `next_lanes` gives, and writes rq's records of a whole pass in one
+    script when it starts and one when it succeeds. Idle, it blocks on a doorbell list that
+    producers ring when a lane gets work. Subclasses fill in the hooks below."""
+
+    death_penalty_class = NamedTimeoutPenalty
+    max_connection_wait_time = 10.0  # rq's backoff cap while Redis is away (its default: 60 s)
+    permanent_failures: tuple[type[BaseException], ...] = ()  # failures that would fail the same way again
+    doorbell_wait = 1  # s; an idle worker also looks on its own (jobs rq itself enqueues ring no bell)
+    heartbeat_every = 15.0
+
+    def __init__(
+        self,
+        *args: Any,
+        doorbell: str,
+        claimed: str,
+        idle: str,
+        max_jobs: int = 1,
+        max_texts: int = 1,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.idle = idle  # a sorted set of the workers waiting for work, for sharing a burst out
+        self.max_jobs = max_jobs  # the most jobs, and texts, one pass takes
+        self.max_texts = max_texts
+        self.doorbell = doorbell
+        self.claimed = claimed
+        self._claim = bind(self.connection, "claim_pass")
+        self._finish = bind(self.connection, "finish_pass")
+        self._release = bind(self.connection, "release_jobs")
+        self._last_beat = 0.0
+        self._redis_failed = False  # the loop ended on a Redis error: its clean-up would wait on Redis too
+        self._was_idle = True  # the last look found nothing (rq's state says "started" before the first)
+
+    # hooks
+    def execute_pass(self, claim: Claim) -> None:
+        """Run the claimed jobs to the end: `finish_pass` for those that succeed, `fail_job` for the others."""
+        raise NotImplementedError
+
+    def next_lanes(self) -> list[Queue]:
+        """The queues to take the next pass from, first choice first."""
+        return list(self.queues)
+
+    def on_birth(self) -> None:
+        """Called once rq has registered this worker."""
+
+    def on_heartbeat(self, target: Redis | Pipeline, timeout: int | None) -> None:
+        """Called with every rq heartbeat (a pipeline when rq sends one)."""
+
+    def on_death(self) -> None:
+        """Called once rq has removed this worker's record."""
+
+    def on_job_failure(self, job: Job) -> None:
+        """Called for every failed attempt, before rq records it."""
+
+    def on_loop(self) -> None:
+        """Called before every look for work (at least once a second while idle)."""
+
+    def on_stop_request(self) -> None:
+        """Called from rq's SIGTERM / SIGINT handler, before rq's own warm-stop handling."""
+
+    # the loop
+    def work(self, burst: bool = False, logging_level: str | None = None, **_: Any) -> bool:  # type: ignore[override]
+        """Serve passes until a warm stop (SIGTERM: the pass in hand is finished first), or, in a
+        burst, until every lane is empty. Whether any pass ran."""
+        self.bootstrap(logging_level or "INFO")
+        self._install_signal_handlers()  # type: ignore[no-untyped-call]
+        worked = False
+        try:
+            while not self._stop_requested:
+                self.keep_alive()
+                self._state = WorkerStatus.BUSY  # from here a SIGTERM waits for the pass to end
+                claim = self.claim(self.next_lanes())
+                if isinstance(claim, Claim):
+                    self.execute_pass(claim)
+                    worked = True
+                elif claim == "suspended":
+                    self._state = WorkerStatus.IDLE
+                    self.check_for_suspension(burst)
+                elif burst:
+                    break
+                else:
+                    self._state = WorkerStatus.IDLE  # SIGTERM now stops the blocking read at once
+                    self.connection.blpop([self.doorbell], timeout=self.doorbell_wait)
+        except StopRequested:  # rq's signal handler, while idle
+            self._stop_requested = True
+        except RedisError:
+            self._redis_failed = True
+            raise
+        except Exception:
+            self.log.exception("Worker %s: unhandled exception, quitting", self.name)
+        finally:
+            self.teardown()
+        return worked
+
+    def claim(self, lanes: Sequence[Queue], *, looking_in_passing: bool = False) -> Claim | str | None:
+        """Take the next pass's jobs (one script): a Claim, None when every lane is empty, or
+        "suspended" while `rq suspend` is in force. `looking_in_passing`: a look between the
+        micro-batches of another pass, which leaves the worker's state and the doorbell alone."""
+        execution_id, started = uuid4().hex, time.time()
+        keys = [self.doorbell, WORKERS_SUSPENDED, self.claimed, self.key, self.idle]
+        for queue in lanes:
+            keys += [queue.key, queue.started_job_registry.key]
+        reply = self._claim(
+            keys,
+            [
+                self.max_jobs,
+                self.max_texts,
+                execution_id,
+                utcformat(now()),
+                started,
+                self.name,
+                Job.redis_job_namespace_prefix,
+                Queue.DEFAULT_TIMEOUT,
+                int(looking_in_passing),
+                self.doorbell_wait * 2,
+                int(self._was_idle),
+                self.stored_data_limit,
+                OVERSIZED,
+                *PASS_FIELDS,
+            ],
+        )
+        outcome = reply[0].decode()
+        if not looking_in_passing:
+            self._was_idle = outcome != "jobs"
+        if outcome != "jobs":
+            return outcome if outcome == "suspended" else None
+        jobs = []
+        for job_id, values in zip(reply[2::2], reply[3::2]):
+            job = self.job_class(job_id.decode(), connection=self.connection, serializer=self.serializer)
+            job.restore({name: value for name, value in zip(PASS_FIELDS, values) if value is not None})
+            jobs.append(job)
+        return Claim(lanes[int(reply[1]) - 1], jobs, execution_id, started)
+
+    def finish_pass(
+        self,
+        claim: Claim,
+        done: Sequence[Done],
+        *,
+        lane: str,
+        result_ttl: int,
+        facts: str,
+        facts_ttl: int,
+        metrics: str,
+        timings: str,
+        histogram: Mapping[str, float],
+    ) -> int:
+        """Record the successes of a pass (one script); how many were written. A job's own
+        result_ttl wins over `result_ttl`. `facts`, `metrics`, `timings`: embedq's hashes of this
+        worker and of the queue, updated once for the pass; `histogram`: what to add to `timings`
+        (int counts, float sums ending in `:sum`)."""
+        if not done:
+            return 0
+        ended = time.time()
+        job_keys: list[str] = []
+        args: list[Any] = [
+            self.name,
+            claim.execution_id,
+            utcformat(now()),
+            repr(ended),
+            repr(claim.started),
+            facts_ttl,
+            lane,
+            len(done),
+            f"{ended - claim.started:.6f}",
+            len(histogram),
+        ]
+        for item in done:
+            ttl = item.job.result_ttl or result_ttl
+            job_keys += [item.job.key, result_stream_key(item.job.id)]
+            args += [
+                item.job.id,
+                ttl,
+                repr(ended + ttl),
+                b64encode(self.serializer.dumps(item.return_value)),
+                item.packed,
+                *item.counts,
+            ]
+        for field, value in histogram.items():
+            args += [field, str(value) if isinstance(value, int) else f"{value:.3f}"]
+        fixed = [
+            self.claimed,
+            self.key,
+            facts,
+            metrics,
+            timings,
+            claim.queue.started_job_registry.key,
+            claim.queue.finished_job_registry.key,
+        ]
+        return int(self._finish(fixed + job_keys, args))
+
+    @property
+    def stored_data_limit(self) -> int:
+        """The most bytes of a job's stored (compressed) data a claim fetches: its decompressed limit, and
+        zlib's worst-case growth on data that does not compress."""
+        limit = int(getattr(self.job_class, "data_limit", 2**62))
+        return limit + limit // 100 + 1024
+
+    def fail_job(self, job: Job, claim: Claim, exc_info: Any) -> None:
+        """rq's own failure path for one job of a pass: retried while it has retries left (and the
+        failure is not permanent), else failed with the reason. rq saves the whole job, so it is read
+        whole (but for data too large to fetch, which rq's save then replaces with the OVERSIZED mark)."""
+        job = self._whole(job)
+        job.ended_at = now()
+        self.handle_exception(job, *exc_info)
+        execution = Execution(claim.execution_id, job.id, connection=self.connection, worker_name=self.name)
+        self.handle_job_failure(
+            job, claim.queue, exc_string="".join(traceback.format_exception(*exc_info)), execution=execution
+        )
+        self.connection.srem(self.claimed, f"{job.id}:{claim.execution_id}")
+
+    def _whole(self, job: Job) -> Job:
+        """The job with every field, for rq's failure path. Data over the limit (refused unread, or
+        inflated no further) is not fetched or inflated again: rq's save stores the OVERSIZED mark."""
+        data = job.data
+        if not data.startswith(OVERSIZED) and len(data) <= self.stored_data_limit:
+            return self.job_class.fetch(job.id, connection=self.connection, serializer=self.serializer)
+        if not data.startswith(OVERSIZED):
+            data = OVERSIZED + str(len(data)).encode() + b"+"  # at least this many bytes once inflated
+        names = [name for name in self.connection.hkeys(job.key) if name != b"data"]
+        whole = self.job_class(job.id, connection=self.connection, serializer=self.serializer)
+        whole.restore({**dict(zip(names, self.connection.hmget(job.key, names))), b"data": data})
+        return whole
+
+    def release(self, claim: Claim, jobs: Sequence[Job]) -> None:
+        """Put the jobs of a pass that this worker still holds back at the head of their queue,
+        started by no one and with no retry used, and ring for them (one script)."""
+        members = [f"{job.id}:{claim.execution_id}" for job in jobs]
+        keys = [claim.queue.key, claim.queue.started_job_registry.key, self.claimed, self.doorbell]
+        self._release(keys + [job.key for job in jobs], [self.name, *members])
+
+    def keep_alive(self) -> None:
+        """rq's heartbeat (and embedq's) and registry maintenance, when due; `on_loop` every time."""
+        self.on_loop()
+        if time.monotonic() - self._last_beat >= self.heartbeat_every:
+            with self.connection.pipeline() as pipe:
+                self.heartbeat(pipeline=pipe)
+                pipe.execute()
+            self._last_beat = time.monotonic()
+        if self.should_run_maintenance_tasks:
+            self.run_maintenance_tasks()  # type: ignore[no-untyped-call]
+
+    @property
+    def stop_requested(self) -> bool:
+        """A warm shutdown was asked for (SIGTERM, or `stop_after_this_pass`)."""
+        return bool(self._stop_requested)
+
+    def stop_after_this_pass(self) -> None:
+        """A warm shutdown from within: the loop ends once the pass in hand is recorded."""
+        self._stop_requested = True
+
+    # rq's methods
+    @property
+    def connection_timeout(self) -> int:
+        """rq raises the connection's socket timeout to at least this (its own dequeue blocks for half a
+        minute); this loop's longest blocking read is the doorbell wait, so the caller's timeout stands."""
+        return int(self.doorbell_wait)
+
+    def register_birth(self) -> None:
+        super().register_birth()  # type: ignore[no-untyped-call]
+        self.on_birth()
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        super().heartbeat(timeout, pipeline)
+        self.on_heartbeat(pipeline if pipeline is not None else self.connection, timeout)
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        self.on_stop_request()
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
+    def register_death(self) -> None:
+        super().register_death()  # type: ignore[no-untyped-call]
+        self.on_death()
+
+    def set_shutdown_requested_date(self) -> None:
+        """rq writes the date into the worker's record from inside its signal handler: a Redis that hangs
+        would hold the stop for a call's timeout. The record goes at teardown anyway; keep it local."""
+
+    def teardown(self) -> None:
+        if self._redis_failed:  # Redis just failed a call: the record expires by itself, the supervisor buries it
+            self._stop_pubsub()
+            return
+        try:
+            super().teardown()  # type: ignore[no-untyped-call]
+        except RedisError:
+            self._stop_pubsub()  # rq's teardown stopped at the first Redis call: else every outage leaks a thread
+            raise
+
+    def _stop_pubsub(self) -> None:
+        if self.pubsub_thread:
+            self.pubsub_thread.stop()
+            self.pubsub_thread.join(timeout=1)
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        """rq's version, less the job's arguments (a user's texts) in the log record."""
+        if isinstance(exc_info[1], self.permanent_failures) and isinstance(job, GuardedJob):
+            job.permanent_failure = True
+        self.log.error("Worker %s: job %s failed", self.name, job.id, exc_info=tuple(exc_info))
+        call_exception_handlers(self._exc_handlers, job, *exc_info)
+
+    def handle_job_failure(
+        self,
+        job: Job,
+        queue: Queue,
+        started_job_registry: Any = None,
+        exc_string: str = "",
+        execution: Execution | None = None,
+    ) -> None:
+        self.on_job_failure(job)
+        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)

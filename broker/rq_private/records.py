@@ -1,0 +1,102 @@
+"""rq's records of jobs and queues as embedq reads and writes them: the keys and fields of a job, its
+result stream and what an entry says, the commands rq's enqueue would send, a worker's last heartbeat."""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import WatchError
+from rq import Queue, SimpleWorker
+from rq.exceptions import InvalidJobOperation
+from rq.job import Job, JobStatus
+from rq.results import Result
+from rq.utils import str_to_date
+
+from embedq.broker.jobs import MsgpackSerializer
+
+
+def enqueue_commands(queue: Queue, datas: list[Any]) -> tuple[list[str], list[list[bytes]]]:
+    """The jobs' ids and the commands rq's own `enqueue_many` would send for them, not sent: the
+    caller sends them (embedq: inside one script that first checks the queue's length)."""
+    pipe = queue.connection.pipeline()
+    jobs = queue.enqueue_many(datas, pipeline=pipe)
+    encoder = queue.connection.get_encoder()
+    commands = [[encoder.encode(arg) for arg in args] for args, _ in pipe.command_stack]  # type: ignore[no-untyped-call]
+    pipe.reset()
+    # rq writes a job's status alone, then again with all its fields: the second write is enough.
+    commands = [
+        command
+        for command, following in zip(commands, [*commands[1:], None])
+        if not (
+            command[0] == b"HSET" and command[2:] == [b"status", b"queued"] and following and following[1] == command[1]
+        )
+    ]
+    return [job.id for job in jobs], commands
+
+
+STATUS = "status"  # the field of rq's job hash that holds its status
+
+
+RESULT_FIELD = "embedq"  # embedq's packed result, beside rq's own fields in a success entry
+
+
+SUCCESSFUL = str(Result.Type.SUCCESSFUL.value).encode()
+
+
+def job_key(job_id: str) -> str:
+    """rq's hash of one job."""
+    return str(Job.key_for(job_id))
+
+
+def queue_key(name: str) -> str:
+    """rq's list of a queue's waiting job ids."""
+    return str(Queue.redis_queue_namespace_prefix + name)
+
+
+def result_stream_key(job_id: str) -> str:
+    """The stream rq appends a job's final outcome (success, or failure after its retries) to."""
+    return str(Result.get_key(job_id))  # type: ignore[no-untyped-call]
+
+
+def entry_outcome(job_id: str, entry: tuple[bytes, dict[bytes, bytes]]) -> tuple[bytes | None, str | None]:
+    """What one entry of a job's result stream says: (embedq's packed result, None) for a success,
+    (None, why) for a failure (the last line of rq's exception text)."""
+    entry_id, fields = entry
+    if fields.get(b"type") == SUCCESSFUL:
+        return fields.get(RESULT_FIELD.encode()), None
+    if b"type" not in fields:  # the mark a refused submit leaves (producer/enqueue.py)
+        return None, "never enqueued: its submit was refused"
+    result = Result.restore(job_id, entry_id.decode(), fields, connection=None, serializer=MsgpackSerializer)  # type: ignore[arg-type]
+    lines = [line for line in (result.exc_string or "").strip().splitlines() if line.strip()]
+    return None, lines[-1] if lines else f"job ended: {result.type.name.lower()}"
+
+
+def last_heartbeat(connection: Redis, worker_name: str) -> float | None:
+    """When rq last heard from a worker (unix s), from its worker hash; None if it has no record."""
+    raw = connection.hget(SimpleWorker.redis_worker_namespace_prefix + worker_name, "last_heartbeat")
+    return str_to_date(raw).timestamp() if raw else None
+
+
+def knows_server_version(queue: Queue) -> bool:
+    return queue.redis_server_version is not None
+
+
+def set_server_version(queue: Queue, version: str) -> None:
+    """What rq's enqueue would otherwise ask Redis itself (INFO), for a queue that only builds jobs."""
+    queue.redis_server_version = tuple(int(part) for part in version.split(".")[:3])  # type: ignore[assignment]
+
+
+def cancel_jobs(connection: Redis, job_ids: list[str], *, started: bool = False) -> int:
+    """Cancel (rq's own cancel: out of the queue or the started registry, into its canceled registry) the
+    jobs no worker has started yet, and with `started` those running too (their worker drops them at its
+    next micro-batch and writes no result); how many."""
+    cancelled = 0
+    wanted = (JobStatus.QUEUED, JobStatus.STARTED) if started else (JobStatus.QUEUED,)
+    for job in Job.fetch_many(job_ids, connection=connection, serializer=MsgpackSerializer):
+        if job is not None and job.get_status(refresh=False) in wanted:
+            with suppress(InvalidJobOperation, WatchError):
+                job.cancel()
+                cancelled += 1
+    return cancelled

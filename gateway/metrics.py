@@ -1,0 +1,154 @@
+"""GET /metrics: Prometheus text. The fleet's numbers (queue depth and age, live workers, counters,
+latency histograms) are read from Redis at scrape time, where the workers keep them, so every gateway
+replica reports the same; the gateway's own request counts are this process's."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from redis import Redis
+
+from embedq.broker.histograms import TIMINGS
+from embedq.broker.keys import (
+    ACTIVE_BATCHES_KEY,
+    BATCH_METRICS_KEY,
+    QUEUES_KEY,
+    WORKER_KEY_PATTERN,
+    batch_key,
+    metrics_key,
+    timings_key,
+)
+from embedq.broker.lanes import COUNTERS
+from embedq.broker.rq_private.queues import lane_queues
+from embedq.broker.rq_private.records import job_key
+from embedq.gateway.batch.batches import ACTIVE, FINAL
+from embedq.producer.stats import as_text, histogram, process_facts, read_numbers
+
+COUNTER_HELP = {
+    "jobs": "jobs finished",
+    "texts": "texts embedded",
+    "tokens": "tokens embedded",
+    "truncated": "texts truncated at the model's maximum length",
+    "passes": "inference passes (coalesced jobs)",
+}
+TIMING_HELP = {"queue_ms": "queue wait", "infer_ms": "inference", "total_ms": "enqueue to result"}
+
+
+def served_queues(connection: Redis) -> list[str]:
+    """The queues any worker has claimed (no keyspace scan)."""
+    return sorted(as_text(queue) for queue in connection.smembers(QUEUES_KEY))
+
+
+def oldest_age_seconds(connection: Redis, rq_queue_key: str) -> float:
+    """How long the job at the head of an rq queue has waited (0 when it is empty)."""
+    head = connection.lindex(rq_queue_key, 0)
+    if head is None:
+        return 0.0
+    job_id = head.decode() if isinstance(head, bytes) else head
+    enqueued = connection.hget(job_key(job_id), "enqueued_at")
+    if not enqueued:
+        return 0.0
+    stamp = datetime.fromisoformat(
+        (enqueued.decode() if isinstance(enqueued, bytes) else enqueued).replace("Z", "+00:00")
+    )
+    return max(0.0, time.time() - stamp.timestamp())
+
+
+class FleetCollector(Collector):
+    """Reads every served queue's numbers from Redis at each scrape."""
+
+    def __init__(self, connection: Redis) -> None:
+        self.connection = connection
+
+    def collect(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily("embedq_queue_depth", "jobs waiting", labels=["queue", "lane"])
+        age = GaugeMetricFamily(
+            "embedq_queue_oldest_job_age_seconds",
+            "how long the oldest waiting job has waited",
+            labels=["queue", "lane"],
+        )
+        workers = GaugeMetricFamily("embedq_workers", "live workers", labels=["queue", "model", "provider"])
+        counters = {
+            name: CounterMetricFamily(f"embedq_{name}", COUNTER_HELP[name], labels=["queue", "lane"])
+            for name in COUNTERS
+        }
+        failures = CounterMetricFamily("embedq_failed_attempts", "job attempts that failed", labels=["queue"])
+        latency = {
+            timing: HistogramMetricFamily(
+                f"embedq_{timing.removesuffix('_ms')}_seconds",
+                f"job {TIMING_HELP[timing]} time",
+                labels=["queue", "lane"],
+            )
+            for timing in TIMINGS
+        }
+        for queue in served_queues(self.connection):
+            numbers = read_numbers(self.connection, metrics_key(queue))
+            timings = read_numbers(self.connection, timings_key(queue))
+            for lane, rq_queue in lane_queues(queue, self.connection).items():
+                depth.add_metric([queue, lane], rq_queue.count)
+                age.add_metric([queue, lane], oldest_age_seconds(self.connection, rq_queue.key))
+                for name, family in counters.items():
+                    family.add_metric([queue, lane], numbers.get(f"{lane}:{name}", 0.0))
+                for timing, histogram_family in latency.items():
+                    cumulative, total_ms = histogram(timings, lane, timing)
+                    buckets = [(("+Inf" if math.isinf(b) else f"{b / 1000:g}"), count) for b, count in cumulative]
+                    histogram_family.add_metric([queue, lane], buckets, total_ms / 1000)
+            failures.add_metric([queue], numbers.get("failed_attempts", 0.0))
+            live: dict[tuple[str, str], int] = {}
+            for facts in process_facts(self.connection, WORKER_KEY_PATTERN, queue):
+                key = (facts.get("model", ""), facts.get("providers", "").split(",")[0])
+                live[key] = live.get(key, 0) + 1
+            for (model, provider), count in live.items():
+                workers.add_metric([queue, model, provider], count)
+        yield from (depth, age, workers, *counters.values(), failures, *latency.values())
+
+
+class BatchCollector(Collector):
+    """The Batch API's numbers, fleet-wide: batches not yet final by status, batches ended by status,
+    and lines done by outcome (counted once per chunk by the driver's fenced script)."""
+
+    def __init__(self, connection: Redis) -> None:
+        self.connection = connection
+
+    def collect(self) -> Iterator[Metric]:
+        active = GaugeMetricFamily("embedq_batches", "batches not yet in a final status", labels=["status"])
+        ended = CounterMetricFamily("embedq_batches_ended", "batches that reached a final status", labels=["status"])
+        lines = CounterMetricFamily("embedq_batch_lines", "batch lines done", labels=["outcome"])
+        ids = list(self.connection.smembers(ACTIVE_BATCHES_KEY))
+        with self.connection.pipeline(transaction=False) as pipe:
+            for batch_id in ids:
+                pipe.hget(batch_key(as_text(batch_id)), "status")
+            statuses = pipe.execute() if ids else []
+        counts = {status: 0 for status in ACTIVE}
+        for status in statuses:
+            if status is not None and as_text(status) in counts:
+                counts[as_text(status)] += 1
+        for status, count in counts.items():
+            active.add_metric([status], count)
+        numbers = read_numbers(self.connection, BATCH_METRICS_KEY)
+        for status in FINAL:
+            ended.add_metric([status], numbers.get(f"ended:{status}", 0.0))
+        for outcome in ("completed", "failed"):
+            lines.add_metric([outcome], numbers.get(f"lines:{outcome}", 0.0))
+        yield from (active, ended, lines)
+
+
+def registry(connection: Redis) -> tuple[CollectorRegistry, Counter, Counter]:
+    """The gateway's registry: the fleet's numbers, its own request counter, and the jobs it cancelled
+    because their client went away before a worker started them."""
+    collected = CollectorRegistry()
+    collected.register(FleetCollector(connection))
+    collected.register(BatchCollector(connection))
+    requests = Counter(
+        "embedq_gateway_requests", "HTTP requests this gateway answered", ["route", "status"], registry=collected
+    )
+    abandoned = Counter(
+        "embedq_gateway_cancelled_jobs", "queued jobs cancelled because their client went away", registry=collected
+    )
+    return collected, requests, abandoned
