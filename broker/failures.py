@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from redis import Redis
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from embedq.config.settings import redact_url
 from embedq.errors import EmbedqError, InvalidSettings, QueueUnavailable, RedisAuthFailed, RedisTLSFailed
 
+# What redis-py raises when Redis did not answer (as opposed to an error Redis answered with).
+OUTAGES = (RedisConnectionError, RedisTimeoutError)
 TLS_SIGNS = ("SSL", "_ssl.c", "certificate", "TLS", "tlsv1")
 
 

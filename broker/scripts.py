@@ -88,6 +88,11 @@ def names() -> list[str]:
     return sorted(item.name.removesuffix(".lua") for item in folder.iterdir() if item.name.endswith(".lua"))
 
 
+def by_sha(sha: str) -> LuaScript:
+    """The script whose source has this SHA1 (what EVALSHA names)."""
+    return next(script for script in map(load, names()) if script.sha == sha)
+
+
 def bind(connection: Connection, name: str) -> Any:
     """`call(keys, args)` running script `name` on `connection`: its reply, or (asyncio) an awaitable of it."""
     script = load(name)

@@ -1,39 +1,24 @@
-"""EmbedClient: what a web app uses to enqueue texts and collect their vectors."""
+"""EmbedClient: what a web app uses to enqueue texts and collect their vectors. A thin driver: every
+call is a set of I/O-free steps (waiting.py, enqueue.py) run over redis-py, one pipeline per step."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any, TypeVar, Unpack
 
 import numpy as np
 from redis import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, OutOfMemoryError, RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from embedq.broker.connection import sync_redis
-from embedq.broker.failures import misconfigured, unreachable
+from embedq.broker.failures import OUTAGES, unreachable
 from embedq.broker.jobs import EmbedResult
-from embedq.broker.lanes import Priority
 from embedq.broker.rq_private.queues import lane_queues
 from embedq.config.settings import ClientSettings, client_settings, redact_url
-from embedq.producer.enqueue import SCRIPT_LOAD, EnqueuePlan, plan_submit
+from embedq.producer.enqueue import EnqueuePlan, SubmitOptions, plan_submit
 from embedq.producer.stats import collect_stats
-from embedq.producer.waiting import (
-    Outage,
-    Send,
-    Status,
-    Steps,
-    out_of_memory,
-    raise_first_error,
-    result_steps,
-    run_steps,
-    status_steps,
-    submit_steps,
-    wait_steps,
-)
+from embedq.producer.steps import Finished, Outage, Pause, Send, Steps, advance, interpreted, queued
+from embedq.producer.waiting import Status, result_steps, status_steps, submit_steps, wait_steps
 
 CONNECT_TIMEOUT = 2.0  # seconds: a Redis that is down fails the call fast instead of hanging it
 SOCKET_TIMEOUT = 10.0
@@ -59,56 +44,14 @@ class EmbedClient:
         self.lanes = lane_queues(self.settings.queue, self.connection)
         self.limits = self.settings.limits
 
-    def submit(
-        self,
-        texts: Sequence[str],
-        instruction: str | None = None,
-        normalize: bool = True,
-        dimensions: int | None = None,
-        prompt_name: str | None = None,
-        priority: Priority = "interactive",
-        truncate: bool = True,
-    ) -> str:
-        """Enqueue one batch of texts; returns its job id."""
-        return self.submit_many(
-            [texts],
-            instruction=instruction,
-            normalize=normalize,
-            dimensions=dimensions,
-            prompt_name=prompt_name,
-            priority=priority,
-            truncate=truncate,
-        )[0]
+    def submit(self, texts: Sequence[str], **options: Unpack[SubmitOptions]) -> str:
+        """Enqueue one batch of texts; its job id (one round trip). `options`: SubmitOptions."""
+        return self.submit_many([texts], **options)[0]
 
-    def submit_many(
-        self,
-        batches: Sequence[Sequence[str]],
-        instruction: str | None = None,
-        normalize: bool = True,
-        dimensions: int | None = None,
-        prompt_name: str | None = None,
-        priority: Priority = "interactive",
-        truncate: bool = True,
-    ) -> list[str]:
-        """Enqueue several batches in one round trip; every batch is checked before any is enqueued.
-        `instruction` formats texts as `Instruct: {instruction}\nQuery:{text}`; `prompt_name` picks a
-        prompt the model defines (config_sentence_transformers.json, e.g. "query"). `priority`:
-        "interactive" (served first) or "bulk" (its own lane and MAX_BULK_QUEUE_LENGTH; workers give
-        it a fixed share of passes and serve interactive work between its micro-batches)."""
-        plan = self._plan(
-            batches,
-            instruction=instruction,
-            normalize=normalize,
-            dimensions=dimensions,
-            prompt_name=prompt_name,
-            priority=priority,
-            truncate=truncate,
-        )
-        return self._run(submit_steps(plan))
-
-    def _plan(self, batches: Sequence[Sequence[str]], **options: Any) -> EnqueuePlan:
-        with self._reachable():  # rq asks Redis its version once
-            return plan_submit(self.lanes, self.settings, batches, **options)
+    def submit_many(self, batches: Sequence[Sequence[str]], **options: Unpack[SubmitOptions]) -> list[str]:
+        """Enqueue several batches in one round trip, all or nothing; every batch is checked before any
+        is enqueued (InvalidInput; QueueFull: none enqueued)."""
+        return self._run(submit_steps(self._plan(batches, options)))
 
     def status(self, job_id: str) -> Status:
         """queued | started | finished | failed | unknown (one round trip)."""
@@ -128,55 +71,41 @@ class EmbedClient:
         number of jobs: each wakes on whichever of them ends. JobFailed names the first failed job."""
         return self._run(wait_steps(job_ids, timeout))
 
-    def embed(self, texts: Sequence[str], timeout: float = 30.0, **options: Any) -> np.ndarray:
+    def embed(self, texts: Sequence[str], timeout: float = 30.0, **options: Unpack[SubmitOptions]) -> np.ndarray:
         """Submit, wait, and return a float32 array (len(texts), dim) in input order. The submit
-        and the first wait go in one round trip. `options`: those of submit."""
+        and the first wait go in one round trip."""
         return self.embed_many([texts], timeout=timeout, **options)[0]
 
-    def embed_many(self, batches: Sequence[Sequence[str]], timeout: float = 30.0, **options: Any) -> list[np.ndarray]:
+    def embed_many(
+        self, batches: Sequence[Sequence[str]], timeout: float = 30.0, **options: Unpack[SubmitOptions]
+    ) -> list[np.ndarray]:
         """Several batches as several jobs, submitted and awaited together: an array per batch, in order."""
-        plan = self._plan(batches, **options)
+        plan = self._plan(batches, options)
         return [result.embeddings for result in self._run(wait_steps(plan.job_ids, timeout, submit=plan))]
 
     def stats(self) -> dict[str, Any]:
         """Queue depth, live workers with their providers, counters and timing percentiles."""
-        with self._reachable():
-            return collect_stats(self.connection, self.settings.queue)
-
-    @contextmanager
-    def _reachable(self) -> Iterator[None]:
         try:
-            yield
-        except (RedisConnectionError, RedisTimeoutError) as error:
+            return collect_stats(self.connection, self.settings.queue)
+        except OUTAGES as error:
             raise unreachable(error, self.settings.redis_url) from None
 
+    def _plan(self, batches: Sequence[Sequence[str]], options: SubmitOptions) -> EnqueuePlan:
+        return plan_submit(self.lanes, self.settings, batches, options)
+
     def _run(self, steps: Steps[T]) -> T:
-        return run_steps(steps, self._execute, time.sleep)
+        steps, reply = interpreted(steps, self.settings.redis_url), None
+        while not isinstance(step := advance(steps, reply), Finished):
+            if isinstance(step, Pause):
+                time.sleep(step.seconds)
+            reply = None if isinstance(step, Pause) else self._send(step)
+        return step.value
 
-    def _execute(self, send: Send) -> Any:
+    def _send(self, send: Send) -> list[Any] | Outage:
         try:
-            replies = self._send(send.commands)
-            if any(isinstance(reply, NoScriptError) for reply in replies):  # Redis restarted since: load, again
-                replies = self._send([SCRIPT_LOAD, *send.commands])[1:]
-        except (RedisConnectionError, RedisTimeoutError) as error:
-            if named := misconfigured(error, self.settings.redis_url):
-                raise named from None  # not an outage to wait out
+            return list(queued(self.connection.pipeline(transaction=False), send).execute(raise_on_error=False))
+        except OUTAGES as error:
             return Outage(error, redact_url(self.settings.redis_url))
-        if any(isinstance(reply, OutOfMemoryError) for reply in replies):  # refused at its first write: none ran
-            raise out_of_memory(self._memory())
-        return raise_first_error(replies)
-
-    def _memory(self) -> dict[str, Any] | None:
-        try:
-            return self.connection.info("memory")
-        except RedisError:  # an ACL without +info, or Redis gone meanwhile: no figures
-            return None
-
-    def _send(self, commands: list[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
-        with self.connection.pipeline(transaction=False) as pipe:
-            for name, args, kwargs in commands:
-                getattr(pipe, name)(*args, **kwargs)
-            return list(pipe.execute(raise_on_error=False))
 
     def close(self) -> None:
         self.connection.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from embedq.broker.jobs import EMBED_TASK, EmbedRequest, new_job_id, validate_batches
 from embedq.broker.keys import doorbell_key, model_key
@@ -20,8 +20,6 @@ from embedq.config.settings import ClientSettings
 from embedq.errors import InvalidInput, QueueFull
 
 ENQUEUE = load("enqueue")  # sent by its SHA inside the submit's own pipeline (one round trip)
-# what a pipeline that met NOSCRIPT sends first
-SCRIPT_LOAD: tuple[str, tuple[Any, ...], dict[str, Any]] = ("script_load", (ENQUEUE.source,), {})
 
 
 @dataclass(frozen=True)
@@ -37,7 +35,7 @@ class EnqueuePlan:
     dimensions: int  # the largest asked, 0 for none
 
     def command(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
-        """The script as one command of a pipeline (a client that meets NOSCRIPT loads it: SCRIPT_LOAD)."""
+        """The script as one command of a pipeline (a client that meets NOSCRIPT loads it: steps.interpreted)."""
         ENQUEUE.check(self.keys, self.args)
         return "evalsha", (ENQUEUE.sha, len(self.keys), *self.keys, *self.args), {}
 
@@ -54,16 +52,29 @@ class EnqueuePlan:
         return self.job_ids
 
 
+class SubmitOptions(TypedDict, total=False):
+    """What submit, submit_many, embed and embed_many take besides the texts. `instruction` formats texts
+    as `Instruct: {instruction}\nQuery:{text}`; `prompt_name` picks a prompt the model defines
+    (config_sentence_transformers.json, e.g. "query"); `priority`: "interactive" (served first) or
+    "bulk" (its own lane and MAX_BULK_QUEUE_LENGTH; workers give it a fixed share of passes and serve
+    interactive work between its micro-batches); `truncate=False`: a text over the model's maximum
+    length fails its job instead of being cut."""
+
+    instruction: str | None
+    normalize: bool
+    dimensions: int | None
+    prompt_name: str | None
+    priority: Priority
+    truncate: bool
+
+
 def plan_submit(
-    lanes: Mapping[Priority, Queue],
-    settings: ClientSettings,
-    batches: Sequence[Any],
-    priority: Any = "interactive",
-    **options: Any,
+    lanes: Mapping[Priority, Queue], settings: ClientSettings, batches: Sequence[Any], options: SubmitOptions
 ) -> EnqueuePlan:
-    """Check every batch and the priority (InvalidInput), then plan their enqueue in the lane's queue."""
-    requests = validate_batches(batches, limits=settings.limits, **options)
-    lane = check_priority(priority)
+    """Check every batch and the priority (InvalidInput), then plan their enqueue in the lane's queue (no I/O)."""
+    wanted = dict(options)
+    lane = check_priority(wanted.pop("priority", "interactive"))
+    requests = validate_batches(batches, limits=settings.limits, **wanted)
     return plan_enqueue(lanes[lane], settings, requests, lane)
 
 

@@ -6,14 +6,15 @@ defined once."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from embedq.broker.jobs import EmbedResult, job_lifetime, unpack_result
 from embedq.broker.rq_private.records import STATUS, entry_outcome, job_key, queue_key, result_stream_key
-from embedq.errors import JobFailed, JobLost, JobNotFound, JobTimeout, QueueUnavailable, RedisOutOfMemory
+from embedq.errors import JobFailed, JobLost, JobNotFound, JobTimeout
 from embedq.producer.enqueue import EnqueuePlan
+from embedq.producer.steps import Outage, Pause, Send, Steps
 
 Status = Literal["queued", "started", "finished", "failed", "unknown"]
 T = TypeVar("T")
@@ -33,32 +34,6 @@ _STATUS: dict[str, Status] = {
     "stopped": "failed",
     "canceled": "failed",
 }
-
-
-@dataclass(frozen=True)
-class Send:
-    """Send these commands (a method name of a redis-py pipeline, its args, its kwargs) in one pipeline."""
-
-    commands: list[tuple[str, tuple[Any, ...], dict[str, Any]]]
-
-
-@dataclass(frozen=True)
-class Pause:
-    seconds: float
-
-
-@dataclass(frozen=True)
-class Outage:
-    """What a step is sent back when Redis did not answer."""
-
-    error: Exception
-    where: str  # the Redis URL, password masked
-
-    def unavailable(self) -> QueueUnavailable:
-        return QueueUnavailable(f"Redis at {self.where} did not answer: {self.error}")
-
-
-Steps = Generator[Send | Pause, Any, T]
 
 
 def _text(value: bytes | str | None) -> str | None:
@@ -227,40 +202,3 @@ def wait_steps(
                         raise JobFailed(job_id, reason or "job failed")
         check = not news and not check  # a whole slice without news: are the jobs still there?
     return [waiting.results[job_id] for job_id in job_ids]
-
-
-def out_of_memory(memory: dict[str, Any] | None) -> RedisOutOfMemory:
-    """What to say when Redis refused a write at its maxmemory; `memory`: its INFO memory, where readable."""
-    figures = ""
-    if memory and memory.get("maxmemory"):
-        figures = (
-            f" (used {memory.get('used_memory_human')} of maxmemory {memory.get('maxmemory_human')}, "
-            f"policy {memory.get('maxmemory_policy')})"
-        )
-    return RedisOutOfMemory(
-        f"Redis is out of memory{figures} and refused the write: nothing was enqueued. Free memory (fewer "
-        "queued jobs, a shorter RESULT_TTL) or raise maxmemory"
-    )
-
-
-def raise_first_error(replies: list[Any]) -> list[Any]:
-    """A pipeline's replies, as `execute()` would give them: its first error raised."""
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
-    return replies
-
-
-def run_steps(steps: Steps[T], execute: Callable[[Send], Any], pause: Callable[[float], None]) -> T:
-    """Drive `steps` with a blocking `execute` (a pipeline's replies, or an Outage)."""
-    reply: Any = None
-    while True:
-        try:
-            step = steps.send(reply)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        if isinstance(step, Pause):
-            pause(step.seconds)
-            reply = None
-        else:
-            reply = execute(step)

@@ -18,6 +18,7 @@ from rq.timeouts import UnixSignalDeathPenalty
 from embedq import ClientSettings
 from embedq.broker.jobs import EMBED_TASK, EmbedRequest, MsgpackSerializer
 from embedq.broker.rq_private.hardening import GuardedJob
+from embedq.broker.rq_private.queues import REDIS_VERSION_FLOOR, lane_queues
 from embedq.broker.rq_private.records import SUCCESSFUL, result_stream_key
 from embedq.broker.scripts import bind
 from embedq.producer.enqueue import plan_enqueue
@@ -92,6 +93,13 @@ def test_the_properties_and_attributes_rq_compat_touches_are_there():
     ):
         assert hasattr(worker, name), f"{where(SimpleWorker, name)} is gone; embedq.broker.rq_private uses it"
     assert worker._stop_requested is False, f"{where(SimpleWorker, '_stop_requested')} no longer starts False"
+
+    class NoInfo(fakeredis.FakeRedis):
+        def info(self, *args, **kwargs):
+            raise AssertionError("rq asked Redis its version although embedq gave it")
+
+    (given,) = {queue.get_redis_server_version() for queue in lane_queues("contract", NoInfo()).values()}
+    assert given == REDIS_VERSION_FLOOR, f"rq {rq.__version__}: Queue.redis_server_version no longer stands for INFO"
     penalty = UnixSignalDeathPenalty(7, RuntimeError)
     assert (penalty._timeout, penalty._exception) == (7, RuntimeError), (
         f"{where(UnixSignalDeathPenalty, '_timeout / _exception')} moved: the JOB_TIMEOUT message reads them"

@@ -13,7 +13,8 @@ from embedq import EmbedClient, EmbedResult, JobFailed, JobLost, JobNotFound, Jo
 from embedq.broker.jobs import MsgpackSerializer, job_lifetime, new_job_id, pack_result
 from embedq.broker.rq_private.handback import fail
 from embedq.broker.rq_private.records import RESULT_FIELD, job_key, result_stream_key
-from embedq.producer.waiting import FIRST_SLICE_MS, Outage, Pause, Send, run_steps, status_steps, wait_steps
+from embedq.producer.steps import Outage, Pause, Send
+from embedq.producer.waiting import FIRST_SLICE_MS, status_steps, wait_steps
 
 pytestmark = pytest.mark.unit
 
@@ -152,6 +153,8 @@ def test_a_written_result_is_returned_without_blocking():
     assert client.status(job_id) == "finished"
     np.testing.assert_array_equal(client.result(job_id).embeddings, vectors)
     sends = []
-    result = run_steps(wait_steps([job_id], timeout=5), lambda send: sends.append(send) or client._execute(send), print)
+    send = client._send
+    client._send = lambda step: sends.append(step) or send(step)
+    result = client.wait_many([job_id], timeout=5)
     np.testing.assert_array_equal(result[0].embeddings, vectors)
     assert len(sends) == 1

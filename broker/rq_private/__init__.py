@@ -7,7 +7,7 @@ commands), hardening (the guarded job, the named timeout), pass_worker (the work
 rq's private or undocumented surface used here, and why:
 - `Queue.enqueue_many(datas, pipeline)` run against an unsent pipeline, whose `command_stack`
   (redis-py's) is read back: rq's exact writes for the jobs, sent by embedq inside one script;
-  `Queue.redis_server_version`, set by AsyncEmbedClient, whose rq Queue never talks to Redis.
+  `Queue.redis_server_version`, set (REDIS_VERSION_FLOOR) so that rq never asks Redis (INFO) itself.
 - rq's records of a job, written by embedq's worker for a whole pass in one script each
   (broker/lua/claim_pass.lua, finish_pass.lua) as rq's own worker writes them for one job: the job hash `rq:job:{id}`
   (`Job.key_for`) and its fields `status`, `started_at`, `ended_at`, `worker_name`,

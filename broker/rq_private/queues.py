@@ -11,9 +11,23 @@ from embedq.broker.jobs import MsgpackSerializer
 from embedq.broker.lanes import LANES, Priority, lane_queue
 
 
+def job_builders(queue: str) -> dict[Priority, Queue]:
+    """Lane queues that only build jobs for the caller to send (rq's Queue wants a connection object):
+    their client never opens a connection."""
+    return lane_queues(queue, Redis())
+
+
+# rq asks Redis its version (INFO) before its first enqueue and writes the same commands for every
+# version from 6.0.6 on; embedq needs a newer Redis anyway (LPOS, XREAD BLOCK), so it is not asked.
+REDIS_VERSION_FLOOR = (6, 2, 0)
+
+
 def lane_queues(queue: str, connection: Redis, **options: Any) -> dict[Priority, Queue]:
     """The rq queue of each lane of `queue` (lanes.lane_queue), on msgpack."""
-    return {
+    lanes = {
         lane: Queue(lane_queue(queue, lane), connection=connection, serializer=MsgpackSerializer, **options)
         for lane in LANES
     }
+    for rq_queue in lanes.values():
+        rq_queue.redis_server_version = REDIS_VERSION_FLOOR
+    return lanes

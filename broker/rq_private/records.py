@@ -79,15 +79,6 @@ def last_heartbeat(connection: Redis, worker_name: str) -> float | None:
     return str_to_date(raw).timestamp() if raw else None
 
 
-def knows_server_version(queue: Queue) -> bool:
-    return queue.redis_server_version is not None
-
-
-def set_server_version(queue: Queue, version: str) -> None:
-    """What rq's enqueue would otherwise ask Redis itself (INFO), for a queue that only builds jobs."""
-    queue.redis_server_version = tuple(int(part) for part in version.split(".")[:3])  # type: ignore[assignment]
-
-
 def cancel_jobs(connection: Redis, job_ids: list[str], *, started: bool = False) -> int:
     """Cancel (rq's own cancel: out of the queue or the started registry, into its canceled registry) the
     jobs no worker has started yet, and with `started` those running too (their worker drops them at its
