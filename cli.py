@@ -9,12 +9,14 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from embedq.broker.lanes import LANES
 from embedq.config.settings import ClientSettings
-from embedq.errors import EmbedqError
+from embedq.errors import EmbedqError, InvalidSettings
 from embedq.worker.supervisor.spawn import CONFIG_ERROR_EXIT
 
 if TYPE_CHECKING:
@@ -127,19 +129,24 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from embedq.errors import InvalidSettings
-
+@contextmanager
+def gateway_extra(command: str) -> Iterator[None]:
+    """Imports a command needs from the gateway extra: InvalidSettings saying how to install it."""
     try:
+        yield
+    except ImportError as error:
+        raise InvalidSettings(
+            f"embedq {command} needs the gateway extra: pip install 'embedq[gateway]' ({error})"
+        ) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    with gateway_extra("serve"):
         import uvicorn
 
         from embedq.config.settings import GatewaySettings
         from embedq.gateway.app import create_app
         from embedq.gateway.connections import guarded_protocol
-    except ImportError as error:
-        raise InvalidSettings(
-            f"embedq serve needs the gateway extra: pip install 'embedq[gateway]' ({error})"
-        ) from None
     overrides = {key: value for key, value in (("http_host", args.host), ("http_port", args.port)) if value}
     settings = GatewaySettings.load(**overrides)
     uvicorn.run(
@@ -156,19 +163,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_batches(args: argparse.Namespace) -> int:
     import asyncio
 
-    from embedq.errors import BatchNotFound, InvalidSettings, QueueUnavailable
+    from embedq.errors import BatchNotFound, QueueUnavailable
 
-    try:
+    with gateway_extra("batches"):
         from redis.exceptions import RedisError
 
         from embedq.broker.connection import async_redis
         from embedq.config.settings import GatewaySettings
         from embedq.gateway.batch.batches import Batches
         from embedq.gateway.openai_shape import OpenAIError
-    except ImportError as error:
-        raise InvalidSettings(
-            f"embedq batches needs the gateway extra: pip install 'embedq[gateway]' ({error})"
-        ) from None
     settings = GatewaySettings.load()
 
     async def run() -> Any:
@@ -202,7 +205,6 @@ def cmd_batches(args: argparse.Namespace) -> int:
 
 
 def cmd_model_prepare(args: argparse.Namespace) -> int:
-    from embedq.errors import InvalidSettings
     from embedq.worker.model.export import default_source, prepare_default
 
     settings = _service_settings()
@@ -274,7 +276,12 @@ def cmd_model_info(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="embedq", description="Text embeddings behind a Redis job queue.")
     commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_fleet_commands, _gateway_commands, _client_commands, _model_commands):
+        add(commands)
+    return parser
 
+
+def _fleet_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     worker = commands.add_parser("worker", help="run one worker process on the configured queue")
     worker.add_argument("--name", help="worker name (default: host.pid)")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
@@ -290,6 +297,15 @@ def build_parser() -> argparse.ArgumentParser:
     supervise.add_argument("--workers", type=int, help="number of worker processes (default: EMBEDQ_WORKERS)")
     supervise.set_defaults(run=cmd_supervise)
 
+    demo = commands.add_parser("demo", help="Redis → model → workers → sample jobs → similarities and metrics")
+    demo.add_argument("--workers", type=int, default=2)
+    demo.add_argument(
+        "--serve", type=int, nargs="?", const=8000, metavar="PORT", help="then run the HTTP gateway until Ctrl-C"
+    )
+    demo.set_defaults(run=cmd_demo)
+
+
+def _gateway_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser("serve", help="the HTTP gateway: OpenAI's /v1/embeddings in front of the queue")
     serve.add_argument("--host", help="address to listen on (default: EMBEDQ_HTTP_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: EMBEDQ_HTTP_PORT, 8000)")
@@ -306,13 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("batch_id")
         sub.set_defaults(run=cmd_batches)
 
-    demo = commands.add_parser("demo", help="Redis → model → workers → sample jobs → similarities and metrics")
-    demo.add_argument("--workers", type=int, default=2)
-    demo.add_argument(
-        "--serve", type=int, nargs="?", const=8000, metavar="PORT", help="then run the HTTP gateway until Ctrl-C"
-    )
-    demo.set_defaults(run=cmd_demo)
 
+def _client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     embed = commands.add_parser("embed", help="enqueue texts, wait, print their vectors")
     embed.add_argument("texts", nargs="+")
     embed.add_argument("--json", action="store_true", help="print the full result as JSON")
@@ -341,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--queue", help="the queue to describe (default: EMBEDQ_QUEUE)")
     stats.set_defaults(run=cmd_stats)
 
+
+def _model_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     model = commands.add_parser("model", help="prepare, validate or describe the model directory")
     model_commands = model.add_subparsers(dest="model_command", required=True)
     prepare = model_commands.add_parser("prepare", help="export the default model to ONNX (once)")
@@ -363,7 +376,6 @@ def build_parser() -> argparse.ArgumentParser:
         sub = model_commands.add_parser(name, help=text)
         sub.add_argument("dir", nargs="?", help="model directory (default: EMBEDQ_MODEL_DIR)")
         sub.set_defaults(run=run)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -371,7 +383,6 @@ def main(argv: list[str] | None = None) -> int:
     line on stderr and exit 1 (2 for settings); anything else is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    from embedq.errors import InvalidSettings
 
     try:
         code: int = args.run(args)

@@ -7,15 +7,18 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -163,41 +166,78 @@ def api_route(path: str) -> str:
     return "other"
 
 
+@dataclass
+class Parts:
+    """What the gateway's routes share: its Redis clients and the objects built on them."""
+
+    connection: AsyncRedis
+    sync: Redis  # redis-py's client is thread-safe: /metrics, the status sampler and cancels share it
+    fleet: Fleet
+    metrics: CollectorRegistry
+    requests: Counter
+    abandoned: Counter
+    board: StatusBoard
+    files: Files
+    batches: Batches
+    driver: BatchDriver
+
+    @classmethod
+    def build(cls, settings: GatewaySettings) -> Parts:
+        connection = async_redis(settings, socket_connect_timeout=2, socket_timeout=10)
+        sync = sync_redis(settings, socket_connect_timeout=2, socket_timeout=10)
+        fleet = Fleet(settings, connection)
+        metrics, requests, abandoned = registry(sync)
+        retention = settings.files_retention.total_seconds()
+        files = Files(connection, DirectoryStore(settings.files_dir), retention, settings.files_quota_bytes)
+        batches = Batches(connection, retention)
+        driver = BatchDriver(settings, fleet, sync, files, batches)
+        return cls(connection, sync, fleet, metrics, requests, abandoned, StatusBoard(sync), files, batches, driver)
+
+
 def create_app(settings: GatewaySettings) -> Gate:
-    connection = async_redis(settings, socket_connect_timeout=2, socket_timeout=10)
-    sync = sync_redis(settings, socket_connect_timeout=2, socket_timeout=10)
-    fleet = Fleet(settings, connection)
-    metrics, requests, abandoned = registry(sync)
-    board = StatusBoard(sync)  # redis-py's client is thread-safe: /metrics and the sampler share it
-    retention = settings.files_retention.total_seconds()
-    files = Files(connection, DirectoryStore(settings.files_dir), retention, settings.files_quota_bytes)
-    batches = Batches(connection, retention)
-    driver = BatchDriver(settings, fleet, sync, files, batches)
+    """The FastAPI app (every route but the hot path) behind the Gate (keys, body limits, /v1/embeddings)."""
+    parts = Parts.build(settings)
+    app = FastAPI(title="embedq", lifespan=lifespan(settings, parts), docs_url=None, redoc_url=None, openapi_url=None)
+    answer_errors_in_openai_shape(app)
+    app.include_router(batch_api(settings, parts.files, parts.batches, parts.driver.wake))
+    app.include_router(fleet_routes(settings, parts))
+    embeddings = EmbeddingsEndpoint(settings, parts.fleet, parts.sync, parts.abandoned)
+    keys = [key.encode() for key in settings.api_keys]
+    limits = (settings.http_max_body_bytes, settings.files_max_bytes + MULTIPART_SLACK)
+    return Gate(app, embeddings, limits, keys, parts.requests)
+
+
+def lifespan(settings: GatewaySettings, parts: Parts) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Start-up warnings, the status sampler and the batch driver while the app runs; then close everything."""
 
     async def keep_sampling() -> None:
         """The page's chart needs history from before it was opened: sample the fleet all along."""
         while True:
             with suppress(RedisError):
-                await asyncio.to_thread(board.sample)
+                await asyncio.to_thread(parts.board.sample)
             await asyncio.sleep(SAMPLE_EVERY)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def running(_: FastAPI) -> AsyncIterator[None]:
         if not settings.api_keys:
             log.warning("embedq serve: EMBEDQ_API_KEYS is not set: /v1/ is open to anyone who can reach it")
         log.info("embedq serve: queue directory in Redis at %s", redact_url(settings.redis_url))
         with suppress(RedisError):  # Redis away at start-up: /ready says so
-            enforce(await asyncio.to_thread(eviction_risk, sync), False, "embedq serve")
+            enforce(await asyncio.to_thread(eviction_risk, parts.sync), False, "embedq serve")
         sampler = asyncio.create_task(keep_sampling())
-        driving = asyncio.create_task(driver.run())
+        driving = asyncio.create_task(parts.driver.run())
         yield
         sampler.cancel()
         driving.cancel()
-        await driver.aclose()
-        await fleet.aclose()
-        sync.close()
+        await parts.driver.aclose()
+        await parts.fleet.aclose()
+        parts.sync.close()
 
-    app = FastAPI(title="embedq", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    return running
+
+
+def answer_errors_in_openai_shape(app: FastAPI) -> None:
+    """Every error the app answers, in OpenAI's shape: its own, Redis', Starlette's and FastAPI's."""
 
     @app.exception_handler(OpenAIError)
     async def openai_error(_: Request, error: OpenAIError) -> JSONResponse:
@@ -220,29 +260,32 @@ def create_app(settings: GatewaySettings) -> Gate:
         where = ".".join(str(part) for part in problem["loc"][1:])
         return await openai_error(request, invalid(f"{where}: {problem['msg']}", where or None))
 
-    app.include_router(batch_api(settings, files, batches, driver.wake))
 
-    @app.get("/", response_class=HTMLResponse)
+def fleet_routes(settings: GatewaySettings, parts: Parts) -> APIRouter:
+    """The open routes (status page, health, readiness, metrics) and /v1/models."""
+    router = APIRouter()
+
+    @router.get("/", response_class=HTMLResponse)
     async def status_page() -> str:
         return STATUS_PAGE
 
-    @app.get("/status.json")
+    @router.get("/status.json")
     async def status_json() -> dict[str, Any]:
         try:
-            return await asyncio.to_thread(board.status)
+            return await asyncio.to_thread(parts.board.status)
         except RedisError as error:
             raise unavailable(error) from None
 
-    @app.get("/health")
+    @router.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready")
+    @router.get("/ready")
     async def ready() -> JSONResponse:
         try:
-            await connection.ping()
-            models = await fleet.models()
-            risk = await asyncio.to_thread(eviction_risk, sync)
+            await parts.connection.ping()
+            models = await parts.fleet.models()
+            risk = await asyncio.to_thread(eviction_risk, parts.sync)
         except RedisError as error:
             return JSONResponse({"ready": False, "redis": f"did not answer: {type(error).__name__}"}, status_code=503)
         served = {name: {"queue": m.queue, "live_workers": m.live} for name, m in models.items()}
@@ -251,18 +294,18 @@ def create_app(settings: GatewaySettings) -> Gate:
             return JSONResponse({**body, "ready": False, "redis": f"{risk} (EMBEDQ_REQUIRE_NOEVICTION=true)"}, 503)
         return JSONResponse({**body, "warning": risk} if risk else body)
 
-    @app.get("/metrics")
+    @router.get("/metrics")
     async def prometheus() -> Response:
         try:
-            text = await asyncio.to_thread(generate_latest, metrics)
+            text = await asyncio.to_thread(generate_latest, parts.metrics)
         except RedisError as error:
             raise OpenAIError(503, f"Redis did not answer: {type(error).__name__}", type="server_error") from None
         return Response(text, media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/models")
+    @router.get("/v1/models")
     async def list_models() -> dict[str, Any]:
         try:
-            models = await fleet.models()
+            models = await parts.fleet.models()
         except RedisError as error:
             raise unavailable(error) from None
         return {
@@ -270,7 +313,4 @@ def create_app(settings: GatewaySettings) -> Gate:
             "data": [{"id": name, "object": "model", "created": 0, "owned_by": "embedq"} for name in sorted(models)],
         }
 
-    embeddings = EmbeddingsEndpoint(settings, fleet, sync, abandoned)
-    keys = [key.encode() for key in settings.api_keys]
-    limits = (settings.http_max_body_bytes, settings.files_max_bytes + MULTIPART_SLACK)
-    return Gate(app, embeddings, limits, keys, requests)
+    return router

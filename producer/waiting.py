@@ -14,7 +14,7 @@ from embedq.broker.jobs import EmbedResult, job_lifetime, unpack_result
 from embedq.broker.rq_private.records import STATUS, entry_outcome, job_key, queue_key, result_stream_key
 from embedq.errors import JobFailed, JobLost, JobNotFound, JobTimeout
 from embedq.producer.enqueue import EnqueuePlan
-from embedq.producer.steps import Outage, Pause, Send, Steps
+from embedq.producer.steps import Command, Outage, Pause, Send, Steps
 
 Status = Literal["queued", "started", "finished", "failed", "unknown"]
 T = TypeVar("T")
@@ -137,20 +137,9 @@ def wait_steps(
     while pending := waiting.pending:
         remaining_ms = int((deadline - clock()) * 1000)
         if remaining_ms <= 0:
-            total = len(waiting.job_ids)
-            what = f"job {pending[0]}" if total == 1 else f"{len(pending)} of {total} jobs"
-            raise JobTimeout(
-                f"{what} did not finish within {timeout:g} s"
-                + (f" (Redis did not answer: {last_error})" if last_error else "")
-            )
+            raise _timed_out(waiting, timeout, last_error)
         streams = {result_stream_key(job_id): job_id for job_id in pending}
-        commands: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [submit.command()] if submit else []
-        if check:
-            commands = [("hmget", (job_key(job_id), STATUS, "origin"), {}) for job_id in pending]
-        block = max(1, min(remaining_ms, FIRST_SLICE_MS if check or submit else WAIT_SLICE_MS))
-        last = {stream: waiting.seen.get(job_id, "0-0") for stream, job_id in streams.items()}
-        commands.append(("xread", (last,), {"block": block, "count": 1}))
-        reply = yield Send(commands)
+        reply = yield Send(_round(waiting, streams, remaining_ms, check, submit))
         if isinstance(reply, Outage):
             if submit:  # not known to be enqueued: say so, as submit does
                 raise reply.unavailable()
@@ -163,42 +152,77 @@ def wait_steps(
             reply, submit = reply[1:], None
         *statuses, ended = reply
         news = {streams[_text(stream) or ""]: entries[-1] for stream, entries in ended or []}
-        confirm = []
-        for job_id, entry in news.items():
-            waiting.seen[job_id] = _text(entry[0]) or "0-0"
-            packed, _ = entry_outcome(job_id, entry)
-            if packed is not None:
-                waiting.results[job_id] = unpack_result(packed)
-            else:  # a failure, or an old one of a job re-queued since (`rq requeue`): ask its status
-                confirm.append(job_id)
+        confirm = _read_news(waiting, news)
         unlisted = []
         for job_id, (raw, origin) in zip(pending, statuses):
             if job_id not in news:
                 _check_status(job_id, raw, read=job_id not in waiting.seen)
                 if checked and _text(raw) == "queued" and origin:
                     unlisted.append((job_id, _text(origin) or ""))
-        if unlisted:  # queued for a whole slice: is it still in its queue? (the list first, then the status)
-            looks: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
-                ("lpos", (queue_key(origin), job_id), {}) for job_id, origin in unlisted
-            ]
-            reply = yield Send(looks + [("hget", (job_key(job_id), STATUS), {}) for job_id, _ in unlisted])
-            if not isinstance(reply, Outage):
-                for (job_id, origin), position, raw in zip(unlisted, reply, reply[len(unlisted) :]):
-                    if position is None and _text(raw) == "queued":
-                        raise JobLost(
-                            f"job {job_id} is queued but in no queue: Redis dropped it from {origin}'s list "
-                            "(evicted under a maxmemory-policy other than noeviction), so no worker will take it"
-                        )
+        if unlisted:
+            yield from _lost_steps(unlisted)
         checked = checked or check
         if confirm:
-            reply = yield Send(
-                [("hget", (job_key(job_id), STATUS), {}) for job_id in confirm]
-                + [("xrevrange", (result_stream_key(job_id), "+", "-"), {"count": 1}) for job_id in confirm]
-            )
-            if not isinstance(reply, Outage):
-                for job_id, raw, latest in zip(confirm, reply[: len(confirm)], reply[len(confirm) :]):
-                    if _STATUS.get(_text(raw) or "") == "failed":
-                        _, reason = entry_outcome(job_id, latest[0]) if latest else (None, None)
-                        raise JobFailed(job_id, reason or "job failed")
+            yield from _failed_steps(confirm)
         check = not news and not check  # a whole slice without news: are the jobs still there?
     return [waiting.results[job_id] for job_id in job_ids]
+
+
+def _timed_out(waiting: _Waiting, timeout: float, last_error: Exception | None) -> JobTimeout:
+    pending, total = waiting.pending, len(waiting.job_ids)
+    what = f"job {pending[0]}" if total == 1 else f"{len(pending)} of {total} jobs"
+    why = f" (Redis did not answer: {last_error})" if last_error else ""
+    return JobTimeout(f"{what} did not finish within {timeout:g} s{why}")
+
+
+def _round(
+    waiting: _Waiting, streams: dict[str, str], remaining_ms: int, check: bool, submit: EnqueuePlan | None
+) -> list[Command]:
+    """One round's commands: the submit or the statuses (in a check round), then the XREAD that waits."""
+    commands = [submit.command()] if submit else []
+    if check:
+        commands = [("hmget", (job_key(job_id), STATUS, "origin"), {}) for job_id in waiting.pending]
+    block = max(1, min(remaining_ms, FIRST_SLICE_MS if check or submit else WAIT_SLICE_MS))
+    last = {stream: waiting.seen.get(job_id, "0-0") for stream, job_id in streams.items()}
+    return [*commands, ("xread", (last,), {"block": block, "count": 1})]
+
+
+def _read_news(waiting: _Waiting, news: dict[str, tuple[bytes, dict[bytes, bytes]]]) -> list[str]:
+    """The results in the new entries kept; the jobs whose entry is a failure, to confirm by their status."""
+    confirm = []
+    for job_id, entry in news.items():
+        waiting.seen[job_id] = _text(entry[0]) or "0-0"
+        packed, _ = entry_outcome(job_id, entry)
+        if packed is not None:
+            waiting.results[job_id] = unpack_result(packed)
+        else:  # a failure, or an old one of a job re-queued since (`rq requeue`): ask its status
+            confirm.append(job_id)
+    return confirm
+
+
+def _lost_steps(unlisted: list[tuple[str, str]]) -> Steps[None]:
+    """Jobs queued for a whole slice: JobLost for one in no queue (the list read first, then the status)."""
+    looks: list[Command] = [("lpos", (queue_key(origin), job_id), {}) for job_id, origin in unlisted]
+    reply = yield Send(looks + [("hget", (job_key(job_id), STATUS), {}) for job_id, _ in unlisted])
+    if isinstance(reply, Outage):
+        return
+    for (job_id, origin), position, raw in zip(unlisted, reply, reply[len(unlisted) :]):
+        if position is None and _text(raw) == "queued":
+            raise JobLost(
+                f"job {job_id} is queued but in no queue: Redis dropped it from {origin}'s list "
+                "(evicted under a maxmemory-policy other than noeviction), so no worker will take it"
+            )
+
+
+def _failed_steps(confirm: list[str]) -> Steps[None]:
+    """JobFailed for the first of these jobs whose status says failed, with the reason its entry gives."""
+    reply = yield Send(
+        [("hget", (job_key(job_id), STATUS), {}) for job_id in confirm]
+        + [("xrevrange", (result_stream_key(job_id), "+", "-"), {"count": 1}) for job_id in confirm]
+    )
+    if isinstance(reply, Outage):
+        return
+    for job_id, raw, latest in zip(confirm, reply[: len(confirm)], reply[len(confirm) :]):
+        if _STATUS.get(_text(raw) or "") == "failed":
+            _, reason = entry_outcome(job_id, latest[0]) if latest else (None, None)
+            raise JobFailed(job_id, reason or "job failed")

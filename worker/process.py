@@ -322,6 +322,45 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def ready_encoder(settings: Settings, name: str) -> tuple[Encoder, dict[str, str]]:
+    """The model loaded and warmed up, and the facts `embedq stats` shows of this worker."""
+    started = time.perf_counter()
+    encoder = Encoder.from_settings(settings)
+    encoder.encode(["warm-up"])  # the first run optimizes the graph and allocates; keep that off the first job
+    load_s = time.perf_counter() - started
+    threads = settings.threads_per_worker()
+    providers = ",".join(encoder.providers)
+    log.info(
+        "worker %s: %s (dim %d, max %d tokens, %s pooling) ready in %.1f s on %s, %d intra-op threads",
+        *(name, encoder.spec.name, encoder.dim, encoder.max_length, encoder.pooling, load_s, providers, threads),
+    )
+    facts = {
+        "pid": str(os.getpid()),
+        "queue": settings.queue,
+        "host": socket.gethostname(),
+        "model": encoder.spec.name,
+        "dim": str(encoder.dim),
+        "providers": providers,
+        "threads": str(threads),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load_seconds": f"{load_s:.2f}",
+    }
+    return encoder, facts
+
+
+def join_the_queue(
+    connection: Redis, settings: Settings, encoder: Encoder, name: str, worker_ttl: int, *, read_policy: bool
+) -> None:
+    """Before serving (again): Redis answers, keeps every key (EvictionRisk, a settings error, under
+    REQUIRE_NOEVICTION), the queue serves this model (ModelConflict), and what a previous life of this
+    process left when it lost Redis mid-pass is handed back."""
+    connection.ping()
+    if read_policy:
+        check_eviction(connection, settings.require_noeviction, f"worker {name}")
+    claim_queue(connection, settings.queue, encoder.spec.name, encoder.dim, worker_ttl)
+    bury_worker(connection, name, "its worker lost Redis", settings.queue)
+
+
 def run_worker(
     settings: Settings,
     *,
@@ -338,35 +377,9 @@ def run_worker(
     other than that."""
     name = name or default_worker_name()
     beating = Beat(beat) if beat else None  # before the model loads: a slow load is not a hang
-    started = time.perf_counter()
-    encoder = Encoder.from_settings(settings)
-    encoder.encode(["warm-up"])  # the first run optimizes the graph and allocates; keep that off the first job
-    load_s = time.perf_counter() - started
-    threads = settings.threads_per_worker()
-    log.info(
-        "worker %s: %s (dim %d, max %d tokens, %s pooling) ready in %.1f s on %s, %d intra-op threads",
-        name,
-        encoder.spec.name,
-        encoder.dim,
-        encoder.max_length,
-        encoder.pooling,
-        load_s,
-        ",".join(encoder.providers),
-        threads,
-    )
+    encoder, facts = ready_encoder(settings, name)
     stop = threading.Event()
     connection = connect(settings, stop)
-    facts = {
-        "pid": str(os.getpid()),
-        "queue": settings.queue,
-        "host": socket.gethostname(),
-        "model": encoder.spec.name,
-        "dim": str(encoder.dim),
-        "providers": ",".join(encoder.providers),
-        "threads": str(threads),
-        "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        "load_seconds": f"{load_s:.2f}",
-    }
     tasks.EmbedJob.configure(settings.limits)
     worker_ttl = max(WORKER_TTL, settings.job_timeout)  # no heartbeat while a pass runs
     backoff = RedisBackoff(f"worker {name}", stop)
@@ -378,13 +391,8 @@ def run_worker(
         began, worker = time.monotonic(), None
         try:
             with stop_on_signals(stop):
-                connection.ping()
-                if not policy_read:  # EvictionRisk (a settings error: exit 2) under REQUIRE_NOEVICTION
-                    check_eviction(connection, settings.require_noeviction, f"worker {name}")
-                    policy_read = True
-                claim_queue(connection, settings.queue, encoder.spec.name, encoder.dim, worker_ttl)
-                # A previous life of this process (Redis lost mid-pass) may have left jobs and a record behind.
-                bury_worker(connection, name, "its worker lost Redis", settings.queue)
+                join_the_queue(connection, settings, encoder, name, worker_ttl, read_policy=not policy_read)
+                policy_read = True
             if stop.is_set():
                 break
             worker = EmbedWorker(

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.types import Scope
 
 from embedq.config.settings import GatewaySettings
@@ -67,48 +67,65 @@ def check_metadata(metadata: Any) -> dict[str, str] | None:
     return metadata
 
 
+def checked_upload(form: FormData, max_bytes: int) -> tuple[UploadFile, str]:
+    """The uploaded file and its name; OpenAIError for a wrong purpose, no file, too many bytes or a long name."""
+    purpose, upload = form.get("purpose"), form.get("file")
+    if purpose != "batch":
+        raise invalid(f"'purpose' must be 'batch' (the Batch API's input), got {shown(purpose)}", "purpose")
+    if not isinstance(upload, UploadFile):
+        raise invalid("'file' is required: the batch's input, one JSON request a line (JSONL)", "file")
+    size = upload.size or 0
+    if size > max_bytes:
+        raise OpenAIError(
+            413,
+            f"the file has {size} bytes; at most {max_bytes} (FILES_MAX_BYTES)",
+            param="file",
+            code="file_too_large",
+        )
+    filename = upload.filename or "input.jsonl"
+    if len(filename.encode()) > MAX_FILENAME:
+        raise invalid(f"the file's name has {len(filename.encode())} bytes; at most {MAX_FILENAME}", "file")
+    return upload, filename
+
+
+async def store_upload(files: Files, upload: UploadFile, filename: str, who: str) -> dict[str, Any]:
+    """The file kept under the key's quota, or nothing kept at all (507 when the store is full)."""
+    file_id, size = files.new_id(), upload.size or 0
+    await files.reserve(file_id, size, who)
+    try:
+        upload.file.seek(0)
+        stored = await asyncio.to_thread(files.store.write, Files.object_name(file_id), read_chunks(upload.file))
+        return await files.add(file_id, stored, filename, "batch", who)
+    except BaseException as error:
+        await files.release(file_id, who)
+        if isinstance(error, OSError) and error.errno in FULL_DISK:
+            raise OpenAIError(
+                507,
+                "the gateway's file store is full; nothing was kept: try again later",
+                type="server_error",
+                param="file",
+                code="insufficient_storage",
+            ) from None
+        raise
+
+
 def batch_api(settings: GatewaySettings, files: Files, batches: Batches, wake: Callable[[], None]) -> APIRouter:
-    """The routes; `wake` is called when a batch is created (this replica's driver looks at once)."""
+    """The Batch API's routes; `wake` is called when a batch is created (this replica's driver looks at once)."""
+    router = APIRouter()
+    router.include_router(file_routes(settings, files))
+    router.include_router(batch_routes(settings, files, batches, wake))
+    return router
+
+
+def file_routes(settings: GatewaySettings, files: Files) -> APIRouter:
     router = APIRouter()
 
     @router.post("/v1/files")
     async def upload(request: Request) -> dict[str, Any]:
         form = await request.form(max_files=1, max_fields=8)
         try:
-            purpose, upload = form.get("purpose"), form.get("file")
-            if purpose != "batch":
-                raise invalid(f"'purpose' must be 'batch' (the Batch API's input), got {shown(purpose)}", "purpose")
-            if not isinstance(upload, UploadFile):
-                raise invalid("'file' is required: the batch's input, one JSON request a line (JSONL)", "file")
-            size = upload.size or 0
-            if size > settings.files_max_bytes:
-                raise OpenAIError(
-                    413,
-                    f"the file has {size} bytes; at most {settings.files_max_bytes} (FILES_MAX_BYTES)",
-                    param="file",
-                    code="file_too_large",
-                )
-            filename = upload.filename or "input.jsonl"
-            if len(filename.encode()) > MAX_FILENAME:
-                raise invalid(f"the file's name has {len(filename.encode())} bytes; at most {MAX_FILENAME}", "file")
-            file_id, who = files.new_id(), owner(request)
-            await files.reserve(file_id, size, who)
-            try:
-                upload.file.seek(0)
-                name = Files.object_name(file_id)
-                stored = await asyncio.to_thread(files.store.write, name, read_chunks(upload.file))
-                return await files.add(file_id, stored, filename, "batch", who)
-            except BaseException as error:
-                await files.release(file_id, who)
-                if isinstance(error, OSError) and error.errno in FULL_DISK:
-                    raise OpenAIError(
-                        507,
-                        "the gateway's file store is full; nothing was kept: try again later",
-                        type="server_error",
-                        param="file",
-                        code="insufficient_storage",
-                    ) from None
-                raise
+            upload, filename = checked_upload(form, settings.files_max_bytes)
+            return await store_upload(files, upload, filename, owner(request))
         finally:
             await form.close()
 
@@ -132,22 +149,34 @@ def batch_api(settings: GatewaySettings, files: Files, batches: Batches, wake: C
     async def delete_file(request: Request, file_id: str) -> dict[str, Any]:
         return await files.delete(file_id, owner(request))
 
+    return router
+
+
+def checked_create(body: Any) -> tuple[str, dict[str, str] | None]:
+    """The input file's id and the metadata of a POST /v1/batches body; OpenAIError naming what is wrong."""
+    if not isinstance(body, dict):
+        raise invalid("the request body must be a JSON object")
+    if body.get("endpoint") != ENDPOINT:
+        raise invalid(f"'endpoint' must be {ENDPOINT} (embedq serves embeddings only)", "endpoint")
+    if body.get("completion_window") != COMPLETION_WINDOW:
+        raise invalid(f"'completion_window' must be {COMPLETION_WINDOW!r}", "completion_window")
+    metadata = check_metadata(body.get("metadata"))
+    input_file_id = body.get("input_file_id")
+    if not isinstance(input_file_id, str) or not input_file_id:
+        raise invalid("'input_file_id' is required (the id POST /v1/files returned)", "input_file_id")
+    return input_file_id, metadata
+
+
+def batch_routes(settings: GatewaySettings, files: Files, batches: Batches, wake: Callable[[], None]) -> APIRouter:
+    router = APIRouter()
+
     @router.post("/v1/batches")
     async def create_batch(request: Request) -> dict[str, Any]:
         try:
             body = await request.json()
         except ValueError:
             raise invalid("the request body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise invalid("the request body must be a JSON object")
-        if body.get("endpoint") != ENDPOINT:
-            raise invalid(f"'endpoint' must be {ENDPOINT} (embedq serves embeddings only)", "endpoint")
-        if body.get("completion_window") != COMPLETION_WINDOW:
-            raise invalid(f"'completion_window' must be {COMPLETION_WINDOW!r}", "completion_window")
-        metadata = check_metadata(body.get("metadata"))
-        input_file_id = body.get("input_file_id")
-        if not isinstance(input_file_id, str) or not input_file_id:
-            raise invalid("'input_file_id' is required (the id POST /v1/files returned)", "input_file_id")
+        input_file_id, metadata = checked_create(body)
         who = owner(request)
         record = await files.record(input_file_id, who)
         if record.get("purpose") != "batch":
