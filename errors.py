@@ -1,5 +1,9 @@
 """The named errors a producer sees. All derive from EmbedqError."""
 
+from __future__ import annotations
+
+from dataclasses import dataclass
+
 
 class EmbedqError(Exception):
     """Base class of every error embedq raises on purpose."""
@@ -19,8 +23,30 @@ class RedisTLSFailed(InvalidSettings):
     client certificate missing or refused): a setting to fix, not an outage."""
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Which text of a job broke which rule, as data that travels between processes (a worker's refusal
+    reaches the gateway this way, never as text to parse): `code` names the rule (TEXT_RULES), `index`
+    the text in its job, `limit` the limit it passed, `found` what it had instead (a count, a type's name,
+    a position)."""
+
+    code: str
+    index: int
+    limit: int | None = None
+    found: int | str | None = None
+
+
+# The rules a single text can break, by Refusal.code.
+TEXT_RULES = ("not_a_string", "empty_text", "too_many_characters", "invalid_unicode", "too_many_tokens")
+
+
 class InvalidInput(EmbedqError, ValueError):
-    """A request breaks the job schema or a configured limit; nothing was enqueued."""
+    """A request breaks the job schema or a configured limit; nothing was enqueued. `refusal`: which text
+    and rule, when one text is to blame."""
+
+    def __init__(self, message: str, refusal: Refusal | None = None):
+        super().__init__(message)
+        self.refusal = refusal
 
 
 class QueueFull(EmbedqError):
@@ -37,12 +63,14 @@ class RedisOutOfMemory(QueueUnavailable):
 
 
 class JobFailed(EmbedqError):
-    """The job ended in failure; `reason` holds the worker's explanation."""
+    """The job ended in failure; `reason` holds the worker's explanation, and `refusal` which text and
+    rule when the worker refused one text of it."""
 
-    def __init__(self, job_id: str, reason: str):
+    def __init__(self, job_id: str, reason: str, refusal: Refusal | None = None):
         super().__init__(f"job {job_id} failed: {reason}")
         self.job_id = job_id
         self.reason = reason
+        self.refusal = refusal
 
 
 class JobTimeout(EmbedqError, TimeoutError):

@@ -14,7 +14,7 @@ import msgpack
 import numpy as np
 
 from embedq.config.settings import Limits
-from embedq.errors import InvalidInput
+from embedq.errors import TEXT_RULES, InvalidInput, Refusal
 
 EMBED_TASK = "embedq.worker.tasks.embed"  # the function every queued job names (a wire contract)
 PAYLOAD_VERSION = 1
@@ -113,7 +113,7 @@ def validate_request(
             "split it with submit_many"
         )
     for index, text in enumerate(texts):
-        _check_text(f"texts[{index}]", text, limits.max_chars_per_text)
+        _check_text(f"texts[{index}]", text, limits.max_chars_per_text, index)
     if instruction is not None:
         _check_text("instruction", instruction, limits.max_chars_per_text)
     if not isinstance(normalize, bool):
@@ -134,17 +134,39 @@ def validate_batches(batches: Sequence[Any], *, limits: Limits, **options: Any) 
     return [validate_request(batch, limits=limits, **options) for batch in batches]
 
 
-def _check_text(name: str, text: Any, max_chars: int) -> None:
+def _check_text(name: str, text: Any, max_chars: int, index: int | None = None) -> None:
+    """`index`: the text's place in its job, given for texts (their refusal says which), not options."""
+
+    def refused(message: str, code: str, limit: int | None = None, found: int | str | None = None) -> InvalidInput:
+        return InvalidInput(message, None if index is None else Refusal(code, index, limit, found))
+
     if not isinstance(text, str):
-        raise InvalidInput(f"{name} must be a str, got {type(text).__name__}")
+        found = type(text).__name__
+        raise refused(f"{name} must be a str, got {found}", "not_a_string", found=found)
     if not text.strip():
-        raise InvalidInput(f"{name} is empty or whitespace only; there is nothing to embed")
+        raise refused(f"{name} is empty or whitespace only; there is nothing to embed", "empty_text")
     if len(text) > max_chars:
-        raise InvalidInput(f"{name} has {len(text)} characters, more than MAX_CHARS_PER_TEXT={max_chars}")
+        message = f"{name} has {len(text)} characters, more than MAX_CHARS_PER_TEXT={max_chars}"
+        raise refused(message, "too_many_characters", max_chars, len(text))
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as error:
-        raise InvalidInput(f"{name} is not valid Unicode (lone surrogate at position {error.start})") from None
+        message = f"{name} is not valid Unicode (lone surrogate at position {error.start})"
+        raise refused(message, "invalid_unicode", found=error.start) from None
+
+
+def pack_refusal(refusal: Refusal) -> bytes:
+    """A refusal as a failed job carries it (REFUSAL_FIELD of its hash)."""
+    return MsgpackSerializer.dumps([refusal.code, refusal.index, refusal.limit, refusal.found])
+
+
+def unpack_refusal(raw: bytes | None) -> Refusal | None:
+    """The refusal a failed job carries; None for none, or for one this version cannot read."""
+    try:
+        code, index, limit, found = MsgpackSerializer.loads(raw) if raw else (None, None, None, None)
+    except (ValueError, TypeError):
+        return None
+    return Refusal(code, index, limit, found) if code in TEXT_RULES and isinstance(index, int) else None
 
 
 @dataclass

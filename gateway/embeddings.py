@@ -7,7 +7,6 @@ ones too (their workers drop them at the next micro-batch)."""
 from __future__ import annotations
 
 import asyncio
-import re
 
 import orjson
 from prometheus_client import Counter
@@ -25,6 +24,7 @@ from embedq.gateway.openai_shape import (
     OpenAIError,
     invalid,
     parse_request,
+    refused,
     response,
     send_json,
     shown,
@@ -120,14 +120,7 @@ async def disconnected(receive: Receive) -> None:
 
 def failed(error: JobFailed, job_ids: list[str], step: int) -> OpenAIError:
     """A text the worker refused (over the model's length with truncation off) is a 400 naming its
-    index in the request; anything else a worker could not do is a 500."""
-    refused = re.search(r"texts\[(\d+)\] has more than the model's maximum of (\d+) tokens", error.reason)
-    if refused and error.job_id in job_ids:
-        index = job_ids.index(error.job_id) * step + int(refused.group(1))
-        return invalid(
-            f"input[{index}] is longer than the model's maximum of {refused.group(2)} tokens and "
-            "EMBEDQ_HTTP_TRUNCATE=false",
-            "input",
-            "input_too_long",
-        )
+    index in the request (jobs of `step` texts); anything else a worker could not do is a 500."""
+    if error.refusal is not None and error.job_id in job_ids:
+        return refused(error.refusal, job_ids.index(error.job_id) * step + error.refusal.index)
     return OpenAIError(500, f"a worker could not embed the input: {error.reason}", type="server_error")

@@ -11,7 +11,7 @@ import orjson
 from starlette.types import Send
 
 from embedq.broker.jobs import EmbedResult
-from embedq.errors import RedisOutOfMemory
+from embedq.errors import RedisOutOfMemory, Refusal
 
 ENCODINGS = ("float", "base64")
 RETRY_AFTER = "1"  # seconds, when the queue is full or Redis did not answer
@@ -57,6 +57,22 @@ def unavailable(error: Exception) -> OpenAIError:
 
 def invalid(message: str, param: str | None = None, code: str | None = None) -> OpenAIError:
     return OpenAIError(400, message, param=param, code=code)
+
+
+def refused(refusal: Refusal, index: int) -> OpenAIError:
+    """400 for a text a worker or the gateway refused: `index` is its place in the request's input."""
+    subject = f"input[{index}]"
+    messages = {
+        "not_a_string": f"{subject} is {refusal.found}, not a string",
+        "empty_text": f"{subject} is empty or whitespace only; there is nothing to embed",
+        "too_many_characters": f"{subject} has {refusal.found} characters, "
+        f"more than MAX_CHARS_PER_TEXT={refusal.limit}",
+        "invalid_unicode": f"{subject} is not valid Unicode (lone surrogate at position {refusal.found})",
+        "too_many_tokens": f"{subject} is longer than the model's maximum of {refusal.limit} tokens and "
+        "EMBEDQ_HTTP_TRUNCATE=false",
+    }
+    code = "input_too_long" if refusal.code == "too_many_tokens" else None
+    return invalid(messages.get(refusal.code, f"{subject} was refused ({refusal.code})"), "input", code)
 
 
 def parse_request(body: Any, max_inputs: int) -> tuple[list[str], str, str, int | None]:

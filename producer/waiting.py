@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from embedq.broker.jobs import EmbedResult, job_lifetime, unpack_result
-from embedq.broker.rq_private.records import STATUS, entry_outcome, job_key, queue_key, result_stream_key
+from embedq.broker.jobs import EmbedResult, job_lifetime, unpack_refusal, unpack_result
+from embedq.broker.rq_private.records import REFUSAL_FIELD, STATUS, entry_outcome, job_key, queue_key, result_stream_key
 from embedq.errors import JobFailed, JobLost, JobNotFound, JobTimeout
 from embedq.producer.enqueue import EnqueuePlan
 from embedq.producer.steps import Command, Outage, Pause, Send, Steps
@@ -75,11 +75,11 @@ def _not_found(job_id: str, finished: bool = False) -> JobNotFound:
 
 def result_steps(job_id: str) -> Steps[EmbedResult | None]:
     """The result if the job finished, None while it is queued or running; JobFailed / JobNotFound. One round trip."""
-    raw, latest = _answered(
+    (raw, refusal), latest = _answered(
         (
             yield Send(
                 [
-                    ("hget", (job_key(job_id), STATUS), {}),
+                    ("hmget", (job_key(job_id), STATUS, REFUSAL_FIELD), {}),
                     ("xrevrange", (result_stream_key(job_id), "+", "-"), {"count": 1}),
                 ]
             )
@@ -90,7 +90,7 @@ def result_steps(job_id: str) -> Steps[EmbedResult | None]:
     if status == "finished" and packed is not None:
         return unpack_result(packed)
     if status == "failed":
-        raise JobFailed(job_id, reason or f"job ended with status {_text(raw)}")
+        raise JobFailed(job_id, reason or f"job ended with status {_text(raw)}", unpack_refusal(refusal))
     if status in ("unknown", "finished"):
         raise _not_found(job_id, finished=status == "finished")
     return None
@@ -217,12 +217,12 @@ def _lost_steps(unlisted: list[tuple[str, str]]) -> Steps[None]:
 def _failed_steps(confirm: list[str]) -> Steps[None]:
     """JobFailed for the first of these jobs whose status says failed, with the reason its entry gives."""
     reply = yield Send(
-        [("hget", (job_key(job_id), STATUS), {}) for job_id in confirm]
+        [("hmget", (job_key(job_id), STATUS, REFUSAL_FIELD), {}) for job_id in confirm]
         + [("xrevrange", (result_stream_key(job_id), "+", "-"), {"count": 1}) for job_id in confirm]
     )
     if isinstance(reply, Outage):
         return
-    for job_id, raw, latest in zip(confirm, reply[: len(confirm)], reply[len(confirm) :]):
+    for job_id, (raw, refusal), latest in zip(confirm, reply[: len(confirm)], reply[len(confirm) :]):
         if _STATUS.get(_text(raw) or "") == "failed":
             _, reason = entry_outcome(job_id, latest[0]) if latest else (None, None)
-            raise JobFailed(job_id, reason or "job failed")
+            raise JobFailed(job_id, reason or "job failed", unpack_refusal(refusal))

@@ -6,9 +6,11 @@ import fakeredis
 import pytest
 
 from embedq import ClientSettings, EmbedClient, InvalidInput, InvalidSettings, QueueFull
-from embedq.broker.jobs import EmbedRequest
+from embedq.broker.jobs import EmbedRequest, pack_refusal, unpack_refusal, validate_request
 from embedq.config import Settings
 from embedq.config.settings import Limits
+from embedq.errors import Refusal
+from embedq.gateway.openai_shape import refused as openai_refused
 
 pytestmark = pytest.mark.unit
 
@@ -100,3 +102,28 @@ def test_settings_come_from_the_environment(monkeypatch):
     assert settings.providers == ("CoreMLExecutionProvider", "CPUExecutionProvider")
     assert settings.workers == 4
     assert settings.threads_per_worker() == max(1, (os.cpu_count() or 1) // 4)
+
+
+@pytest.mark.parametrize(
+    ("texts", "refusal"),
+    [
+        (["ok", 7], Refusal("not_a_string", 1, None, "int")),
+        (["ok", "fine", " "], Refusal("empty_text", 2)),
+        (["x" * 21], Refusal("too_many_characters", 0, 20, 21)),
+        (["ok", "lone \ud800"], Refusal("invalid_unicode", 1, None, 5)),
+    ],
+)
+def test_a_refused_text_says_which_one_and_which_rule_as_data_that_survives_the_trip(texts, refusal):
+    with pytest.raises(InvalidInput) as refused:
+        validate_request(texts, limits=Limits(max_texts_per_job=3, max_chars_per_text=20))
+    assert refused.value.refusal == refusal
+    assert unpack_refusal(pack_refusal(refusal)) == refusal  # as a failed job carries it to the waiter
+    answer = openai_refused(refusal, 40 + refusal.index).body()["error"]
+    assert answer["message"].startswith(f"input[{40 + refusal.index}] ") and answer["param"] == "input"
+
+
+def test_an_option_breaking_a_rule_blames_no_text_and_an_unreadable_refusal_reads_as_none():
+    with pytest.raises(InvalidInput) as refused:
+        validate_request(["ok"], instruction="", limits=Limits(max_texts_per_job=3, max_chars_per_text=20))
+    assert refused.value.refusal is None
+    assert unpack_refusal(b"\xc1") is None and unpack_refusal(pack_refusal(Refusal("no_such_rule", 0))) is None

@@ -25,7 +25,7 @@ from embedq.broker.connection import redis_answers
 from embedq.broker.eviction import check_eviction
 from embedq.broker.failures import misconfigured
 from embedq.broker.histograms import TIMINGS, timing_increments
-from embedq.broker.jobs import EmbedRequest, EmbedResult, MsgpackSerializer, pack_result
+from embedq.broker.jobs import EmbedRequest, EmbedResult, MsgpackSerializer, pack_refusal, pack_result
 from embedq.broker.keys import (
     WORKER_FACTS_TTL,
     claimed_key,
@@ -38,6 +38,7 @@ from embedq.broker.keys import (
 from embedq.broker.rq_private import Job, JobStatus, JobTimeoutException, Queue
 from embedq.broker.rq_private.pass_worker import Claim, Done, PassWorker
 from embedq.broker.rq_private.queues import lane_queues
+from embedq.broker.rq_private.records import REFUSAL_FIELD
 from embedq.config import Settings
 from embedq.errors import InvalidInput
 from embedq.worker import tasks
@@ -305,6 +306,14 @@ class EmbedWorker(PassWorker):
 
     def on_death(self) -> None:
         self.connection.delete(worker_key(self.name))
+
+    def fail_job(self, job: Job, claim: Claim, exc_info: Any) -> None:
+        """As rq fails a job; a refusal of one of its texts is kept with it, as data for whoever waits."""
+        error = exc_info[1]
+        if isinstance(error, InvalidInput) and error.refusal is not None:
+            with suppress(RedisError):  # the reason in rq's record still says it
+                self.connection.hset(job.key, REFUSAL_FIELD, pack_refusal(error.refusal))
+        super().fail_job(job, claim, exc_info)
 
     def on_job_failure(self, job: Job) -> None:
         with suppress(RedisError):  # rq's own failure bookkeeping after this logs the outage

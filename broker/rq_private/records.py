@@ -39,6 +39,8 @@ def enqueue_commands(queue: Queue, datas: list[Any]) -> tuple[list[str], list[li
 STATUS = "status"  # the field of rq's job hash that holds its status
 
 
+# A failed job's refusal (jobs.pack_refusal), beside rq's own fields in its hash: which text broke which rule.
+REFUSAL_FIELD = "embedq_refusal"
 RESULT_FIELD = "embedq"  # embedq's packed result, beside rq's own fields in a success entry
 
 

@@ -38,7 +38,7 @@ from embedq.gateway.batch.input_file import (
 )
 from embedq.gateway.embeddings import failed
 from embedq.gateway.fleet import Fleet, ServedModel
-from embedq.gateway.openai_shape import OpenAIError, embeddings_body, invalid
+from embedq.gateway.openai_shape import OpenAIError, embeddings_body, invalid, refused
 
 log = logging.getLogger(__name__)
 
@@ -441,7 +441,7 @@ class BatchRun:
             try:
                 validate_request([text], limits=limits)
             except InvalidInput as error:
-                raise invalid(str(error).replace("texts[0]", f"input[{index}]"), "input") from None
+                raise refused(error.refusal, index) if error.refusal else invalid(str(error), "input") from None
         return texts, encoding, dimensions
 
     async def embed(

@@ -14,7 +14,7 @@ from tokenizers import Tokenizer
 
 from embedq.broker.jobs import EmbedRequest
 from embedq.config import Settings
-from embedq.errors import InvalidInput
+from embedq.errors import InvalidInput, Refusal
 from embedq.worker.model.pooling import POOLERS, truncate
 from embedq.worker.model.providers import ProviderList, choose_providers
 from embedq.worker.model.spec import ModelError, ModelSpec, load_spec
@@ -168,7 +168,8 @@ class Encoder:
             if not request.truncate and truncated[start:end].any():
                 index = int(np.flatnonzero(truncated[start:end])[0])
                 raise InvalidInput(
-                    f"texts[{index}] has more than the model's maximum of {self.max_length} tokens, and truncate=False"
+                    f"texts[{index}] has more than the model's maximum of {self.max_length} tokens, and truncate=False",
+                    Refusal("too_many_tokens", index, self.max_length),
                 )
             t0 = time.perf_counter()
             vectors = truncate(pooled[start:end], request.dimensions, request.normalize)
