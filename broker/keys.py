@@ -15,9 +15,9 @@ def worker_key(name: str) -> str:
     return f"{KEY_PREFIX}worker:{name}"
 
 
-def claimed_key(worker_name: str) -> str:
+def held_key(worker_name: str) -> str:
     """The jobs a worker's current pass holds (`job_id:pass_id`), so they can be handed back if it dies."""
-    return f"{KEY_PREFIX}claimed:{worker_name}"
+    return f"{KEY_PREFIX}claimed:{worker_name}"  # a contract: running fleets read it
 
 
 def doorbell_key(queue: str) -> str:

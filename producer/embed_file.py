@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from embedq.broker.lanes import Priority
+from embedq.broker.lanes import Lane
 from embedq.errors import InvalidInput
 from embedq.producer.client import EmbedClient
 
@@ -48,7 +48,7 @@ def embed_file(
     in_flight: int = 32,
     timeout: float = 300.0,
     progress: bool = True,
-    priority: Priority = "bulk",
+    priority: Lane = "bulk",
 ) -> np.ndarray:
     """Embed every text of `source` in order and save them as float32 (n, dim) to `out`. Jobs of
     `batch_size` texts go to the bulk lane by default, `in_flight` of them queued at any time."""

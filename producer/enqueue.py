@@ -12,7 +12,7 @@ from typing import Any, TypedDict
 
 from embedq.broker.jobs import EMBED_TASK, EmbedRequest, new_job_id, validate_batches
 from embedq.broker.keys import doorbell_key, model_key
-from embedq.broker.lanes import Priority, check_priority
+from embedq.broker.lanes import Lane, check_lane
 from embedq.broker.rq_private import Queue, Retry
 from embedq.broker.rq_private.records import enqueue_commands, result_stream_key
 from embedq.broker.scripts import load
@@ -64,21 +64,21 @@ class SubmitOptions(TypedDict, total=False):
     normalize: bool
     dimensions: int | None
     prompt_name: str | None
-    priority: Priority
+    priority: Lane
     truncate: bool
 
 
 def plan_submit(
-    lanes: Mapping[Priority, Queue], settings: ClientSettings, batches: Sequence[Any], options: SubmitOptions
+    lanes: Mapping[Lane, Queue], settings: ClientSettings, batches: Sequence[Any], options: SubmitOptions
 ) -> EnqueuePlan:
     """Check every batch and the priority (InvalidInput), then plan their enqueue in the lane's queue (no I/O)."""
     wanted = dict(options)
-    lane = check_priority(wanted.pop("priority", "interactive"))
+    lane = check_lane(wanted.pop("priority", "interactive"))
     requests = validate_batches(batches, limits=settings.limits, **wanted)
     return plan_enqueue(lanes[lane], settings, requests, lane)
 
 
-def plan_enqueue(queue: Queue, settings: ClientSettings, requests: list[EmbedRequest], lane: Priority) -> EnqueuePlan:
+def plan_enqueue(queue: Queue, settings: ClientSettings, requests: list[EmbedRequest], lane: Lane) -> EnqueuePlan:
     """`queue`: the lane's rq queue (protocol.lane_queue)."""
     retry = Retry(max=settings.retries) if settings.retries else None
     datas = [
@@ -90,7 +90,7 @@ def plan_enqueue(queue: Queue, settings: ClientSettings, requests: list[EmbedReq
             failure_ttl=settings.result_ttl,
             retry=retry,
             description=f"embed {len(request.texts)} texts",
-            meta={"texts": len(request.texts)},  # read by the worker's claim, which sizes passes by texts
+            meta={"texts": len(request.texts)},  # read by take_pass.lua, which sizes passes by texts
             job_id=new_job_id(settings.result_ttl),
         )
         for request in requests

@@ -11,7 +11,7 @@ from redis import Redis
 
 from embedq.broker.eviction import eviction_risk
 from embedq.broker.histograms import TIMING_BUCKETS_MS, TIMINGS, timing_field, timing_sum_field
-from embedq.broker.keys import SUPERVISOR_KEY_PATTERN, WORKER_KEY_PATTERN, claimed_key, metrics_key, timings_key
+from embedq.broker.keys import SUPERVISOR_KEY_PATTERN, WORKER_KEY_PATTERN, held_key, metrics_key, timings_key
 from embedq.broker.lanes import COUNTERS, LANES
 from embedq.broker.rq_private import FailedJobRegistry, StartedJobRegistry
 from embedq.broker.rq_private.queues import lane_queues
@@ -45,7 +45,7 @@ def with_silence(connection: Redis, workers: list[dict[str, Any]]) -> list[dict[
     for worker in workers:
         heard = last_heartbeat(connection, worker["name"])
         worker["silent_seconds"] = round(time.time() - heard, 1) if heard else None
-        worker["holding"] = int(connection.scard(claimed_key(worker["name"])))
+        worker["holding"] = int(connection.scard(held_key(worker["name"])))
     return workers
 
 

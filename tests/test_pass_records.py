@@ -1,4 +1,4 @@
-"""rq's records of jobs run in embedq's passes (broker/lua/claim_pass.lua and finish_pass.lua), read by rq's
+"""rq's records of jobs run in embedq's passes (broker/lua/take_pass.lua and finish_pass.lua), read by rq's
 own readers on a real Redis, side by side with the same job run by rq's own SimpleWorker: status,
 timestamps, worker, return value, registries, TTLs, worker counts, failures, retries and rq's own
 clean-up of an abandoned job. No model: the pass here 'embeds' by writing a fixed result."""
@@ -19,8 +19,8 @@ from rq.results import Result
 
 from embedq.broker.histograms import TIMINGS, timing_increments
 from embedq.broker.jobs import MsgpackSerializer
-from embedq.broker.keys import claimed_key, doorbell_key, idle_key
-from embedq.broker.rq_private.pass_worker import Claim, Done, PassWorker
+from embedq.broker.keys import doorbell_key, held_key, idle_key
+from embedq.broker.rq_private.pass_worker import Done, PassWorker, TakenPass
 from embedq.broker.rq_private.records import result_stream_key
 
 TTL = 600
@@ -32,19 +32,19 @@ class FixedPass(PassWorker):
     failing: ClassVar[set[str]] = set()
     seen_started: ClassVar[list[tuple[str, str]]] = []
 
-    def execute_pass(self, claim: Claim) -> None:
-        FixedPass.seen_started = StartedJobRegistry(queue=claim.queue).get_job_and_execution_ids()
+    def execute_pass(self, taken: TakenPass) -> None:
+        FixedPass.seen_started = StartedJobRegistry(queue=taken.queue).get_job_and_execution_ids()
         done = []
-        for job in claim.jobs:
+        for job in taken.jobs:
             if job.id in self.failing:
                 try:
                     raise RuntimeError("this job was told to fail")
                 except RuntimeError:
-                    self.fail_job(job, claim, sys.exc_info())
+                    self.fail_job(job, taken, sys.exc_info())
                 continue
             done.append(Done(job, 1, b"packed", (1, 4, 0)))
         self.finish_pass(
-            claim,
+            taken,
             done,
             lane="interactive",
             result_ttl=TTL,
@@ -73,7 +73,7 @@ def pass_worker(queue: Queue, name: str, **options: Any) -> FixedPass:
         serializer=MsgpackSerializer,
         doorbell=doorbell_key(queue.name),
         idle=idle_key(queue.name),
-        claimed=claimed_key(name),
+        held=held_key(name),
         **options,
     )
 
@@ -110,7 +110,7 @@ def test_a_job_done_in_a_pass_reads_back_as_rqs_own_worker_leaves_it(queue: Queu
     assert queue.count == 0
     their_worker, our_worker = (connection.hgetall(f"rq:worker:{n}") for n in (f"rq-{queue.name}", worker.name))
     assert their_worker[b"successful_job_count"] == our_worker[b"successful_job_count"] == b"1"
-    assert not connection.exists(claimed_key(worker.name))
+    assert not connection.exists(held_key(worker.name))
 
 
 def test_a_failure_in_a_pass_is_retried_then_failed_with_its_reason_as_rq_does(queue: Queue):
@@ -132,8 +132,8 @@ def test_a_failure_in_a_pass_is_retried_then_failed_with_its_reason_as_rq_does(q
 def test_rqs_own_clean_up_hands_back_a_job_whose_pass_never_ended(queue: Queue):
     job = enqueue(queue, retry=Retry(max=2))
     worker = pass_worker(queue, f"dead-{queue.name}")
-    claim = worker.claim([queue])
-    assert isinstance(claim, Claim) and [j.id for j in claim.jobs] == [job.id]
+    taken = worker.take([queue])
+    assert isinstance(taken, TakenPass) and [j.id for j in taken.jobs] == [job.id]
     assert Job.fetch(job.id, connection=queue.connection).get_status() == JobStatus.STARTED
     StartedJobRegistry(queue=queue).cleanup(timestamp=10**10)  # as if its heartbeat had run out
     job = Job.fetch(job.id, connection=queue.connection, serializer=MsgpackSerializer)
@@ -146,9 +146,9 @@ def test_a_pass_takes_jobs_up_to_its_text_budget_and_leaves_the_rest_in_order(qu
     after = enqueue(queue)
     worker = pass_worker(queue, f"budget-{queue.name}", max_jobs=8, max_texts=8)
     queue.connection.zadd(idle_key(queue.name), {"another-worker": time.time()})
-    claim = worker.claim([queue])
-    assert isinstance(claim, Claim)
-    assert [j.id for j in claim.jobs] == [j.id for j in small]
+    taken = worker.take([queue])
+    assert isinstance(taken, TakenPass)
+    assert [j.id for j in taken.jobs] == [j.id for j in small]
     assert queue.job_ids == [big.id, after.id]
     assert queue.connection.llen(doorbell_key(queue.name)) == 1, "work left behind rings for the idle worker"
 
@@ -159,21 +159,21 @@ def test_a_job_whose_worker_died_before_runs_in_a_pass_of_its_own(queue: Queue):
     last = enqueue(queue)
     worker = pass_worker(queue, f"alone-{queue.name}", max_jobs=8, max_texts=8)
     passes = []
-    while isinstance(claim := worker.claim([queue]), Claim):
-        passes.append([j.id for j in claim.jobs])
+    while isinstance(taken := worker.take([queue]), TakenPass):
+        passes.append([j.id for j in taken.jobs])
     assert passes == [[first.id], [abandoned.id], [last.id]]
 
 
 def test_jobs_released_from_a_pass_go_back_to_the_head_untouched_unless_already_recorded(queue: Queue):
     first, second, later = enqueue(queue), enqueue(queue), enqueue(queue)
     worker = pass_worker(queue, f"release-{queue.name}", max_jobs=2, max_texts=8)
-    claim = worker.claim([queue])
-    assert isinstance(claim, Claim) and [j.id for j in claim.jobs] == [first.id, second.id]
+    taken = worker.take([queue])
+    assert isinstance(taken, TakenPass) and [j.id for j in taken.jobs] == [first.id, second.id]
     queue.connection.hset(second.key, "status", "finished")  # as if recorded just before the release
-    worker.release(claim, claim.jobs)
+    worker.release(taken, taken.jobs)
     assert queue.job_ids == [first.id, later.id]
     job = Job.fetch(first.id, connection=queue.connection, serializer=MsgpackSerializer)
     assert (job.get_status(), job.retries_left) == (JobStatus.QUEUED, None)
     assert not StartedJobRegistry(queue=queue).get_job_ids()
-    assert not queue.connection.exists(claimed_key(worker.name))
+    assert not queue.connection.exists(held_key(worker.name))
     assert queue.connection.llen(doorbell_key(queue.name)) >= 1

@@ -8,7 +8,7 @@ from embedq import EmbedResult, InvalidInput
 from embedq.broker import keys
 from embedq.broker.histograms import timing_bucket, timing_increments
 from embedq.broker.jobs import EMBED_TASK, EmbedRequest, MsgpackSerializer, pack_result, unpack_result, validate_request
-from embedq.broker.lanes import LANES, check_priority, lane_queue
+from embedq.broker.lanes import LANES, check_lane, lane_queue
 from embedq.config.settings import Limits
 
 pytestmark = pytest.mark.unit
@@ -21,7 +21,7 @@ def test_every_key_of_ours_is_under_embedq_and_per_queue_where_it_counts():
     assert keys.model_key("q1") == "embedq:q1:model"
     assert keys.worker_key("host.7") == "embedq:worker:host.7"
     assert keys.supervisor_key("host.9") == "embedq:supervisor:host.9"
-    assert keys.claimed_key("host.7") == "embedq:claimed:host.7"
+    assert keys.held_key("host.7") == "embedq:claimed:host.7"
     assert keys.doorbell_key("q1") == "embedq:q1:doorbell"
     assert keys.serving_key("q1") == "embedq:q1:serving"
     assert keys.QUEUES_KEY == "embedq:queues"
@@ -78,7 +78,7 @@ def test_the_largest_valid_job_fits_the_payload_limit():
 def test_each_lane_is_an_rq_queue_of_its_own_and_an_unknown_priority_is_named():
     assert [lane_queue("q1", lane) for lane in LANES] == ["q1", "q1-bulk"]
     with pytest.raises(InvalidInput, match="priority must be one of interactive, bulk, got 'urgent'"):
-        check_priority("urgent")
+        check_lane("urgent")
 
 
 @pytest.mark.parametrize(

@@ -38,8 +38,8 @@ def test_a_call_with_other_counts_than_the_header_is_refused_before_redis(redis:
         take(["lease"], ["holder"])
     with pytest.raises(ScriptCallError, match="take_lease takes 1 keys, was given 2"):
         take(["lease", "other"], ["holder", 1000])
-    with pytest.raises(ScriptCallError, match="claim_pass takes at least 5 keys"):
-        bind(redis, "claim_pass")(["doorbell"], list(range(14)))
+    with pytest.raises(ScriptCallError, match="take_pass takes at least 5 keys"):
+        bind(redis, "take_pass")(["doorbell"], list(range(14)))
 
 
 def test_a_header_out_of_order_is_refused() -> None:

@@ -28,12 +28,12 @@ def test_stats_show_a_worker_rq_has_not_heard_from_and_the_jobs_it_holds():
     import fakeredis
     from rq.utils import utcformat
 
-    from embedq.broker.keys import claimed_key
+    from embedq.broker.keys import held_key
     from embedq.producer.stats import format_stats, with_silence
 
     connection = fakeredis.FakeRedis()
     connection.hset("rq:worker:host.7", "last_heartbeat", utcformat(datetime.now(UTC) - timedelta(seconds=120)))
-    connection.sadd(claimed_key("host.7"), "job1:exec", "job2:exec")
+    connection.sadd(held_key("host.7"), "job1:exec", "job2:exec")
     (worker,) = with_silence(connection, [{"name": "host.7"}])
     assert 119 <= worker["silent_seconds"] <= 125 and worker["holding"] == 2
     stats = {"queue": "q", "queued": 0, "running": 2, "failed": 0, "workers": [worker], "supervisors": []}

@@ -28,15 +28,15 @@ from embedq.broker.histograms import TIMINGS, timing_increments
 from embedq.broker.jobs import EmbedRequest, EmbedResult, MsgpackSerializer, pack_refusal, pack_result
 from embedq.broker.keys import (
     WORKER_FACTS_TTL,
-    claimed_key,
     doorbell_key,
+    held_key,
     idle_key,
     metrics_key,
     timings_key,
     worker_key,
 )
 from embedq.broker.rq_private import Job, JobStatus, JobTimeoutException, Queue
-from embedq.broker.rq_private.pass_worker import Claim, Done, PassWorker
+from embedq.broker.rq_private.pass_worker import Done, PassWorker, TakenPass
 from embedq.broker.rq_private.queues import lane_queues
 from embedq.broker.rq_private.records import REFUSAL_FIELD
 from embedq.config import Settings
@@ -94,7 +94,7 @@ class EmbedWorker(PassWorker):
         super().__init__(
             list(lanes.values()),
             doorbell=doorbell_key(settings.queue),
-            claimed=claimed_key(kwargs["name"]),
+            held=held_key(kwargs["name"]),
             idle=idle_key(settings.queue),
             max_jobs=settings.coalesce_jobs,
             max_texts=settings.coalesce_texts,
@@ -116,19 +116,19 @@ class EmbedWorker(PassWorker):
         self.passes += 1
         return [self.bulk, self.interactive] if self.passes % BULK_EVERY == 0 else [self.interactive, self.bulk]
 
-    def execute_pass(self, claim: Claim) -> None:
+    def execute_pass(self, taken: TakenPass) -> None:
         """Embed the pass's jobs in one inference run and record them together. A job with a bad
         payload fails alone; if the shared run fails, each job is embedded on its own so that one
         bad job cannot fail its neighbours."""
         ready: list[tuple[Job, EmbedRequest]] = []
-        for job in claim.jobs:
+        for job in taken.jobs:
             try:
                 ready.append((job, job.request()))  # type: ignore[attr-defined]
             except (InvalidInput, tasks.ForbiddenTask):
-                self.fail_job(job, claim, sys.exc_info())
+                self.fail_job(job, taken, sys.exc_info())
         if not ready:
             return
-        lane = "bulk" if claim.queue is self.bulk else "interactive"
+        lane = "bulk" if taken.queue is self.bulk else "interactive"
         jobs = [job for job, _ in ready]
 
         def between() -> set[int]:
@@ -160,16 +160,16 @@ class EmbedWorker(PassWorker):
         done, timings = [], []
         for (job, request), outcome in zip(ready, outcomes):
             if outcome is None:  # cancelled while it ran: rq's cancel has recorded it; no result
-                self.connection.srem(self.claimed, f"{job.id}:{claim.execution_id}")
+                self.connection.srem(self.held, f"{job.id}:{taken.execution_id}")
                 self.log.info("Worker %s: job %s cancelled mid-pass", self.name, job.id)
             elif isinstance(outcome, Encoded):
                 record, job_timings = self._done(job, request, outcome, infer_ms)
                 done.append(record)
                 timings.append(job_timings)
             else:
-                self.fail_job(job, claim, outcome)
+                self.fail_job(job, taken, outcome)
         if done:
-            written = self._until_written(lambda: self._record(claim, done, lane, timings), len(done))
+            written = self._until_written(lambda: self._record(taken, done, lane, timings), len(done))
             self.log.info(
                 "Worker %s: %s pass: %d jobs, %d texts, inference %.1f ms, %d results written",
                 self.name,
@@ -180,9 +180,9 @@ class EmbedWorker(PassWorker):
                 written,
             )
 
-    def _record(self, claim: Claim, done: list[Done], lane: str, timings: list[dict[str, float]]) -> int:
+    def _record(self, taken: TakenPass, done: list[Done], lane: str, timings: list[dict[str, float]]) -> int:
         return self.finish_pass(
-            claim,
+            taken,
             done,
             lane=lane,
             result_ttl=self.settings.result_ttl,
@@ -254,13 +254,13 @@ class EmbedWorker(PassWorker):
 
     def _serve_interactive(self) -> None:
         """Between two micro-batches of a bulk pass: run the interactive jobs waiting, if any."""
-        claim = self.claim([self.interactive], looking_in_passing=True)
-        if not isinstance(claim, Claim):
+        taken = self.take([self.interactive], looking_in_passing=True)
+        if not isinstance(taken, TakenPass):
             return
         try:
-            self.execute_pass(claim)
+            self.execute_pass(taken)
         except BaseException:  # the bulk pass's timeout, or a stop: these jobs go back untouched
-            self.release(claim, claim.jobs)
+            self.release(taken, taken.jobs)
             raise
 
     def _done(
@@ -307,13 +307,13 @@ class EmbedWorker(PassWorker):
     def on_death(self) -> None:
         self.connection.delete(worker_key(self.name))
 
-    def fail_job(self, job: Job, claim: Claim, exc_info: Any) -> None:
+    def fail_job(self, job: Job, taken: TakenPass, exc_info: Any) -> None:
         """As rq fails a job; a refusal of one of its texts is kept with it, as data for whoever waits."""
         error = exc_info[1]
         if isinstance(error, InvalidInput) and error.refusal is not None:
             with suppress(RedisError):  # the reason in rq's record still says it
                 self.connection.hset(job.key, REFUSAL_FIELD, pack_refusal(error.refusal))
-        super().fail_job(job, claim, exc_info)
+        super().fail_job(job, taken, exc_info)
 
     def on_job_failure(self, job: Job) -> None:
         with suppress(RedisError):  # rq's own failure bookkeeping after this logs the outage

@@ -9,7 +9,7 @@ import logging
 from redis import Redis
 
 from embedq.broker.jobs import MsgpackSerializer
-from embedq.broker.keys import claimed_key, doorbell_key, idle_key, worker_key
+from embedq.broker.keys import doorbell_key, held_key, idle_key, worker_key
 from embedq.broker.rq_private import JobStatus, NoSuchJobError, Queue
 from embedq.broker.rq_private.handback import fail, leave_started, remove_worker_record, retry
 from embedq.worker.tasks import EmbedJob
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 def recover_jobs(connection: Redis, worker_name: str, cause: str, queue_name: str) -> list[str]:
     """Re-queue (or fail, when out of retries) every job `worker_name`'s pass held; their ids."""
     recovered = []
-    members: set[bytes] = connection.smembers(claimed_key(worker_name))  # type: ignore[assignment]
+    members: set[bytes] = connection.smembers(held_key(worker_name))  # type: ignore[assignment]
     for member in members:
         job_id, execution_id = member.decode().rsplit(":", 1)
         try:
@@ -50,7 +50,7 @@ def recover_jobs(connection: Redis, worker_name: str, cause: str, queue_name: st
             pipe.execute()
         log.warning("job %s of dead worker %s (%s): %s", job_id, worker_name, cause, outcome)
         recovered.append(job_id)
-    connection.delete(claimed_key(worker_name))
+    connection.delete(held_key(worker_name))
     return recovered
 
 

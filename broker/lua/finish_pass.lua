@@ -3,7 +3,7 @@
   for the pass. A job is written only while it is still started by this worker: a worker presumed
   dead whose jobs were handed back writes nothing, so every result is written once (and if any job
   was not written, the pass's timings are left out of the histograms; the counters stay exact).
-  KEYS[1]   claimed     this worker's claimed set
+  KEYS[1]   held     this worker's held set
   KEYS[2]   worker      rq's hash of this worker
   KEYS[3]   facts       embedq's facts of this worker
   KEYS[4]   metrics     the queue's counters
@@ -25,7 +25,7 @@
                         packed result, texts, tokens, truncated), then the histogram's pairs
   returns   how many jobs were written
 ]]
-local claimed, worker_hash, facts, metrics, timings = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local held, worker_hash, facts, metrics, timings = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local started, finished = KEYS[6], KEYS[7]
 local name, execution, rq_now, now, pass_start = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local facts_ttl, lane, count, worked, buckets = ARGV[6], ARGV[7], tonumber(ARGV[8]), ARGV[9], tonumber(ARGV[10])
@@ -56,7 +56,7 @@ for j = 0, count - 1 do
     end
 end
 redis.call('ZREM', started, unpack(members))
-redis.call('SREM', claimed, unpack(members))
+redis.call('SREM', held, unpack(members))
 if written == 0 then return 0 end
 redis.call('ZADD', finished, unpack(finished_scores))
 redis.call('HINCRBY', metrics, lane .. ':jobs', written)

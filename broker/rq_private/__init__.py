@@ -9,7 +9,7 @@ rq's private or undocumented surface used here, and why:
   (redis-py's) is read back: rq's exact writes for the jobs, sent by embedq inside one script;
   `Queue.redis_server_version`, set (REDIS_VERSION_FLOOR) so that rq never asks Redis (INFO) itself.
 - rq's records of a job, written by embedq's worker for a whole pass in one script each
-  (broker/lua/claim_pass.lua, finish_pass.lua) as rq's own worker writes them for one job: the job hash `rq:job:{id}`
+  (broker/lua/take_pass.lua, finish_pass.lua) as rq's own worker writes them for one job: the job hash `rq:job:{id}`
   (`Job.key_for`) and its fields `status`, `started_at`, `ended_at`, `worker_name`,
   `last_heartbeat`, `timeout`, `meta` (msgpack, read in Lua); rq's timestamp format (`utcformat`);
   the started registry `rq:wip:{queue}` with members `{job_id}:{execution_id}` scored by their
@@ -19,7 +19,7 @@ rq's private or undocumented surface used here, and why:
   serialized value; capped at 10 entries, TTL = result TTL); the suspension flag `rq:suspended`;
   the worker hash's `state`, `successful_job_count` and `total_working_time`.
 - `Result.restore` and `Result.Type` to read a failure from the result stream.
-- `Job.restore(raw hash)` to build a Job from what claim_pass.lua read; `Job._deserialize_data` and
+- `Job.restore(raw hash)` to build a Job from what take_pass.lua read; `Job._deserialize_data` and
   the attributes it fills (`_func_name`, `_instance`, `_args`, `_kwargs`): GuardedJob parses the
   stored payload itself and never imports a function by name.
 - `Job.success_callback` / `failure_callback` / `stopped_callback`: forced to None (never imported).

@@ -14,7 +14,7 @@ from rq.timeouts import UnixSignalDeathPenalty
 StoredCall = tuple[Any, Any, list[Any], dict[str, Any]]  # func_name, instance, args, kwargs
 
 
-# What a pass's claim puts in place of job data too large to fetch (followed by its size in bytes): a
+# What take_pass.lua puts in place of job data too large to fetch (followed by its size in bytes): a
 # stored job's data is zlib (0x78...) or msgpack, never this.
 OVERSIZED = b"embedq-oversized:"
 

@@ -32,7 +32,7 @@ PASS_FIELDS = ("status", "data", "meta", "timeout", "origin", "enqueued_at", "re
 
 
 @dataclass(frozen=True)
-class Claim:
+class TakenPass:
     """A pass's jobs, all started, from one lane's queue."""
 
     queue: Queue
@@ -68,7 +68,7 @@ class PassWorker(SimpleWorker):
         self,
         *args: Any,
         doorbell: str,
-        claimed: str,
+        held: str,
         idle: str,
         max_jobs: int = 1,
         max_texts: int = 1,
@@ -79,8 +79,8 @@ class PassWorker(SimpleWorker):
         self.max_jobs = max_jobs  # the most jobs, and texts, one pass takes
         self.max_texts = max_texts
         self.doorbell = doorbell
-        self.claimed = claimed
-        self._claim = bind(self.connection, "claim_pass")
+        self.held = held
+        self._take = bind(self.connection, "take_pass")
         self._finish = bind(self.connection, "finish_pass")
         self._release = bind(self.connection, "release_jobs")
         self._last_beat = 0.0
@@ -88,8 +88,8 @@ class PassWorker(SimpleWorker):
         self._was_idle = True  # the last look found nothing (rq's state says "started" before the first)
 
     # hooks
-    def execute_pass(self, claim: Claim) -> None:
-        """Run the claimed jobs to the end: `finish_pass` for those that succeed, `fail_job` for the others."""
+    def execute_pass(self, taken: TakenPass) -> None:
+        """Run the pass's jobs to the end: `finish_pass` for those that succeed, `fail_job` for the others."""
         raise NotImplementedError
 
     def next_lanes(self) -> list[Queue]:
@@ -125,11 +125,11 @@ class PassWorker(SimpleWorker):
             while not self._stop_requested:
                 self.keep_alive()
                 self._state = WorkerStatus.BUSY  # from here a SIGTERM waits for the pass to end
-                claim = self.claim(self.next_lanes())
-                if isinstance(claim, Claim):
-                    self.execute_pass(claim)
+                taken = self.take(self.next_lanes())
+                if isinstance(taken, TakenPass):
+                    self.execute_pass(taken)
                     worked = True
-                elif claim == "suspended":
+                elif taken == "suspended":
                     self._state = WorkerStatus.IDLE
                     self.check_for_suspension(burst)
                 elif burst:
@@ -148,15 +148,15 @@ class PassWorker(SimpleWorker):
             self.teardown()
         return worked
 
-    def claim(self, lanes: Sequence[Queue], *, looking_in_passing: bool = False) -> Claim | str | None:
-        """Take the next pass's jobs (one script): a Claim, None when every lane is empty, or
+    def take(self, lanes: Sequence[Queue], *, looking_in_passing: bool = False) -> TakenPass | str | None:
+        """Take the next pass's jobs (one script): a TakenPass, None when every lane is empty, or
         "suspended" while `rq suspend` is in force. `looking_in_passing`: a look between the
         micro-batches of another pass, which leaves the worker's state and the doorbell alone."""
         execution_id, started = uuid4().hex, time.time()
-        keys = [self.doorbell, WORKERS_SUSPENDED, self.claimed, self.key, self.idle]
+        keys = [self.doorbell, WORKERS_SUSPENDED, self.held, self.key, self.idle]
         for queue in lanes:
             keys += [queue.key, queue.started_job_registry.key]
-        reply = self._claim(
+        reply = self._take(
             keys,
             [
                 self.max_jobs,
@@ -185,11 +185,11 @@ class PassWorker(SimpleWorker):
             job = self.job_class(job_id.decode(), connection=self.connection, serializer=self.serializer)
             job.restore({name: value for name, value in zip(PASS_FIELDS, values) if value is not None})
             jobs.append(job)
-        return Claim(lanes[int(reply[1]) - 1], jobs, execution_id, started)
+        return TakenPass(lanes[int(reply[1]) - 1], jobs, execution_id, started)
 
     def finish_pass(
         self,
-        claim: Claim,
+        taken: TakenPass,
         done: Sequence[Done],
         *,
         lane: str,
@@ -210,14 +210,14 @@ class PassWorker(SimpleWorker):
         job_keys: list[str] = []
         args: list[Any] = [
             self.name,
-            claim.execution_id,
+            taken.execution_id,
             utcformat(now()),
             repr(ended),
-            repr(claim.started),
+            repr(taken.started),
             facts_ttl,
             lane,
             len(done),
-            f"{ended - claim.started:.6f}",
+            f"{ended - taken.started:.6f}",
             len(histogram),
         ]
         for item in done:
@@ -234,35 +234,35 @@ class PassWorker(SimpleWorker):
         for field, value in histogram.items():
             args += [field, str(value) if isinstance(value, int) else f"{value:.3f}"]
         fixed = [
-            self.claimed,
+            self.held,
             self.key,
             facts,
             metrics,
             timings,
-            claim.queue.started_job_registry.key,
-            claim.queue.finished_job_registry.key,
+            taken.queue.started_job_registry.key,
+            taken.queue.finished_job_registry.key,
         ]
         return int(self._finish(fixed + job_keys, args))
 
     @property
     def stored_data_limit(self) -> int:
-        """The most bytes of a job's stored (compressed) data a claim fetches: its decompressed limit, and
+        """The most bytes of a job's stored (compressed) data a taken fetches: its decompressed limit, and
         zlib's worst-case growth on data that does not compress."""
         limit = int(getattr(self.job_class, "data_limit", 2**62))
         return limit + limit // 100 + 1024
 
-    def fail_job(self, job: Job, claim: Claim, exc_info: Any) -> None:
+    def fail_job(self, job: Job, taken: TakenPass, exc_info: Any) -> None:
         """rq's own failure path for one job of a pass: retried while it has retries left (and the
         failure is not permanent), else failed with the reason. rq saves the whole job, so it is read
         whole (but for data too large to fetch, which rq's save then replaces with the OVERSIZED mark)."""
         job = self._whole(job)
         job.ended_at = now()
         self.handle_exception(job, *exc_info)
-        execution = Execution(claim.execution_id, job.id, connection=self.connection, worker_name=self.name)
+        execution = Execution(taken.execution_id, job.id, connection=self.connection, worker_name=self.name)
         self.handle_job_failure(
-            job, claim.queue, exc_string="".join(traceback.format_exception(*exc_info)), execution=execution
+            job, taken.queue, exc_string="".join(traceback.format_exception(*exc_info)), execution=execution
         )
-        self.connection.srem(self.claimed, f"{job.id}:{claim.execution_id}")
+        self.connection.srem(self.held, f"{job.id}:{taken.execution_id}")
 
     def _whole(self, job: Job) -> Job:
         """The job with every field, for rq's failure path. Data over the limit (refused unread, or
@@ -277,11 +277,11 @@ class PassWorker(SimpleWorker):
         whole.restore({**dict(zip(names, self.connection.hmget(job.key, names))), b"data": data})
         return whole
 
-    def release(self, claim: Claim, jobs: Sequence[Job]) -> None:
+    def release(self, taken: TakenPass, jobs: Sequence[Job]) -> None:
         """Put the jobs of a pass that this worker still holds back at the head of their queue,
         started by no one and with no retry used, and ring for them (one script)."""
-        members = [f"{job.id}:{claim.execution_id}" for job in jobs]
-        keys = [claim.queue.key, claim.queue.started_job_registry.key, self.claimed, self.doorbell]
+        members = [f"{job.id}:{taken.execution_id}" for job in jobs]
+        keys = [taken.queue.key, taken.queue.started_job_registry.key, self.held, self.doorbell]
         self._release(keys + [job.key for job in jobs], [self.name, *members])
 
     def keep_alive(self) -> None:

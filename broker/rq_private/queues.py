@@ -8,10 +8,10 @@ from redis import Redis
 from rq import Queue
 
 from embedq.broker.jobs import MsgpackSerializer
-from embedq.broker.lanes import LANES, Priority, lane_queue
+from embedq.broker.lanes import LANES, Lane, lane_queue
 
 
-def job_builders(queue: str) -> dict[Priority, Queue]:
+def job_builders(queue: str) -> dict[Lane, Queue]:
     """Lane queues that only build jobs for the caller to send (rq's Queue wants a connection object):
     their client never opens a connection."""
     return lane_queues(queue, Redis())
@@ -22,7 +22,7 @@ def job_builders(queue: str) -> dict[Priority, Queue]:
 REDIS_VERSION_FLOOR = (6, 2, 0)
 
 
-def lane_queues(queue: str, connection: Redis, **options: Any) -> dict[Priority, Queue]:
+def lane_queues(queue: str, connection: Redis, **options: Any) -> dict[Lane, Queue]:
     """The rq queue of each lane of `queue` (lanes.lane_queue), on msgpack."""
     lanes = {
         lane: Queue(lane_queue(queue, lane), connection=connection, serializer=MsgpackSerializer, **options)

@@ -5,7 +5,7 @@
   (finished by a worker presumed dead, deleted) are dropped. Work left behind rings the doorbell.
   KEYS[1]   doorbell     the list idle workers block on
   KEYS[2]   suspended    rq's suspension flag
-  KEYS[3]   claimed      this worker's claimed set
+  KEYS[3]   held         the jobs this worker's pass holds
   KEYS[4]   worker       rq's hash of this worker
   KEYS[5]   idle         the sorted set of workers waiting for work
   KEYS[6..] lanes        per lane, first choice first: its rq list, then its started registry
@@ -25,7 +25,7 @@
   ARGV[14..] fields      the job hash fields to read (must include status, data, meta, timeout)
   returns   {'jobs', lane number, then per job its id and its fields' values}, {'empty'} or {'suspended'}
 ]]
-local doorbell, suspended, claimed, worker_hash, idle_set = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local doorbell, suspended, held, worker_hash, idle_set = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local max_jobs, max_texts, execution, rq_now, now = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5])
 local name, job_prefix, default_timeout, in_passing = ARGV[6], ARGV[7], tonumber(ARGV[8]), ARGV[9] == '1'
 local idle_for, was_idle, max_data, oversized = tonumber(ARGV[10]), ARGV[11] == '1', tonumber(ARGV[12]), ARGV[13]
@@ -79,8 +79,8 @@ for lane = FIRST_LANE, #KEYS, 2 do
             table.insert(reply, job[2])
         end
         redis.call('ZADD', started_registry, unpack(started))
-        redis.call('SADD', claimed, unpack(members))
-        redis.call('EXPIRE', claimed, 86400)
+        redis.call('SADD', held, unpack(members))
+        redis.call('EXPIRE', held, 86400)
         if was_idle then redis.call('HSET', worker_hash, 'state', 'busy') end
         for other = FIRST_LANE, #KEYS, 2 do  -- work left behind and a worker idle: wake it
             if idle == 0 then break end
