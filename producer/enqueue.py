@@ -79,7 +79,7 @@ def plan_submit(
 
 
 def plan_enqueue(queue: Queue, settings: ClientSettings, requests: list[EmbedRequest], lane: Lane) -> EnqueuePlan:
-    """`queue`: the lane's rq queue (protocol.lane_queue)."""
+    """`queue`: the lane's rq queue (lanes.lane_queue)."""
     retry = Retry(max=settings.retries) if settings.retries else None
     datas = [
         Queue.prepare_data(

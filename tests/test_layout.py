@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import ast
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from embedq.worker.supervisor.spawn import embedq_command
 
 pytestmark = pytest.mark.unit
 
@@ -95,3 +98,12 @@ def test_no_module_imports_itself_round_a_loop():
         if module not in done:
             visit(module, [module])
     assert not loops, "\n".join(sorted(set(loops)))
+
+
+def test_the_module_path_running_supervisors_start_workers_with_still_runs_the_cli():
+    """Supervisors of 0.2 start `python -m embedq.worker.cli worker ...`: kept for one release."""
+    old = subprocess.run(
+        [sys.executable, "-P", "-m", "embedq.worker.cli", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert old.returncode == 0 and "supervise" in old.stdout, old.stderr[-500:]
+    assert embedq_command("worker")[-2:] == ["embedq.cli", "worker"]

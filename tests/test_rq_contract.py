@@ -53,7 +53,7 @@ def where(owner: object, name: str) -> str:
 
 
 @pytest.mark.parametrize(("owner", "name", "expected"), SIGNATURES, ids=[f"{o.__name__}.{n}" for o, n, _ in SIGNATURES])
-def test_the_methods_rq_compat_overrides_or_calls_keep_their_signatures(owner, name, expected):
+def test_the_methods_rq_private_overrides_or_calls_keep_their_signatures(owner, name, expected):
     member = getattr(owner, name, None)
     assert member is not None, f"{where(owner, name)} is gone; embedq.broker.rq_private relies on it"
     found = list(inspect.signature(member).parameters)
@@ -72,7 +72,7 @@ def test_the_module_level_helpers_keep_their_signatures():
         assert found == expected, f"rq {rq.__version__}: {function.__qualname__} now takes {found}, not {expected}"
 
 
-def test_the_properties_and_attributes_rq_compat_touches_are_there():
+def test_the_properties_and_attributes_rq_private_touches_are_there():
     for name in ("should_retry", "success_callback", "failure_callback", "stopped_callback"):
         assert isinstance(inspect.getattr_static(Job, name, None), property), (
             f"{where(Job, name)} is no longer a property"
@@ -106,7 +106,7 @@ def test_the_properties_and_attributes_rq_compat_touches_are_there():
     )
 
 
-def test_the_key_layouts_and_formats_rq_compat_writes_are_rqs():
+def test_the_key_layouts_and_formats_rq_private_writes_are_rqs():
     queue = Queue("q1", connection=fakeredis.FakeRedis())
     for what, found, expected in (
         ("the result stream key", result_stream_key("abc"), "rq:results:abc"),
