@@ -25,7 +25,6 @@ from embedq.gateway.openai_shape import OpenAIError, shown
 from embedq.producer.stats import as_text
 
 READ_SIZE = 1024 * 1024
-PURPOSES = ("batch", "batch_output")
 MAX_FILENAME = 255  # bytes of an uploaded file's name (UTF-8)
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 
