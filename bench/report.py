@@ -702,11 +702,38 @@ def readme_block(
     return "\n".join(lines)
 
 
+def latency_budget_section(budget: dict[str, Any]) -> list[str]:
+    steps = budget["budget_us_p50"]
+    lines = [
+        "## One text's latency budget — `./dev bench latency_budget` (bench/latency_budget.py)",
+        "",
+        f"Measured by {stamp(budget)}; CPU {cpu(budget)}. An idle fleet of {budget['workers']} workers (1 ONNX "
+        f"thread each), a private local Redis, one new short text at a time, p50 of {budget['samples']} each.",
+        "",
+        "| step | µs (p50) |",
+        "| --- | ---: |",
+    ]
+    lines += [f"| {step} | {micros:,.0f} |" for step, micros in steps.items()]
+    added = budget["queue_added_us"]
+    lines += [
+        "",
+        f"The queue adds {added:,.0f} µs to the floor (issue 23's goal: ≤ 1,500 µs: "
+        f"{'met' if added <= 1500 else 'missed'}). Redis' own time per text, from its slow log at threshold 0 in a "
+        "run of its own (logging slows each command a little; a script's time includes the commands it calls, "
+        "which the log also lists on their own):",
+        "",
+        "| script or command | µs per text |",
+        "| --- | ---: |",
+    ]
+    lines += [f"| {name} | {micros:.1f} |" for name, micros in list(budget["redis_us_per_text"].items())[:8]]
+    return lines
+
+
 def main() -> int:
     run, quality, memory, fleet = load("run"), load("quality"), load("memory"), load("fleet")
     peer, lanes, export, int8 = load("celery_peer"), load("lanes"), load("export"), load("int8")
     gateway, infinity, aof, soak = load("gateway"), load("infinity_peer"), load("aof_loss"), load("soak")
-    batch, front_door = load("batch"), load("front_door")
+    batch, front_door, budget = load("batch"), load("front_door"), load("latency_budget")
     page = [
         "# Benchmarks",
         "",
@@ -719,6 +746,7 @@ def main() -> int:
         export and export_section(export),
         int8 and int8_section(int8),
         run and run_section(run),
+        budget and latency_budget_section(budget),
         fleet and fleet_section(fleet, load("fleet_before_passes")),
         lanes and lanes_section(lanes),
         gateway and gateway_section(gateway),
