@@ -37,8 +37,9 @@ def sync_redis(settings: ClientSettings, **options: Any) -> Redis:
     if not settings.redis_sentinels:
         return Redis.from_url(settings.redis_url, **options)
     addresses, timeouts, primary = _through_sentinel(settings, options)
-    sentinel = Sentinel(addresses, sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
-    return sentinel.master_for(settings.redis_sentinel_master, **primary)  # type: ignore[no-any-return,no-untyped-call]
+    # redis-py types its Sentinel from 8.2 on: the ignores hold for the releases before it
+    sentinel = Sentinel(addresses, sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call, unused-ignore]
+    return sentinel.master_for(settings.redis_sentinel_master, **primary)  # type: ignore[no-any-return, no-untyped-call, unused-ignore]
 
 
 def async_redis(settings: ClientSettings, **options: Any) -> AsyncRedis:
@@ -46,8 +47,8 @@ def async_redis(settings: ClientSettings, **options: Any) -> AsyncRedis:
     if not settings.redis_sentinels:
         return AsyncRedis.from_url(settings.redis_url, **options)
     addresses, timeouts, primary = _through_sentinel(settings, options)
-    sentinel = AsyncSentinel(addresses, sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
-    return sentinel.master_for(settings.redis_sentinel_master, **primary)  # type: ignore[no-any-return]
+    sentinel = AsyncSentinel(addresses, sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call, unused-ignore]
+    return sentinel.master_for(settings.redis_sentinel_master, **primary)  # type: ignore[no-any-return, unused-ignore]
 
 
 def redis_answers(target: str | Redis, timeout: float = 1.0) -> bool:
