@@ -136,23 +136,25 @@ def validate_batches(batches: Sequence[Any], *, limits: Limits, **options: Any) 
 
 def _check_text(name: str, text: Any, max_chars: int, index: int | None = None) -> None:
     """`index`: the text's place in its job, given for texts (their refusal says which), not options."""
-
-    def refused(message: str, code: str, limit: int | None = None, found: int | str | None = None) -> InvalidInput:
-        return InvalidInput(message, None if index is None else Refusal(code, index, limit, found))
-
     if not isinstance(text, str):
         found = type(text).__name__
-        raise refused(f"{name} must be a str, got {found}", "not_a_string", found=found)
+        raise _refused(f"{name} must be a str, got {found}", index, "not_a_string", found=found)
     if not text.strip():
-        raise refused(f"{name} is empty or whitespace only; there is nothing to embed", "empty_text")
+        raise _refused(f"{name} is empty or whitespace only; there is nothing to embed", index, "empty_text")
     if len(text) > max_chars:
         message = f"{name} has {len(text)} characters, more than MAX_CHARS_PER_TEXT={max_chars}"
-        raise refused(message, "too_many_characters", max_chars, len(text))
+        raise _refused(message, index, "too_many_characters", max_chars, len(text))
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as error:
         message = f"{name} is not valid Unicode (lone surrogate at position {error.start})"
-        raise refused(message, "invalid_unicode", found=error.start) from None
+        raise _refused(message, index, "invalid_unicode", found=error.start) from None
+
+
+def _refused(
+    message: str, index: int | None, code: str, limit: int | None = None, found: int | str | None = None
+) -> InvalidInput:
+    return InvalidInput(message, None if index is None else Refusal(code, index, limit, found))
 
 
 def pack_refusal(refusal: Refusal) -> bytes:

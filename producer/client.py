@@ -98,7 +98,9 @@ class EmbedClient:
         while not isinstance(step := advance(steps, reply), Finished):
             if isinstance(step, Pause):
                 time.sleep(step.seconds)
-            reply = None if isinstance(step, Pause) else self._send(step)
+                reply = None
+            else:
+                reply = self._send(step)
         return step.value
 
     def _send(self, send: Send) -> list[Any] | Outage:
