@@ -28,7 +28,7 @@ class EnqueuePlan:
 
     job_ids: list[str]
     keys: list[str]
-    args: list[bytes | int]
+    args: list[Any]
     queue_name: str
     limit: int
     limit_name: str
@@ -102,7 +102,7 @@ def plan_enqueue(queue: Queue, settings: ClientSettings, requests: list[EmbedReq
         if lane == "interactive"
         else (settings.max_bulk_queue_length, "MAX_BULK_QUEUE_LENGTH")
     )
-    args: list[bytes | int] = [limit, len(requests), dimensions]
+    args: list[Any] = [limit, len(requests), dimensions]
     for command in commands:
         args += [len(command), *command]
     keys = [queue.key, model_key(settings.queue), doorbell_key(settings.queue), result_stream_key(job_ids[0])]

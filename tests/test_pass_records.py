@@ -5,9 +5,12 @@ clean-up of an abandoned job. No model: the pass here 'embeds' by writing a fixe
 
 from __future__ import annotations
 
+import re
 import sys
+import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import pytest
@@ -16,12 +19,14 @@ from rq import Queue, Retry, SimpleWorker
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.results import Result
+from rq.utils import utcformat
 
 from embedq.broker.histograms import TIMINGS, timing_increments
 from embedq.broker.jobs import MsgpackSerializer
 from embedq.broker.keys import doorbell_key, held_key, idle_key
 from embedq.broker.rq_private.pass_worker import Done, PassWorker, TakenPass
 from embedq.broker.rq_private.records import result_stream_key
+from embedq.broker.scripts import load
 
 TTL = 600
 
@@ -177,3 +182,54 @@ def test_jobs_released_from_a_pass_go_back_to_the_head_untouched_unless_already_
     assert not StartedJobRegistry(queue=queue).get_job_ids()
     assert not queue.connection.exists(held_key(worker.name))
     assert queue.connection.llen(doorbell_key(queue.name)) >= 1
+
+
+def test_an_idle_wait_takes_the_job_that_rings_the_doorbell_in_the_same_round_trip(queue: Queue):
+    worker = pass_worker(queue, f"wait-{queue.name}")
+    assert worker.take([queue]) is None  # nothing yet: the worker is idle
+    enqueued = []
+
+    def producer() -> None:
+        enqueued.append(enqueue(queue))
+        queue.connection.lpush(doorbell_key(queue.name), 1)
+
+    threading.Timer(0.3, producer).start()
+    began = time.monotonic()
+    taken = worker.wait_and_take([queue])
+    assert time.monotonic() - began < 0.9, "the bell, not the end of the wait, returned the read"
+    assert isinstance(taken, TakenPass) and [j.id for j in taken.jobs] == [enqueued[0].id]
+    job = Job.fetch(enqueued[0].id, connection=queue.connection, serializer=MsgpackSerializer)
+    assert job.get_status() == JobStatus.STARTED and job.worker_name == worker.name
+    assert job.started_at is not None and job.enqueued_at is not None
+    assert job.enqueued_at <= job.started_at <= datetime.now(UTC), "stamped when the bell rang"
+
+
+def test_a_pass_taken_as_a_stop_cut_the_wait_short_goes_back_untouched(queue: Queue):
+    job = enqueue(queue, retry=Retry(max=2))
+    worker = pass_worker(queue, f"cut-{queue.name}")
+    keys, args = worker._take_call([queue], "cut-short", looking_in_passing=False)
+    worker._take(keys, args)  # the take behind the wait ran; the stop came before its reply was read
+    worker._unread_execution = "cut-short"
+    worker._hand_back_unread()
+    job = Job.fetch(job.id, connection=queue.connection, serializer=MsgpackSerializer)
+    assert (job.get_status(), job.retries_left, queue.job_ids) == (JobStatus.QUEUED, 2, [job.id])
+    assert not StartedJobRegistry(queue=queue).get_job_ids()
+    assert not queue.connection.exists(held_key(worker.name))
+
+
+RQ_TIME = re.compile(r"local function rq_time.*?-- end rq_time", re.DOTALL)
+
+
+def test_take_pass_writes_times_as_rq_formats_them(redis: Redis):
+    """take_pass.lua stamps started_at with Redis' clock in rq's format: its calendar arithmetic checked
+    against Python's on leap days, year and century ends, and the epoch."""
+    (function,) = RQ_TIME.findall(load("take_pass").source)
+    moments = [0, 951_782_400, 951_868_799, 1_078_012_800, 1_234_567_890, 1_767_225_599, 4_107_542_400, 4_102_444_800]
+    moments += [946_684_800 + day * 86_400 + 3_723 for day in range(0, 3_000, 37)]
+    stamped = redis.eval(
+        function + "\nlocal out = {}\nfor i = 1, #ARGV do out[i] = rq_time(tonumber(ARGV[i]), 123456) end\nreturn out",
+        0,
+        *moments,
+    )
+    expected = [utcformat(datetime.fromtimestamp(moment, UTC).replace(microsecond=123456)) for moment in moments]
+    assert [value.decode() for value in stamped] == expected

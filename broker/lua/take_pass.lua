@@ -12,24 +12,45 @@
   ARGV[1]   max_jobs     most jobs a pass takes
   ARGV[2]   max_texts    most texts a pass takes
   ARGV[3]   execution    this pass's execution id
-  ARGV[4]   rq_now       now, as rq writes times
-  ARGV[5]   now          (unix s)
-  ARGV[6]   name         this worker's name
-  ARGV[7]   job_prefix   what a job id is prefixed with to make its hash's key
-  ARGV[8]   timeout      the default job timeout (s)
-  ARGV[9]   in_passing   1 for a look between the micro-batches of another pass (state and doorbell left alone)
-  ARGV[10]  idle_for     seconds an idle worker stays counted without looking again
-  ARGV[11]  was_idle     1 if this worker's last look found nothing (it is in the idle set)
-  ARGV[12]  max_data     the most bytes of stored job data to fetch
-  ARGV[13]  oversized    the mark sent instead of larger data (followed by its size)
-  ARGV[14..] fields      the job hash fields to read (must include status, data, meta, timeout)
+  ARGV[4]   name         this worker's name
+  ARGV[5]   job_prefix   what a job id is prefixed with to make its hash's key
+  ARGV[6]   timeout      the default job timeout (s)
+  ARGV[7]   in_passing   1 for a look between the micro-batches of another pass (state and doorbell left alone)
+  ARGV[8]   idle_for     seconds an idle worker stays counted without looking again
+  ARGV[9]   was_idle     1 if this worker's last look found nothing (it is in the idle set)
+  ARGV[10]  max_data     the most bytes of stored job data to fetch
+  ARGV[11]  oversized    the mark sent instead of larger data (followed by its size)
+  ARGV[12..] fields      the job hash fields to read (must include status, data, meta, timeout)
   returns   {'jobs', lane number, then per job its id and its fields' values}, {'empty'} or {'suspended'}
+  The time is Redis' own (TIME): an idle worker sends this script behind its blocking read of the
+  doorbell, so it runs when the bell rings, not when it was sent.
 ]]
 local doorbell, suspended, held, worker_hash, idle_set = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local max_jobs, max_texts, execution, rq_now, now = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5])
-local name, job_prefix, default_timeout, in_passing = ARGV[6], ARGV[7], tonumber(ARGV[8]), ARGV[9] == '1'
-local idle_for, was_idle, max_data, oversized = tonumber(ARGV[10]), ARGV[11] == '1', tonumber(ARGV[12]), ARGV[13]
-local FIRST_LANE, FIRST_FIELD = 6, 14
+local max_jobs, max_texts, execution = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local name, job_prefix, default_timeout, in_passing = ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7] == '1'
+local idle_for, was_idle, max_data, oversized = tonumber(ARGV[8]), ARGV[9] == '1', tonumber(ARGV[10]), ARGV[11]
+local FIRST_LANE, FIRST_FIELD = 6, 12
+
+-- rq_time: unix seconds and microseconds as rq writes times (utcformat: %Y-%m-%dT%H:%M:%S.%fZ)
+local function rq_time(seconds, micros)
+    local days, second_of_day = math.floor(seconds / 86400), seconds % 86400
+    local z = days + 719468  -- civil_from_days (H. Hinnant): days since 0000-03-01
+    local era = math.floor(z / 146097)
+    local day_of_era = z - era * 146097
+    local year_of_era = math.floor((day_of_era - math.floor(day_of_era / 1460) + math.floor(day_of_era / 36524)
+        - math.floor(day_of_era / 146096)) / 365)
+    local day_of_year = day_of_era - (365 * year_of_era + math.floor(year_of_era / 4) - math.floor(year_of_era / 100))
+    local month_from_march = math.floor((5 * day_of_year + 2) / 153)
+    local day = day_of_year - math.floor((153 * month_from_march + 2) / 5) + 1
+    local month = month_from_march < 10 and month_from_march + 3 or month_from_march - 9
+    local year = year_of_era + era * 400 + (month <= 2 and 1 or 0)
+    return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%06dZ', year, month, day, math.floor(second_of_day / 3600),
+        math.floor(second_of_day % 3600 / 60), second_of_day % 60, micros)
+end
+-- end rq_time
+
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
 local fields = {unpack(ARGV, FIRST_FIELD)}
 local at = {}
 for i, field in ipairs(fields) do at[field] = i end
@@ -68,6 +89,7 @@ for lane = FIRST_LANE, #KEYS, 2 do
     if #back > 0 then redis.call('LPUSH', queue, unpack(back)) end
     if #taken > 0 then
         local started, members, reply = {}, {}, {'jobs', (lane - FIRST_LANE) / 2 + 1}
+        local rq_now = rq_time(tonumber(clock[1]), tonumber(clock[2]))
         for _, job in ipairs(taken) do
             local member = job[1] .. ':' .. execution
             redis.call('HSET', job_prefix .. job[1], 'status', 'started', 'started_at', rq_now,

@@ -13,7 +13,7 @@ from uuid import uuid4
 
 from redis import Redis
 from redis.client import Pipeline
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from rq import Queue, SimpleWorker
 from rq.exceptions import StopRequested
 from rq.executions import Execution
@@ -25,7 +25,9 @@ from rq.worker import WorkerStatus
 
 from embedq.broker.rq_private.hardening import OVERSIZED, GuardedJob, NamedTimeoutPenalty
 from embedq.broker.rq_private.records import result_stream_key
-from embedq.broker.scripts import bind
+from embedq.broker.scripts import bind, load
+
+TAKE_PASS = load("take_pass")  # sent by its SHA behind the idle wait (bind's Script would ask SCRIPT EXISTS first)
 
 # What a pass reads of each job hash (Job.restore's names): a failure reads the whole job again.
 PASS_FIELDS = ("status", "data", "meta", "timeout", "origin", "enqueued_at", "result_ttl")
@@ -81,6 +83,8 @@ class PassWorker(SimpleWorker):
         self.doorbell = doorbell
         self.held = held
         self._take = bind(self.connection, "take_pass")
+        self._lane_keys_cache: dict[tuple[str, ...], list[str]] = {}
+        self._unread_execution: str | None = None  # the take sent behind an idle wait, until its reply is read
         self._finish = bind(self.connection, "finish_pass")
         self._release = bind(self.connection, "release_jobs")
         self._last_beat = 0.0
@@ -120,12 +124,17 @@ class PassWorker(SimpleWorker):
         burst, until every lane is empty. Whether any pass ran."""
         self.bootstrap(logging_level or "INFO")
         self._install_signal_handlers()  # type: ignore[no-untyped-call]
-        worked = False
+        worked = idle = False  # idle: the last look found nothing, so the next one waits for the doorbell
         try:
             while not self._stop_requested:
                 self.keep_alive()
-                self._state = WorkerStatus.BUSY  # from here a SIGTERM waits for the pass to end
-                taken = self.take(self.next_lanes())
+                if idle:
+                    self._state = WorkerStatus.IDLE  # SIGTERM now stops the blocking read at once
+                    taken = self.wait_and_take(self.next_lanes())
+                else:
+                    self._state = WorkerStatus.BUSY  # from here a SIGTERM waits for the pass to end
+                    taken = self.take(self.next_lanes())
+                idle = taken is None
                 if isinstance(taken, TakenPass):
                     self.execute_pass(taken)
                     worked = True
@@ -134,11 +143,9 @@ class PassWorker(SimpleWorker):
                     self.check_for_suspension(burst)
                 elif burst:
                     break
-                else:
-                    self._state = WorkerStatus.IDLE  # SIGTERM now stops the blocking read at once
-                    self.connection.blpop([self.doorbell], timeout=self.doorbell_wait)
         except StopRequested:  # rq's signal handler, while idle
             self._stop_requested = True
+            self._hand_back_unread()
         except RedisError:
             self._redis_failed = True
             raise
@@ -152,29 +159,66 @@ class PassWorker(SimpleWorker):
         """Take the next pass's jobs (one script): a TakenPass, None when every lane is empty, or
         "suspended" while `rq suspend` is in force. `looking_in_passing`: a look between the
         micro-batches of another pass, which leaves the worker's state and the doorbell alone."""
-        execution_id, started = uuid4().hex, time.time()
-        keys = [self.doorbell, WORKERS_SUSPENDED, self.held, self.key, self.idle]
-        for queue in lanes:
-            keys += [queue.key, queue.started_job_registry.key]
-        reply = self._take(
-            keys,
-            [
-                self.max_jobs,
-                self.max_texts,
-                execution_id,
-                utcformat(now()),
-                started,
-                self.name,
-                Job.redis_job_namespace_prefix,
-                Queue.DEFAULT_TIMEOUT,
-                int(looking_in_passing),
-                self.doorbell_wait * 2,
-                int(self._was_idle),
-                self.stored_data_limit,
-                OVERSIZED,
-                *PASS_FIELDS,
-            ],
-        )
+        execution_id = uuid4().hex
+        keys, args = self._take_call(lanes, execution_id, looking_in_passing)
+        return self._taken(lanes, execution_id, self._take(keys, args), looking_in_passing)
+
+    def wait_and_take(self, lanes: Sequence[Queue]) -> TakenPass | str | None:
+        """Idle: block on the doorbell for up to `doorbell_wait`, with the take sent behind the blocking
+        read in the same round trip: Redis runs it the moment the bell rings (or the wait ends), so a
+        woken worker holds its pass one round trip sooner. A stop request cuts the wait short (rq's
+        StopRequested); whatever that take may have taken meanwhile goes back (`_hand_back_unread`)."""
+        execution_id = uuid4().hex
+        keys, args = self._take_call(lanes, execution_id, looking_in_passing=False)
+        TAKE_PASS.check(keys, args)
+        self._unread_execution = execution_id
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.blpop([self.doorbell], timeout=self.doorbell_wait)
+            pipe.evalsha(TAKE_PASS.sha, len(keys), *keys, *args)
+            rang, reply = pipe.execute(raise_on_error=False)
+        self._state = WorkerStatus.BUSY  # from here a SIGTERM waits for the pass to end
+        self._unread_execution = None
+        if isinstance(reply, NoScriptError):  # Redis lost its scripts (a restart, SCRIPT FLUSH)
+            self.connection.script_load(TAKE_PASS.source)
+            return None
+        for error in (rang, reply):
+            if isinstance(error, Exception):
+                raise error
+        return self._taken(lanes, execution_id, reply, looking_in_passing=False)
+
+    def _take_call(
+        self, lanes: Sequence[Queue], execution_id: str, looking_in_passing: bool
+    ) -> tuple[list[str], list[Any]]:
+        """take_pass.lua's keys and arguments."""
+        keys = [self.doorbell, WORKERS_SUSPENDED, self.held, self.key, self.idle, *self._lane_keys(lanes)]
+        args = [
+            self.max_jobs,
+            self.max_texts,
+            execution_id,
+            self.name,
+            Job.redis_job_namespace_prefix,
+            Queue.DEFAULT_TIMEOUT,
+            int(looking_in_passing),
+            self.doorbell_wait * 2,
+            int(self._was_idle),
+            self.stored_data_limit,
+            OVERSIZED,
+            *PASS_FIELDS,
+        ]
+        return keys, args
+
+    def _lane_keys(self, lanes: Sequence[Queue]) -> list[str]:
+        """Per lane, its rq list and its started registry (kept: rq builds a registry object to name its key)."""
+        names = tuple(queue.name for queue in lanes)
+        if (keys := self._lane_keys_cache.get(names)) is None:
+            keys = [key for queue in lanes for key in (queue.key, queue.started_job_registry.key)]
+            self._lane_keys_cache[names] = keys
+        return keys
+
+    def _taken(
+        self, lanes: Sequence[Queue], execution_id: str, reply: Any, looking_in_passing: bool
+    ) -> TakenPass | str | None:
+        started = time.time()
         outcome = reply[0].decode()
         if not looking_in_passing:
             self._was_idle = outcome != "jobs"
@@ -186,6 +230,28 @@ class PassWorker(SimpleWorker):
             job.restore({name: value for name, value in zip(PASS_FIELDS, values) if value is not None})
             jobs.append(job)
         return TakenPass(lanes[int(reply[1]) - 1], jobs, execution_id, started)
+
+    def _hand_back_unread(self) -> None:
+        """A stop cut the idle wait short: if its take ran before the connection closed, this worker holds
+        jobs it never saw; they go back to the head of their queue untouched (no retry used). Redis away:
+        left to the supervisor, which hands back a stopped worker's jobs."""
+        execution_id, self._unread_execution = self._unread_execution, None
+        if execution_id is None:
+            return
+        try:
+            members: set[bytes] = self.connection.smembers(self.held)  # type: ignore[assignment]
+            ids = [m.decode().rsplit(":", 1)[0] for m in members if m.decode().endswith(f":{execution_id}")]
+            origins = [self.connection.hget(Job.key_for(job_id), "origin") for job_id in ids]
+            for queue in self.queues:
+                jobs = [
+                    self.job_class(job_id, connection=self.connection, serializer=self.serializer)
+                    for job_id, origin in zip(ids, origins)
+                    if origin == queue.name.encode()
+                ]
+                if jobs:
+                    self.release(TakenPass(queue, jobs, execution_id, time.time()), jobs)
+        except RedisError as error:
+            self.log.warning("Worker %s: could not hand back a pass taken as it stopped (Redis: %s)", self.name, error)
 
     def finish_pass(
         self,

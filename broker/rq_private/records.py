@@ -17,20 +17,20 @@ from rq.utils import str_to_date
 from embedq.broker.jobs import MsgpackSerializer
 
 
-def enqueue_commands(queue: Queue, datas: list[Any]) -> tuple[list[str], list[list[bytes]]]:
+def enqueue_commands(queue: Queue, datas: list[Any]) -> tuple[list[str], list[list[Any]]]:
     """The jobs' ids and the commands rq's own `enqueue_many` would send for them, not sent: the
-    caller sends them (embedq: inside one script that first checks the queue's length)."""
+    caller sends them (embedq: inside one script that first checks the queue's length). Their
+    arguments stay as rq gave them (str, bytes, int): redis-py encodes them once, when they are sent."""
     pipe = queue.connection.pipeline()
     jobs = queue.enqueue_many(datas, pipeline=pipe)
-    encoder = queue.connection.get_encoder()
-    commands = [[encoder.encode(arg) for arg in args] for args, _ in pipe.command_stack]  # type: ignore[no-untyped-call]
+    commands = [list(args) for args, _ in pipe.command_stack]
     pipe.reset()
     # rq writes a job's status alone, then again with all its fields: the second write is enough.
     commands = [
         command
         for command, following in zip(commands, [*commands[1:], None])
         if not (
-            command[0] == b"HSET" and command[2:] == [b"status", b"queued"] and following and following[1] == command[1]
+            command[0] == "HSET" and command[2:] == ["status", "queued"] and following and following[1] == command[1]
         )
     ]
     return [job.id for job in jobs], commands
