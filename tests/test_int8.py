@@ -7,10 +7,11 @@ import subprocess
 import pytest
 
 from embedq.config import Settings
+from embedq.worker.model import quantize
 from embedq.worker.model.encoder import Encoder
 from embedq.worker.model.export import default_source
 from embedq.worker.model.quality import agreement, cosine_spearman, split_stsb
-from embedq.worker.model.quantize import GOALS, STSB_MAX_LOSS, Int8Recipe, quantize_int8
+from embedq.worker.model.quantize import GOALS, STSB_MAX_LOSS, Int8Recipe, Int8Report, quantize_int8
 from embedq.worker.model.spec import ModelError, load_spec
 from embedq.worker.supervisor.spawn import embedq_command
 
@@ -36,8 +37,10 @@ def test_the_copy_meets_every_goal_on_held_out_text_and_prints_all_three_measure
         assert measure in stdout
     quality = json.loads((int8 / "quality.json").read_text())
     assert quality["precision"] == "int8"
-    for name, goal in GOALS.items():
-        assert quality["evaluation"][name] >= goal, (name, quality["evaluation"])
+    assert set(quality["held_out"]) == {"A", "B"} and "seed 1" in quality["judged_on"]
+    for measured in (quality["evaluation"], *quality["held_out"].values()):
+        for name, goal in GOALS.items():
+            assert measured[name] >= goal, (name, measured)
     assert quality["evaluation"]["stsb_loss"] <= STSB_MAX_LOSS
     validate = subprocess.run([*embedq_command(), "model", "validate", str(int8)], capture_output=True, text=True)
     assert validate.returncode == 0 and '"precision": "int8"' in validate.stdout
@@ -79,3 +82,38 @@ def test_the_gate_keeps_no_copy_made_the_naive_way(prepared, stsb, tmp_path):
         quantize_int8(default_source(), fp32_dir, stsb, target, naive)
     assert not target.exists()
     assert not list(tmp_path.glob(".staging-*"))
+
+
+def test_the_held_out_half_is_cut_in_two_disjoint_fixed_splits_and_a_miss_on_either_keeps_no_copy(stsb):
+    split = split_stsb(stsb)
+    splits = split.held_out_splits()
+    a, b = (set(rows.tolist()) for rows in splits.values())
+    assert not a & b and a | b == set(range(len(split.evaluation))) and abs(len(a) - len(b)) <= 1
+    assert [rows.tolist() for rows in split.held_out_splits().values()] == [sorted(a), sorted(b)], "fixed seed"
+    met = {"cosine_min": 0.99, "cosine_p1": 0.995, "cosine_median": 0.999, "neighbour_overlap": 0.96}
+    report = Int8Report(recipe={}, evaluation={**met, "stsb_loss": 0.0}, held_out={"A": met, "B": met})
+    assert report.misses() == []
+    report.held_out["B"] = {**met, "neighbour_overlap": 0.946}
+    assert report.misses() == ["neighbour_overlap 0.9460 < 0.95 on held-out split B"]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("prepared_on_vnni", [True, False])
+def test_a_worker_on_the_other_kind_of_cpu_is_told_so_with_the_command_that_prepares_a_copy_for_it(
+    tmp_path, monkeypatch, prepared_on_vnni
+):
+    copy = tmp_path / "minilm-int8"
+    copy.mkdir()
+    flags = ["avx2", "avx512_vnni", "avx512f"] if prepared_on_vnni else ["avx2", "fma"]
+    (copy / "quality.json").write_text(json.dumps({"precision": "int8", "cpu_flags": flags}))
+    monkeypatch.setattr(quantize, "has_vnni", lambda: prepared_on_vnni)
+    assert quantize.cpu_kind_warning(copy) is None, "same kind: nothing to say"
+    monkeypatch.setattr(quantize, "has_vnni", lambda: not prepared_on_vnni)
+    warning = quantize.cpu_kind_warning(copy)
+    assert warning is not None
+    assert f"prepared on a CPU {'with' if prepared_on_vnni else 'without'} VNNI" in warning
+    assert ("saturate" in warning) == prepared_on_vnni
+    assert f"embedq model prepare --dir {tmp_path / 'minilm'} --quantize int8" in warning
+    (copy / "quality.json").write_text(json.dumps({"precision": "int8"}))  # made before the flags were recorded
+    assert quantize.cpu_kind_warning(copy) is None
+    assert quantize.cpu_kind_warning(tmp_path) is None, "an fp32 model directory"

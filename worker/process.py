@@ -44,6 +44,7 @@ from embedq.errors import InvalidInput
 from embedq.worker import tasks
 from embedq.worker.backoff import RedisBackoff, connect
 from embedq.worker.model.encoder import Encoded, Encoder
+from embedq.worker.model.quantize import cpu_kind_warning
 from embedq.worker.model_claim import claim_queue, refresh_claim
 from embedq.worker.recovery import bury_worker
 from embedq.worker.supervisor.watchdog import Beat
@@ -337,6 +338,8 @@ def ready_encoder(settings: Settings, name: str) -> tuple[Encoder, dict[str, str
     encoder = Encoder.from_settings(settings)
     encoder.encode(["warm-up"])  # the first run optimizes the graph and allocates; keep that off the first job
     load_s = time.perf_counter() - started
+    if warning := cpu_kind_warning(encoder.spec.directory):
+        log.warning("worker %s: %s", name, warning)
     threads = settings.threads_per_worker()
     providers = ",".join(encoder.providers)
     log.info(

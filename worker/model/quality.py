@@ -41,7 +41,8 @@ def cosine_spearman(first: np.ndarray, second: np.ndarray, gold: np.ndarray) -> 
     return 100.0 * spearman(cosines, gold)
 
 
-SPLIT_SEED = 0
+SPLIT_SEED = 0  # calibration half / held-out half
+HELD_OUT_SEED = 1  # the held-out half cut in two disjoint splits, each judged on its own
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,13 @@ class StsbSplit:
     first: list[str]  # the pairs whose both sentences are in the evaluation half
     second: list[str]
     gold: np.ndarray
+
+    def held_out_splits(self, seed: int = HELD_OUT_SEED) -> dict[str, np.ndarray]:
+        """The evaluation half cut in two disjoint splits (fixed seed), as row indices into `evaluation`:
+        a copy must meet the goals on both, so one lucky draw of text cannot pass it."""
+        order = np.random.default_rng(seed).permutation(len(self.evaluation))
+        half = len(order) // 2
+        return {"A": np.sort(order[:half]), "B": np.sort(order[half:])}
 
 
 def split_stsb(path: Path, seed: int = SPLIT_SEED) -> StsbSplit:
@@ -68,12 +76,15 @@ def split_stsb(path: Path, seed: int = SPLIT_SEED) -> StsbSplit:
     return StsbSplit(calibration, evaluation, [first[i] for i in kept], [second[i] for i in kept], gold[kept])
 
 
-def agreement(reference: np.ndarray, candidate: np.ndarray, *, queries: int = 200, k: int = 10) -> dict[str, float]:
+def agreement(
+    reference: np.ndarray, candidate: np.ndarray, *, queries: int | None = None, k: int = 10
+) -> dict[str, float]:
     """How far `candidate` vectors (rows: the same texts, L2-normalized) are from `reference`'s: per-text
-    cosine (minimum, 1st percentile, median) and the share of each of `queries` texts' (drawn with a fixed
-    seed) top-k nearest neighbours among the other texts that both agree on."""
+    cosine (minimum, 1st percentile, median) and the share of each query's top-k nearest neighbours among
+    the other texts that both agree on. Queries: every text (None), or `queries` drawn with a fixed seed."""
     cosines = (reference * candidate).sum(axis=1)
-    picked = np.random.default_rng(SPLIT_SEED).choice(len(reference), size=min(queries, len(reference)), replace=False)
+    count = len(reference) if queries is None else min(queries, len(reference))
+    picked = np.random.default_rng(SPLIT_SEED).choice(len(reference), size=count, replace=False)
 
     def neighbours(vectors: np.ndarray) -> np.ndarray:
         scores = vectors[picked] @ vectors.T
