@@ -219,7 +219,8 @@ def cmd_model_prepare(args: argparse.Namespace) -> int:
 
         report = quantize_int8(default_source(), target, stsb)
         print(
-            f"int8 copy ready in {int8_dir(target)} ({len(report.fp32_layers)} layers kept in fp32): "
+            f"int8 copy ready in {int8_dir(target)} ({len(report.sensitive_layers)} sensitive layers kept in "
+            f"{report.recipe['sensitive_as']}): "
             f"{report.summary()}; serve it with EMBEDQ_MODEL_DIR={int8_dir(target)} on a queue of its own"
         )
     return 0

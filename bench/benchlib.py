@@ -153,12 +153,12 @@ def machine() -> dict[str, Any]:
     }
 
 
-def save(name: str, data: dict[str, Any]) -> Path:
-    """bench/results/{name}.json, stamped with the script, the machine and the time."""
+def save(name: str, data: dict[str, Any], script: str | None = None) -> Path:
+    """bench/results/{name}.json, stamped with the script (bench/{script or name}.py), the machine and the time."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
     record = {
-        "script": f"bench/{name}.py",
+        "script": f"bench/{script or name}.py",
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         **data,

@@ -7,7 +7,7 @@ the held-out pairs), and timed beside fp32 through the Encoder in length-sorted 
 and the shipped copy. The CPU's flags are recorded beside the figures: int8 speed depends on VNNI (on
 AVX2 alone, int8 products of 8-bit weights saturate: ONNX Runtime's advice is 7-bit weights, or
 unsigned ones, which its kernels multiply without saturating, more slowly). Results go to
-bench/results/int8.json.
+bench/results/int8_vnni.json or int8_avx2.json, by the CPU's kind.
 
     ./dev bench int8 [--repeats 3] [--stsb PATH]"""
 
@@ -20,14 +20,13 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from benchlib import alternate, rate, save, stsb_path
 
 from embedq.config import Settings
 from embedq.worker.model.encoder import Encoder
-from embedq.worker.model.export import copy_model_files, default_source, export_graph, load_checkpoint, prepare_default
+from embedq.worker.model.export import copy_model_files, default_source, prepare_default
 from embedq.worker.model.quality import StsbSplit, agreement, cosine_spearman, split_stsb
 from embedq.worker.model.quantize import (
     GOALS,
@@ -35,8 +34,6 @@ from embedq.worker.model.quantize import (
     Int8Recipe,
     build_int8,
     has_vnni,
-    smooth,
-    weighted_matmuls,
 )
 
 
@@ -84,35 +81,6 @@ def static_qdq(fp32_dir: Path, split: StsbSplit, target: Path) -> None:
     )
 
 
-def smoothed_8bit(down_only: bool) -> Callable[[Path, StsbSplit, Path], None]:
-    """Smoothed, per-channel, no layer in fp32, with unsigned 8-bit weights (no saturation without VNNI):
-    every weighted MatMul, or (`down_only`) just the FFN-down layers, the rest 7-bit signed."""
-
-    def make(fp32_dir: Path, split: StsbSplit, target: Path) -> None:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-        from transformers import AutoTokenizer
-
-        model = load_checkpoint(default_source())
-        smooth(model, AutoTokenizer.from_pretrained(str(default_source())), split.calibration, 0.85)
-        graph, signed = target / "smoothed.onnx", target / "signed.onnx"
-        export_graph(model, graph)
-        copy_model_files(fp32_dir, target)
-        down = [layer for layer in weighted_matmuls(graph) if "/output/dense/" in layer and "attention" not in layer]
-        common: dict[str, Any] = {"per_channel": True, "op_types_to_quantize": ["MatMul"]}
-        if down_only:
-            quantize_dynamic(
-                str(graph), str(signed), weight_type=QuantType.QInt8, reduce_range=True, nodes_to_exclude=down, **common
-            )
-            graph = signed
-        unsigned = {"nodes_to_quantize": down} if down_only else {}
-        quantize_dynamic(str(graph), str(target / "model.onnx"), weight_type=QuantType.QUInt8, **unsigned, **common)
-        for scratch in target.glob("*.onnx*"):
-            if scratch.name != "model.onnx":
-                scratch.unlink()
-
-    return make
-
-
 def op_profile(model_dir: Path, batches: list[list[str]]) -> dict[str, float]:
     """ms per operator type (ONNX Runtime's profiler, 1 thread) over `batches`, most first."""
     import onnxruntime as ort
@@ -146,12 +114,11 @@ def recipe(chosen: Int8Recipe) -> Callable[[Path, StsbSplit, Path], None]:
 VARIANTS: dict[str, Callable[[Path, StsbSplit, Path], None]] = {
     "per-tensor, every op (embedq 0.2)": naive,
     "static QDQ, per-channel, calibrated": static_qdq,
-    "per-channel": recipe(Int8Recipe(smoothing=None, max_fp32_layers=0)),
+    "per-channel": recipe(Int8Recipe(smoothing=None, max_fp32_layers=0, max_uint8_layers=0)),
     "per-channel, sensitive layers fp32": recipe(Int8Recipe(smoothing=None)),
-    "smoothed, per-channel": recipe(Int8Recipe(max_fp32_layers=0)),
+    "smoothed, per-channel": recipe(Int8Recipe(max_fp32_layers=0, max_uint8_layers=0)),
     "smoothed, per-channel, sensitive layers fp32 (ships)": recipe(Int8Recipe()),
-    "smoothed, per-channel, unsigned 8-bit weights": smoothed_8bit(down_only=False),
-    "smoothed, per-channel, unsigned 8-bit FFN-down, 7-bit signed rest": smoothed_8bit(down_only=True),
+    "smoothed, per-channel, sensitive layers unsigned 8-bit": recipe(Int8Recipe(sensitive_as="uint8")),
 }
 SHIPPED = "smoothed, per-channel, sensitive layers fp32 (ships)"
 
@@ -190,7 +157,7 @@ def main() -> int:
                 all(part[name] >= goal for part in [measured, *parts] for name, goal in GOALS.items())
                 and stsb_fp32 - measured["stsb"] <= STSB_MAX_LOSS
             )
-            rows.append({"variant": label, **measured})
+            rows.append({"variant": label, **measured, "ships": label == SHIPPED})
             print(f"{label}: " + ", ".join(f"{k} {v:.4f}" for k, v in measured.items()), flush=True)
         for threads in (1, 2):
             encoders = {
@@ -219,7 +186,7 @@ def main() -> int:
             for label, d in {"fp32": fp32_dir, "int8 (ships)": directories[SHIPPED]}.items()
         }
     save(
-        "int8",
+        "int8_vnni" if has_vnni() else "int8_avx2",  # figures from both kinds of CPU are kept
         {
             "evaluation_texts": len(texts),
             "evaluation_pairs": len(split.gold),
@@ -229,6 +196,7 @@ def main() -> int:
             "profile_ms": profile,
             **fp32_rates,
         },
+        script="int8",
     )
     return 0
 

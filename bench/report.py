@@ -171,8 +171,9 @@ def export_section(export: dict[str, Any]) -> list[str]:
 
 def int8_section(int8: dict[str, Any]) -> list[str]:
     goals = int8["goals"]
+    kind = "with VNNI" if any("vnni" in flag for flag in int8["machine"].get("cpu_flags", [])) else "without VNNI"
     lines = [
-        "## int8 — `./dev bench int8` (bench/int8.py)",
+        f"## int8 on a CPU {kind} — `./dev bench int8` (bench/int8.py)",
         "",
         f"Measured by {stamp(int8)}, on {cpu(int8)}. Calibration and judging never share text: the STS-B test",
         "sentences are split in two with a fixed seed; each recipe calibrates on one half and is judged on the other",
@@ -190,7 +191,7 @@ def int8_section(int8: dict[str, Any]) -> list[str]:
     for row in int8["variants"]:
         fast = max(row["speedup_1t"], row["speedup_2t"]) >= goals["speedup"]
         verdict = "met" if row["meets_goals"] and fast else "missed"
-        name = f"**{row['variant']}**" if "ships" in row["variant"] else row["variant"]
+        name = f"**{row['variant']}**" if row.get("ships", "ships" in row["variant"]) else row["variant"]
         worst = f"{row['worst_split_overlap']:.3f}" if "worst_split_overlap" in row else "—"
         lines.append(
             f"| {name} | {row['cosine_min']:.4f} | {row['cosine_p1']:.4f} | {row['cosine_median']:.4f} | "
@@ -206,16 +207,17 @@ def int8_section(int8: dict[str, Any]) -> list[str]:
         "min/max calibration clips nothing and so spends its 8 bits on those outliers.",
     ]
     if profile := int8.get("profile_ms"):
-        fp32, quantized = profile["fp32"], profile["int8 (ships)"]
-        ops = sorted(set(fp32) | set(quantized), key=lambda op: -(fp32.get(op, 0) + quantized.get(op, 0)))[:10]
+        ops = sorted({op for graph in profile.values() for op in graph}, key=lambda op: -profile["fp32"].get(op, 0))
+        ops = sorted(ops, key=lambda op: -sum(graph.get(op, 0) for graph in profile.values()))[:10]
         lines += [
             "",
-            "Where the time goes (ONNX Runtime's profiler, 1 thread, the same batches of 32; ms per operator type):",
+            "Where the time goes (ONNX Runtime's profiler, 1 thread, the same batches of 32; ms per operator type)"
+            + (f". {int8['profile_note']}" if "profile_note" in int8 else ":"),
             "",
-            "| operator | fp32 | int8 (ships) |",
-            "| --- | ---: | ---: |",
-            *(f"| {op} | {fp32.get(op, 0):,.0f} | {quantized.get(op, 0):,.0f} |" for op in ops),
-            f"| all | {sum(fp32.values()):,.0f} | {sum(quantized.values()):,.0f} |",
+            "| operator | " + " | ".join(profile) + " |",
+            "| --- |" + " ---: |" * len(profile),
+            *(f"| {op} | " + " | ".join(f"{graph.get(op, 0):,.0f}" for graph in profile.values()) + " |" for op in ops),
+            "| all | " + " | ".join(f"{sum(graph.values()):,.0f}" for graph in profile.values()) + " |",
         ]
     return lines
 
@@ -611,7 +613,7 @@ def readme_block(
     peer: dict[str, Any] | None,
     lanes: dict[str, Any] | None,
     export: dict[str, Any] | None,
-    int8: dict[str, Any] | None,
+    int8_runs: tuple[dict[str, Any] | None, ...],
     gateway: dict[str, Any] | None,
     infinity: dict[str, Any] | None,
     batch: dict[str, Any] | None,
@@ -625,8 +627,8 @@ def readme_block(
             f"**{shipped['batch32_2t_vs_embedq_0.2']:.2f}×** (2 threads) embedq 0.2's dynamo export, vectors at cosine ≥ "
             f"{shipped['cosine_to_sentence_transformers_min']:.7f} to sentence-transformers'."
         )
-    if int8:
-        shipped = next(row for row in int8["variants"] if "ships" in row["variant"])
+    for int8 in (run_int8 for run_int8 in int8_runs if run_int8):
+        shipped = next(row for row in int8["variants"] if row.get("ships", "ships" in row["variant"]))
         naive = int8["variants"][0]
         lines.append(
             f"- **int8** (`bench/int8.py`, {cpu(int8)}): on held-out sentences, cosine to fp32 p1 "
@@ -718,23 +720,30 @@ def readme_block(
     return "\n".join(lines)
 
 
-def latency_budget_section(budget: dict[str, Any]) -> list[str]:
+def latency_budget_section(budget: dict[str, Any], before: dict[str, Any] | None = None) -> list[str]:
     steps = budget["budget_us_p50"]
+    rounds = budget.get("rounds", 1)
     lines = [
         "## One text's latency budget — `./dev bench latency_budget` (bench/latency_budget.py)",
         "",
         f"Measured by {stamp(budget)}; CPU {cpu(budget)}. An idle fleet of {budget['workers']} workers (1 ONNX "
-        f"thread each), a private local Redis, one new short text at a time, p50 of {budget['samples']} each.",
+        f"thread each), a private local Redis, one new short text at a time, p50 of {budget['samples']} each"
+        + (f", mean of {rounds} runs" if rounds > 1 else "")
+        + (f"; before: {before['code']}, run in turn with the code now (same script, same machine)" if before else "")
+        + ".",
         "",
-        "| step | µs (p50) |",
-        "| --- | ---: |",
+        "| step | µs (p50) before | now |" if before else "| step | µs (p50) |",
+        "| --- | ---: | ---: |" if before else "| --- | ---: |",
     ]
-    lines += [f"| {step} | {micros:,.0f} |" for step, micros in steps.items()]
+    for step, micros in steps.items():
+        was = f"{before['budget_us_p50'][step]:,.0f} | " if before and step in before["budget_us_p50"] else ""
+        lines.append(f"| {step} | {was}{micros:,.0f} |")
     added = budget["queue_added_us"]
+    earlier = f" (before: {before['queue_added_us']:,.0f} µs)" if before else ""
     lines += [
         "",
-        f"The queue adds {added:,.0f} µs to the floor (issue 23's goal: ≤ 1,500 µs: "
-        f"{'met' if added <= 1500 else 'missed'}). Redis' own time per text, from its slow log at threshold 0 in a "
+        f"The queue adds {added:,.0f} µs to the floor{earlier}; issue 23's goal: ≤ 1,500 µs: "
+        f"{'met' if added <= 1500 else 'missed'}. Redis' own time per text, from its slow log at threshold 0 in a "
         "run of its own (logging slows each command a little; a script's time includes the commands it calls, "
         "which the log also lists on their own):",
         "",
@@ -742,14 +751,22 @@ def latency_budget_section(budget: dict[str, Any]) -> list[str]:
         "| --- | ---: |",
     ]
     lines += [f"| {name} | {micros:.1f} |" for name, micros in list(budget["redis_us_per_text"].items())[:8]]
+    if concurrent := budget.get("concurrent"):
+        lines += [
+            "",
+            f"{concurrent['clients']} concurrent clients sending one new text each ({concurrent['requests']:,} "
+            f"requests): p50 {concurrent['p50_us'] / 1000:.1f} ms, p99 {concurrent['p99_us'] / 1000:.1f} ms, "
+            f"p99/p50 {concurrent['ratio']:.2f} (goal ≤ 3: {'met' if concurrent['ratio'] <= 3 else 'missed'}).",
+        ]
     return lines
 
 
 def main() -> int:
     run, quality, memory, fleet = load("run"), load("quality"), load("memory"), load("fleet")
-    peer, lanes, export, int8 = load("celery_peer"), load("lanes"), load("export"), load("int8")
+    peer, lanes, export, int8 = load("celery_peer"), load("lanes"), load("export"), load("int8_vnni")
     gateway, infinity, aof, soak = load("gateway"), load("infinity_peer"), load("aof_loss"), load("soak")
     batch, front_door, budget = load("batch"), load("front_door"), load("latency_budget")
+    int8_avx2 = load("int8_avx2")
     page = [
         "# Benchmarks",
         "",
@@ -761,8 +778,9 @@ def main() -> int:
         quality and quality_section(quality),
         export and export_section(export),
         int8 and int8_section(int8),
+        int8_avx2 and int8_section(int8_avx2),
         run and run_section(run),
-        budget and latency_budget_section(budget),
+        budget and latency_budget_section(budget, load("latency_budget_before")),
         fleet and fleet_section(fleet, load("fleet_before_passes")),
         lanes and lanes_section(lanes),
         gateway and gateway_section(gateway),
@@ -780,7 +798,7 @@ def main() -> int:
     (ROOT / "BENCHMARKS.md").write_text("\n".join(page) + "\n")
     readme = (ROOT / "README.md").read_text()
     start, end = readme.index(README_BEGIN), readme.index(README_END) + len(README_END)
-    block = readme_block(run, quality, memory, fleet, peer, lanes, export, int8, gateway, infinity, batch)
+    block = readme_block(run, quality, memory, fleet, peer, lanes, export, (int8, int8_avx2), gateway, infinity, batch)
     (ROOT / "README.md").write_text(readme[:start] + block + readme[end:])
     print("wrote BENCHMARKS.md and README.md's measured block")
     return 0

@@ -77,7 +77,7 @@ def test_the_copy_is_named_for_its_precision_wherever_it_is_moved(prepared, tmp_
 def test_the_gate_keeps_no_copy_made_the_naive_way(prepared, stsb, tmp_path):
     fp32_dir, _, _ = prepared
     target = tmp_path / "naive-int8"
-    naive = Int8Recipe(per_channel=False, smoothing=None, max_fp32_layers=0)  # per-tensor, every layer
+    naive = Int8Recipe(per_channel=False, smoothing=None, max_fp32_layers=0, max_uint8_layers=0)  # every layer
     with pytest.raises(ModelError, match=r"the int8 copy misses cosine_p1 0\.\d+ < 0\.99.*not saved"):
         quantize_int8(default_source(), fp32_dir, stsb, target, naive)
     assert not target.exists()

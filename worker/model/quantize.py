@@ -14,9 +14,9 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from embedq.config import Settings
 from embedq.worker.model.encoder import Encoder
@@ -48,14 +48,27 @@ class Int8Recipe:
 
     per_channel: bool = True
     smoothing: float | None = 0.85  # SmoothQuant's alpha (share of the outliers moved into the weights)
-    max_fp32_layers: int = 6  # layers that may stay in fp32 (each costs speed)
+    max_fp32_layers: int = 6  # sensitive layers that may stay in fp32 (each costs speed)
+    max_uint8_layers: int = 12  # or get unsigned 8-bit weights (cheaper than fp32; slower than signed int8)
     reduce_range: bool | None = None  # 7-bit weights; None: as the CPU needs (ONNX Runtime: without VNNI)
+    # How sensitive layers are kept: "fp32", or "uint8": unsigned 8-bit weights, which ONNX Runtime's kernels
+    # multiply without saturating on a CPU without VNNI (where signed weights must drop to 7 bits). fp32 ships:
+    # on AVX2 alone (bench/int8.py) uint8 layers were no faster beyond the machine's noise, with less margin.
+    sensitive_as: Literal["fp32", "uint8"] = "fp32"
+
+    def resolved(self) -> Int8Recipe:
+        """The recipe with what the CPU decides filled in."""
+        return replace(self, reduce_range=self.reduce_range if self.reduce_range is not None else not has_vnni())
+
+    @property
+    def max_sensitive_layers(self) -> int:
+        return self.max_fp32_layers if self.sensitive_as == "fp32" else self.max_uint8_layers
 
 
 @dataclass
 class Int8Report:
     recipe: dict[str, Any]
-    fp32_layers: list[str] = field(default_factory=list)
+    sensitive_layers: list[str] = field(default_factory=list)  # kept as the recipe's `sensitive_as` says
     calibration: dict[str, float] = field(default_factory=dict)
     evaluation: dict[str, float] = field(default_factory=dict)  # the whole held-out half, and STS-B on it
     held_out: dict[str, dict[str, float]] = field(default_factory=dict)  # per disjoint split of that half
@@ -195,61 +208,70 @@ class Candidates:
     """Quantized candidates of one fp32 graph, embedded in a scratch model directory with the Encoder
     a worker uses, against the fp32 model's vectors."""
 
-    def __init__(self, fp32_dir: Path, graph: Path, scratch: Path, recipe: Int8Recipe, reduce_range: bool) -> None:
-        self.graph, self.scratch, self.recipe, self.reduce_range = graph, scratch, recipe, reduce_range
+    def __init__(self, fp32_dir: Path, graph: Path, scratch: Path, recipe: Int8Recipe) -> None:
+        self.graph, self.scratch, self.recipe = graph, scratch, recipe.resolved()
         self.fp32 = Encoder.from_settings(Settings(model_dir=fp32_dir, workers=1))
         copy_model_files(fp32_dir, scratch)
 
-    def quantize(self, fp32_layers: list[str], path: Path) -> None:
+    def quantize(self, kept: list[str], path: Path, kept_as: str | None = None) -> None:
+        """Every weighted MatMul with signed int8 weights, but `kept`: in fp32, or with unsigned 8-bit weights
+        (`kept_as`, by default the recipe's `sensitive_as`)."""
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
+        common: dict[str, Any] = {"per_channel": self.recipe.per_channel, "op_types_to_quantize": ["MatMul"]}
+        signed = (
+            path.with_name(path.name + ".signed") if kept and (kept_as or self.recipe.sensitive_as) == "uint8" else path
+        )
         logging.disable(logging.WARNING)  # the quantizer logs every node it skips, and advice, to the root logger
         try:
             quantize_dynamic(
                 str(self.graph),
-                str(path),
+                str(signed),
                 weight_type=QuantType.QInt8,
-                per_channel=self.recipe.per_channel,
-                reduce_range=self.reduce_range,
-                op_types_to_quantize=["MatMul"],
-                nodes_to_exclude=fp32_layers,
+                reduce_range=self.recipe.reduce_range,
+                nodes_to_exclude=kept,
+                **common,
             )
+            if signed != path:
+                quantize_dynamic(str(signed), str(path), weight_type=QuantType.QUInt8, nodes_to_quantize=kept, **common)
+                signed.unlink()
         finally:
             logging.disable(logging.NOTSET)
 
-    def encoder(self, fp32_layers: list[str]) -> Encoder:
-        self.quantize(fp32_layers, self.scratch / "model.onnx")
+    def encoder(self, kept: list[str], kept_as: str | None = None) -> Encoder:
+        self.quantize(kept, self.scratch / "model.onnx", kept_as)
         return Encoder.from_settings(Settings(model_dir=self.scratch, workers=1))
 
-    def measure(self, fp32_layers: list[str], texts: list[str]) -> dict[str, float]:
-        return agreement(self.fp32.encode(texts).vectors, self.encoder(fp32_layers).encode(texts).vectors)
+    def measure(self, kept: list[str], texts: list[str]) -> dict[str, float]:
+        return agreement(self.fp32.encode(texts).vectors, self.encoder(kept).encode(texts).vectors)
 
 
 def clears(measured: dict[str, float]) -> bool:
     return all(measured[name] >= goal + SEARCH_MARGIN[name] for name, goal in GOALS.items())
 
 
-def choose_fp32_layers(
+def choose_sensitive_layers(
     candidates: Candidates, layers: list[str], texts: list[str]
 ) -> tuple[list[str], dict[str, float]]:
     """Quantize everything; while the calibration text misses the goals, keep the next most sensitive
-    layer (measured alone: mean cosine lost when only it is quantized) in fp32."""
+    layer (measured alone: mean cosine lost when only it is quantized) out of signed int8: in fp32, or
+    with unsigned 8-bit weights, as the recipe says."""
     measured = candidates.measure([], texts)
-    if clears(measured) or not candidates.recipe.max_fp32_layers:
+    if clears(measured) or not candidates.recipe.max_sensitive_layers:
         return [], measured
     sample = texts[:SENSITIVITY_TEXTS]
     reference = candidates.fp32.encode(sample).vectors
     loss: dict[str, float] = {}
     for number, layer in enumerate(layers, 1):
-        vectors = candidates.encoder([other for other in layers if other != layer]).encode(sample).vectors
+        vectors = candidates.encoder([other for other in layers if other != layer], "fp32").encode(sample).vectors
         loss[layer] = float(1 - (vectors * reference).sum(axis=1).mean())
         log.info("int8: sensitivity of layer %d/%d %s: %.2e", number, len(layers), layer, loss[layer])
     ranked = sorted(layers, key=loss.__getitem__, reverse=True)
     kept: list[str] = []
-    for layer in ranked[: candidates.recipe.max_fp32_layers]:
+    for layer in ranked[: candidates.recipe.max_sensitive_layers]:
         kept.append(layer)
         measured = candidates.measure(kept, texts)
-        log.info("int8: %d layers in fp32: calibration %s", len(kept), _brief(measured))
+        log.info("int8: %d layers in %s: calibration %s", len(kept), candidates.recipe.sensitive_as, _brief(measured))
         if clears(measured):
             break
     return kept, measured
@@ -271,8 +293,7 @@ def build_int8(
     it against `fp32_dir` on the evaluation half of `split`; no gate here."""
     from transformers import AutoTokenizer
 
-    reduce_range = recipe.reduce_range if recipe.reduce_range is not None else not has_vnni()
-    report = Int8Report(recipe={**asdict(recipe), "reduce_range": reduce_range})
+    report = Int8Report(recipe=asdict(recipe.resolved()))
     with tempfile.TemporaryDirectory(prefix="embedq-int8-") as scratch:
         graph = Path(scratch) / "fp32.onnx"
         model = load_checkpoint(checkpoint)
@@ -283,13 +304,15 @@ def build_int8(
             smooth(model, AutoTokenizer.from_pretrained(str(checkpoint)), split.calibration, recipe.smoothing)
         export_graph(model, graph)
         (Path(scratch) / "candidate").mkdir()
-        candidates = Candidates(fp32_dir, graph, Path(scratch) / "candidate", recipe, reduce_range)
-        progress("int8: quantizing, and measuring which layers need fp32 on the calibration half")
-        report.fp32_layers, report.calibration = choose_fp32_layers(
+        candidates = Candidates(fp32_dir, graph, Path(scratch) / "candidate", recipe)
+        progress(
+            f"int8: quantizing; finding the layers to keep in {candidates.recipe.sensitive_as} on the calibration half"
+        )
+        report.sensitive_layers, report.calibration = choose_sensitive_layers(
             candidates, weighted_matmuls(graph), split.calibration
         )
         copy_model_files(fp32_dir, target)
-        candidates.quantize(report.fp32_layers, target / "model.onnx")
+        candidates.quantize(report.sensitive_layers, target / "model.onnx")
         progress(f"int8: judging the copy on the {len(split.evaluation)} held-out texts")
         reference = candidates.fp32.encode(split.evaluation).vectors
     vectors = Encoder.from_settings(Settings(model_dir=target, workers=1)).encode(split.evaluation).vectors
@@ -325,7 +348,7 @@ def quantize_int8(
         quality = {
             "precision": "int8",
             "recipe": report.recipe,
-            "fp32_layers": report.fp32_layers,
+            "sensitive_layers": report.sensitive_layers,
             "goals": {**GOALS, "stsb_max_loss": STSB_MAX_LOSS},
             "evaluation": report.evaluation,
             "held_out": report.held_out,
