@@ -204,19 +204,6 @@ def test_an_idle_wait_takes_the_job_that_rings_the_doorbell_in_the_same_round_tr
     assert job.enqueued_at <= job.started_at <= datetime.now(UTC), "stamped when the bell rang"
 
 
-def test_a_pass_taken_as_a_stop_cut_the_wait_short_goes_back_untouched(queue: Queue):
-    job = enqueue(queue, retry=Retry(max=2))
-    worker = pass_worker(queue, f"cut-{queue.name}")
-    keys, args = worker._take_call([queue], "cut-short", looking_in_passing=False)
-    worker._take(keys, args)  # the take behind the wait ran; the stop came before its reply was read
-    worker._unread_execution = "cut-short"
-    worker._hand_back_unread()
-    job = Job.fetch(job.id, connection=queue.connection, serializer=MsgpackSerializer)
-    assert (job.get_status(), job.retries_left, queue.job_ids) == (JobStatus.QUEUED, 2, [job.id])
-    assert not StartedJobRegistry(queue=queue).get_job_ids()
-    assert not queue.connection.exists(held_key(worker.name))
-
-
 RQ_TIME = re.compile(r"local function rq_time.*?-- end rq_time", re.DOTALL)
 
 

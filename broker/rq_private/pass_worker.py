@@ -84,7 +84,6 @@ class PassWorker(SimpleWorker):
         self.held = held
         self._take = bind(self.connection, "take_pass")
         self._lane_keys_cache: dict[tuple[str, ...], list[str]] = {}
-        self._unread_execution: str | None = None  # the take sent behind an idle wait, until its reply is read
         self._finish = bind(self.connection, "finish_pass")
         self._release = bind(self.connection, "release_jobs")
         self._last_beat = 0.0
@@ -128,12 +127,10 @@ class PassWorker(SimpleWorker):
         try:
             while not self._stop_requested:
                 self.keep_alive()
-                if idle:
-                    self._state = WorkerStatus.IDLE  # SIGTERM now stops the blocking read at once
-                    taken = self.wait_and_take(self.next_lanes())
-                else:
-                    self._state = WorkerStatus.BUSY  # from here a SIGTERM waits for the pass to end
-                    taken = self.take(self.next_lanes())
+                # From here a SIGTERM waits for the pass to end; idle, for the doorbell's wait too (at most
+                # doorbell_wait): the take behind it may already have started jobs, which then run first.
+                self._state = WorkerStatus.BUSY
+                taken = self.wait_and_take(self.next_lanes()) if idle else self.take(self.next_lanes())
                 idle = taken is None
                 if isinstance(taken, TakenPass):
                     self.execute_pass(taken)
@@ -143,9 +140,8 @@ class PassWorker(SimpleWorker):
                     self.check_for_suspension(burst)
                 elif burst:
                     break
-        except StopRequested:  # rq's signal handler, while idle
+        except StopRequested:  # rq's signal handler, while suspended
             self._stop_requested = True
-            self._hand_back_unread()
         except RedisError:
             self._redis_failed = True
             raise
@@ -166,18 +162,15 @@ class PassWorker(SimpleWorker):
     def wait_and_take(self, lanes: Sequence[Queue]) -> TakenPass | str | None:
         """Idle: block on the doorbell for up to `doorbell_wait`, with the take sent behind the blocking
         read in the same round trip: Redis runs it the moment the bell rings (or the wait ends), so a
-        woken worker holds its pass one round trip sooner. A stop request cuts the wait short (rq's
-        StopRequested); whatever that take may have taken meanwhile goes back (`_hand_back_unread`)."""
+        woken worker holds its pass one round trip sooner. Jobs are started in Redis before this worker
+        reads the reply, so nothing may cut the read short: a stop request waits for it."""
         execution_id = uuid4().hex
         keys, args = self._take_call(lanes, execution_id, looking_in_passing=False)
         TAKE_PASS.check(keys, args)
-        self._unread_execution = execution_id
         with self.connection.pipeline(transaction=False) as pipe:
             pipe.blpop([self.doorbell], timeout=self.doorbell_wait)
             pipe.evalsha(TAKE_PASS.sha, len(keys), *keys, *args)
             rang, reply = pipe.execute(raise_on_error=False)
-        self._state = WorkerStatus.BUSY  # from here a SIGTERM waits for the pass to end
-        self._unread_execution = None
         if isinstance(reply, NoScriptError):  # Redis lost its scripts (a restart, SCRIPT FLUSH)
             self.connection.script_load(TAKE_PASS.source)
             return None
@@ -230,28 +223,6 @@ class PassWorker(SimpleWorker):
             job.restore({name: value for name, value in zip(PASS_FIELDS, values) if value is not None})
             jobs.append(job)
         return TakenPass(lanes[int(reply[1]) - 1], jobs, execution_id, started)
-
-    def _hand_back_unread(self) -> None:
-        """A stop cut the idle wait short: if its take ran before the connection closed, this worker holds
-        jobs it never saw; they go back to the head of their queue untouched (no retry used). Redis away:
-        left to the supervisor, which hands back a stopped worker's jobs."""
-        execution_id, self._unread_execution = self._unread_execution, None
-        if execution_id is None:
-            return
-        try:
-            members: set[bytes] = self.connection.smembers(self.held)  # type: ignore[assignment]
-            ids = [m.decode().rsplit(":", 1)[0] for m in members if m.decode().endswith(f":{execution_id}")]
-            origins = [self.connection.hget(Job.key_for(job_id), "origin") for job_id in ids]
-            for queue in self.queues:
-                jobs = [
-                    self.job_class(job_id, connection=self.connection, serializer=self.serializer)
-                    for job_id, origin in zip(ids, origins)
-                    if origin == queue.name.encode()
-                ]
-                if jobs:
-                    self.release(TakenPass(queue, jobs, execution_id, time.time()), jobs)
-        except RedisError as error:
-            self.log.warning("Worker %s: could not hand back a pass taken as it stopped (Redis: %s)", self.name, error)
 
     def finish_pass(
         self,
