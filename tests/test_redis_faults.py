@@ -54,8 +54,13 @@ def test_redis_out_of_memory_refuses_submits_by_name_and_loses_no_job(private_re
             wait_until(lambda: len(accepted) > 100, 30, "jobs flowing")
             admin.config_set("maxmemory", admin.info("memory")["used_memory"])
             wait_until(lambda: len(refused) > 50, 30, "submits refused while Redis is full")
+            # httpx's default 5 s timed out here 1 run in 4 (on main too, 2026-12-04): the 503 is what is tested;
+            # why the gateway is sometimes slow to give it while Redis is full is an open question (closing note)
             answer = httpx.post(
-                f"{url}/v1/embeddings", json={"model": MODEL, "input": "x"}, headers={"Authorization": f"Bearer {KEY}"}
+                f"{url}/v1/embeddings",
+                json={"model": MODEL, "input": "x"},
+                headers={"Authorization": f"Bearer {KEY}"},
+                timeout=30,
             )
             time.sleep(8)  # the workers meet the full Redis for a while
             admin.config_set("maxmemory", 0)
