@@ -42,6 +42,9 @@ STSB_MAX_LOSS = 0.13  # STS-B cosine Spearman points below fp32 on the same pair
 SENSITIVITY_TEXTS = 256  # calibration texts each layer's sensitivity is measured on
 
 
+KeptAs = Literal["fp32", "uint8"]  # how a sensitive layer is kept out of signed int8
+
+
 @dataclass(frozen=True)
 class Int8Recipe:
     """How the copy is made. The defaults are what ships; bench/int8.py varies them."""
@@ -49,12 +52,12 @@ class Int8Recipe:
     per_channel: bool = True
     smoothing: float | None = 0.85  # SmoothQuant's alpha (share of the outliers moved into the weights)
     max_fp32_layers: int = 6  # sensitive layers that may stay in fp32 (each costs speed)
-    max_uint8_layers: int = 12  # or get unsigned 8-bit weights (cheaper than fp32; slower than signed int8)
+    max_uint8_layers: int = 12  # or that get unsigned 8-bit weights (sensitive_as="uint8")
     reduce_range: bool | None = None  # 7-bit weights; None: as the CPU needs (ONNX Runtime: without VNNI)
     # How sensitive layers are kept: "fp32", or "uint8": unsigned 8-bit weights, which ONNX Runtime's kernels
     # multiply without saturating on a CPU without VNNI (where signed weights must drop to 7 bits). fp32 ships:
     # on AVX2 alone (bench/int8.py) uint8 layers were no faster beyond the machine's noise, with less margin.
-    sensitive_as: Literal["fp32", "uint8"] = "fp32"
+    sensitive_as: KeptAs = "fp32"
 
     def resolved(self) -> Int8Recipe:
         """The recipe with what the CPU decides filled in."""
@@ -213,7 +216,7 @@ class Candidates:
         self.fp32 = Encoder.from_settings(Settings(model_dir=fp32_dir, workers=1))
         copy_model_files(fp32_dir, scratch)
 
-    def quantize(self, kept: list[str], path: Path, kept_as: str | None = None) -> None:
+    def quantize(self, kept: list[str], path: Path, kept_as: KeptAs | None = None) -> None:
         """Every weighted MatMul with signed int8 weights, but `kept`: in fp32, or with unsigned 8-bit weights
         (`kept_as`, by default the recipe's `sensitive_as`)."""
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -238,7 +241,7 @@ class Candidates:
         finally:
             logging.disable(logging.NOTSET)
 
-    def encoder(self, kept: list[str], kept_as: str | None = None) -> Encoder:
+    def encoder(self, kept: list[str], kept_as: KeptAs | None = None) -> Encoder:
         self.quantize(kept, self.scratch / "model.onnx", kept_as)
         return Encoder.from_settings(Settings(model_dir=self.scratch, workers=1))
 
