@@ -14,12 +14,13 @@ from embedq.broker.jobs import EMBED_TASK, EmbedRequest, new_job_id, validate_ba
 from embedq.broker.keys import doorbell_key, model_key
 from embedq.broker.lanes import Lane, check_lane
 from embedq.broker.rq_private import Queue, Retry
-from embedq.broker.rq_private.records import enqueue_commands, result_stream_key
+from embedq.broker.rq_private.records import JobTemplate, job_values, result_stream_key
 from embedq.broker.scripts import load
 from embedq.config.settings import ClientSettings
 from embedq.errors import InvalidInput, QueueFull
 
 ENQUEUE = load("enqueue")  # sent by its SHA inside the submit's own pipeline (one round trip)
+TEMPLATE_JOB_ID = "embedq-template-job"  # the model job rq writes once per lane and options; never sent
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,28 @@ class SubmitOptions(TypedDict, total=False):
     truncate: bool
 
 
+_templates: dict[tuple[str, int, int, int], JobTemplate] = {}
+
+
+def job_template(queue: Queue, settings: ClientSettings) -> JobTemplate:
+    """rq's commands for an embed job in `queue` with the settings' options, built by rq once."""
+    key = (queue.name, settings.job_timeout, settings.result_ttl, settings.retries)
+    if (template := _templates.get(key)) is None:
+        model = Queue.prepare_data(
+            EMBED_TASK,
+            args=({},),
+            timeout=settings.job_timeout,
+            result_ttl=settings.result_ttl,
+            failure_ttl=settings.result_ttl,
+            retry=Retry(max=settings.retries) if settings.retries else None,
+            description="",
+            meta={"texts": 0},
+            job_id=TEMPLATE_JOB_ID,
+        )
+        template = _templates[key] = JobTemplate.build(queue, model)
+    return template
+
+
 def plan_submit(
     lanes: Mapping[Lane, Queue], settings: ClientSettings, batches: Sequence[Any], options: SubmitOptions
 ) -> EnqueuePlan:
@@ -80,22 +103,20 @@ def plan_submit(
 
 def plan_enqueue(queue: Queue, settings: ClientSettings, requests: list[EmbedRequest], lane: Lane) -> EnqueuePlan:
     """`queue`: the lane's rq queue (lanes.lane_queue)."""
-    retry = Retry(max=settings.retries) if settings.retries else None
-    datas = [
-        Queue.prepare_data(
-            EMBED_TASK,
-            args=(request.to_payload(),),
-            timeout=settings.job_timeout,
-            result_ttl=settings.result_ttl,
-            failure_ttl=settings.result_ttl,
-            retry=retry,
-            description=f"embed {len(request.texts)} texts",
-            meta={"texts": len(request.texts)},  # read by take_pass.lua, which sizes passes by texts
-            job_id=new_job_id(settings.result_ttl),
-        )
-        for request in requests
-    ]
-    job_ids, commands = enqueue_commands(queue, datas)
+    job_ids = [new_job_id(settings.result_ttl) for _ in requests]
+    commands = job_template(queue, settings).commands(
+        [
+            (
+                job_id,
+                job_values(
+                    (EMBED_TASK, None, [request.to_payload()], {}),
+                    description=f"embed {len(request.texts)} texts",
+                    meta={"texts": len(request.texts)},  # read by take_pass.lua, which sizes passes by texts
+                ),
+            )
+            for job_id, request in zip(job_ids, requests)
+        ]
+    )
     dimensions = max(request.dimensions or 0 for request in requests)
     limit, limit_name = (
         (settings.max_queue_length, "MAX_QUEUE_LENGTH")

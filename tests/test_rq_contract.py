@@ -17,9 +17,10 @@ from rq.timeouts import UnixSignalDeathPenalty
 
 from embedq import ClientSettings
 from embedq.broker.jobs import EMBED_TASK, EmbedRequest, MsgpackSerializer
-from embedq.broker.rq_private.hardening import GuardedJob
+from embedq.broker.rq_private.hardening import GuardedJob, restored
+from embedq.broker.rq_private.pass_worker import PASS_FIELDS
 from embedq.broker.rq_private.queues import REDIS_VERSION_FLOOR, lane_queues
-from embedq.broker.rq_private.records import SUCCESSFUL, result_stream_key
+from embedq.broker.rq_private.records import SUCCESSFUL, enqueue_commands, result_stream_key
 from embedq.broker.scripts import bind
 from embedq.producer.enqueue import plan_enqueue
 
@@ -177,3 +178,58 @@ def test_the_guarded_enqueue_writes_exactly_what_rqs_enqueue_writes():
         2,
         "queued",
     )
+
+
+def test_the_enqueue_template_sends_the_commands_rqs_enqueue_many_sends_for_the_same_jobs():
+    connection = fakeredis.FakeRedis()
+    queue = Queue("contract", connection=connection, serializer=MsgpackSerializer)
+    settings = ClientSettings(queue="contract", retries=3, job_timeout=77, result_ttl=999)
+    requests = [EmbedRequest(["one"]), EmbedRequest(["two", "three"], dimensions=8, normalize=False)]
+    plan = plan_enqueue(queue, settings, requests, "interactive")
+    _, by_rq = enqueue_commands(
+        queue,
+        [
+            Queue.prepare_data(
+                EMBED_TASK,
+                args=(request.to_payload(),),
+                timeout=77,
+                result_ttl=999,
+                failure_ttl=999,
+                retry=Retry(max=3),
+                description=f"embed {len(request.texts)} texts",
+                meta={"texts": len(request.texts)},
+                job_id=job_id,
+            )
+            for job_id, request in zip(plan.job_ids, requests)
+        ],
+    )
+    ours, at = [], 3  # the script's arguments after limit, jobs, dimensions: each command's length, then it
+    while at < len(plan.args):
+        ours.append(plan.args[at + 1 : at + 1 + plan.args[at]])
+        at += 1 + plan.args[at]
+
+    def timeless(commands):
+        times = ("created_at", "enqueued_at")
+        return [[None if before in times else arg for before, arg in zip([None, *c], c)] for c in commands]
+
+    assert timeless(ours) == timeless(by_rq), f"rq {rq.__version__} now writes other commands for a job"
+
+
+def test_a_job_restored_from_the_blank_is_the_job_rqs_init_and_restore_build():
+    connection = fakeredis.FakeRedis()
+    queue = Queue("contract", connection=connection, serializer=MsgpackSerializer)
+    stored = queue.enqueue_call(EMBED_TASK, args=({"v": 1},), meta={"texts": 3}, timeout=77, result_ttl=99)
+    times = {"started_at": "2026-02-28T23:59:59.999999Z", "last_heartbeat": "2026-03-01T00:00:00Z"}  # rq's two formats
+    connection.hset(stored.key, mapping=times)
+    names = (*PASS_FIELDS, *times)
+    fields = dict(zip(names, connection.hmget(stored.key, names)))
+    by_rq = GuardedJob(stored.id, connection=connection, serializer=MsgpackSerializer)
+    by_rq.restore(dict(fields))
+    blank = GuardedJob(connection=connection, serializer=MsgpackSerializer)
+    ours = restored(blank, stored.id, dict(fields))
+    varying = {"created_at", "log"}
+    theirs = {k: v for k, v in vars(by_rq).items() if k not in varying}
+    mine = {k: v for k, v in vars(ours).items() if k not in varying}
+    assert mine == theirs, f"rq {rq.__version__}: Job.__init__ / restore now set other attributes"
+    shared = [k for k, v in vars(ours).items() if isinstance(v, list | dict) and v is vars(blank).get(k)]
+    assert not shared, f"a restored job shares {shared} with the blank it was copied from"

@@ -6,7 +6,9 @@ commands), hardening (the guarded job, the named timeout), pass_worker (the work
 
 rq's private or undocumented surface used here, and why:
 - `Queue.enqueue_many(datas, pipeline)` run against an unsent pipeline, whose `command_stack`
-  (redis-py's) is read back: rq's exact writes for the jobs, sent by embedq inside one script;
+  (redis-py's) is read back: rq's exact writes for a model job, once per lane and options
+  (records.JobTemplate); each submitted job is a copy with its own id, times (`utcformat`), data
+  (zlib of the msgpack call, as `Job.to_dict`), description and meta, sent inside one script;
   `Queue.redis_server_version`, set (REDIS_VERSION_FLOOR) so that rq never asks Redis (INFO) itself.
 - rq's records of a job, written by embedq's worker for a whole pass in one script each
   (broker/lua/take_pass.lua, finish_pass.lua) as rq's own worker writes them for one job: the job hash `rq:job:{id}`
@@ -19,7 +21,9 @@ rq's private or undocumented surface used here, and why:
   serialized value; capped at 10 entries, TTL = result TTL); the suspension flag `rq:suspended`;
   the worker hash's `state`, `successful_job_count` and `total_working_time`.
 - `Result.restore` and `Result.Type` to read a failure from the result stream.
-- `Job.restore(raw hash)` to build a Job from what take_pass.lua read; `Job._deserialize_data` and
+- `Job.restore(raw hash)` to build a Job from what take_pass.lua read, on a copy of a blank Job's
+  `__dict__` (hardening.restored: rq's `__init__` per job is slow) with `_id`, `created_at` and the
+  times (ISO 8601) set by embedq; `Job._deserialize_data` and
   the attributes it fills (`_func_name`, `_instance`, `_args`, `_kwargs`): GuardedJob parses the
   stored payload itself and never imports a function by name.
 - `Job.success_callback` / `failure_callback` / `stopped_callback`: forced to None (never imported).

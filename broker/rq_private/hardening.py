@@ -5,13 +5,16 @@ timeout, with a reason that names the setting."""
 from __future__ import annotations
 
 import zlib
+from datetime import datetime
 from types import FrameType
 from typing import Any
 
 from rq.job import Job
 from rq.timeouts import UnixSignalDeathPenalty
+from rq.utils import now
 
 StoredCall = tuple[Any, Any, list[Any], dict[str, Any]]  # func_name, instance, args, kwargs
+TIMES = ("created_at", "enqueued_at", "started_at", "ended_at", "last_heartbeat")  # rq's ISO 8601 times of a job
 
 
 # What take_pass.lua puts in place of job data too large to fetch (followed by its size in bytes): a
@@ -41,6 +44,21 @@ def inflate(stored: bytes, limit: int) -> bytes | bytearray:
     except zlib.error:
         return stored  # rq stored it uncompressed (its restore falls back the same way)
     return out  # a bytearray: msgpack reads it in place, and bytes() would copy it
+
+
+def restored(blank: Job, job_id: str, fields: dict[str, Any]) -> Job:
+    """A new job of `blank`'s class as `type(blank)(job_id, connection, serializer).restore(fields)` builds it,
+    copied from `blank` (made once: no id, nothing restored). On the path of every pass, rq's __init__
+    checks the serializer against a runtime Protocol and its restore parses each time with strptime: tens
+    of µs each; the copy skips the first, and the times are read by datetime.fromisoformat."""
+    job = object.__new__(type(blank))
+    job.__dict__.update({k: v.copy() if isinstance(v, list | dict) else v for k, v in blank.__dict__.items()})
+    job._id, job.created_at = job_id, now()
+    times = {name: fields.pop(name) for name in TIMES if fields.get(name)}
+    job.restore(fields)
+    for name, value in times.items():
+        setattr(job, name, datetime.fromisoformat(value.decode() if isinstance(value, bytes) else value))
+    return job
 
 
 class GuardedJob(Job):

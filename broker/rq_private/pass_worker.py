@@ -23,7 +23,7 @@ from rq.suspension import WORKERS_SUSPENDED
 from rq.utils import now, utcformat
 from rq.worker import WorkerStatus
 
-from embedq.broker.rq_private.hardening import OVERSIZED, GuardedJob, NamedTimeoutPenalty
+from embedq.broker.rq_private.hardening import OVERSIZED, GuardedJob, NamedTimeoutPenalty, restored
 from embedq.broker.rq_private.records import result_stream_key
 from embedq.broker.scripts import bind, load
 
@@ -89,6 +89,7 @@ class PassWorker(SimpleWorker):
         self._last_beat = 0.0
         self._redis_failed = False  # the loop ended on a Redis error: its clean-up would wait on Redis too
         self._was_idle = True  # the last look found nothing (rq's state says "started" before the first)
+        self._blank_job = self.job_class(connection=self.connection, serializer=self.serializer)  # copied per job
 
     # hooks
     def execute_pass(self, taken: TakenPass) -> None:
@@ -217,11 +218,10 @@ class PassWorker(SimpleWorker):
             self._was_idle = outcome != "jobs"
         if outcome != "jobs":
             return outcome if outcome == "suspended" else None
-        jobs = []
-        for job_id, values in zip(reply[2::2], reply[3::2]):
-            job = self.job_class(job_id.decode(), connection=self.connection, serializer=self.serializer)
-            job.restore({name: value for name, value in zip(PASS_FIELDS, values) if value is not None})
-            jobs.append(job)
+        jobs = [
+            restored(self._blank_job, job_id.decode(), {n: v for n, v in zip(PASS_FIELDS, values) if v is not None})
+            for job_id, values in zip(reply[2::2], reply[3::2])
+        ]
         return TakenPass(lanes[int(reply[1]) - 1], jobs, execution_id, started)
 
     def finish_pass(
