@@ -84,6 +84,7 @@ class PassWorker(SimpleWorker):
         self.held = held
         self._take = bind(self.connection, "take_pass")
         self._lane_keys_cache: dict[tuple[str, ...], list[str]] = {}
+        self._registry_keys_cache: dict[str, tuple[str, str]] = {}
         self._finish = bind(self.connection, "finish_pass")
         self._release = bind(self.connection, "release_jobs")
         self._last_beat = 0.0
@@ -209,6 +210,15 @@ class PassWorker(SimpleWorker):
             self._lane_keys_cache[names] = keys
         return keys
 
+    def _registry_keys(self, queue: Queue) -> tuple[str, str]:
+        """A lane's started and finished registries' keys (kept: rq builds a registry object to name its key)."""
+        if (keys := self._registry_keys_cache.get(queue.name)) is None:
+            keys = self._registry_keys_cache[queue.name] = (
+                queue.started_job_registry.key,
+                queue.finished_job_registry.key,
+            )
+        return keys
+
     def _taken(
         self, lanes: Sequence[Queue], execution_id: str, reply: Any, looking_in_passing: bool
     ) -> TakenPass | str | None:
@@ -276,8 +286,7 @@ class PassWorker(SimpleWorker):
             facts,
             metrics,
             timings,
-            taken.queue.started_job_registry.key,
-            taken.queue.finished_job_registry.key,
+            *self._registry_keys(taken.queue),
         ]
         return int(self._finish(fixed + job_keys, args))
 
