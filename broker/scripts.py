@@ -19,6 +19,11 @@ from hashlib import sha1
 from importlib import resources
 from typing import Any, Protocol
 
+from redis import Redis
+from redis.exceptions import NoScriptError
+
+from embedq.broker.direct import execute
+
 HEADER_LINE = re.compile(r"^\s*(KEYS|ARGV)\[(\d+)(\.\.)?\]\s+(\w+)", re.MULTILINE)
 
 
@@ -94,8 +99,11 @@ def by_sha(sha: str) -> LuaScript:
 
 
 def bind(connection: Connection, name: str) -> Any:
-    """`call(keys, args)` running script `name` on `connection`: its reply, or (asyncio) an awaitable of it."""
+    """`call(keys, args)` running script `name` on `connection`: its reply, or (asyncio) an awaitable of it.
+    On a sync client the call goes by broker.direct (EVALSHA; on NOSCRIPT, SCRIPT LOAD and once more)."""
     script = load(name)
+    if isinstance(connection, Redis):
+        return lambda keys, args: _call_direct(connection, script, keys, args)
     registered = connection.register_script(script.source)
 
     def call(keys: Sequence[Any], args: Sequence[Any]) -> Any:
@@ -103,3 +111,15 @@ def bind(connection: Connection, name: str) -> Any:
         return registered(keys=list(keys), args=list(args))
 
     return call
+
+
+def _call_direct(connection: Redis, script: LuaScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    script.check(keys, args)
+    command: tuple[tuple[Any, ...], dict[str, Any]] = (("EVALSHA", script.sha, len(keys), *keys, *args), {})
+    (reply,) = execute(connection, [command])
+    if isinstance(reply, NoScriptError):  # Redis lost its scripts (a restart, SCRIPT FLUSH)
+        connection.script_load(script.source)
+        (reply,) = execute(connection, [command])
+    if isinstance(reply, Exception):
+        raise reply
+    return reply

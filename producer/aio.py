@@ -13,6 +13,7 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from embedq.broker.connection import async_redis, sync_redis
+from embedq.broker.direct import execute_async, stack_of
 from embedq.broker.failures import OUTAGES, unreachable
 from embedq.broker.jobs import EmbedResult
 from embedq.broker.rq_private.queues import job_builders
@@ -20,7 +21,7 @@ from embedq.config.settings import ClientSettings, client_settings, redact_url
 from embedq.producer.client import CONNECT_TIMEOUT, SOCKET_TIMEOUT
 from embedq.producer.enqueue import EnqueuePlan, SubmitOptions, plan_submit
 from embedq.producer.stats import collect_stats
-from embedq.producer.steps import Finished, Outage, Pause, Send, Steps, advance, interpreted, queued
+from embedq.producer.steps import Finished, Outage, Pause, Send, Steps, advance, interpreted
 from embedq.producer.waiting import Status, result_steps, status_steps, submit_steps, wait_steps
 
 T = TypeVar("T")
@@ -112,7 +113,7 @@ class AsyncEmbedClient:
 
     async def _send(self, send: Send) -> list[Any] | Outage:
         try:
-            return list(await queued(self.connection.pipeline(transaction=False), send).execute(raise_on_error=False))
+            return await execute_async(self.connection, stack_of(self.connection, send.commands))
         except OUTAGES as error:
             return Outage(error, redact_url(self.settings.redis_url))
 

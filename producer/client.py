@@ -11,13 +11,14 @@ import numpy as np
 from redis import Redis
 
 from embedq.broker.connection import sync_redis
+from embedq.broker.direct import execute, stack_of
 from embedq.broker.failures import OUTAGES, unreachable
 from embedq.broker.jobs import EmbedResult
 from embedq.broker.rq_private.queues import lane_queues
 from embedq.config.settings import ClientSettings, client_settings, redact_url
 from embedq.producer.enqueue import EnqueuePlan, SubmitOptions, plan_submit
 from embedq.producer.stats import collect_stats
-from embedq.producer.steps import Finished, Outage, Pause, Send, Steps, advance, interpreted, queued
+from embedq.producer.steps import Finished, Outage, Pause, Send, Steps, advance, interpreted
 from embedq.producer.waiting import Status, result_steps, status_steps, submit_steps, wait_steps
 
 CONNECT_TIMEOUT = 2.0  # seconds: a Redis that is down fails the call fast instead of hanging it
@@ -105,7 +106,7 @@ class EmbedClient:
 
     def _send(self, send: Send) -> list[Any] | Outage:
         try:
-            return list(queued(self.connection.pipeline(transaction=False), send).execute(raise_on_error=False))
+            return execute(self.connection, stack_of(self.connection, send.commands))
         except OUTAGES as error:
             return Outage(error, redact_url(self.settings.redis_url))
 

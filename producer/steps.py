@@ -110,10 +110,3 @@ def raise_first_error(replies: list[Any]) -> list[Any]:
         if isinstance(reply, Exception):
             raise reply
     return replies
-
-
-def queued(pipe: Any, send: Send) -> Any:
-    """`pipe` with the commands of `send` on it, ready to execute."""
-    for name, args, kwargs in send.commands:
-        getattr(pipe, name)(*args, **kwargs)
-    return pipe

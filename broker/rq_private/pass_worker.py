@@ -23,6 +23,7 @@ from rq.suspension import WORKERS_SUSPENDED
 from rq.utils import now, utcformat
 from rq.worker import WorkerStatus
 
+from embedq.broker.direct import execute
 from embedq.broker.rq_private.hardening import OVERSIZED, GuardedJob, NamedTimeoutPenalty, restored
 from embedq.broker.rq_private.records import result_stream_key
 from embedq.broker.scripts import bind, load
@@ -169,10 +170,13 @@ class PassWorker(SimpleWorker):
         execution_id = uuid4().hex
         keys, args = self._take_call(lanes, execution_id, looking_in_passing=False)
         TAKE_PASS.check(keys, args)
-        with self.connection.pipeline(transaction=False) as pipe:
-            pipe.blpop([self.doorbell], timeout=self.doorbell_wait)
-            pipe.evalsha(TAKE_PASS.sha, len(keys), *keys, *args)
-            rang, reply = pipe.execute(raise_on_error=False)
+        rang, reply = execute(
+            self.connection,
+            [
+                (("BLPOP", self.doorbell, self.doorbell_wait), {}),
+                (("EVALSHA", TAKE_PASS.sha, len(keys), *keys, *args), {}),
+            ],
+        )
         if isinstance(reply, NoScriptError):  # Redis lost its scripts (a restart, SCRIPT FLUSH)
             self.connection.script_load(TAKE_PASS.source)
             return None

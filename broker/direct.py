@@ -1,0 +1,81 @@
+"""Commands sent in one write on one of a client's pooled connections, and their replies read: what
+`client.pipeline(transaction=False)` with them queued returns from `execute(raise_on_error=False)`, through
+redis-py's own connection, retry policy and reply parsing, without the rest of its pipeline machinery
+(per-call observability records, the HIMPORT preflight, the pipeline object's own state). On the path of
+every job (a submit and its wait, a worker's take and finish) that machinery cost more than the round
+trip it wraps (bench/latency_budget.py: ~35 µs a call in a hot loop, ~150 µs just after a wake-up)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import ResponseError
+
+# Each command as redis-py's command_stack holds it: its arguments (name first), and its parse options.
+Stack = Sequence[tuple[tuple[Any, ...], dict[str, Any]]]
+
+
+def stack_of(client: Redis | AsyncRedis, calls: Sequence[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> Stack:
+    """The command stack of redis-py method calls (name, args, kwargs), built by redis-py's own methods."""
+    pipe = client.pipeline(transaction=False)
+    for name, args, kwargs in calls:
+        getattr(pipe, name)(*args, **kwargs)
+    return list(pipe.command_stack)
+
+
+def execute(client: Redis, stack: Stack) -> list[Any]:
+    """Each command's parsed reply, an error reply in place as its exception (NoScriptError, OutOfMemoryError,
+    ...). Connection errors are retried as the client's retry policy says, then raised."""
+    pool: Any = client.connection_pool  # redis-py's pool and connections are untyped
+    connection = pool.get_connection()
+    try:
+        replies: list[Any] = connection.retry.call_with_retry(
+            lambda: _exchange(client, connection, stack), lambda _error: connection.disconnect()
+        )
+        return replies
+    except BaseException:
+        connection.disconnect()  # a reply left unread would answer the connection's next user
+        raise
+    finally:
+        pool.release(connection)
+
+
+def _exchange(client: Any, connection: Any, stack: Stack) -> list[Any]:
+    connection.send_packed_command(connection.pack_commands([args for args, _ in stack]))
+    replies: list[Any] = []
+    for args, options in stack:
+        try:
+            replies.append(client.parse_response(connection, args[0], **options))
+        except ResponseError as error:
+            replies.append(error)
+    return replies
+
+
+async def execute_async(client: AsyncRedis, stack: Stack) -> list[Any]:
+    """`execute` on an asyncio client."""
+    pool: Any = client.connection_pool
+    connection = await pool.get_connection()
+    try:
+        replies: list[Any] = await connection.retry.call_with_retry(
+            lambda: _exchange_async(client, connection, stack), lambda _error: connection.disconnect()
+        )
+        return replies
+    except BaseException:
+        await connection.disconnect()
+        raise
+    finally:
+        await pool.release(connection)
+
+
+async def _exchange_async(client: AsyncRedis, connection: Any, stack: Stack) -> list[Any]:
+    await connection.send_packed_command(connection.pack_commands([args for args, _ in stack]))
+    replies: list[Any] = []
+    for args, options in stack:
+        try:
+            replies.append(await client.parse_response(connection, args[0], **options))
+        except ResponseError as error:
+            replies.append(error)
+    return replies
