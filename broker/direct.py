@@ -63,8 +63,8 @@ async def execute_async(client: AsyncRedis, stack: Stack) -> list[Any]:
             lambda: _exchange_async(client, connection, stack), lambda _error: connection.disconnect()
         )
         return replies
-    except BaseException:
-        await connection.disconnect()
+    except BaseException:  # a cancelled request too (the gateway's client went away mid-read)
+        await connection.disconnect(nowait=True)
         raise
     finally:
         await pool.release(connection)
