@@ -20,9 +20,29 @@ def held_key(worker_name: str) -> str:
     return f"{KEY_PREFIX}claimed:{worker_name}"  # a contract: running fleets read it
 
 
+DOORBELL_WAIT = 1  # seconds an idle worker blocks on its doorbells before it looks again on its own
+IDLE_FOR = 2 * DOORBELL_WAIT  # seconds an idle worker stays counted (idle_key) without looking again
+
+
 def doorbell_key(queue: str) -> str:
     """A list idle workers of `queue` block on; a submit into an empty lane pushes to it."""
     return f"{KEY_PREFIX}{queue}:doorbell"
+
+
+def bell_prefix(queue: str) -> str:
+    """What a worker's name follows in the key of its own doorbell (a list): a submit into an empty lane
+    rings the worker that went idle last there (waiters_key), and the shared doorbell when none is."""
+    return f"{KEY_PREFIX}{queue}:doorbell:"
+
+
+def bell_key(queue: str, worker_name: str) -> str:
+    return bell_prefix(queue) + worker_name
+
+
+def waiters_key(queue: str) -> str:
+    """The idle workers of `queue` scored by when they went idle (kept while they stay idle): the last to
+    go idle is woken first, its caches the warmest."""
+    return f"{KEY_PREFIX}{queue}:waiters"
 
 
 def idle_key(queue: str) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from embedq.broker.jobs import EMBED_TASK, EmbedRequest, new_job_id, validate_batches
-from embedq.broker.keys import doorbell_key, model_key
+from embedq.broker.keys import IDLE_FOR, bell_prefix, doorbell_key, idle_key, model_key, waiters_key
 from embedq.broker.lanes import Lane, check_lane
 from embedq.broker.rq_private import Queue, Retry
 from embedq.broker.rq_private.records import JobTemplate, job_values, result_stream_key
@@ -123,8 +123,15 @@ def plan_enqueue(queue: Queue, settings: ClientSettings, requests: list[EmbedReq
         if lane == "interactive"
         else (settings.max_bulk_queue_length, "MAX_BULK_QUEUE_LENGTH")
     )
-    args: list[Any] = [limit, len(requests), dimensions]
+    args: list[Any] = [limit, len(requests), dimensions, bell_prefix(settings.queue), IDLE_FOR]
     for command in commands:
         args += [len(command), *command]
-    keys = [queue.key, model_key(settings.queue), doorbell_key(settings.queue), result_stream_key(job_ids[0])]
+    keys = [
+        queue.key,
+        model_key(settings.queue),
+        doorbell_key(settings.queue),
+        result_stream_key(job_ids[0]),
+        waiters_key(settings.queue),
+        idle_key(settings.queue),
+    ]
     return EnqueuePlan(job_ids, keys, args, queue.name, limit, limit_name, dimensions)

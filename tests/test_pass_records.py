@@ -21,12 +21,15 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegist
 from rq.results import Result
 from rq.utils import utcformat
 
+from embedq import ClientSettings
 from embedq.broker.histograms import TIMINGS, timing_increments
-from embedq.broker.jobs import MsgpackSerializer
-from embedq.broker.keys import doorbell_key, held_key, idle_key
+from embedq.broker.jobs import EmbedRequest, MsgpackSerializer
+from embedq.broker.keys import bell_key, doorbell_key, held_key, idle_key, waiters_key
 from embedq.broker.rq_private.pass_worker import Done, PassWorker, TakenPass
+from embedq.broker.rq_private.queues import lane_queues
 from embedq.broker.rq_private.records import result_stream_key
-from embedq.broker.scripts import load
+from embedq.broker.scripts import bind, load
+from embedq.producer.enqueue import plan_enqueue
 
 TTL = 600
 
@@ -77,7 +80,9 @@ def pass_worker(queue: Queue, name: str, **options: Any) -> FixedPass:
         name=name,
         serializer=MsgpackSerializer,
         doorbell=doorbell_key(queue.name),
+        bell=bell_key(queue.name, name),
         idle=idle_key(queue.name),
+        waiters=waiters_key(queue.name),
         held=held_key(name),
         **options,
     )
@@ -220,3 +225,42 @@ def test_take_pass_writes_times_as_rq_formats_them(redis: Redis):
     )
     expected = [utcformat(datetime.fromtimestamp(moment, UTC).replace(microsecond=123456)) for moment in moments]
     assert [value.decode() for value in stamped] == expected
+
+
+def test_a_submit_rings_the_worker_that_went_idle_last_and_skips_one_that_stopped_looking(redis: Redis):
+    name = f"ring-{uuid.uuid4().hex[:8]}"
+    settings = ClientSettings(queue=name)
+    lane = lane_queues(name, redis)["interactive"]
+    now = time.time()
+    redis.zadd(waiters_key(name), {"warm": now - 1, "cold": now - 30, "gone": now - 0.5})
+    redis.zadd(idle_key(name), {"warm": now - 0.5, "cold": now - 0.2, "gone": now - 60})  # gone: last looked long ago
+
+    def submit() -> None:
+        plan = plan_enqueue(lane, settings, [EmbedRequest(["a"])], "interactive")
+        plan.check(bind(redis, "enqueue")(plan.keys, plan.args))
+        redis.delete(lane.key)  # the lane empty again: the next submit rings too
+
+    submit()
+    assert (redis.llen(bell_key(name, "warm")), redis.llen(bell_key(name, "cold"))) == (1, 0)
+    assert not redis.exists(bell_key(name, "gone")) and redis.zscore(waiters_key(name), "gone") is None
+    assert redis.llen(doorbell_key(name)) == 0
+    redis.delete(waiters_key(name))
+    submit()
+    assert redis.llen(doorbell_key(name)) == 1, "no idle worker looked lately: the shared doorbell rings"
+
+
+def test_an_idle_worker_keeps_when_it_went_idle_while_it_looks_again_and_leaves_the_waiters_when_it_takes(
+    queue: Queue,
+):
+    worker = pass_worker(queue, f"waiter-{queue.name}")
+    waiters = waiters_key(queue.name)
+    assert worker.take([queue]) is None
+    went_idle = queue.connection.zscore(waiters, worker.name)
+    assert went_idle is not None
+    time.sleep(0.05)
+    assert worker.take([queue]) is None  # its periodic look
+    assert queue.connection.zscore(waiters, worker.name) == went_idle
+    assert queue.connection.zscore(idle_key(queue.name), worker.name) > went_idle, "its last look is newer"
+    enqueue(queue)
+    assert isinstance(worker.take([queue]), TakenPass)
+    assert queue.connection.zscore(waiters, worker.name) is None

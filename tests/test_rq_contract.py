@@ -21,7 +21,7 @@ from embedq.broker.rq_private.hardening import GuardedJob, restored
 from embedq.broker.rq_private.pass_worker import PASS_FIELDS
 from embedq.broker.rq_private.queues import REDIS_VERSION_FLOOR, lane_queues
 from embedq.broker.rq_private.records import SUCCESSFUL, enqueue_commands, result_stream_key
-from embedq.broker.scripts import bind
+from embedq.broker.scripts import bind, load
 from embedq.producer.enqueue import plan_enqueue
 
 pytestmark = pytest.mark.unit
@@ -203,7 +203,7 @@ def test_the_enqueue_template_sends_the_commands_rqs_enqueue_many_sends_for_the_
             for job_id, request in zip(plan.job_ids, requests)
         ],
     )
-    ours, at = [], 3  # the script's arguments after limit, jobs, dimensions: each command's length, then it
+    ours, at = [], len(load("enqueue").argv)  # after the script's fixed arguments: each command's length, then it
     while at < len(plan.args):
         ours.append(plan.args[at + 1 : at + 1 + plan.args[at]])
         at += 1 + plan.args[at]

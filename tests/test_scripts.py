@@ -38,7 +38,7 @@ def test_a_call_with_other_counts_than_the_header_is_refused_before_redis(redis:
         take(["lease"], ["holder"])
     with pytest.raises(ScriptCallError, match="take_lease takes 1 keys, was given 2"):
         take(["lease", "other"], ["holder", 1000])
-    with pytest.raises(ScriptCallError, match="take_pass takes at least 5 keys"):
+    with pytest.raises(ScriptCallError, match="take_pass takes at least 7 keys"):
         bind(redis, "take_pass")(["doorbell"], list(range(14)))
 
 

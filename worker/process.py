@@ -28,11 +28,13 @@ from embedq.broker.histograms import TIMINGS, timing_increments
 from embedq.broker.jobs import EmbedRequest, EmbedResult, MsgpackSerializer, pack_refusal, pack_result
 from embedq.broker.keys import (
     WORKER_FACTS_TTL,
+    bell_key,
     doorbell_key,
     held_key,
     idle_key,
     metrics_key,
     timings_key,
+    waiters_key,
     worker_key,
 )
 from embedq.broker.rq_private import Job, JobStatus, JobTimeoutException, Queue
@@ -95,8 +97,10 @@ class EmbedWorker(PassWorker):
         super().__init__(
             list(lanes.values()),
             doorbell=doorbell_key(settings.queue),
+            bell=bell_key(settings.queue, kwargs["name"]),
             held=held_key(kwargs["name"]),
             idle=idle_key(settings.queue),
+            waiters=waiters_key(settings.queue),
             max_jobs=settings.coalesce_jobs,
             max_texts=settings.coalesce_texts,
             serializer=MsgpackSerializer,

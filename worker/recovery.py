@@ -9,7 +9,7 @@ import logging
 from redis import Redis
 
 from embedq.broker.jobs import MsgpackSerializer
-from embedq.broker.keys import doorbell_key, held_key, idle_key, worker_key
+from embedq.broker.keys import bell_key, doorbell_key, held_key, idle_key, waiters_key, worker_key
 from embedq.broker.rq_private import JobStatus, NoSuchJobError, Queue
 from embedq.broker.rq_private.handback import fail, leave_started, remove_worker_record, retry
 from embedq.worker.tasks import EmbedJob
@@ -59,5 +59,9 @@ def bury_worker(connection: Redis, worker_name: str, cause: str, queue_name: str
     recovered = recover_jobs(connection, worker_name, cause, queue_name)
     remove_worker_record(connection, worker_name)
     connection.delete(worker_key(worker_name))
-    connection.zrem(idle_key(queue_name), worker_name)
+    with connection.pipeline() as pipe:
+        pipe.zrem(idle_key(queue_name), worker_name)
+        pipe.zrem(waiters_key(queue_name), worker_name)
+        pipe.delete(bell_key(queue_name, worker_name))
+        pipe.execute()
     return recovered

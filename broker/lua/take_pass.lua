@@ -7,8 +7,10 @@
   KEYS[2]   suspended    rq's suspension flag
   KEYS[3]   held         the jobs this worker's pass holds
   KEYS[4]   worker       rq's hash of this worker
-  KEYS[5]   idle         the sorted set of workers waiting for work
-  KEYS[6..] lanes        per lane, first choice first: its rq list, then its started registry
+  KEYS[5]   idle         the sorted set of workers waiting for work, by when they last looked
+  KEYS[6]   waiters      the same workers by when they went idle (a submit rings the last to go idle)
+  KEYS[7]   bell         this worker's own doorbell
+  KEYS[8..] lanes        per lane, first choice first: its rq list, then its started registry
   ARGV[1]   max_jobs     most jobs a pass takes
   ARGV[2]   max_texts    most texts a pass takes
   ARGV[3]   execution    this pass's execution id
@@ -26,10 +28,11 @@
   doorbell, so it runs when the bell rings, not when it was sent.
 ]]
 local doorbell, suspended, held, worker_hash, idle_set = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local waiters, bell = KEYS[6], KEYS[7]
 local max_jobs, max_texts, execution = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local name, job_prefix, default_timeout, in_passing = ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7] == '1'
 local idle_for, was_idle, max_data, oversized = tonumber(ARGV[8]), ARGV[9] == '1', tonumber(ARGV[10]), ARGV[11]
-local FIRST_LANE, FIRST_FIELD = 6, 12
+local FIRST_LANE, FIRST_FIELD = 8, 12
 
 -- rq_time: unix seconds and microseconds as rq writes times (utcformat: %Y-%m-%dT%H:%M:%S.%fZ)
 local function rq_time(seconds, micros)
@@ -103,7 +106,10 @@ for lane = FIRST_LANE, #KEYS, 2 do
         redis.call('ZADD', started_registry, unpack(started))
         redis.call('SADD', held, unpack(members))
         redis.call('EXPIRE', held, 86400)
-        if was_idle then redis.call('HSET', worker_hash, 'state', 'busy') end
+        if was_idle then
+            redis.call('HSET', worker_hash, 'state', 'busy')
+            redis.call('ZREM', waiters, name)
+        end
         for other = FIRST_LANE, #KEYS, 2 do  -- work left behind and a worker idle: wake it
             if idle == 0 then break end
             if redis.call('LLEN', KEYS[other]) > 0 then
@@ -115,8 +121,9 @@ for lane = FIRST_LANE, #KEYS, 2 do
     end
 end
 if not in_passing then
-    redis.call('DEL', doorbell)  -- nothing waits, so any ring left is stale
+    redis.call('DEL', doorbell, bell)  -- nothing waits, so any ring left is stale
     redis.call('HSET', worker_hash, 'state', 'idle')
     redis.call('ZADD', idle_set, now, name)
+    redis.call('ZADD', waiters, 'NX', now, name)  -- when it went idle: kept while it stays idle
 end
 return {'empty'}

@@ -24,6 +24,7 @@ from rq.utils import now, utcformat
 from rq.worker import WorkerStatus
 
 from embedq.broker.direct import execute
+from embedq.broker.keys import DOORBELL_WAIT, IDLE_FOR
 from embedq.broker.rq_private.hardening import OVERSIZED, GuardedJob, NamedTimeoutPenalty, restored
 from embedq.broker.rq_private.records import result_stream_key
 from embedq.broker.scripts import bind, load
@@ -64,21 +65,25 @@ class PassWorker(SimpleWorker):
     death_penalty_class = NamedTimeoutPenalty
     max_connection_wait_time = 10.0  # rq's backoff cap while Redis is away (its default: 60 s)
     permanent_failures: tuple[type[BaseException], ...] = ()  # failures that would fail the same way again
-    doorbell_wait = 1  # s; an idle worker also looks on its own (jobs rq itself enqueues ring no bell)
+    doorbell_wait = DOORBELL_WAIT  # s; an idle worker also looks on its own (jobs rq itself enqueues ring no bell)
     heartbeat_every = 15.0
 
     def __init__(
         self,
         *args: Any,
         doorbell: str,
+        bell: str,
         held: str,
         idle: str,
+        waiters: str,
         max_jobs: int = 1,
         max_texts: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.idle = idle  # a sorted set of the workers waiting for work, for sharing a burst out
+        self.waiters = waiters  # the same workers by when they went idle: a submit rings the last to go idle
+        self.bell = bell  # this worker's own doorbell, rung for it alone
         self.max_jobs = max_jobs  # the most jobs, and texts, one pass takes
         self.max_texts = max_texts
         self.doorbell = doorbell
@@ -173,7 +178,7 @@ class PassWorker(SimpleWorker):
         rang, reply = execute(
             self.connection,
             [
-                (("BLPOP", self.doorbell, self.doorbell_wait), {}),
+                (("BLPOP", self.bell, self.doorbell, self.doorbell_wait), {}),
                 (("EVALSHA", TAKE_PASS.sha, len(keys), *keys, *args), {}),
             ],
         )
@@ -189,7 +194,8 @@ class PassWorker(SimpleWorker):
         self, lanes: Sequence[Queue], execution_id: str, looking_in_passing: bool
     ) -> tuple[list[str], list[Any]]:
         """take_pass.lua's keys and arguments."""
-        keys = [self.doorbell, WORKERS_SUSPENDED, self.held, self.key, self.idle, *self._lane_keys(lanes)]
+        keys = [self.doorbell, WORKERS_SUSPENDED, self.held, self.key, self.idle, self.waiters, self.bell]
+        keys += self._lane_keys(lanes)
         args = [
             self.max_jobs,
             self.max_texts,
@@ -198,7 +204,7 @@ class PassWorker(SimpleWorker):
             Job.redis_job_namespace_prefix,
             Queue.DEFAULT_TIMEOUT,
             int(looking_in_passing),
-            self.doorbell_wait * 2,
+            IDLE_FOR,
             int(self._was_idle),
             self.stored_data_limit,
             OVERSIZED,
