@@ -264,3 +264,13 @@ def test_an_idle_worker_keeps_when_it_went_idle_while_it_looks_again_and_leaves_
     enqueue(queue)
     assert isinstance(worker.take([queue]), TakenPass)
     assert queue.connection.zscore(waiters, worker.name) is None
+
+
+def test_an_idle_look_forgets_workers_gone_for_ten_minutes_without_a_burial(queue: Queue):
+    ghost_seen = time.time() - 601
+    queue.connection.zadd(idle_key(queue.name), {"ghost": ghost_seen, "recent": time.time() - 5})
+    queue.connection.zadd(waiters_key(queue.name), {"ghost": ghost_seen})
+    assert pass_worker(queue, f"forget-{queue.name}").take([queue]) is None
+    assert queue.connection.zscore(idle_key(queue.name), "ghost") is None
+    assert queue.connection.zscore(waiters_key(queue.name), "ghost") is None
+    assert queue.connection.zscore(idle_key(queue.name), "recent") is not None

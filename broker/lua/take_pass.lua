@@ -33,6 +33,7 @@ local max_jobs, max_texts, execution = tonumber(ARGV[1]), tonumber(ARGV[2]), ARG
 local name, job_prefix, default_timeout, in_passing = ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7] == '1'
 local idle_for, was_idle, max_data, oversized = tonumber(ARGV[8]), ARGV[9] == '1', tonumber(ARGV[10]), ARGV[11]
 local FIRST_LANE, FIRST_FIELD = 8, 12
+local FORGET_AFTER = 600  -- seconds
 
 -- rq_time: unix seconds and microseconds as rq writes times (utcformat: %Y-%m-%dT%H:%M:%S.%fZ)
 local function rq_time(seconds, micros)
@@ -125,5 +126,9 @@ if not in_passing then
     redis.call('HSET', worker_hash, 'state', 'idle')
     redis.call('ZADD', idle_set, now, name)
     redis.call('ZADD', waiters, 'NX', now, name)  -- when it went idle: kept while it stays idle
+    -- workers that died where no supervisor buried them (a lost host) leave no trace for long; one idle
+    -- for longer is as cold as any other: it goes back in as newly idle at its next look
+    redis.call('ZREMRANGEBYSCORE', idle_set, '-inf', now - FORGET_AFTER)
+    redis.call('ZREMRANGEBYSCORE', waiters, '-inf', now - FORGET_AFTER)
 end
 return {'empty'}

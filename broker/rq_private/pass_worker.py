@@ -59,8 +59,8 @@ class Done:
 class PassWorker(SimpleWorker):
     """rq's SimpleWorker (every job in this process) whose loop takes jobs a pass at a time, from
     several lanes in the order `next_lanes` gives, and writes rq's records of a whole pass in one
-    script when it starts and one when it succeeds. Idle, it blocks on a doorbell list that
-    producers ring when a lane gets work. Subclasses fill in the hooks below."""
+    script when it starts and one when it succeeds. Idle, it blocks on a doorbell of its own (a
+    producer rings the worker that went idle last) and the shared one. Subclasses fill in the hooks below."""
 
     death_penalty_class = NamedTimeoutPenalty
     max_connection_wait_time = 10.0  # rq's backoff cap while Redis is away (its default: 60 s)
