@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 README_BEGIN = "<!-- measured: made by bench/report.py from bench/results/*.json; do not edit by hand -->"
 README_END = "<!-- /measured -->"
+GATEWAY_ADDED_MS = 0.5  # issue 23: one text through the gateway at most this much over the Python client, idle
 
 
 def load(name: str) -> dict[str, Any] | None:
@@ -247,7 +248,7 @@ def gateway_section(gateway: dict[str, Any]) -> list[str]:
         f"| the same, driven by httpx | {single['httpx_rps']:.0f} req/s | {single['client_rps']:.0f} req/s | "
         f"{single['httpx_ratio']:.2f}× | — |",
         f"| one text at a time on an idle fleet, p50 | {idle['gateway']:.2f} ms | {idle['client']:.2f} ms | "
-        f"+{idle['added']:.2f} ms | ≤ +2 ms: {'met' if idle['added'] <= 2 else 'missed'} |",
+        f"+{idle['added']:.2f} ms | ≤ +{GATEWAY_ADDED_MS} ms: {'met' if idle['added'] <= GATEWAY_ADDED_MS else 'missed'} |",
         f"| the same, driven by httpx | {idle['httpx']:.2f} ms | {idle['client']:.2f} ms | "
         f"+{idle['httpx_added']:.2f} ms | — |",
         "",
@@ -617,6 +618,7 @@ def readme_block(
     gateway: dict[str, Any] | None,
     infinity: dict[str, Any] | None,
     batch: dict[str, Any] | None,
+    budget: dict[str, Any] | None,
 ) -> str:
     lines = [README_BEGIN, ""]
     if export:
@@ -660,6 +662,12 @@ def readme_block(
             f"- **Latency** (`bench/run.py`): one short text, enqueue → result: p50 {latency['p50_ms']:.2f} ms, "
             f"p95 {latency['p95_ms']:.2f} ms, of which {latency['overhead_p50_ms']:.2f} ms is the queue."
         )
+    if budget:
+        lines.append(
+            f"- **Latency budget** (`bench/latency_budget.py`, {cpu(budget)}): on an idle fleet one short text's "
+            f"`embed()` takes {budget['queue_added_us']:,.0f} µs more than the same text through an in-process "
+            f"Encoder (goal ≤ 1,500 µs); 16 concurrent clients p99/p50 {budget['concurrent']['ratio']:.2f}."
+        )
     if fleet:
         rows, single = fleet["remote_vs_local"], fleet["embedq_single_text_job"]
         lines.append(
@@ -680,7 +688,7 @@ def readme_block(
         lines.append(
             f"- **HTTP gateway** (`bench/gateway.py`): one-text requests from {gateway['concurrent_clients']} clients at "
             f"{single['ratio']:.2f}× the Python client's rate on the same 2 cores (goal 0.8×; {single['httpx_ratio']:.2f}× "
-            f"when httpx drives it); idle one-text p50 +{idle['added']:.2f} ms (goal ≤ +2 ms; httpx "
+            f"when httpx drives it); idle one-text p50 +{idle['added']:.2f} ms (goal ≤ +{GATEWAY_ADDED_MS} ms; httpx "
             f"+{idle['httpx_added']:.2f} ms); one gateway process answers ~{gateway['ceiling']['rps_per_gateway_core']:.0f} "
             "req/s per core."
         )
@@ -798,7 +806,9 @@ def main() -> int:
     (ROOT / "BENCHMARKS.md").write_text("\n".join(page) + "\n")
     readme = (ROOT / "README.md").read_text()
     start, end = readme.index(README_BEGIN), readme.index(README_END) + len(README_END)
-    block = readme_block(run, quality, memory, fleet, peer, lanes, export, (int8, int8_avx2), gateway, infinity, batch)
+    block = readme_block(
+        run, quality, memory, fleet, peer, lanes, export, (int8, int8_avx2), gateway, infinity, batch, budget
+    )
     (ROOT / "README.md").write_text(readme[:start] + block + readme[end:])
     print("wrote BENCHMARKS.md and README.md's measured block")
     return 0
