@@ -2,7 +2,7 @@
 installed rq. When an rq upgrade moves any of it, the failure names what changed and where."""
 
 import inspect
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import fakeredis
 import pytest
@@ -145,25 +145,27 @@ def test_rq_reads_a_stored_call_through_the_guarded_hook_and_never_imports_it():
     assert stored.func_name == "os.system" and EMBED_TASK != "os.system"  # plain rq would import it
 
 
+def as_rq_would(request: EmbedRequest, settings: ClientSettings, job_id: str | None = None) -> Any:
+    """rq's own enqueue data for an embed job with the settings' options."""
+    return Queue.prepare_data(
+        EMBED_TASK,
+        args=(request.to_payload(),),
+        timeout=settings.job_timeout,
+        result_ttl=settings.result_ttl,
+        failure_ttl=settings.result_ttl,
+        retry=Retry(max=settings.retries),
+        description=f"embed {len(request.texts)} texts",
+        meta={"texts": len(request.texts)},
+        job_id=job_id,
+    )
+
+
 def test_the_guarded_enqueue_writes_exactly_what_rqs_enqueue_writes():
     connection = fakeredis.FakeRedis()
     queue = Queue("contract", connection=connection, serializer=MsgpackSerializer)
-    settings = ClientSettings(queue="contract", retries=2)
+    settings = ClientSettings(queue="contract", retries=2, job_timeout=120, result_ttl=3600)
     request = EmbedRequest(["the same job, twice"])
-    by_rq = queue.enqueue_many(
-        [
-            Queue.prepare_data(
-                EMBED_TASK,
-                args=(request.to_payload(),),
-                timeout=120,
-                result_ttl=3600,
-                failure_ttl=3600,
-                retry=Retry(max=2),
-                description="embed 1 texts",
-                meta={"texts": 1},
-            )
-        ]
-    )[0]
+    by_rq = queue.enqueue_many([as_rq_would(request, settings)])[0]
     plan = plan_enqueue(queue, settings, [request], "interactive")
     (ours,) = plan.check(bind(connection, "enqueue")(plan.keys, plan.args))
     varying = {b"created_at", b"enqueued_at", b"last_heartbeat"}
@@ -187,21 +189,7 @@ def test_the_enqueue_template_sends_the_commands_rqs_enqueue_many_sends_for_the_
     requests = [EmbedRequest(["one"]), EmbedRequest(["two", "three"], dimensions=8, normalize=False)]
     plan = plan_enqueue(queue, settings, requests, "interactive")
     _, by_rq = enqueue_commands(
-        queue,
-        [
-            Queue.prepare_data(
-                EMBED_TASK,
-                args=(request.to_payload(),),
-                timeout=77,
-                result_ttl=999,
-                failure_ttl=999,
-                retry=Retry(max=3),
-                description=f"embed {len(request.texts)} texts",
-                meta={"texts": len(request.texts)},
-                job_id=job_id,
-            )
-            for job_id, request in zip(plan.job_ids, requests)
-        ],
+        queue, [as_rq_would(request, settings, job_id) for job_id, request in zip(plan.job_ids, requests)]
     )
     ours, at = [], len(load("enqueue").argv)  # after the script's fixed arguments: each command's length, then it
     while at < len(plan.args):
