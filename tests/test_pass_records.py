@@ -274,3 +274,9 @@ def test_an_idle_look_forgets_workers_gone_for_ten_minutes_without_a_burial(queu
     assert queue.connection.zscore(idle_key(queue.name), "ghost") is None
     assert queue.connection.zscore(waiters_key(queue.name), "ghost") is None
     assert queue.connection.zscore(idle_key(queue.name), "recent") is not None
+
+
+def test_a_worker_that_stops_is_no_longer_among_the_idle_workers(queue: Queue):
+    worker = run_passes(queue, f"stops-{queue.name}")  # a burst on an empty queue: one idle look, then it stops
+    assert queue.connection.zscore(idle_key(queue.name), worker.name) is None
+    assert queue.connection.zscore(waiters_key(queue.name), worker.name) is None

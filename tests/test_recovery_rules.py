@@ -12,11 +12,14 @@ import tempfile
 import threading
 from pathlib import Path
 
+import fakeredis
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from embedq.broker.keys import bell_key, doorbell_key, idle_key, waiters_key
 from embedq.worker.backoff import FIRST_WAIT, MAX_WAIT, RedisBackoff, RetryUnlessStopping
+from embedq.worker.recovery import bury_worker
 from embedq.worker.supervisor.host_lock import HostLock, started
 
 pytestmark = pytest.mark.unit
@@ -102,3 +105,13 @@ def test_a_pid_no_process_has_is_gone(lock: HostLock):
     lock.path.write_text(f"1 {child.pid}:12345")
     assert lock.acquire() == []
     lock.release()
+
+
+def test_burying_a_worker_takes_it_out_of_the_idle_workers_and_wakes_another_for_what_was_rung_for_it():
+    redis = fakeredis.FakeRedis()
+    redis.zadd(idle_key("q"), {"dead": 1.0, "alive": 2.0})
+    redis.zadd(waiters_key("q"), {"dead": 1.0})
+    redis.lpush(bell_key("q", "dead"), 1)
+    assert bury_worker(redis, "dead", "killed", "q") == []
+    assert redis.zrange(idle_key("q"), 0, -1) == [b"alive"] and not redis.exists(waiters_key("q"))
+    assert not redis.exists(bell_key("q", "dead")) and redis.llen(doorbell_key("q")) == 1

@@ -55,7 +55,8 @@ def recover_jobs(connection: Redis, worker_name: str, cause: str, queue_name: st
 
 
 def bury_worker(connection: Redis, worker_name: str, cause: str, queue_name: str) -> list[str]:
-    """Everything a dead worker leaves behind: its jobs handed back, its rq record and facts removed."""
+    """Everything a dead worker leaves behind: its jobs handed back, its rq record, facts and place among
+    the idle workers removed, and an idle worker woken to look for what was rung for it."""
     recovered = recover_jobs(connection, worker_name, cause, queue_name)
     remove_worker_record(connection, worker_name)
     connection.delete(worker_key(worker_name))
@@ -63,5 +64,6 @@ def bury_worker(connection: Redis, worker_name: str, cause: str, queue_name: str
         pipe.zrem(idle_key(queue_name), worker_name)
         pipe.zrem(waiters_key(queue_name), worker_name)
         pipe.delete(bell_key(queue_name, worker_name))
+        pipe.lpush(doorbell_key(queue_name), 1)  # a submit may have rung the dead worker's own doorbell
         pipe.execute()
     return recovered

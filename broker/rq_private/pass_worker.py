@@ -381,6 +381,11 @@ class PassWorker(SimpleWorker):
 
     def register_death(self) -> None:
         super().register_death()  # type: ignore[no-untyped-call]
+        with self.connection.pipeline(transaction=False) as pipe:  # no longer waiting: ring others, not it
+            pipe.zrem(self.idle, self.name)
+            pipe.zrem(self.waiters, self.name)
+            pipe.delete(self.bell)
+            pipe.execute()
         self.on_death()
 
     def set_shutdown_requested_date(self) -> None:
