@@ -2,8 +2,9 @@
 `client.pipeline(transaction=False)` with them queued returns from `execute(raise_on_error=False)`, through
 redis-py's own connection, retry policy and reply parsing, without the rest of its pipeline machinery
 (per-call observability records, the HIMPORT preflight, the pipeline object's own state). On the path of
-every job (a submit and its wait, a worker's take and finish) that machinery cost more than the round
-trip it wraps (bench/latency_budget.py: ~35 µs a call in a hot loop, ~150 µs just after a wake-up)."""
+every job (a submit and its wait, a worker's take and finish) that machinery costs about as much as the
+round trip it wraps: ~35 µs a call in a hot loop on a 2-core VM, ~150 µs just after a wake-up, when every
+instruction misses the caches (bench/latency_budget.py measures the whole path)."""
 
 from __future__ import annotations
 

@@ -30,8 +30,8 @@ def doorbell_key(queue: str) -> str:
 
 
 def bell_prefix(queue: str) -> str:
-    """What a worker's name follows in the key of its own doorbell (a list): a submit into an empty lane
-    rings the worker that went idle last there (waiters_key), and the shared doorbell when none is."""
+    """The start of each worker's own doorbell key (a list; the worker's name follows): a submit into an
+    empty lane rings the worker that went idle last (waiters_key) there, else the shared doorbell."""
     return f"{KEY_PREFIX}{queue}:doorbell:"
 
 
