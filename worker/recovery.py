@@ -59,8 +59,8 @@ def bury_worker(connection: Redis, worker_name: str, cause: str, queue_name: str
     the idle workers removed, and an idle worker woken to look for what was rung for it."""
     recovered = recover_jobs(connection, worker_name, cause, queue_name)
     remove_worker_record(connection, worker_name)
-    connection.delete(worker_key(worker_name))
     with connection.pipeline() as pipe:
+        pipe.delete(worker_key(worker_name))
         pipe.zrem(idle_key(queue_name), worker_name)
         pipe.zrem(waiters_key(queue_name), worker_name)
         pipe.delete(bell_key(queue_name, worker_name))
