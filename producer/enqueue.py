@@ -1,8 +1,9 @@
 """Submit in one round trip, all or nothing: each job's records are a copy of what rq's own enqueue
 writes for a model job (records.JobTemplate, built by rq once per lane and options), and one
 server-side script checks the lane's length and the served model's dimension and, only if both
-allow, writes every job, then, if the lane was empty, rings the worker that went idle last. Two producers can no longer both see room and together pass the
-lane's limit, and a `submit_many` is never half enqueued."""
+allow, writes every job, then, if the lane was empty, rings the worker that went idle last. Two
+producers can no longer both see room and together pass the lane's limit, and a `submit_many` is
+never half enqueued."""
 
 from __future__ import annotations
 
