@@ -4,7 +4,9 @@ requests from 16 concurrent clients (throughput), one-text requests one at a tim
 from the standard library's http.client (benchlib.KeepAlive: the goals are about the gateway, and on 2
 shared cores a costlier client library takes the cores it measures) and, for comparison, from httpx, the
 openai SDK's transport. Then the gateway's own ceiling: the same requests with the queue answering at
-once (workers serving a one-layer model of the same width), and the gateway's CPU per request.
+once (workers serving a one-layer model of the same width), and the gateway's CPU per request. And
+the floors under the idle latency: one Redis PING, and one request to the smallest uvicorn app
+(bench/http_floor_app.py, the gateway's loop and parser).
 Results go to bench/results/gateway.json (then `./dev bench report`).
 
     ./dev bench gateway [--requests 800] [--repeats 3]"""
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -61,6 +64,22 @@ def instant_model(directory: Path) -> Path:
     return directory
 
 
+def start_floor_app(port: int) -> subprocess.Popen[bytes]:
+    """bench/http_floor_app.py under uvicorn with the gateway's loop and parser, once it answers."""
+    serve = ["--port", str(port), "--loop", "uvloop", "--http", "httptools", "--log-level", "warning"]
+    app = ["http_floor_app:app", "--app-dir", str(Path(__file__).parent)]
+    floor = subprocess.Popen([sys.executable, "-m", "uvicorn", *app, *serve])
+    bare = KeepAlive(f"http://127.0.0.1:{port}")
+    for _ in range(300):
+        try:
+            bare.post("/", {})
+            return floor
+        except OSError:
+            time.sleep(0.1)
+    floor.kill()
+    raise RuntimeError("the floor app did not start")
+
+
 def compare(args: argparse.Namespace) -> dict[str, Any]:
     settings = Settings.load(queue="embedq-bench-gateway", workers=2)
     with LocalService(settings, log_path=Path("/tmp/embedq-bench-gateway.log")) as service:
@@ -97,7 +116,22 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
                 args.repeats,
             )
             idle = queries[:200]
-            latencies = alternate({way: (lambda way=way: p50_ms(ask[way], idle)) for way in ask}, args.repeats)
+            floor = start_floor_app(PORT + 2)
+            bare = KeepAlive(f"http://127.0.0.1:{PORT + 2}")
+            floors = {
+                "redis_ping": lambda _: client.connection.ping(),
+                "uvicorn_smallest_app": lambda text: bare.post("/", one_text(MODEL, text)),
+            }
+            for way in floors.values():
+                way("warm-up")
+            try:
+                latencies = alternate(
+                    {way: (lambda way=way: p50_ms({**ask, **floors}[way], idle)) for way in [*ask, *floors]},
+                    args.repeats,
+                )
+            finally:
+                floor.terminate()
+                floor.wait(timeout=30)
             texts = short_queries(512)
             sizes, times = {}, {}
             for encoding in ("float", "base64"):
@@ -131,6 +165,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             "added": p50["gateway"] - p50["client"],
             "httpx": p50["gateway_httpx"],
             "httpx_added": p50["gateway_httpx"] - p50["client"],
+            "floors": {way: p50[way] for way in ("redis_ping", "uvicorn_smallest_app")},
         },
         "response_512_texts": {
             encoding: {"bytes": sizes[encoding], "ms": times[encoding]} for encoding in ("float", "base64")

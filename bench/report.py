@@ -260,6 +260,20 @@ def gateway_section(gateway: dict[str, Any]) -> list[str]:
         "",
         f"512 texts in one request: float JSON {sizes['float']['bytes'] / 1e6:.2f} MB in {sizes['float']['ms']:.0f} ms, "
         f"base64 {sizes['base64']['bytes'] / 1e6:.2f} MB in {sizes['base64']['ms']:.0f} ms.",
+        *floors_lines(idle.get("floors")),
+    ]
+
+
+def floors_lines(floors: dict[str, float] | None) -> list[str]:
+    """What one idle round trip costs before any work, measured beside the gateway (absent from older runs)."""
+    if not floors:
+        return []
+    return [
+        "",
+        f"The floors, idle p50 in the same run: one Redis PING {floors['redis_ping']:.2f} ms; one request to the "
+        f"smallest uvicorn app (bench/http_floor_app.py: the gateway's loop and parser, no work) "
+        f"**{floors['uvicorn_smallest_app']:.2f} ms**. The HTTP hop alone costs more than the +{GATEWAY_ADDED_MS} ms "
+        "goal whenever that figure is above it: the goal is then out of reach of any Python ASGI server here.",
     ]
 
 
