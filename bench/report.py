@@ -24,10 +24,12 @@ def load(name: str) -> dict[str, Any] | None:
 
 
 def stamp(result: dict[str, Any]) -> str:
+    """Script, day and machine, with the CPU where the run recorded it (every figure depends on it)."""
     m = result["machine"]
+    on = f", on {cpu(result)}" if "cpu_model" in m else ""
     return (
         f"`{result['script']}`, {result['measured_at'][:10]}; {m['cpu']}, {m['cores']} cores, Python {m['python']}, "
-        f"onnxruntime {m['onnxruntime']} (CPU)"
+        f"onnxruntime {m['onnxruntime']} (CPU){on}"
     )
 
 
@@ -146,7 +148,7 @@ def export_section(export: dict[str, Any]) -> list[str]:
     lines = [
         "## The fp32 export — `./dev bench export` (bench/export.py)",
         "",
-        f"Measured by {stamp(export)}, on {cpu(export)}. Each way of exporting all-MiniLM-L6-v2 to ONNX embeds",
+        f"Measured by {stamp(export)}. Each way of exporting all-MiniLM-L6-v2 to ONNX embeds",
         f"the {export['sentences']:,} STS-B test sentences through embedq's Encoder, length-sorted batches of 32 and",
         f"single texts, candidates alternating, median of {export['repeats']} repeats; × is against embedq 0.2's export.",
         "",
@@ -176,7 +178,7 @@ def int8_section(int8: dict[str, Any]) -> list[str]:
     lines = [
         f"## int8 on a CPU {kind} — `./dev bench int8` (bench/int8.py)",
         "",
-        f"Measured by {stamp(int8)}, on {cpu(int8)}. Calibration and judging never share text: the STS-B test",
+        f"Measured by {stamp(int8)}. Calibration and judging never share text: the STS-B test",
         "sentences are split in two with a fixed seed; each recipe calibrates on one half and is judged on the other",
         f"({int8['evaluation_texts']:,} sentences; STS-B on the {int8['evaluation_pairs']} pairs with both sentences there,",
         f"where fp32 scores {int8['stsb_fp32']:.2f}); neighbour overlap: top-10 of every text as a query against the",
@@ -748,7 +750,7 @@ def latency_budget_section(budget: dict[str, Any], before: dict[str, Any] | None
     lines = [
         "## One text's latency budget — `./dev bench latency_budget` (bench/latency_budget.py)",
         "",
-        f"Measured by {stamp(budget)}; CPU {cpu(budget)}. An idle fleet of {budget['workers']} workers (1 ONNX "
+        f"Measured by {stamp(budget)}. An idle fleet of {budget['workers']} workers (1 ONNX "
         f"thread each), a private local Redis, one new short text at a time, p50 of {budget['samples']} each"
         + (f", mean of {rounds} runs" if rounds > 1 else "")
         + (f"; before: {before['code']}, run in turn with the code now (same script, same machine)" if before else "")
