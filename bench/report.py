@@ -266,6 +266,12 @@ def gateway_section(gateway: dict[str, Any]) -> list[str]:
     ]
 
 
+def floor_note(floors: dict[str, float] | None) -> str:
+    return (
+        f"; one request to a uvicorn app that does nothing: {floors['uvicorn_smallest_app']:.2f} ms" if floors else ""
+    )
+
+
 def floors_lines(floors: dict[str, float] | None) -> list[str]:
     """What one idle round trip costs before any work, measured beside the gateway (absent from older runs)."""
     if not floors:
@@ -705,8 +711,8 @@ def readme_block(
             f"- **HTTP gateway** (`bench/gateway.py`): one-text requests from {gateway['concurrent_clients']} clients at "
             f"{single['ratio']:.2f}× the Python client's rate on the same 2 cores (goal 0.8×; {single['httpx_ratio']:.2f}× "
             f"when httpx drives it); idle one-text p50 +{idle['added']:.2f} ms (goal ≤ +{GATEWAY_ADDED_MS} ms; httpx "
-            f"+{idle['httpx_added']:.2f} ms); one gateway process answers ~{gateway['ceiling']['rps_per_gateway_core']:.0f} "
-            "req/s per core."
+            f"+{idle['httpx_added']:.2f} ms{floor_note(idle.get('floors'))}); one gateway process answers "
+            f"~{gateway['ceiling']['rps_per_gateway_core']:.0f} req/s per core."
         )
     if infinity:
         rows = infinity["rows"]
