@@ -753,6 +753,10 @@ def readme_block(
 def latency_budget_section(budget: dict[str, Any], before: dict[str, Any] | None = None) -> list[str]:
     steps = budget["budget_us_p50"]
     rounds = budget.get("rounds", 1)
+    elsewhere = ""
+    if before is not None and cpu(before) != cpu(budget):  # a run on another CPU says nothing of this code
+        elsewhere = f" The last run of earlier code ({before['code']}) was on {cpu(before)}: not compared."
+        before = None
     lines = [
         "## One text's latency budget — `./dev bench latency_budget` (bench/latency_budget.py)",
         "",
@@ -760,7 +764,8 @@ def latency_budget_section(budget: dict[str, Any], before: dict[str, Any] | None
         f"thread each), a private local Redis, one new short text at a time, p50 of {budget['samples']} each"
         + (f", mean of {rounds} runs" if rounds > 1 else "")
         + (f"; before: {before['code']}, run in turn with the code now (same script, same machine)" if before else "")
-        + ".",
+        + "."
+        + elsewhere,
         "",
         "| step | µs (p50) before | now |" if before else "| step | µs (p50) |",
         "| --- | ---: | ---: |" if before else "| --- | ---: |",
