@@ -61,8 +61,26 @@ def timings_key(queue: str) -> str:
 
 
 def model_key(queue: str) -> str:
-    """What the workers on `queue` serve (name, dim): lets producers check `dimensions` early."""
+    """What the workers on `queue` serve (name, dim, fingerprint): lets producers check `dimensions` early
+    and the cache key entries by the model's exported file and precision, not its name alone."""
     return f"{KEY_PREFIX}{queue}:model"
+
+
+def cache_prefix(queue: str) -> str:
+    """The start of `queue`'s cache entries' keys (strings): the serving model's fingerprint, `:` and
+    the text's hash follow (broker/cache.py). Entries are per queue, as the lanes' keys are."""
+    return f"{KEY_PREFIX}{queue}:cache:"
+
+
+def cache_index_key(queue: str) -> str:
+    """`queue`'s cache entries (fingerprint:hash) scored by when they expire: the byte budget is kept by it."""
+    return f"{KEY_PREFIX}{queue}:cache-index"
+
+
+def cache_stats_key(queue: str) -> str:
+    """`queue`'s cache accounting and counters (a hash): bytes, entries, hits, misses, writes, trimmed,
+    foreign, answered (jobs answered without a worker), and `size:{fingerprint}` (bytes an entry counts)."""
+    return f"{KEY_PREFIX}{queue}:cache-stats"
 
 
 def serving_key(queue: str) -> str:

@@ -75,6 +75,22 @@ class ClientSettings(BaseSettings):
         "may evict keys, or cannot be read; false: a loud warning",
     )
 
+    cache: bool = Field(
+        True,
+        description="look every text up in the fleet-wide cache before a worker sees it; store what workers compute",
+    )
+    cache_ttl: int = Field(
+        7 * 24 * 3600,
+        ge=1,
+        description="seconds a cache entry lives, pushed back on every hit (it outlives RESULT_TTL)",
+    )
+    cache_max_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=0,
+        description="bytes the cache may take in the queue's Redis (and at most a quarter of its maxmemory); "
+        "the least recently used entries go first",
+    )
+
     @classmethod
     def load(cls, **values: Any) -> Self:
         """The settings from the environment and .env, with `values` on top; InvalidSettings names each bad one."""
@@ -194,6 +210,11 @@ class GatewaySettings(ClientSettings):
     http_max_connections: int = Field(1000, ge=1, description="open connections; past it new ones get 503 at once")
     api_keys: CommaList = Field(
         (), description="comma-separated keys accepted as `Authorization: Bearer KEY`; empty = open"
+    )
+    cache_scope: Literal["key", "shared"] = Field(
+        "key",
+        description="key: each API key has a cache of its own (no caller learns from timing what another embedded); "
+        "shared: one cache for every key",
     )
     model_aliases: Annotated[dict[str, str], NoDecode] = Field(
         {}, description="name=served-model pairs, comma-separated (e.g. sentence-transformers/all-MiniLM-L6-v2=...)"

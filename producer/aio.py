@@ -37,8 +37,12 @@ class AsyncEmbedClient:
         queue: str | None = None,
         settings: ClientSettings | None = None,
         connection: AsyncRedis | None = None,
+        cache_scope: str = "",
     ):
+        """`cache_scope`: cached vectors are shared only between clients of one scope (default: every client
+        of this Redis and queue); pass `cache=False` to a call to bypass the cache."""
         self.settings = client_settings(redis_url, queue, settings)
+        self.cache_scope = cache_scope
         self.connection = connection or async_redis(
             self.settings, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT
         )
@@ -103,7 +107,7 @@ class AsyncEmbedClient:
             raise unreachable(error, self.settings.redis_url) from None
 
     def _plan(self, batches: Sequence[Sequence[str]], options: SubmitOptions) -> EnqueuePlan:
-        return plan_submit(self._lanes, self.settings, batches, options)
+        return plan_submit(self._lanes, self.settings, batches, options, self.cache_scope)
 
     async def _run(self, steps: Steps[T]) -> T:
         steps, reply = interpreted(steps, self.settings.redis_url), None

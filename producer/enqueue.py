@@ -1,9 +1,10 @@
 """Submit in one round trip, all or nothing: each job's records are a copy of what rq's own enqueue
 writes for a model job (records.JobTemplate, built by rq once per lane and options), and one
-server-side script checks the lane's length and the served model's dimension and, only if both
-allow, writes every job, then, if the lane was empty, rings the worker that went idle last. Two
-producers can no longer both see room and together pass the lane's limit, and a `submit_many` is
-never half enqueued."""
+server-side script looks every text up in the fleet-wide cache (by its hash: broker/cache.py), checks
+the lane's length and the served model's dimension and, only if both allow, writes every job (one
+whose texts are all cached as finished, answered from the cache), then, if the lane was empty, rings
+the worker that went idle last. Two producers can no longer both see room and together pass the lane's
+limit, and a `submit_many` is never half enqueued."""
 
 from __future__ import annotations
 
@@ -11,11 +12,30 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
+from embedq.broker.cache import NO_CACHE, CacheUse, pack_shape, text_hashes
 from embedq.broker.jobs import EMBED_TASK, EmbedRequest, new_job_id, validate_batches
-from embedq.broker.keys import IDLE_FOR, bell_prefix, doorbell_key, idle_key, model_key, waiters_key
+from embedq.broker.keys import (
+    IDLE_FOR,
+    bell_prefix,
+    cache_index_key,
+    cache_prefix,
+    cache_stats_key,
+    doorbell_key,
+    idle_key,
+    model_key,
+    waiters_key,
+)
 from embedq.broker.lanes import Lane, check_lane
 from embedq.broker.rq_private import Queue, Retry
-from embedq.broker.rq_private.records import JobTemplate, job_values, result_stream_key
+from embedq.broker.rq_private.records import (
+    RESULT_STREAM_PREFIX,
+    JobTemplate,
+    finished_registry_key,
+    job_key,
+    job_values,
+    result_stream_key,
+    rq_stamp,
+)
 from embedq.broker.scripts import load
 from embedq.config.settings import ClientSettings
 from embedq.errors import InvalidInput, QueueFull
@@ -35,6 +55,7 @@ class EnqueuePlan:
     limit: int
     limit_name: str
     dimensions: int  # the largest asked, 0 for none
+    cache: CacheUse
 
     def command(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
         """The script as one command of a pipeline (a client that meets NOSCRIPT loads it: steps.interpreted)."""
@@ -42,7 +63,8 @@ class EnqueuePlan:
         return "evalsha", (ENQUEUE.sha, len(self.keys), *self.keys, *self.args), {}
 
     def check(self, reply: Any) -> list[str]:
-        """The job ids if the jobs were enqueued; QueueFull or InvalidInput (nothing enqueued) otherwise."""
+        """The job ids if the jobs were enqueued (some perhaps answered from the cache at once: finished);
+        QueueFull or InvalidInput (nothing enqueued) otherwise."""
         outcome, value = (reply[0].decode() if isinstance(reply[0], bytes) else reply[0]), int(reply[1])
         if outcome == "full":
             raise QueueFull(
@@ -68,6 +90,7 @@ class SubmitOptions(TypedDict, total=False):
     prompt_name: str | None
     priority: Lane
     truncate: bool
+    cache: bool | CacheUse
 
 
 _templates: dict[tuple[str, int, int, int], JobTemplate] = {}
@@ -93,29 +116,57 @@ def job_template(queue: Queue, settings: ClientSettings) -> JobTemplate:
 
 
 def plan_submit(
-    lanes: Mapping[Lane, Queue], settings: ClientSettings, batches: Sequence[Any], options: SubmitOptions
+    lanes: Mapping[Lane, Queue],
+    settings: ClientSettings,
+    batches: Sequence[Any],
+    options: SubmitOptions,
+    scope: str = "",
 ) -> EnqueuePlan:
-    """Check every batch and the priority (InvalidInput), then plan their enqueue in the lane's queue (no I/O)."""
+    """Check every batch and the priority (InvalidInput), then plan their enqueue in the lane's queue (no I/O).
+    `scope`: the client's cache scope, for a `cache` option of True."""
     wanted = dict(options)
     lane = check_lane(wanted.pop("priority", "interactive"))
+    cache = cache_use(wanted.pop("cache", True), settings, scope)
     requests = validate_batches(batches, limits=settings.limits, **wanted)
-    return plan_enqueue(lanes[lane], settings, requests, lane)
+    return plan_enqueue(lanes[lane], settings, requests, lane, cache)
 
 
-def plan_enqueue(queue: Queue, settings: ClientSettings, requests: list[EmbedRequest], lane: Lane) -> EnqueuePlan:
+def cache_use(asked: Any, settings: ClientSettings, scope: str) -> CacheUse:
+    """What a `cache` option means with these settings (EMBEDQ_CACHE=false: off whatever is asked)."""
+    if isinstance(asked, CacheUse):
+        use = asked
+    elif isinstance(asked, bool):
+        use = CacheUse(scope=scope) if asked else NO_CACHE
+    else:
+        raise InvalidInput(f"cache must be a bool, got {type(asked).__name__}")
+    return use if settings.cache and not use.off else NO_CACHE
+
+
+def plan_enqueue(
+    queue: Queue, settings: ClientSettings, requests: list[EmbedRequest], lane: Lane, cache: CacheUse = NO_CACHE
+) -> EnqueuePlan:
     """`queue`: the lane's rq queue (lanes.lane_queue)."""
     job_ids = [new_job_id(settings.result_ttl) for _ in requests]
-    commands = job_template(queue, settings).commands(
+    hashes = [
+        text_hashes(request.texts, cache, request.instruction, request.prompt_name) if not cache.off else []
+        for request in requests
+    ]
+    template = job_template(queue, settings)
+    commands = template.commands(
         [
             (
                 job_id,
                 job_values(
                     (EMBED_TASK, None, [request.to_payload()], {}),
                     description=f"embed {len(request.texts)} texts",
-                    meta={"texts": len(request.texts)},  # read by take_pass.lua, which sizes passes by texts
+                    # texts: read by take_pass.lua, which sizes passes by texts; cache: the hashes a worker
+                    # stores its vectors under (hex, as Lua's msgpack reads no binary)
+                    meta={"texts": len(request.texts), "cache": "".join(job_hashes)}
+                    if cache.write and job_hashes
+                    else {"texts": len(request.texts)},
                 ),
             )
-            for job_id, request in zip(job_ids, requests)
+            for job_id, request, job_hashes in zip(job_ids, requests, hashes)
         ]
     )
     dimensions = max(request.dimensions or 0 for request in requests)
@@ -124,9 +175,28 @@ def plan_enqueue(queue: Queue, settings: ClientSettings, requests: list[EmbedReq
         if lane == "interactive"
         else (settings.max_bulk_queue_length, "MAX_BULK_QUEUE_LENGTH")
     )
-    args: list[Any] = [limit, len(requests), dimensions, bell_prefix(settings.queue), IDLE_FOR]
-    for command in commands:
+    once, per_job = len(template.once), len(template.per_job)
+    args: list[Any] = [
+        limit,
+        len(requests),
+        dimensions,
+        bell_prefix(settings.queue),
+        IDLE_FOR,
+        cache_prefix(settings.queue) if cache.read else "",
+        settings.cache_ttl,
+        rq_stamp(),
+        settings.result_ttl,
+        job_key(""),
+        RESULT_STREAM_PREFIX,
+        once,
+    ]
+    for command in commands[:once]:
         args += [len(command), *command]
+    for number, (job_id, request, job_hashes) in enumerate(zip(job_ids, requests, hashes)):
+        lookups = job_hashes if cache.read and request.truncate else []
+        args += [job_id, len(lookups), *lookups, pack_shape(request.normalize, request.dimensions), per_job]
+        for command in commands[once + number * per_job : once + (number + 1) * per_job]:
+            args += [len(command), *command]
     keys = [
         queue.key,
         model_key(settings.queue),
@@ -134,5 +204,8 @@ def plan_enqueue(queue: Queue, settings: ClientSettings, requests: list[EmbedReq
         result_stream_key(job_ids[0]),
         waiters_key(settings.queue),
         idle_key(settings.queue),
+        finished_registry_key(queue.name),
+        cache_stats_key(settings.queue),
+        cache_index_key(settings.queue),
     ]
-    return EnqueuePlan(job_ids, keys, args, queue.name, limit, limit_name, dimensions)
+    return EnqueuePlan(job_ids, keys, args, queue.name, limit, limit_name, dimensions, cache)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from embedq.broker.jobs import EmbedResult, job_lifetime, unpack_refusal, unpack_result
+from embedq.broker.jobs import EmbedResult, job_lifetime, unpack_refusal
 from embedq.broker.rq_private.records import REFUSAL_FIELD, STATUS, entry_outcome, job_key, queue_key, result_stream_key
 from embedq.errors import JobFailed, JobLost, JobNotFound, JobTimeout
 from embedq.producer.enqueue import EnqueuePlan
@@ -86,9 +86,9 @@ def result_steps(job_id: str) -> Steps[EmbedResult | None]:
         )
     )
     status = _STATUS.get(_text(raw) or "", "unknown")
-    packed, reason = entry_outcome(job_id, latest[0]) if latest else (None, None)
-    if status == "finished" and packed is not None:
-        return unpack_result(packed)
+    result, reason = entry_outcome(job_id, latest[0]) if latest else (None, None)
+    if status == "finished" and result is not None:
+        return result
     if status == "failed":
         raise JobFailed(job_id, reason or f"job ended with status {_text(raw)}", unpack_refusal(refusal))
     if status in ("unknown", "finished"):
@@ -192,9 +192,9 @@ def _read_news(waiting: _Waiting, news: dict[str, tuple[bytes, dict[bytes, bytes
     confirm = []
     for job_id, entry in news.items():
         waiting.seen[job_id] = _text(entry[0]) or "0-0"
-        packed, _ = entry_outcome(job_id, entry)
-        if packed is not None:
-            waiting.results[job_id] = unpack_result(packed)
+        result, _ = entry_outcome(job_id, entry)
+        if result is not None:
+            waiting.results[job_id] = result
         else:  # a failure, or an old one of a job re-queued since (`rq requeue`): ask its status
             confirm.append(job_id)
     return confirm

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from embedq.worker.model.pooling import cls_pool, l2_normalize, last_token_pool, mean_pool, truncate
+from embedq.broker.vectors import l2_normalize, shape
+from embedq.worker.model.pooling import cls_pool, last_token_pool, mean_pool
 
 pytestmark = pytest.mark.unit
 
@@ -48,7 +49,7 @@ def test_l2_normalize_gives_unit_rows_and_survives_zero_vectors():
 
 def test_matryoshka_truncation_renormalizes():
     vectors = l2_normalize(np.array([[1.0, 1.0, 1.0, 1.0]], dtype=np.float32))
-    short = truncate(vectors, 2, normalize=True)
+    short = shape(vectors, 2, normalize=True)
     assert short.shape == (1, 2)
     assert np.linalg.norm(short) == pytest.approx(1.0)
     np.testing.assert_allclose(short, [[2**-0.5, 2**-0.5]], rtol=1e-6)
@@ -56,5 +57,20 @@ def test_matryoshka_truncation_renormalizes():
 
 def test_truncation_without_normalize_keeps_raw_values():
     raw = np.array([[3.0, 4.0, 12.0]], dtype=np.float32)
-    assert truncate(raw, 2, normalize=False).tolist() == [[3.0, 4.0]]
-    assert truncate(raw, None, normalize=False).tolist() == [[3.0, 4.0, 12.0]]
+    assert shape(raw, 2, normalize=False).tolist() == [[3.0, 4.0]]
+    assert shape(raw, None, normalize=False).tolist() == [[3.0, 4.0, 12.0]]
+
+
+@pytest.mark.parametrize("dimensions", [None, 5, 128, 383])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_a_row_is_shaped_the_same_whatever_rows_share_its_batch(dimensions, normalize):
+    """The cache's promise rests on this: a vector read back alone equals it shaped inside a batch, bit for bit."""
+    rows = np.random.default_rng(0).standard_normal((300, 384)).astype(np.float32)
+    together = shape(rows, dimensions, normalize)
+    for start in range(0, 300, 7):
+        alone = shape(rows[start : start + 1].copy(), dimensions, normalize)
+        assert alone.tobytes() == together[start : start + 1].tobytes()
+        assert (
+            shape(rows[start : start + 5].copy(), dimensions, normalize).tobytes()
+            == together[start : start + 5].tobytes()
+        )

@@ -191,10 +191,19 @@ def test_the_enqueue_template_sends_the_commands_rqs_enqueue_many_sends_for_the_
     _, by_rq = enqueue_commands(
         queue, [as_rq_would(request, settings, job_id) for job_id, request in zip(plan.job_ids, requests)]
     )
-    ours, at = [], len(load("enqueue").argv)  # after the script's fixed arguments: each command's length, then it
-    while at < len(plan.args):
-        ours.append(plan.args[at + 1 : at + 1 + plan.args[at]])
-        at += 1 + plan.args[at]
+    ours, at = [], len(load("enqueue").argv)  # after the script's fixed arguments (the last: commands naming no job)
+
+    def commands(count: int) -> None:
+        nonlocal at
+        for _ in range(count):
+            ours.append(plan.args[at + 1 : at + 1 + plan.args[at]])
+            at += 1 + plan.args[at]
+
+    commands(plan.args[at - 1])
+    while at < len(plan.args):  # per job: its id, its hashes (a count, then each), its shape, its commands
+        at += 2 + plan.args[at + 1] + 1
+        at += 1
+        commands(plan.args[at - 1])
 
     def timeless(commands):
         times = ("created_at", "enqueued_at")

@@ -4,25 +4,48 @@ one model in fp32 and int8) are not comparable, so they must never answer the sa
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from redis import Redis
 from redis.client import Pipeline
 
+from embedq.broker.cache import ENTRY_VERSION
 from embedq.broker.keys import QUEUES_KEY, model_key, serving_key
 from embedq.broker.scripts import bind
 from embedq.errors import InvalidSettings
+from embedq.worker.model.encoder import Encoder
+
+CHUNK = 1 << 20
+EXTERNAL_DATA = (".onnx_data", ".data")  # large weight files beside a graph: hashed by name and size
 
 
 class ModelConflict(InvalidSettings):
     """Live workers of another model (name or dimension) already serve this queue."""
 
 
-def claim_queue(connection: Redis, queue: str, model: str, dim: int, ttl: int) -> None:
-    """Claim `queue` for `model`, or raise ModelConflict naming both models."""
+def model_fingerprint(encoder: Encoder) -> str:
+    """16 hex digits that change whenever the vectors may: the exported graph and tokenizer (their bytes),
+    the precision, the pooling and maximum length in force, and the cache's entry format."""
+    digest = hashlib.sha256()
+    spec = encoder.spec
+    for path in (spec.onnx_path, spec.tokenizer_path):
+        with path.open("rb") as file:
+            while chunk := file.read(CHUNK):
+                digest.update(chunk)
+    for path in sorted(spec.onnx_path.parent.iterdir()):
+        if path.name.endswith(EXTERNAL_DATA):
+            digest.update(f"{path.name}:{path.stat().st_size}".encode())
+    digest.update(f"{spec.precision}|{encoder.pooling}|{encoder.max_length}|{encoder.dim}|{ENTRY_VERSION}".encode())
+    return digest.hexdigest()[:16]
+
+
+def claim_queue(connection: Redis, queue: str, model: str, dim: int, ttl: int, fingerprint: str = "") -> None:
+    """Claim `queue` for `model`, or raise ModelConflict naming both models. `fingerprint` (model_fingerprint):
+    what the cache keys entries by; none, no entry is read or written on the queue."""
     identity = json.dumps({"name": model, "dim": dim}, sort_keys=True)
     keys = (serving_key(queue), model_key(queue), QUEUES_KEY)
-    held = bind(connection, "claim_queue")(keys, [identity, ttl, model, dim, queue])
+    held = bind(connection, "claim_queue")(keys, [identity, ttl, model, dim, queue, fingerprint])
     if held:
         other = json.loads(held)
         raise ModelConflict(

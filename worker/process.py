@@ -21,6 +21,7 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import RedisError
 
+from embedq.broker.cache import HITS_FIELD, CacheWrites
 from embedq.broker.connection import redis_answers
 from embedq.broker.eviction import check_eviction
 from embedq.broker.failures import misconfigured
@@ -29,6 +30,9 @@ from embedq.broker.jobs import EmbedRequest, EmbedResult, MsgpackSerializer, pac
 from embedq.broker.keys import (
     WORKER_FACTS_TTL,
     bell_key,
+    cache_index_key,
+    cache_prefix,
+    cache_stats_key,
     doorbell_key,
     held_key,
     idle_key,
@@ -45,9 +49,10 @@ from embedq.config import Settings
 from embedq.errors import InvalidInput
 from embedq.worker import tasks
 from embedq.worker.backoff import RedisBackoff, connect
+from embedq.worker.caching import cache_budget, entries_to_store, hits_of, misses_only, with_hits
 from embedq.worker.model.encoder import Encoded, Encoder
 from embedq.worker.model.quantize import cpu_kind_warning
-from embedq.worker.model_claim import claim_queue, refresh_claim
+from embedq.worker.model_claim import claim_queue, model_fingerprint, refresh_claim
 from embedq.worker.recovery import bury_worker
 from embedq.worker.supervisor.watchdog import Beat
 
@@ -80,6 +85,7 @@ class EmbedWorker(PassWorker):
     `embedq stats` shows, kept alive by rq's heartbeat."""
 
     permanent_failures = PERMANENT_FAILURES
+    extra_fields = (HITS_FIELD,)  # a partly cached job's hits, left by the enqueue script
 
     def __init__(
         self,
@@ -89,10 +95,14 @@ class EmbedWorker(PassWorker):
         facts: dict[str, str],
         stop: threading.Event,
         backoff: RedisBackoff,
+        fingerprint: str = "",
+        cache_budget: int = 0,
         parent: int | None = None,
         beat: Beat | None = None,
         **kwargs: Any,
     ) -> None:
+        """`fingerprint`, `cache_budget`: the model's (model_claim.model_fingerprint) and the bytes the
+        cache may count (caching.cache_budget); the pass's vectors are stored only with both."""
         lanes = lane_queues(settings.queue, kwargs["connection"], job_class=tasks.EmbedJob)
         super().__init__(
             list(lanes.values()),
@@ -116,6 +126,8 @@ class EmbedWorker(PassWorker):
         self.passes = 0
         self.in_pass = False
         self.interactive, self.bulk = lanes["interactive"], lanes["bulk"]
+        self.fingerprint, self.cache_budget = fingerprint, cache_budget
+        self.cache_writes = settings.cache and bool(fingerprint) and cache_budget > 0
 
     def next_lanes(self) -> list[Queue]:
         self.passes += 1
@@ -133,6 +145,8 @@ class EmbedWorker(PassWorker):
                 self.fail_job(job, taken, sys.exc_info())
         if not ready:
             return
+        hits = [hits_of(job, self.encoder.dim) for job, _ in ready]
+        asked = [misses_only(request, found) for (_, request), found in zip(ready, hits)]
         lane = "bulk" if taken.queue is self.bulk else "interactive"
         jobs = [job for job, _ in ready]
 
@@ -149,32 +163,35 @@ class EmbedWorker(PassWorker):
         outcomes: list[Encoded | Any]
         try:
             with self._penalty(timeout, nested):
-                outcomes = list(self.encoder.encode_many([request for _, request in ready], between=between))
+                outcomes = list(self.encoder.encode_many(asked, between=between))
         except JobTimeoutException:
             if nested:
                 raise
             outcomes = [sys.exc_info()] * len(ready)
         except Exception:
             failure = sys.exc_info()
-            outcomes = [failure] if len(ready) == 1 else [self._encode_alone(r, timeout, nested) for _, r in ready]
+            outcomes = [failure] if len(ready) == 1 else [self._encode_alone(r, timeout, nested) for r in asked]
         finally:
             self.in_pass = nested
             if self.beat is not None and not nested:
                 self.beat.idle()
         infer_ms = (time.perf_counter() - started) * 1000
-        done, timings = [], []
-        for (job, request), outcome in zip(ready, outcomes):
+        done, timings, entries = [], [], {}
+        for (job, request), outcome, found in zip(ready, outcomes, hits):
             if outcome is None:  # cancelled while it ran: rq's cancel has recorded it; no result
                 self.connection.srem(self.held, f"{job.id}:{taken.execution_id}")
                 self.log.info("Worker %s: job %s cancelled mid-pass", self.name, job.id)
             elif isinstance(outcome, Encoded):
-                record, job_timings = self._done(job, request, outcome, infer_ms)
+                encoded = with_hits(request, outcome, found)
+                if self.cache_writes:
+                    entries.update(entries_to_store(job, encoded, found))
+                record, job_timings = self._done(job, request, encoded, infer_ms, cached=len(found))
                 done.append(record)
                 timings.append(job_timings)
             else:
                 self.fail_job(job, taken, outcome)
         if done:
-            written = self._until_written(lambda: self._record(taken, done, lane, timings), len(done))
+            written = self._until_written(lambda: self._record(taken, done, lane, timings, entries), len(done))
             self.log.info(
                 "Worker %s: %s pass: %d jobs, %d texts, inference %.1f ms, %d results written",
                 self.name,
@@ -185,7 +202,9 @@ class EmbedWorker(PassWorker):
                 written,
             )
 
-    def _record(self, taken: TakenPass, done: list[Done], lane: str, timings: list[dict[str, float]]) -> int:
+    def _record(
+        self, taken: TakenPass, done: list[Done], lane: str, timings: list[dict[str, float]], entries: dict[str, bytes]
+    ) -> int:
         return self.finish_pass(
             taken,
             done,
@@ -196,6 +215,15 @@ class EmbedWorker(PassWorker):
             metrics=metrics_key(self.settings.queue),
             timings=timings_key(self.settings.queue),
             histogram=timing_increments(lane, timings),
+            cache=CacheWrites(
+                cache_prefix(self.settings.queue),
+                self.fingerprint,
+                self.settings.cache_ttl,
+                self.cache_budget,
+                cache_stats_key(self.settings.queue),
+                cache_index_key(self.settings.queue),
+                entries,
+            ),
         )
 
     def _until_written(self, write: Callable[[], int], jobs: int) -> int:
@@ -269,15 +297,17 @@ class EmbedWorker(PassWorker):
             raise
 
     def _done(
-        self, job: Job, request: EmbedRequest, encoded: Encoded, infer_ms: float
+        self, job: Job, request: EmbedRequest, encoded: Encoded, infer_ms: float, cached: int
     ) -> tuple[Done, dict[str, float]]:
         """A succeeded job's record, and its timings for the histograms: queue wait, the pass's
-        inference, end to end."""
+        inference, end to end. `cached`: how many of its texts came from the cache."""
         finished = time.time()
         enqueued = job.enqueued_at.timestamp() if job.enqueued_at else encoded.started
         queue_ms = max(0.0, (encoded.started - enqueued) * 1000)
         total_ms = max(0.0, (finished - enqueued) * 1000)
         usage = {"texts": len(request.texts), "tokens": encoded.tokens, "truncated": encoded.truncated}
+        if cached:
+            usage["cached"] = cached
         result = EmbedResult(
             job_id=job.id,
             embeddings=encoded.vectors,
@@ -365,16 +395,24 @@ def ready_encoder(settings: Settings, name: str) -> tuple[Encoder, dict[str, str
 
 
 def join_the_queue(
-    connection: Redis, settings: Settings, encoder: Encoder, name: str, worker_ttl: int, *, read_policy: bool
-) -> None:
+    connection: Redis,
+    settings: Settings,
+    encoder: Encoder,
+    name: str,
+    worker_ttl: int,
+    *,
+    read_policy: bool,
+    fingerprint: str,
+) -> int:
     """Before serving (again): Redis answers, keeps every key (EvictionRisk, a settings error, under
     REQUIRE_NOEVICTION), the queue serves this model (ModelConflict), and what a previous life of this
-    process left when it lost Redis mid-pass is handed back."""
+    process left when it lost Redis mid-pass is handed back. Returns the bytes the cache may count."""
     connection.ping()
     if read_policy:
         check_eviction(connection, settings.require_noeviction, f"worker {name}")
-    claim_queue(connection, settings.queue, encoder.spec.name, encoder.dim, worker_ttl)
+    claim_queue(connection, settings.queue, encoder.spec.name, encoder.dim, worker_ttl, fingerprint)
     bury_worker(connection, name, "its worker lost Redis", settings.queue)
+    return cache_budget(connection, settings.cache_max_bytes)
 
 
 def run_worker(
@@ -394,6 +432,7 @@ def run_worker(
     name = name or default_worker_name()
     beating = Beat(beat) if beat else None  # before the model loads: a slow load is not a hang
     encoder, facts = ready_encoder(settings, name)
+    fingerprint = model_fingerprint(encoder)
     stop = threading.Event()
     connection = connect(settings, stop)
     tasks.EmbedJob.configure(settings.limits)
@@ -407,7 +446,15 @@ def run_worker(
         began, worker = time.monotonic(), None
         try:
             with stop_on_signals(stop):
-                join_the_queue(connection, settings, encoder, name, worker_ttl, read_policy=not policy_read)
+                budget = join_the_queue(
+                    connection,
+                    settings,
+                    encoder,
+                    name,
+                    worker_ttl,
+                    read_policy=not policy_read,
+                    fingerprint=fingerprint,
+                )
                 policy_read = True
             if stop.is_set():
                 break
@@ -420,6 +467,8 @@ def run_worker(
                 worker_ttl=worker_ttl,
                 stop=stop,
                 backoff=backoff,
+                fingerprint=fingerprint,
+                cache_budget=budget,
                 parent=parent,
                 beat=beating,
             )

@@ -2,7 +2,9 @@
   started -> finished registry, worker counts), plus embedq's counters and timing histograms, once
   for the pass. A job is written only while it is still started by this worker: a worker presumed
   dead whose jobs were handed back writes nothing, so every result is written once (and if any job
-  was not written, the pass's timings are left out of the histograms; the counters stay exact).
+  was not written, the pass's timings are left out of the histograms; the counters stay exact). The
+  vectors the pass computed go into the cache (each entry once, with its TTL), whose accounting is kept
+  within its byte budget: entries found expired are counted out, then the least recently used trimmed.
   KEYS[1]   held     this worker's held set
   KEYS[2]   worker      rq's hash of this worker
   KEYS[3]   facts       embedq's facts of this worker
@@ -10,7 +12,9 @@
   KEYS[5]   timings     the queue's timing histograms
   KEYS[6]   started     the lane's started registry
   KEYS[7]   finished    the lane's finished registry
-  KEYS[8..] jobs        per job: its hash, then its result stream
+  KEYS[8]   stats       the cache's accounting and counters
+  KEYS[9]   index       the cache's entries by expiry
+  KEYS[10..] jobs       per job: its hash, then its result stream
   ARGV[1]   name        this worker's name
   ARGV[2]   execution   the pass's execution id
   ARGV[3]   rq_now      now, as rq writes times
@@ -21,16 +25,72 @@
   ARGV[8]   count       how many jobs
   ARGV[9]   worked      seconds the pass took
   ARGV[10]  buckets     how many histogram field / increment pairs follow the jobs
-  ARGV[11..] values     per job 8 values (id, result TTL, finished-registry score, return value,
-                        packed result, texts, tokens, truncated), then the histogram's pairs
+  ARGV[11]  cache       the prefix of the cache's entry keys ('': write none)
+  ARGV[12]  fingerprint the serving model's fingerprint (follows the prefix)
+  ARGV[13]  cache_ttl   seconds an entry lives
+  ARGV[14]  budget      bytes the cache's entries may count
+  ARGV[15]  entries     how many entries follow the histogram's pairs
+  ARGV[16..] values     per job 8 values (id, result TTL, finished-registry score, return value,
+                        packed result, texts, tokens, truncated), then the histogram's pairs, then per
+                        entry its text's hash and the entry
   returns   how many jobs were written
 ]]
 local held, worker_hash, facts, metrics, timings = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local started, finished = KEYS[6], KEYS[7]
 local name, execution, rq_now, now, pass_start = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local facts_ttl, lane, count, worked, buckets = ARGV[6], ARGV[7], tonumber(ARGV[8]), ARGV[9], tonumber(ARGV[10])
-local FIRST_JOB_KEY, FIRST_VALUE, PER_JOB = 8, 11, 8
+local stats, index = KEYS[8], KEYS[9]
+local cache, fingerprint, cache_ttl, budget = ARGV[11], ARGV[12], tonumber(ARGV[13]), tonumber(ARGV[14])
+local new_entries = tonumber(ARGV[15])
+local FIRST_JOB_KEY, FIRST_VALUE, PER_JOB = 10, 16, 8
 local first_bucket = FIRST_VALUE + count * PER_JOB
+local first_entry = first_bucket + 2 * buckets
+local TRIM_LEAST = 16  -- entries counted out or trimmed per pass, beyond as many as it wrote
+local OVERHEAD = 160  -- bytes Redis spends per entry beyond its key, value and index member (dict, TTL, skiplist)
+
+local function write_cache()
+    local clock = redis.call('TIME')
+    local at = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
+    local sizes, bytes, entries, writes = {}, 0, 0, 0
+    for e = first_entry, first_entry + 2 * new_entries - 1, 2 do
+        local member = fingerprint .. ':' .. ARGV[e]
+        local cost = math.ceil(#ARGV[e + 1] * 1.25) + #cache + 3 * #member + OVERHEAD
+        if redis.call('SET', cache .. member, ARGV[e + 1], 'EX', cache_ttl, 'NX') then
+            redis.call('ZADD', index, at + cache_ttl, member)
+            bytes, entries, writes = bytes + cost, entries + 1, writes + 1
+            sizes[fingerprint] = cost
+        end
+    end
+    for fp, cost in pairs(sizes) do redis.call('HSET', stats, 'size:' .. fp, cost) end
+    local function size_of(member)
+        local fp = string.match(member, '^([^:]+):')
+        if sizes[fp] == nil then sizes[fp] = tonumber(redis.call('HGET', stats, 'size:' .. fp) or 0) end
+        return sizes[fp]
+    end
+    local allowance = writes + TRIM_LEAST
+    for _, member in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', at, 'LIMIT', 0, allowance)) do
+        redis.call('ZREM', index, member)  -- expired (a hit moves an entry's score with its TTL)
+        bytes, entries = bytes - size_of(member), entries - 1
+        allowance = allowance - 1
+    end
+    local counted = tonumber(redis.call('HGET', stats, 'bytes') or 0) + bytes
+    local trimmed = 0
+    while counted > budget and allowance > 0 do
+        local oldest = redis.call('ZPOPMIN', index)
+        if #oldest == 0 then break end
+        redis.call('DEL', cache .. oldest[1])
+        counted, bytes, entries = counted - size_of(oldest[1]), bytes - size_of(oldest[1]), entries - 1
+        trimmed, allowance = trimmed + 1, allowance - 1
+    end
+    if redis.call('ZCARD', index) == 0 then  -- nothing left: the accounting starts from nothing too
+        redis.call('HSET', stats, 'bytes', 0, 'entries', 0)
+    else
+        redis.call('HINCRBY', stats, 'bytes', bytes)
+        redis.call('HINCRBY', stats, 'entries', entries)
+    end
+    if writes > 0 then redis.call('HINCRBY', stats, 'writes', writes) end
+    if trimmed > 0 then redis.call('HINCRBY', stats, 'trimmed', trimmed) end
+end
 
 local written, members, finished_scores = 0, {}, {}
 local counts = {texts = 0, tokens = 0, truncated = 0}
@@ -57,6 +117,7 @@ for j = 0, count - 1 do
 end
 redis.call('ZREM', started, unpack(members))
 redis.call('SREM', held, unpack(members))
+if cache ~= '' and new_entries > 0 then write_cache() end
 if written == 0 then return 0 end
 redis.call('ZADD', finished, unpack(finished_scores))
 redis.call('HINCRBY', metrics, lane .. ':jobs', written)

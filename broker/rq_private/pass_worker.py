@@ -23,6 +23,7 @@ from rq.suspension import WORKERS_SUSPENDED
 from rq.utils import now, utcformat
 from rq.worker import WorkerStatus
 
+from embedq.broker.cache import CacheWrites
 from embedq.broker.direct import execute
 from embedq.broker.keys import DOORBELL_WAIT, IDLE_FOR
 from embedq.broker.rq_private.hardening import OVERSIZED, GuardedJob, NamedTimeoutPenalty, restored
@@ -67,6 +68,7 @@ class PassWorker(SimpleWorker):
     permanent_failures: tuple[type[BaseException], ...] = ()  # failures that would fail the same way again
     doorbell_wait = DOORBELL_WAIT  # s; an idle worker also looks on its own (jobs rq itself enqueues ring no bell)
     heartbeat_every = 15.0
+    extra_fields: tuple[str, ...] = ()  # job hash fields beyond rq's a pass reads: each taken job's `extras`
 
     def __init__(
         self,
@@ -209,6 +211,7 @@ class PassWorker(SimpleWorker):
             self.stored_data_limit,
             OVERSIZED,
             *PASS_FIELDS,
+            *self.extra_fields,
         ]
         return keys, args
 
@@ -238,10 +241,13 @@ class PassWorker(SimpleWorker):
             self._was_idle = outcome != "jobs"
         if outcome != "jobs":
             return outcome if outcome == "suspended" else None
-        jobs = [
-            restored(self._blank_job, job_id.decode(), {n: v for n, v in zip(PASS_FIELDS, values) if v is not None})
-            for job_id, values in zip(reply[2::2], reply[3::2])
-        ]
+        jobs = []
+        for job_id, values in zip(reply[2::2], reply[3::2]):
+            job = restored(
+                self._blank_job, job_id.decode(), {n: v for n, v in zip(PASS_FIELDS, values) if v is not None}
+            )
+            job.extras = dict(zip(self.extra_fields, values[len(PASS_FIELDS) :]))  # type: ignore[attr-defined]
+            jobs.append(job)
         return TakenPass(lanes[int(reply[1]) - 1], jobs, execution_id, started)
 
     def finish_pass(
@@ -256,11 +262,12 @@ class PassWorker(SimpleWorker):
         metrics: str,
         timings: str,
         histogram: Mapping[str, float],
+        cache: CacheWrites,
     ) -> int:
         """Record the successes of a pass (one script); how many were written. A job's own
         result_ttl wins over `result_ttl`. `facts`, `metrics`, `timings`: embedq's hashes of this
         worker and of the queue, updated once for the pass; `histogram`: what to add to `timings`
-        (int counts, float sums ending in `:sum`)."""
+        (int counts, float sums ending in `:sum`); `cache`: the entries the pass computed, to store."""
         if not done:
             return 0
         ended = time.time()
@@ -276,6 +283,7 @@ class PassWorker(SimpleWorker):
             len(done),
             f"{ended - taken.started:.6f}",
             len(histogram),
+            *cache.args(),
         ]
         for item in done:
             ttl = item.job.result_ttl or result_ttl
@@ -290,6 +298,7 @@ class PassWorker(SimpleWorker):
             ]
         for field, value in histogram.items():
             args += [field, str(value) if isinstance(value, int) else f"{value:.3f}"]
+        args += cache.pairs()
         fixed = [
             self.held,
             self.key,
@@ -297,6 +306,8 @@ class PassWorker(SimpleWorker):
             metrics,
             timings,
             *self._registry_keys(taken.queue),
+            cache.stats,
+            cache.index,
         ]
         return int(self._finish(fixed + job_keys, args))
 

@@ -14,10 +14,12 @@ from redis.exceptions import WatchError
 from rq import Queue, SimpleWorker
 from rq.exceptions import InvalidJobOperation
 from rq.job import Job, JobStatus
+from rq.registry import FinishedJobRegistry
 from rq.results import Result
 from rq.utils import str_to_date, utcformat
 
-from embedq.broker.jobs import MsgpackSerializer
+from embedq.broker.cache import CACHED_FIELD, cached_result
+from embedq.broker.jobs import EmbedResult, MsgpackSerializer, unpack_result
 
 
 def enqueue_commands(queue: Queue, datas: list[Any]) -> tuple[list[str], list[list[Any]]]:
@@ -80,10 +82,15 @@ class JobTemplate:
         return commands
 
 
+def rq_stamp() -> str:
+    """Now, as rq writes times."""
+    return utcformat(datetime.now(UTC))
+
+
 def job_values(call: tuple[str, Any, list[Any], dict[str, Any]], description: str, meta: Any) -> dict[str, Any]:
     """A new job's PER_JOB_FIELDS as rq stores them: `call` (function name, instance, args, kwargs) as its
     data (msgpack, then zlib), `meta` in msgpack, the times now."""
-    stamp = utcformat(datetime.now(UTC))
+    stamp = rq_stamp()
     return {
         "created_at": stamp,
         "enqueued_at": stamp,
@@ -114,17 +121,28 @@ def queue_key(name: str) -> str:
     return str(Queue.redis_queue_namespace_prefix + name)
 
 
+def finished_registry_key(queue_name: str) -> str:
+    """rq's registry of a queue's finished jobs (a sorted set scored by their expiry)."""
+    return str(FinishedJobRegistry.key_template.format(queue_name))
+
+
+RESULT_STREAM_PREFIX = str(Result.get_key(""))  # type: ignore[no-untyped-call]
+
+
 def result_stream_key(job_id: str) -> str:
     """The stream rq appends a job's final outcome (success, or failure after its retries) to."""
     return str(Result.get_key(job_id))  # type: ignore[no-untyped-call]
 
 
-def entry_outcome(job_id: str, entry: tuple[bytes, dict[bytes, bytes]]) -> tuple[bytes | None, str | None]:
-    """What one entry of a job's result stream says: (embedq's packed result, None) for a success,
-    (None, why) for a failure (the last line of rq's exception text)."""
+def entry_outcome(job_id: str, entry: tuple[bytes, dict[bytes, bytes]]) -> tuple[EmbedResult | None, str | None]:
+    """What one entry of a job's result stream says: (its result, None) for a success (a worker's packed
+    result, or the cache entries of a job answered from the cache), (None, why) for a failure (the last
+    line of rq's exception text)."""
     entry_id, fields = entry
     if fields.get(b"type") == SUCCESSFUL:
-        return fields.get(RESULT_FIELD.encode()), None
+        if (packed := fields.get(RESULT_FIELD.encode())) is not None:
+            return unpack_result(packed), None
+        return (cached_result(job_id, fields), None) if CACHED_FIELD.encode() in fields else (None, None)
     if b"type" not in fields:  # the mark a refused submit leaves (producer/enqueue.py)
         return None, "never enqueued: its submit was refused"
     result = Result.restore(job_id, entry_id.decode(), fields, connection=None, serializer=MsgpackSerializer)  # type: ignore[arg-type]

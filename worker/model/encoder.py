@@ -13,9 +13,10 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from embedq.broker.jobs import EmbedRequest
+from embedq.broker.vectors import shape
 from embedq.config import Settings
 from embedq.errors import InvalidInput, Refusal
-from embedq.worker.model.pooling import POOLERS, truncate
+from embedq.worker.model.pooling import POOLERS
 from embedq.worker.model.providers import ProviderList, choose_providers
 from embedq.worker.model.spec import ModelError, ModelSpec, load_spec
 
@@ -54,6 +55,8 @@ class Encoded:
     timings: dict[str, float]
     started: float  # wall-clock time the (possibly shared) pass began
     text_tokens: list[int]  # per text, in input order
+    pooled: np.ndarray  # the model's vectors before `dimensions` and `normalize` (what the cache keeps)
+    text_truncated: list[bool]  # per text: cut to the model's maximum length
 
 
 class Encoder:
@@ -148,14 +151,21 @@ class Encoder:
         """Several requests through one inference pass (coalesced jobs); each gets its own vectors,
         shaped by its own options, and its share of the pass's time by tokens. `between` is called
         between two micro-batches (a worker serves more urgent work there) and names the requests to
-        drop (cancelled meanwhile): their texts are not run further and their place in the answer is None."""
+        drop (cancelled meanwhile): their texts are not run further and their place in the answer is None.
+        A text that occurs more than once in the pass (with the same prefix) is run once."""
         for request in requests:
             if request.dimensions is not None and request.dimensions > self.dim:
                 raise InvalidInput(f"dimensions={request.dimensions} is more than the model's {self.dim}")
         started = time.time()
         texts = [self._prefix(request) + text for request in requests for text in request.texts]
         owners = np.repeat(np.arange(len(requests)), [len(request.texts) for request in requests])
-        pooled, lengths, truncated, timings, dropped = self._pool(texts, owners, between)
+        distinct: dict[str, int] = {}
+        where = np.array([distinct.setdefault(text, len(distinct)) for text in texts], dtype=np.int64)
+        owners_of: list[set[int]] = [set() for _ in distinct]
+        for row, owner in zip(where, owners):
+            owners_of[row].add(int(owner))
+        pooled, lengths, truncated, timings, dropped = self._pool(list(distinct), owners_of, between)
+        pooled, lengths, truncated = pooled[where], lengths[where], truncated[where]
         results: list[Encoded | None] = []
         start = 0
         total_tokens = max(int(lengths.sum()), 1)
@@ -172,12 +182,13 @@ class Encoder:
                     Refusal("too_many_tokens", index, self.max_length),
                 )
             t0 = time.perf_counter()
-            vectors = truncate(pooled[start:end], request.dimensions, request.normalize)
+            vectors = shape(pooled[start:end], request.dimensions, request.normalize)
             tokens = int(lengths[start:end].sum())
             share = {name: value * tokens / total_tokens for name, value in timings.items()}
             share["pool_ms"] += (time.perf_counter() - t0) * 1000
             per_text = [int(length) for length in lengths[start:end]]
-            results.append(Encoded(vectors, tokens, int(truncated[start:end].sum()), share, started, per_text))
+            cut = [bool(flag) for flag in truncated[start:end]]
+            results.append(Encoded(vectors, tokens, sum(cut), share, started, per_text, pooled[start:end], cut))
             start = end
         return results
 
@@ -194,10 +205,13 @@ class Encoder:
         return self.spec.prompts[request.prompt_name]
 
     def _pool(
-        self, texts: list[str], owners: np.ndarray, between: Between | None = None
+        self, texts: list[str], owners: list[set[int]], between: Between | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float], set[int]]:
         """Tokenize, infer in length-sorted micro-batches, pool: raw float32 vectors in input order, and the
-        requests (`owners`: each text's) dropped on the way."""
+        requests (`owners`: each text's) dropped on the way (a text is run while one of its owners is not)."""
+        if not texts:  # every text of the pass came from the cache
+            nothing = {"tokenize_ms": 0.0, "infer_ms": 0.0, "pool_ms": 0.0}
+            return np.empty((0, self.dim), np.float32), np.zeros(0, np.int64), np.zeros(0, bool), nothing, set()
         started = time.perf_counter()
         encodings = self.tokenizer.encode_batch(texts, add_special_tokens=True)
         lengths = np.array([len(e.ids) for e in encodings])
@@ -210,7 +224,7 @@ class Encoder:
             if number and between is not None:
                 dropped |= between()
                 if dropped:
-                    batch = batch[~np.isin(owners[batch], list(dropped))]
+                    batch = batch[np.array([not owners[row] <= dropped for row in batch], dtype=bool)]
                     if not len(batch):
                         continue
             feed, mask = self._feed([encodings[i] for i in batch])

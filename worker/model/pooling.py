@@ -1,13 +1,11 @@
-"""Token vectors → one vector per text (pure numpy): mean / cls / last-token pooling, L2 norm,
-Matryoshka truncation."""
+"""Token vectors → one vector per text (pure numpy): mean / cls / last-token pooling. What reshapes a
+pooled vector afterwards (dimensions, the L2 norm) is broker/vectors.py, shared with the cache's readers."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import numpy as np
-
-NORM_EPSILON = 1e-12
 
 
 def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -35,16 +33,3 @@ POOLERS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "cls": cls_pool,
     "lasttoken": last_token_pool,
 }
-
-
-def l2_normalize(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    normalized: np.ndarray = vectors / np.maximum(norms, NORM_EPSILON)
-    return normalized
-
-
-def truncate(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
-    """Matryoshka: keep the first `dimensions` components, then renormalize if asked."""
-    if dimensions is not None and dimensions < vectors.shape[1]:
-        vectors = vectors[:, :dimensions]
-    return l2_normalize(vectors) if normalize else vectors
