@@ -129,6 +129,29 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from embedq.producer.cache_admin import clear_cache
+    from embedq.producer.stats import cache_stats
+
+    with _client(args.queue) as client:
+        queue = client.settings.queue
+        if args.cache_command == "clear":
+            print(f"removed {clear_cache(client.connection, queue)} cached vectors of queue {queue}")
+            return 0
+        numbers = cache_stats(client.connection, queue)
+    print(json.dumps(numbers, indent=2) if args.json else format_cache(queue, numbers))
+    return 0
+
+
+def format_cache(queue: str, numbers: dict[str, float]) -> str:
+    return (
+        f"cache of queue {queue}: {numbers['entries']:.0f} entries, {numbers['bytes'] / 1e6:.1f} of "
+        f"{numbers['budget'] / 1e6:.1f} MB; {numbers['hits']:.0f} texts found, {numbers['misses']:.0f} not "
+        f"(hit ratio {numbers['hit_ratio']:.1%}); {numbers['answered']:.0f} jobs answered without a worker; "
+        f"{numbers['writes']:.0f} written, {numbers['trimmed']:.0f} trimmed, {numbers['foreign']:.0f} foreign"
+    )
+
+
 @contextmanager
 def gateway_extra(command: str) -> Iterator[None]:
     """Imports a command needs from the gateway extra: InvalidSettings saying how to install it."""
@@ -352,6 +375,15 @@ def _client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
     stats.add_argument("--json", action="store_true")
     stats.add_argument("--queue", help="the queue to describe (default: EMBEDQ_QUEUE)")
     stats.set_defaults(run=cmd_stats)
+
+    cache = commands.add_parser("cache", help="the fleet-wide cache: its hits and size, or clear it")
+    cache_commands = cache.add_subparsers(dest="cache_command", required=True)
+    for name, text in (("stats", "hits, misses, entries and bytes"), ("clear", "remove every cached vector")):
+        command = cache_commands.add_parser(name, help=text)
+        command.add_argument("--queue", help="the queue whose cache (default: EMBEDQ_QUEUE)")
+        if name == "stats":
+            command.add_argument("--json", action="store_true")
+        command.set_defaults(run=cmd_cache)
 
 
 def _model_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

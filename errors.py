@@ -53,6 +53,11 @@ class QueueFull(EmbedqError):
     """The queue already holds its configured maximum of jobs; try again later or add workers."""
 
 
+class NotCached(EmbedqError):
+    """Only the cache was to answer (no worker serves the queue now), and some texts are not in it; nothing
+    was enqueued."""
+
+
 class QueueUnavailable(EmbedqError, ConnectionError):
     """Redis did not answer; nothing was enqueued by the call that raised this."""
 

@@ -32,11 +32,13 @@ CACHE_WORKER = "cache"  # EmbedResult.worker of a job no worker ran
 @dataclass(frozen=True)
 class CacheUse:
     """How one request uses the cache: `read` (look its texts up), `write` (let workers store what they
-    compute) and `scope` (entries are shared only between callers of one scope, e.g. one API key)."""
+    compute), `scope` (entries are shared only between callers of one scope, e.g. one API key) and `only`
+    (enqueue nothing a worker would have to run: the gateway's answer while no worker serves a model)."""
 
     read: bool = True
     write: bool = True
     scope: str = ""
+    only: bool = False  # answer from the cache alone (NotCached, nothing enqueued, if a text is not in it)
 
     @property
     def off(self) -> bool:

@@ -7,6 +7,7 @@ ones too (their workers drop them at the next micro-batch)."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import orjson
 from prometheus_client import Counter
@@ -14,10 +15,19 @@ from redis import Redis
 from redis.exceptions import RedisError
 from starlette.types import Receive, Send
 
+from embedq.broker.cache import CacheUse
 from embedq.broker.jobs import EmbedResult
 from embedq.broker.rq_private.records import cancel_jobs
 from embedq.config.settings import GatewaySettings
-from embedq.errors import InvalidInput, InvalidSettings, JobFailed, JobTimeout, QueueFull, QueueUnavailable
+from embedq.errors import (
+    InvalidInput,
+    InvalidSettings,
+    JobFailed,
+    JobTimeout,
+    NotCached,
+    QueueFull,
+    QueueUnavailable,
+)
 from embedq.gateway.fleet import Fleet, ServedModel
 from embedq.gateway.openai_shape import (
     RETRY_AFTER,
@@ -36,19 +46,21 @@ class EmbeddingsEndpoint:
     def __init__(self, settings: GatewaySettings, fleet: Fleet, sync: Redis, abandoned: Counter) -> None:
         self.settings, self.fleet, self.sync, self.abandoned = settings, fleet, sync, abandoned
 
-    async def __call__(self, body: bytes, receive: Receive, send: Send) -> None:
-        """Answer one request whose whole `body` has been read; `receive` then reports only a disconnect."""
+    async def __call__(self, body: bytes, receive: Receive, send: Send, cache: CacheUse) -> None:
+        """Answer one request whose whole `body` has been read; `receive` then reports only a disconnect.
+        `cache`: how the request may use the cache (cache_use)."""
         try:
             request = orjson.loads(body)
         except orjson.JSONDecodeError:
             raise invalid("the request body is not valid JSON") from None
         texts, requested, encoding, dimensions = parse_request(request, self.settings.http_max_inputs)
         model = await self.served(requested, dimensions)
-        results = await self.embed(model, texts, dimensions, receive)
+        results = await self.embed(model, texts, dimensions, receive, replace(cache, only=not model.live))
         await send_json(send, 200, response(results, model.name, encoding))
 
     async def served(self, requested: str, dimensions: int | None) -> ServedModel:
-        """The live model a request names: 404 if no worker ever served it, 503 if none serves it now."""
+        """The model a request names: 404 if no worker ever served it. With no live worker, only the cache
+        answers it (a 503 if it cannot: embed)."""
         try:
             models = await self.fleet.models()
         except RedisError as error:
@@ -59,20 +71,12 @@ class EmbeddingsEndpoint:
             served = ", ".join(sorted(models)) or "none yet (no worker has started)"
             message = f"model {shown(requested)} is not served here; served: {served}"
             raise OpenAIError(404, message, param="model", code="model_not_found")
-        if not model.live:
-            raise OpenAIError(
-                503,
-                f"no live worker serves {name} (queue {model.queue}); retry when workers are back",
-                type="server_error",
-                code="no_live_workers",
-                headers={"Retry-After": "5"},
-            )
         if dimensions is not None and dimensions > model.dim:
             raise invalid(f"'dimensions' is {dimensions}, more than {name}'s {model.dim}", "dimensions")
         return model
 
     async def embed(
-        self, model: ServedModel, texts: list[str], dimensions: int | None, receive: Receive
+        self, model: ServedModel, texts: list[str], dimensions: int | None, receive: Receive, cache: CacheUse
     ) -> list[EmbedResult]:
         step = self.settings.max_texts_per_job
         batches = [texts[start : start + step] for start in range(0, len(texts), step)]
@@ -80,7 +84,12 @@ class EmbeddingsEndpoint:
         job_ids: list[str] = []
         work = asyncio.ensure_future(
             self.fleet.client(model.queue).embed_results(
-                batches, timeout=timeout, job_ids=job_ids, dimensions=dimensions, truncate=self.settings.http_truncate
+                batches,
+                timeout=timeout,
+                job_ids=job_ids,
+                dimensions=dimensions,
+                truncate=self.settings.http_truncate,
+                cache=cache,
             )
         )
         gone = asyncio.ensure_future(disconnected(receive))
@@ -96,6 +105,15 @@ class EmbeddingsEndpoint:
             return work.result()
         except InvalidInput as error:
             raise invalid(str(error), "input") from None
+        except NotCached:
+            raise OpenAIError(
+                503,
+                f"no live worker serves {model.name} (queue {model.queue}) and the cache holds not all of the input; "
+                "retry when workers are back",
+                type="server_error",
+                code="no_live_workers",
+                headers={"Retry-After": "5"},
+            ) from None
         except QueueFull as error:
             raise OpenAIError(
                 429, str(error), type="rate_limit_error", code="queue_full", headers={"Retry-After": RETRY_AFTER}
@@ -124,3 +142,17 @@ def failed(error: JobFailed, job_ids: list[str], step: int) -> OpenAIError:
     if error.refusal is not None and error.job_id in job_ids:
         return refused(error.refusal, job_ids.index(error.job_id) * step + error.refusal.index)
     return OpenAIError(500, f"a worker could not embed the input: {error.reason}", type="server_error")
+
+
+def cache_use(headers: list[tuple[bytes, bytes]], owner: str, settings: GatewaySettings) -> CacheUse:
+    """What a request's `Cache-Control` asks (`no-cache`: do not read, `no-store`: do not write; HTTP's own
+    request directives, which OpenAI's SDKs send through `extra_headers`), in the caller's scope: its API
+    key's (`owner`, a hash of the key) under CACHE_SCOPE=key, one for all under CACHE_SCOPE=shared."""
+    directives = {
+        part.strip().split(b"=")[0].lower()
+        for name, value in headers
+        if name == b"cache-control"
+        for part in value.split(b",")
+    }
+    scope = owner if settings.cache_scope == "key" else ""
+    return CacheUse(read=b"no-cache" not in directives, write=b"no-store" not in directives, scope=scope)

@@ -28,16 +28,29 @@ from embedq.broker.lanes import COUNTERS
 from embedq.broker.rq_private.queues import lane_queues
 from embedq.broker.rq_private.records import job_key
 from embedq.gateway.batch.batches import ACTIVE, FINAL
-from embedq.producer.stats import as_text, histogram, process_facts, read_numbers
+from embedq.producer.stats import as_text, cache_stats, histogram, process_facts, read_numbers
 
 COUNTER_HELP = {
     "jobs": "jobs finished",
-    "texts": "texts embedded",
-    "tokens": "tokens embedded",
+    "texts": "texts the model ran (not those answered from the cache)",
+    "tokens": "tokens the model ran",
     "truncated": "texts truncated at the model's maximum length",
     "passes": "inference passes (coalesced jobs)",
 }
 TIMING_HELP = {"queue_ms": "queue wait", "infer_ms": "inference", "total_ms": "enqueue to result"}
+CACHE_COUNTERS = {
+    "hits": "texts found in the cache",
+    "misses": "texts looked up and not found in the cache",
+    "answered": "jobs answered from the cache without a worker",
+    "writes": "entries written to the cache",
+    "trimmed": "cache entries removed to keep the byte budget",
+}
+CACHE_GAUGES = {
+    "bytes": "bytes the cache's entries count against the budget",
+    "entries": "entries in the cache",
+    "budget": "bytes the cache may count",
+    "hit_ratio": "hits / (hits + misses) since the counters began",
+}
 
 
 def served_queues(connection: Redis) -> list[str]:
@@ -87,7 +100,20 @@ class FleetCollector(Collector):
             )
             for timing in TIMINGS
         }
+        cache: dict[str, CounterMetricFamily | GaugeMetricFamily] = {
+            **{
+                name: CounterMetricFamily(f"embedq_cache_{name}", text, labels=["queue"])
+                for name, text in CACHE_COUNTERS.items()
+            },
+            **{
+                name: GaugeMetricFamily(f"embedq_cache_{name}", text, labels=["queue"])
+                for name, text in CACHE_GAUGES.items()
+            },
+        }
         for queue in served_queues(self.connection):
+            for name, value in cache_stats(self.connection, queue).items():
+                if name in cache:
+                    cache[name].add_metric([queue], value)
             numbers = read_numbers(self.connection, metrics_key(queue))
             timings = read_numbers(self.connection, timings_key(queue))
             for lane, rq_queue in lane_queues(queue, self.connection).items():
@@ -106,7 +132,7 @@ class FleetCollector(Collector):
                 live[key] = live.get(key, 0) + 1
             for (model, provider), count in live.items():
                 workers.add_metric([queue, model, provider], count)
-        yield from (depth, age, workers, *counters.values(), failures, *latency.values())
+        yield from (depth, age, workers, *counters.values(), failures, *latency.values(), *cache.values())
 
 
 class BatchCollector(Collector):

@@ -18,6 +18,8 @@ from embedq.broker.rq_private.queues import lane_queues
 from embedq.gateway.metrics import oldest_age_seconds, served_queues
 from embedq.producer.stats import as_text, collect_stats, histogram, quantile, read_numbers
 
+CACHE_SHOWN = ("hits", "misses", "hit_ratio", "answered", "entries", "bytes", "budget")
+
 SAMPLE_EVERY = 5.0
 HISTORY = 120  # samples kept: 10 minutes
 WORKER_FIELDS = ("host", "model", "dim", "providers", "threads", "jobs_done", "started")
@@ -95,6 +97,7 @@ class StatusBoard:
                     "lanes": lanes,
                     "workers": [{key: worker.get(key, "") for key in WORKER_FIELDS} for worker in stats["workers"]],
                     "done": {"jobs": stats["counters"]["jobs"], "texts": stats["counters"]["texts"]},
+                    "cache": {name: stats["cache"][name] for name in CACHE_SHOWN},
                     "series": self.series(queue),
                 }
             )

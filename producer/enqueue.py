@@ -9,7 +9,7 @@ limit, and a `submit_many` is never half enqueued."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypedDict
 
 from embedq.broker.cache import NO_CACHE, CacheUse, pack_shape, text_hashes
@@ -38,7 +38,7 @@ from embedq.broker.rq_private.records import (
 )
 from embedq.broker.scripts import load
 from embedq.config.settings import ClientSettings
-from embedq.errors import InvalidInput, QueueFull
+from embedq.errors import InvalidInput, NotCached, QueueFull
 
 ENQUEUE = load("enqueue")  # sent by its SHA inside the submit's own pipeline (one round trip)
 TEMPLATE_JOB_ID = "embedq-template-job"  # the model job rq writes once per lane and options; never sent
@@ -64,7 +64,7 @@ class EnqueuePlan:
 
     def check(self, reply: Any) -> list[str]:
         """The job ids if the jobs were enqueued (some perhaps answered from the cache at once: finished);
-        QueueFull or InvalidInput (nothing enqueued) otherwise."""
+        QueueFull, InvalidInput or NotCached (nothing enqueued) otherwise."""
         outcome, value = (reply[0].decode() if isinstance(reply[0], bytes) else reply[0]), int(reply[1])
         if outcome == "full":
             raise QueueFull(
@@ -73,6 +73,11 @@ class EnqueuePlan:
             )
         if outcome == "dimensions":
             raise InvalidInput(f"dimensions={self.dimensions} is more than the model's {value}")
+        if outcome == "uncached":
+            raise NotCached(
+                f"{value} of {len(self.job_ids)} jobs hold texts that are not in queue {self.queue_name!r}'s cache, "
+                "and only the cache was to answer: nothing was enqueued"
+            )
         return self.job_ids
 
 
@@ -139,7 +144,7 @@ def cache_use(asked: Any, settings: ClientSettings, scope: str) -> CacheUse:
         use = CacheUse(scope=scope) if asked else NO_CACHE
     else:
         raise InvalidInput(f"cache must be a bool, got {type(asked).__name__}")
-    return use if settings.cache and not use.off else NO_CACHE
+    return use if settings.cache and not use.off else replace(NO_CACHE, only=use.only)
 
 
 def plan_enqueue(
@@ -188,6 +193,7 @@ def plan_enqueue(
         settings.result_ttl,
         job_key(""),
         RESULT_STREAM_PREFIX,
+        int(cache.only),
         once,
     ]
     for command in commands[:once]:

@@ -1,5 +1,5 @@
-"""What `embedq stats` shows: each lane's depth, live workers, counters and timing percentiles
-(estimated from the fleet's histograms in Redis)."""
+"""What `embedq stats` shows: each lane's depth, live workers, counters, timing percentiles
+(estimated from the fleet's histograms in Redis) and the cache's hits and size."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ from redis import Redis
 
 from embedq.broker.eviction import eviction_risk
 from embedq.broker.histograms import TIMING_BUCKETS_MS, TIMINGS, timing_field, timing_sum_field
-from embedq.broker.keys import SUPERVISOR_KEY_PATTERN, WORKER_KEY_PATTERN, held_key, metrics_key, timings_key
+from embedq.broker.keys import (
+    SUPERVISOR_KEY_PATTERN,
+    WORKER_KEY_PATTERN,
+    cache_stats_key,
+    held_key,
+    metrics_key,
+    timings_key,
+)
 from embedq.broker.lanes import COUNTERS, LANES
 from embedq.broker.rq_private import FailedJobRegistry, StartedJobRegistry
 from embedq.broker.rq_private.queues import lane_queues
@@ -73,6 +80,20 @@ def quantile(cumulative: list[tuple[float, float]], q: float) -> float | None:
     return lower
 
 
+CACHE_NUMBERS = ("hits", "misses", "answered", "writes", "trimmed", "foreign", "bytes", "entries", "budget")
+
+
+def cache_stats(connection: Redis, queue: str) -> dict[str, float]:
+    """The queue's cache: texts found and not (hits, misses) and the hit ratio, jobs answered without a
+    worker, entries written, trimmed for the budget and refused as foreign, and the bytes and entries held
+    against the budget (bytes as embedq counts them, Redis' own overhead included)."""
+    numbers = read_numbers(connection, cache_stats_key(queue))
+    found = {name: numbers.get(name, 0.0) for name in CACHE_NUMBERS}
+    looked = found["hits"] + found["misses"]
+    found["hit_ratio"] = found["hits"] / looked if looked else 0.0
+    return found
+
+
 def collect_stats(connection: Redis, queue: str) -> dict[str, Any]:
     counters = read_numbers(connection, metrics_key(queue))
     timings = read_numbers(connection, timings_key(queue))
@@ -106,6 +127,7 @@ def collect_stats(connection: Redis, queue: str) -> dict[str, Any]:
         "supervisors": process_facts(connection, SUPERVISOR_KEY_PATTERN, queue),
         "counters": totals,
         "lanes": lanes,
+        "cache": cache_stats(connection, queue),
         "eviction_risk": eviction_risk(connection),  # None: Redis keeps every key (maxmemory-policy noeviction)
     }
 
@@ -139,6 +161,12 @@ def format_stats(stats: dict[str, Any]) -> str:
         "({truncated:.0f} texts truncated), {failed:.0f} failed attempts".format(
             failed=counters.get("failed_attempts", 0), **{name: counters.get(name, 0) for name in COUNTERS}
         )
+    )
+    cache = stats["cache"]
+    lines.append(
+        "cache: {hits:.0f} texts found, {misses:.0f} not (hit ratio {hit_ratio:.1%}), {answered:.0f} jobs answered "
+        "without a worker; {entries:.0f} entries, {megabytes:.1f} of {budget_megabytes:.1f} MB, {trimmed:.0f} "
+        "trimmed".format(megabytes=cache["bytes"] / 1e6, budget_megabytes=cache["budget"] / 1e6, **cache)
     )
     for lane, facts in stats["lanes"].items():
         lines.append(

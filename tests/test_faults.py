@@ -7,6 +7,7 @@ import signal
 import subprocess
 import threading
 import time
+import uuid
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -28,6 +29,12 @@ from tests.conftest import counter, make_settings, wait_until
 LONG = "Embeddings turn text into vectors so that similar meanings land close together. " * 20  # > 256 tokens
 
 
+def long_texts(count: int) -> list[str]:
+    """Texts over the model's length, each new: the cache and a pass's de-duplication would skip repeats."""
+    tag = uuid.uuid4().hex[:8]
+    return [f"{tag} text {n}: {LONG}" for n in range(count)]
+
+
 def worker_pid_of(connection: Redis, job_id: str) -> int | None:
     """The pid of the worker running the job now (worker names are host.pid)."""
     job = Job.fetch(job_id, connection=connection, serializer=MsgpackSerializer)
@@ -45,7 +52,7 @@ def wait_until_started(connection: Redis, job_id: str, timeout: float = 60.0) ->
 
 def running_long_job(service: LocalService, count: int) -> tuple[list[str], str, int]:
     """Texts, id and worker pid of a job of `count` long texts, once a worker has started it."""
-    texts = [LONG] * count
+    texts = long_texts(count)
     job_id = service.client.submit(texts)
     return texts, job_id, wait_until_started(service.client.connection, job_id)
 
@@ -154,7 +161,7 @@ def test_chaos_300_jobs_5_kills_nothing_lost_nothing_doubled(service_at_rtt, enc
 
 def test_a_poison_job_fails_after_its_retries_and_the_rest_finish(fresh_service):
     client, connection = fresh_service.client, fresh_service.client.connection
-    poison = client.submit([LONG] * 64)
+    poison = client.submit(long_texts(64))
     others = client.submit_many([[f"innocent {i}"] for i in range(20)])
     victims = []
     for _ in range(3):  # RETRIES=2: three attempts, each killing its worker
@@ -218,7 +225,7 @@ def test_sigterm_to_a_worker_mid_job_finishes_the_job_then_exits_0(fresh_service
 
 def test_sigterm_to_the_supervisor_lets_every_job_finish_then_exits_0(fresh_service):
     client, connection = fresh_service.client, fresh_service.client.connection
-    job_ids = client.submit_many([[LONG] * 24, [LONG] * 24])
+    job_ids = client.submit_many([long_texts(24), long_texts(24)])
     for job_id in job_ids:
         wait_until_started(connection, job_id)
     assert fresh_service.stop() == 0
@@ -228,7 +235,7 @@ def test_sigterm_to_the_supervisor_lets_every_job_finish_then_exits_0(fresh_serv
 
 def test_a_job_past_job_timeout_is_stopped_and_the_worker_lives_on(fresh_service):
     impatient = EmbedClient(settings=fresh_service.settings.model_copy(update={"job_timeout": 1}))
-    job_id = impatient.submit([LONG] * 256)
+    job_id = impatient.submit(long_texts(256))
     with pytest.raises(JobFailed, match="job ran past JOB_TIMEOUT=1 s and was stopped"):
         impatient.wait(job_id, timeout=60)
     assert Job.fetch(job_id, connection=impatient.connection, serializer=MsgpackSerializer).retries_left == 2, (
@@ -242,7 +249,7 @@ def test_a_pass_killed_between_starting_its_jobs_and_recording_them_reruns_each_
     """The pass's jobs are all started in one script and recorded in another; SIGKILL in between."""
     client, connection = fresh_service.client, fresh_service.client.connection
     fresh_service.wait_for_workers(2)
-    batches = [[f"pass job {i}: {LONG}"] * 12 for i in range(6)]
+    batches = [[f"pass job {i}: {text}" for text in long_texts(12)] for i in range(6)]
     jobs_before = counter(client, "jobs")
     job_ids = client.submit_many(batches)
     victim = wait_until_started(connection, job_ids[0])
@@ -264,7 +271,7 @@ def test_a_pass_killed_between_starting_its_jobs_and_recording_them_reruns_each_
 
 def test_a_killed_supervisors_workers_finish_their_pass_and_the_next_one_waits_for_them(fresh_service, tmp_path):
     client, connection = fresh_service.client, fresh_service.client.connection
-    job_ids = client.submit_many([[LONG] * 256, [LONG] * 256])
+    job_ids = client.submit_many([long_texts(256), long_texts(256)])
     orphans = sorted({wait_until_started(connection, job_id) for job_id in job_ids})
     assert fresh_service.supervisor is not None
     fresh_service.supervisor.kill()  # SIGKILL: no chance to stop its workers
@@ -305,7 +312,7 @@ def test_a_hung_worker_is_killed_and_its_jobs_finish_elsewhere_within_60_s(redis
     settings = make_settings(redis_url, model_dir, retries=2, job_timeout=60, heartbeat_timeout=3)
     with LocalService(settings, workers=2, log_path=tmp_path / "supervisor.log") as service:
         client, connection = service.client, service.client.connection
-        job_ids = client.submit_many([[LONG] * 48 for _ in range(6)])
+        job_ids = client.submit_many([long_texts(48) for _ in range(6)])
         pid = wait_until_started(connection, job_ids[0])
         os.kill(pid, signal.SIGSTOP)  # it holds its pass and never says so
         stopped = time.monotonic()

@@ -185,7 +185,7 @@ class EmbedWorker(PassWorker):
                 encoded = with_hits(request, outcome, found)
                 if self.cache_writes:
                     entries.update(entries_to_store(job, encoded, found))
-                record, job_timings = self._done(job, request, encoded, infer_ms, cached=len(found))
+                record, job_timings = self._done(job, request, encoded, outcome, infer_ms)
                 done.append(record)
                 timings.append(job_timings)
             else:
@@ -297,16 +297,17 @@ class EmbedWorker(PassWorker):
             raise
 
     def _done(
-        self, job: Job, request: EmbedRequest, encoded: Encoded, infer_ms: float, cached: int
+        self, job: Job, request: EmbedRequest, encoded: Encoded, computed: Encoded, infer_ms: float
     ) -> tuple[Done, dict[str, float]]:
         """A succeeded job's record, and its timings for the histograms: queue wait, the pass's
-        inference, end to end. `cached`: how many of its texts came from the cache."""
+        inference, end to end. `encoded`: its answer; `computed`: the part the model ran (the texts not
+        cached), which the fleet's counters count."""
         finished = time.time()
         enqueued = job.enqueued_at.timestamp() if job.enqueued_at else encoded.started
         queue_ms = max(0.0, (encoded.started - enqueued) * 1000)
         total_ms = max(0.0, (finished - enqueued) * 1000)
         usage = {"texts": len(request.texts), "tokens": encoded.tokens, "truncated": encoded.truncated}
-        if cached:
+        if cached := len(request.texts) - len(computed.text_tokens):
             usage["cached"] = cached
         result = EmbedResult(
             job_id=job.id,
@@ -322,7 +323,7 @@ class EmbedWorker(PassWorker):
             job=job,
             return_value={"texts": len(request.texts), "dim": result.dim, "tokens": encoded.tokens},
             packed=pack_result(result),
-            counts=(len(request.texts), encoded.tokens, encoded.truncated),
+            counts=(len(computed.text_tokens), computed.tokens, computed.truncated),
         )
         return record, dict(zip(TIMINGS, (queue_ms, infer_ms, total_ms)))
 

@@ -26,19 +26,20 @@
   ARGV[9]   result_ttl  seconds a result is kept
   ARGV[10]  job_prefix  a job id's prefix to make its hash's key
   ARGV[11]  results     a job id's prefix to make its result stream's key
-  ARGV[12]  once        how many of rq's commands name no job (they come first)
-  ARGV[13..] commands   those commands, each as its argument count then its arguments; then per job:
+  ARGV[12]  only        1: enqueue nothing unless every job is answered from the cache
+  ARGV[13]  once        how many of rq's commands name no job (they come first)
+  ARGV[14..] commands   those commands, each as its argument count then its arguments; then per job:
                         its id, how many hashes to look up (0 or its texts), the hashes, how to shape
                         its vectors (msgpack), how many commands, the commands
   returns   {'ok', jobs waiting before, jobs answered from the cache, texts found}, {'full', jobs
-            waiting} or {'dimensions', the model's dim}
+            waiting}, {'dimensions', the model's dim} or {'uncached', jobs that would need a worker}
 ]]
 local lane, model, doorbell, stream, waiters, idle = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local finished, stats, index = KEYS[7], KEYS[8], KEYS[9]
 local limit, jobs, dimensions = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local bells, idle_for, cache, cache_ttl = ARGV[4], tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
 local rq_now, result_ttl, job_prefix, results = ARGV[8], tonumber(ARGV[9]), ARGV[10], ARGV[11]
-local ONCE = 12
+local only, ONCE = ARGV[12] == '1', 13
 local BELL_TTL = 60  -- seconds a ring waits for a worker that stopped looking
 local LOOK_AT = 3  -- waiters tried before the shared doorbell
 local ENTRY_HEADER = 6  -- an entry's version (1), tokens (4, little-endian), truncated (1), then the vector
@@ -130,6 +131,7 @@ for _ = 1, jobs do
     table.insert(planned, job)
 end
 
+if only and needed > 0 then return refuse('uncached', needed) end
 local waiting = redis.call('LLEN', lane)
 if needed > 0 and waiting + needed > limit then return refuse('full', waiting) end
 

@@ -88,6 +88,7 @@ local function write_cache()
         redis.call('HINCRBY', stats, 'bytes', bytes)
         redis.call('HINCRBY', stats, 'entries', entries)
     end
+    redis.call('HSET', stats, 'budget', budget)
     if writes > 0 then redis.call('HINCRBY', stats, 'writes', writes) end
     if trimmed > 0 then redis.call('HINCRBY', stats, 'trimmed', trimmed) end
 end

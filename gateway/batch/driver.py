@@ -21,6 +21,7 @@ import orjson
 from redis import Redis
 from redis.exceptions import RedisError
 
+from embedq.broker.cache import CacheUse
 from embedq.broker.jobs import EmbedResult, validate_request
 from embedq.broker.rq_private.records import cancel_jobs
 from embedq.config.settings import GatewaySettings
@@ -189,6 +190,7 @@ class BatchRun:
         self.stopping = asyncio.Event()
         self.job_ids: list[list[str]] = []  # of the chunks in flight: cancelled when the batch stops
         self.job_texts = min(JOB_TEXTS, self.settings.max_texts_per_job)
+        self.cache = CacheUse()  # the batch's owner's scope, once its record is read (batch_cache)
         # leave half the bulk lane to other work: the batch's windows never fill it alone
         self.window = max(1, min(WINDOW, self.settings.max_bulk_queue_length // 2))
         self.refusals: set[str] = set()  # kinds of refused or failed submits already logged
@@ -204,6 +206,7 @@ class BatchRun:
         except OpenAIError:  # expired or deleted: nothing left to drive
             await self.batches.forget_active(self.batch_id)
             return
+        self.cache = batch_cache(record, self.settings)
         if record["status"] in FINAL:  # ended, though still listed as active
             await self.batches.forget_active(self.batch_id)
             return
@@ -467,6 +470,7 @@ class BatchRun:
                     dimensions=dimensions,
                     truncate=self.settings.http_truncate,
                     priority="bulk",
+                    cache=self.cache,
                 )
                 await self.batches.untrack_jobs(self.batch_id, ids)
                 return results
@@ -554,3 +558,9 @@ def response_line(line: Line, status: int, body: dict[str, Any]) -> bytes:
 def expired_line(line: Line) -> bytes:
     """A line the batch's completion window closed on before it ran."""
     return output_line(line, None, {"code": "batch_expired", "message": "the batch expired before this request ran"})
+
+
+def batch_cache(record: dict[str, str], settings: GatewaySettings) -> CacheUse:
+    """A batch's lines use the cache in the scope of the key that created it (CACHE_SCOPE=key), as its
+    requests to /v1/embeddings would."""
+    return CacheUse(scope=record.get("owner", "") if settings.cache_scope == "key" else "")

@@ -1,0 +1,24 @@
+"""`embedq cache clear`: a queue's cached vectors removed, and its accounting with them."""
+
+from __future__ import annotations
+
+from redis import Redis
+
+from embedq.broker.keys import cache_index_key, cache_prefix, cache_stats_key
+
+DELETE_AT_ONCE = 500
+
+
+def clear_cache(connection: Redis, queue: str) -> int:
+    """Remove every entry of `queue`'s cache (and its index and counters); how many entries went. Entries
+    a worker writes meanwhile start a new account."""
+    connection.delete(cache_index_key(queue), cache_stats_key(queue))
+    removed, batch = 0, []
+    for key in connection.scan_iter(match=cache_prefix(queue) + "*", count=DELETE_AT_ONCE):
+        batch.append(key)
+        if len(batch) == DELETE_AT_ONCE:
+            removed += int(connection.unlink(*batch))
+            batch = []
+    if batch:
+        removed += int(connection.unlink(*batch))
+    return removed
