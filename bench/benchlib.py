@@ -88,24 +88,26 @@ class KeepAlive:
     On 2 shared cores the load generator competes with the server it measures, and httpx (the openai
     SDK's transport) spends ~4x the CPU per request of http.client here: this measures the server."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
         parts = urlsplit(url)
         self.host, self.port, self.prefix = parts.hostname or "127.0.0.1", parts.port or 80, parts.path.rstrip("/")
+        self.headers = {"Content-Type": "application/json", **(headers or {})}
         self.local = threading.local()
 
-    def post(self, path: str, body: dict[str, Any]) -> Any:
+    def post(self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
         data = json.dumps(body).encode()
+        sent = {**self.headers, **(headers or {})}
         connection = getattr(self.local, "connection", None)
         if connection is not None:
             try:
-                return self.exchange(connection, path, data)
+                return self.exchange(connection, path, data, sent)
             except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
                 connection.close()  # the server closed it while idle (uvicorn: after 5 s): open another
         self.local.connection = http.client.HTTPConnection(self.host, self.port, timeout=120)
-        return self.exchange(self.local.connection, path, data)
+        return self.exchange(self.local.connection, path, data, sent)
 
-    def exchange(self, connection: http.client.HTTPConnection, path: str, data: bytes) -> Any:
-        connection.request("POST", self.prefix + path, data, {"Content-Type": "application/json"})
+    def exchange(self, connection: http.client.HTTPConnection, path: str, data: bytes, headers: dict[str, str]) -> Any:
+        connection.request("POST", self.prefix + path, data, headers)
         answer = connection.getresponse()
         content = answer.read()
         if answer.status != 200:
