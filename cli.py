@@ -136,9 +136,10 @@ def cmd_cache(args: argparse.Namespace) -> int:
     with _client(args.queue) as client:
         queue = client.settings.queue
         if args.cache_command == "clear":
-            print(f"removed {clear_cache(client.connection, queue)} cached vectors of queue {queue}")
+            removed = clear_cache(client.connection, queue, client.cache_connection)
+            print(f"removed {removed} cached vectors of queue {queue}")
             return 0
-        numbers = cache_stats(client.connection, queue)
+        numbers = cache_stats(client.connection, queue, client.cache_connection)
     print(json.dumps(numbers, indent=2) if args.json else format_cache(queue, numbers))
     return 0
 

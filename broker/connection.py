@@ -8,9 +8,12 @@ from typing import Any
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.backoff import NoBackoff
 from redis.connection import SSLConnection, parse_url
 from redis.exceptions import RedisError
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from embedq.config.settings import ClientSettings
@@ -49,6 +52,34 @@ def async_redis(settings: ClientSettings, **options: Any) -> AsyncRedis:
     addresses, timeouts, primary = _through_sentinel(settings, options)
     sentinel = AsyncSentinel(addresses, sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call, unused-ignore]
     return sentinel.master_for(settings.redis_sentinel_master, **primary)  # type: ignore[no-any-return, unused-ignore]
+
+
+CACHE_TIMEOUT = 0.5  # seconds: a cache Redis that hangs costs a miss this long at most, then look-ups rest
+
+
+def sync_cache_redis(settings: ClientSettings) -> Redis | None:
+    """A client for the cache's own Redis (CACHE_URL), None when the cache lives in the queue's: short
+    timeouts and no retries, as a miss is the answer to any trouble there."""
+    if not settings.cache_url:
+        return None
+    return Redis.from_url(
+        settings.cache_url,
+        socket_connect_timeout=CACHE_TIMEOUT,
+        socket_timeout=CACHE_TIMEOUT,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def async_cache_redis(settings: ClientSettings) -> AsyncRedis | None:
+    """As sync_cache_redis, on redis.asyncio."""
+    if not settings.cache_url:
+        return None
+    return AsyncRedis.from_url(
+        settings.cache_url,
+        socket_connect_timeout=CACHE_TIMEOUT,
+        socket_timeout=CACHE_TIMEOUT,
+        retry=AsyncRetry(NoBackoff(), 0),
+    )
 
 
 def redis_answers(target: str | Redis, timeout: float = 1.0) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from embedq.errors import InvalidSettings
@@ -84,6 +84,11 @@ class ClientSettings(BaseSettings):
         ge=1,
         description="seconds a cache entry lives, pushed back on every hit (it outlives RESULT_TTL)",
     )
+    cache_url: str = Field(
+        "",
+        description="a Redis of its own for the cache (run with maxmemory and allkeys-lru, which then bound it); "
+        "'' = the queue's Redis, where CACHE_MAX_BYTES bounds it",
+    )
     cache_max_bytes: int = Field(
         256 * 1024 * 1024,
         ge=0,
@@ -117,9 +122,11 @@ class ClientSettings(BaseSettings):
                 raise ValueError(f"expected host:port entries, comma-separated, got {address!r}")
         return addresses
 
-    @field_validator("redis_url")
+    @field_validator("redis_url", "cache_url")
     @classmethod
-    def _known_scheme(cls, url: str) -> str:
+    def _known_scheme(cls, url: str, info: ValidationInfo) -> str:
+        if info.field_name == "cache_url" and not url:  # unset: the cache lives in the queue's Redis
+            return url
         if not url.startswith(REDIS_SCHEMES):
             raise ValueError(f"must start with one of {', '.join(REDIS_SCHEMES)}, got {redact_url(url)!r}")
         for name, values in parse_qs(urlsplit(url).query).items():

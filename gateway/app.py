@@ -30,7 +30,7 @@ from embedq.gateway.batch.api import OWNER, batch_api, owner_of
 from embedq.gateway.batch.batches import Batches
 from embedq.gateway.batch.driver import BatchDriver
 from embedq.gateway.batch.files import DirectoryStore, Files
-from embedq.gateway.embeddings import EmbeddingsEndpoint, cache_use
+from embedq.gateway.embeddings import EmbeddingsEndpoint
 from embedq.gateway.fleet import Fleet
 from embedq.gateway.metrics import registry
 from embedq.gateway.openai_shape import OpenAIError, invalid, send_json, unavailable
@@ -104,8 +104,8 @@ class Gate:
             elif scope["method"] != "POST":
                 raise OpenAIError(405, f"{EMBEDDINGS} takes POST", code="method_not_allowed")
             else:
-                cache = cache_use(headers, str(scope.get(OWNER, "")), self.embeddings.settings)
-                await self.embeddings(await self.read_body(receive), receive, counted_send, cache)
+                body = await self.read_body(receive)
+                await self.embeddings(body, receive, counted_send, headers, str(scope.get(OWNER, "")))
         except OpenAIError as error:  # refused here, by the endpoint, or by limited() past FastAPI's handlers
             await send_json(counted_send, error.status, error.body(), error.headers)
         except Exception:

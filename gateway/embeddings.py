@@ -46,9 +46,12 @@ class EmbeddingsEndpoint:
     def __init__(self, settings: GatewaySettings, fleet: Fleet, sync: Redis, abandoned: Counter) -> None:
         self.settings, self.fleet, self.sync, self.abandoned = settings, fleet, sync, abandoned
 
-    async def __call__(self, body: bytes, receive: Receive, send: Send, cache: CacheUse) -> None:
+    async def __call__(
+        self, body: bytes, receive: Receive, send: Send, headers: list[tuple[bytes, bytes]], owner: str
+    ) -> None:
         """Answer one request whose whole `body` has been read; `receive` then reports only a disconnect.
-        `cache`: how the request may use the cache (cache_use)."""
+        `headers`: the request's (its Cache-Control); `owner`: the hash of its API key ("" without keys)."""
+        cache = cache_use(headers, owner, self.settings)
         try:
             request = orjson.loads(body)
         except orjson.JSONDecodeError:

@@ -11,8 +11,9 @@ from typing import Any, TypeVar, Unpack
 import numpy as np
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import RedisError
 
-from embedq.broker.connection import async_redis, sync_redis
+from embedq.broker.connection import async_cache_redis, async_redis, sync_redis
 from embedq.broker.direct import execute_async, stack_of
 from embedq.broker.failures import OUTAGES, unreachable
 from embedq.broker.jobs import EmbedResult
@@ -20,6 +21,7 @@ from embedq.broker.rq_private.queues import job_builders
 from embedq.config.settings import ClientSettings, client_settings, redact_url
 from embedq.producer.client import CONNECT_TIMEOUT, SOCKET_TIMEOUT
 from embedq.producer.enqueue import EnqueuePlan, SubmitOptions, plan_submit
+from embedq.producer.remote_cache import RemoteCache
 from embedq.producer.stats import collect_stats
 from embedq.producer.steps import Finished, Outage, Pause, Send, Steps, advance, interpreted
 from embedq.producer.waiting import Status, result_steps, status_steps, submit_steps, wait_steps
@@ -46,6 +48,8 @@ class AsyncEmbedClient:
         self.connection = connection or async_redis(
             self.settings, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT
         )
+        self.cache_connection = async_cache_redis(self.settings)
+        self.remote = RemoteCache.of(self.settings) if self.cache_connection else None
         self._lanes = job_builders(self.settings.queue)
         self._stats_connection: Redis | None = None  # stats() reads with redis-py, in a thread: made when asked
         self.limits = self.settings.limits
@@ -56,7 +60,7 @@ class AsyncEmbedClient:
 
     async def submit_many(self, batches: Sequence[Sequence[str]], **options: Unpack[SubmitOptions]) -> list[str]:
         """Enqueue several batches in one round trip, all or nothing (QueueFull: none enqueued)."""
-        return await self._run(submit_steps(self._plan(batches, options)))
+        return await self._run(submit_steps(self._plan(batches, options), self.remote))
 
     async def status(self, job_id: str) -> Status:
         return await self._run(status_steps(job_id))
@@ -87,7 +91,7 @@ class AsyncEmbedClient:
             job_ids.extend(plan.job_ids)
         if planned is not None:
             await planned(plan.job_ids)
-        return await self._run(wait_steps(plan.job_ids, timeout, submit=plan))
+        return await self._run(wait_steps(plan.job_ids, timeout, submit=plan, remote=self.remote))
 
     async def embed(self, texts: Sequence[str], timeout: float = 30.0, **options: Unpack[SubmitOptions]) -> np.ndarray:
         return (await self.embed_many([texts], timeout=timeout, **options))[0]
@@ -116,6 +120,11 @@ class AsyncEmbedClient:
         return step.value
 
     async def _send(self, send: Send) -> list[Any] | Outage:
+        if send.to == "cache" and self.cache_connection is not None:  # any trouble there is a miss
+            try:
+                return await execute_async(self.cache_connection, stack_of(self.cache_connection, send.commands))
+            except (RedisError, OSError) as error:
+                return Outage(error, redact_url(self.settings.cache_url))
         try:
             return await execute_async(self.connection, stack_of(self.connection, send.commands))
         except OUTAGES as error:
@@ -123,6 +132,8 @@ class AsyncEmbedClient:
 
     async def aclose(self) -> None:
         await self.connection.aclose()
+        if self.cache_connection is not None:
+            await self.cache_connection.aclose()
         if self._stats_connection is not None:
             self._stats_connection.close()
 

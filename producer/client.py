@@ -9,14 +9,16 @@ from typing import Any, TypeVar, Unpack
 
 import numpy as np
 from redis import Redis
+from redis.exceptions import RedisError
 
-from embedq.broker.connection import sync_redis
+from embedq.broker.connection import sync_cache_redis, sync_redis
 from embedq.broker.direct import execute, stack_of
 from embedq.broker.failures import OUTAGES, unreachable
 from embedq.broker.jobs import EmbedResult
 from embedq.broker.rq_private.queues import lane_queues
 from embedq.config.settings import ClientSettings, client_settings, redact_url
 from embedq.producer.enqueue import EnqueuePlan, SubmitOptions, plan_submit
+from embedq.producer.remote_cache import RemoteCache
 from embedq.producer.stats import collect_stats
 from embedq.producer.steps import Finished, Outage, Pause, Send, Steps, advance, interpreted
 from embedq.producer.waiting import Status, result_steps, status_steps, submit_steps, wait_steps
@@ -46,6 +48,8 @@ class EmbedClient:
         self.connection = connection or sync_redis(
             self.settings, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT
         )
+        self.cache_connection = sync_cache_redis(self.settings)
+        self.remote = RemoteCache.of(self.settings) if self.cache_connection else None
         self.lanes = lane_queues(self.settings.queue, self.connection)
         self.limits = self.settings.limits
 
@@ -56,7 +60,7 @@ class EmbedClient:
     def submit_many(self, batches: Sequence[Sequence[str]], **options: Unpack[SubmitOptions]) -> list[str]:
         """Enqueue several batches in one round trip, all or nothing; every batch is checked before any
         is enqueued (InvalidInput; QueueFull: none enqueued)."""
-        return self._run(submit_steps(self._plan(batches, options)))
+        return self._run(submit_steps(self._plan(batches, options), self.remote))
 
     def status(self, job_id: str) -> Status:
         """queued | started | finished | failed | unknown (one round trip)."""
@@ -86,12 +90,13 @@ class EmbedClient:
     ) -> list[np.ndarray]:
         """Several batches as several jobs, submitted and awaited together: an array per batch, in order."""
         plan = self._plan(batches, options)
-        return [result.embeddings for result in self._run(wait_steps(plan.job_ids, timeout, submit=plan))]
+        steps = wait_steps(plan.job_ids, timeout, submit=plan, remote=self.remote)
+        return [result.embeddings for result in self._run(steps)]
 
     def stats(self) -> dict[str, Any]:
         """Queue depth, live workers with their providers, counters and timing percentiles."""
         try:
-            return collect_stats(self.connection, self.settings.queue)
+            return collect_stats(self.connection, self.settings.queue, self.cache_connection)
         except OUTAGES as error:
             raise unreachable(error, self.settings.redis_url) from None
 
@@ -109,6 +114,11 @@ class EmbedClient:
         return step.value
 
     def _send(self, send: Send) -> list[Any] | Outage:
+        if send.to == "cache" and self.cache_connection is not None:  # any trouble there is a miss
+            try:
+                return execute(self.cache_connection, stack_of(self.cache_connection, send.commands))
+            except (RedisError, OSError) as error:
+                return Outage(error, redact_url(self.settings.cache_url))
         try:
             return execute(self.connection, stack_of(self.connection, send.commands))
         except OUTAGES as error:
@@ -116,6 +126,8 @@ class EmbedClient:
 
     def close(self) -> None:
         self.connection.close()
+        if self.cache_connection is not None:
+            self.cache_connection.close()
 
     def __enter__(self) -> EmbedClient:
         return self

@@ -41,6 +41,7 @@ from embedq.config.settings import ClientSettings
 from embedq.errors import InvalidInput, NotCached, QueueFull
 
 ENQUEUE = load("enqueue")  # sent by its SHA inside the submit's own pipeline (one round trip)
+GIVEN_ARG = ENQUEUE.argv.index("given")
 TEMPLATE_JOB_ID = "embedq-template-job"  # the model job rq writes once per lane and options; never sent
 
 
@@ -56,6 +57,27 @@ class EnqueuePlan:
     limit_name: str
     dimensions: int  # the largest asked, 0 for none
     cache: CacheUse
+    lookup_at: list[tuple[int, int]]  # per job: where its hashes to look up sit in `args`, and how many
+
+    @property
+    def lookups(self) -> list[str]:
+        """The hashes of the texts to look up, every job's in order."""
+        return [hashed for start, count in self.lookup_at for hashed in self.args[start : start + count]]
+
+    def with_entries(self, fingerprint: str, entries: list[bytes]) -> EnqueuePlan:
+        """The plan with each hash to look up replaced by the entry found for it (b"" for a miss) in a cache
+        Redis of its own, under the model `fingerprint`."""
+        args, found = list(self.args), iter(entries)
+        args[GIVEN_ARG] = fingerprint
+        for start, count in self.lookup_at:
+            args[start : start + count] = [next(found) for _ in range(count)]
+        return replace(self, args=args)
+
+    @staticmethod
+    def fingerprint(reply: Any) -> str:
+        """The serving model's fingerprint, as an accepted submit's reply gives it ("" for none)."""
+        value = reply[4] if len(reply) > 4 else b""
+        return value.decode() if isinstance(value, bytes) else str(value)
 
     def command(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
         """The script as one command of a pipeline (a client that meets NOSCRIPT loads it: steps.interpreted)."""
@@ -187,19 +209,22 @@ def plan_enqueue(
         dimensions,
         bell_prefix(settings.queue),
         IDLE_FOR,
-        cache_prefix(settings.queue) if cache.read else "",
+        cache_prefix(settings.queue) if cache.read and not settings.cache_url else "",
         settings.cache_ttl,
         rq_stamp(),
         settings.result_ttl,
         job_key(""),
         RESULT_STREAM_PREFIX,
         int(cache.only),
+        "",  # given: set by with_entries
         once,
     ]
     for command in commands[:once]:
         args += [len(command), *command]
+    lookup_at = []
     for number, (job_id, request, job_hashes) in enumerate(zip(job_ids, requests, hashes)):
         lookups = job_hashes if cache.read and request.truncate else []
+        lookup_at.append((len(args) + 2, len(lookups)))
         args += [job_id, len(lookups), *lookups, pack_shape(request.normalize, request.dimensions), per_job]
         for command in commands[once + number * per_job : once + (number + 1) * per_job]:
             args += [len(command), *command]
@@ -214,4 +239,4 @@ def plan_enqueue(
         cache_stats_key(settings.queue),
         cache_index_key(settings.queue),
     ]
-    return EnqueuePlan(job_ids, keys, args, queue.name, limit, limit_name, dimensions, cache)
+    return EnqueuePlan(job_ids, keys, args, queue.name, limit, limit_name, dimensions, cache, lookup_at)

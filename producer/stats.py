@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 
 from embedq.broker.eviction import eviction_risk
 from embedq.broker.histograms import TIMING_BUCKETS_MS, TIMINGS, timing_field, timing_sum_field
@@ -83,18 +84,29 @@ def quantile(cumulative: list[tuple[float, float]], q: float) -> float | None:
 CACHE_NUMBERS = ("hits", "misses", "answered", "writes", "trimmed", "foreign", "bytes", "entries", "budget")
 
 
-def cache_stats(connection: Redis, queue: str) -> dict[str, float]:
+def cache_stats(connection: Redis, queue: str, cache_connection: Redis | None = None) -> dict[str, float]:
     """The queue's cache: texts found and not (hits, misses) and the hit ratio, jobs answered without a
     worker, entries written, trimmed for the budget and refused as foreign, and the bytes and entries held
-    against the budget (bytes as embedq counts them, Redis' own overhead included)."""
+    against the budget (bytes as embedq counts them, Redis' own overhead included). In a Redis of its own
+    (`cache_connection`), which bounds it: its keys, used memory and maxmemory instead (none if it is away)."""
     numbers = read_numbers(connection, cache_stats_key(queue))
     found = {name: numbers.get(name, 0.0) for name in CACHE_NUMBERS}
+    if cache_connection is not None:
+        try:
+            memory = cache_connection.info("memory")
+            found.update(
+                entries=float(cache_connection.dbsize()),
+                bytes=float(memory.get("used_memory", 0)),
+                budget=float(memory.get("maxmemory", 0)),
+            )
+        except (RedisError, OSError):
+            found.update(entries=0.0, bytes=0.0, budget=0.0)
     looked = found["hits"] + found["misses"]
     found["hit_ratio"] = found["hits"] / looked if looked else 0.0
     return found
 
 
-def collect_stats(connection: Redis, queue: str) -> dict[str, Any]:
+def collect_stats(connection: Redis, queue: str, cache_connection: Redis | None = None) -> dict[str, Any]:
     counters = read_numbers(connection, metrics_key(queue))
     timings = read_numbers(connection, timings_key(queue))
     lanes: dict[str, Any] = {}
@@ -127,7 +139,7 @@ def collect_stats(connection: Redis, queue: str) -> dict[str, Any]:
         "supervisors": process_facts(connection, SUPERVISOR_KEY_PATTERN, queue),
         "counters": totals,
         "lanes": lanes,
-        "cache": cache_stats(connection, queue),
+        "cache": cache_stats(connection, queue, cache_connection),
         "eviction_risk": eviction_risk(connection),  # None: Redis keeps every key (maxmemory-policy noeviction)
     }
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from redis.exceptions import NoScriptError, OutOfMemoryError
 
@@ -22,9 +22,11 @@ Command = tuple[str, tuple[Any, ...], dict[str, Any]]  # a redis-py pipeline met
 
 @dataclass(frozen=True)
 class Send:
-    """Send these commands in one pipeline."""
+    """Send these commands in one pipeline: to the queue's Redis, or to the cache's own (CACHE_URL), whose
+    replies reach the step as they are (an error or an Outage there is a cache miss, never a failure)."""
 
     commands: list[Command]
+    to: Literal["queue", "cache"] = "queue"
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ def interpreted(steps: Steps[T], redis_url: str) -> Steps[T]:
     reply: Any = None
     while not isinstance(step := advance(steps, reply), Finished):
         reply = yield step
-        if isinstance(step, Pause):
+        if isinstance(step, Pause) or step.to == "cache":
             continue
         if not isinstance(reply, Outage) and any(isinstance(each, NoScriptError) for each in reply):
             loads = script_loads(step)

@@ -14,6 +14,7 @@ from embedq.broker.jobs import EmbedResult, job_lifetime, unpack_refusal
 from embedq.broker.rq_private.records import REFUSAL_FIELD, STATUS, entry_outcome, job_key, queue_key, result_stream_key
 from embedq.errors import JobFailed, JobLost, JobNotFound, JobTimeout
 from embedq.producer.enqueue import EnqueuePlan
+from embedq.producer.remote_cache import RemoteCache, lookup_steps
 from embedq.producer.steps import Command, Outage, Pause, Send, Steps
 
 Status = Literal["queued", "started", "finished", "failed", "unknown"]
@@ -52,10 +53,15 @@ def status_steps(job_id: str) -> Steps[Status]:
     return _STATUS.get(_text(raw) or "", "unknown")
 
 
-def submit_steps(plan: EnqueuePlan) -> Steps[list[str]]:
-    """The planned jobs enqueued in one round trip: their ids; QueueFull / InvalidInput with none enqueued."""
+def submit_steps(plan: EnqueuePlan, remote: RemoteCache | None = None) -> Steps[list[str]]:
+    """The planned jobs enqueued in one round trip (one more first with a cache Redis of its own, `remote`):
+    their ids; QueueFull / InvalidInput / NotCached with none enqueued."""
+    plan = yield from lookup_steps(plan, remote)
     (reply,) = _answered((yield Send([plan.command()])))
-    return plan.check(reply)
+    job_ids = plan.check(reply)
+    if remote is not None:
+        remote.learn(plan, reply)
+    return job_ids
 
 
 def _not_found(job_id: str, finished: bool = False) -> JobNotFound:
@@ -123,14 +129,17 @@ def wait_steps(
     timeout: float,
     clock: Callable[[], float] = time.monotonic,
     submit: EnqueuePlan | None = None,
+    remote: RemoteCache | None = None,
 ) -> Steps[list[EmbedResult]]:
     """Block until every job has ended. The result is in rq's result stream of the job, so one
     XREAD on the streams of all jobs still pending both waits and fetches: many jobs cost as many
     round trips as one. The first round also reads each job's status (JobNotFound at once for one
     that does not exist), or, given the `submit` that enqueues the jobs, sends it instead: submit and
-    wait in one round trip (QueueFull / InvalidInput from it at once). JobFailed for the first job
-    found failed, JobTimeout at the deadline."""
+    wait in one round trip (QueueFull / InvalidInput from it at once; with a cache Redis of its own,
+    `remote`, its look-up goes first). JobFailed for the first job found failed, JobTimeout at the deadline."""
     deadline = clock() + timeout
+    if submit is not None:
+        submit = yield from lookup_steps(submit, remote)
     waiting = _Waiting(list(dict.fromkeys(job_ids)))
     check, last_error = submit is None, None  # check: read the statuses in this round
     checked = False  # a check round has run: from the next one, a job still queued is looked for in its queue
@@ -149,6 +158,8 @@ def wait_steps(
         last_error = None
         if submit:
             submit.check(reply[0])
+            if remote is not None:
+                remote.learn(submit, reply[0])
             reply, submit = reply[1:], None
         *statuses, ended = reply
         news = {streams[_text(stream) or ""]: entries[-1] for stream, entries in ended or []}

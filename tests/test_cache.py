@@ -295,3 +295,40 @@ def test_the_cache_keeps_its_budget_and_never_costs_a_submit_on_a_small_noevicti
             assert service.stop() == 0
     finally:
         server.cleanup()
+
+
+def test_a_cache_redis_of_its_own_answers_hits_and_one_that_is_down_costs_only_misses(redis_url, model_dir, tmp_path):
+    from embedq.local.redis_server import RedisServer
+    from embedq.local.service import LocalService
+
+    cache_server = RedisServer(None, "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru").start()
+    back = RedisServer(cache_server.port, "--maxmemory-policy", "allkeys-lru")
+    cache_redis = Redis.from_url(cache_server.url)
+    settings = make_settings(redis_url, model_dir, cache_url=cache_server.url)
+    try:
+        with LocalService(settings, workers=2, log_path=tmp_path / "supervisor.log") as service:
+            client, texts = service.client, unique(4)
+            first = client.wait(client.submit(texts))  # its reply tells the client the model's fingerprint
+            wait_until(lambda: cache_redis.dbsize() >= 4, 10, "the pass's entries stored in the cache's Redis")
+            assert not client.connection.keys(cache_prefix(settings.queue) + "*"), "none in the queue's Redis"
+            again = client.wait(client.submit(texts))
+            assert again.worker == CACHE_WORKER and again.embeddings.tobytes() == first.embeddings.tobytes()
+            assert client.stats()["cache"]["entries"] >= 4
+
+            cache_server.stop()  # down mid-run: every job still finishes, computed
+            batches = [unique(2) for _ in range(10)] + [texts]
+            results = client.wait_many(client.submit_many(batches), timeout=60)
+            assert [len(result.embeddings) for result in results] == [2] * 10 + [4]
+            assert results[-1].worker != CACHE_WORKER
+            assert "refused" in service.output() and "(CACHE_URL)" in service.output()
+
+            back.start()  # back, empty
+            time.sleep(5.5)  # past the rest a client's look-ups take after an outage
+            fresh = unique(2)
+            client.embed(fresh)
+            wait_until(lambda: cache_redis.dbsize() >= 2, 10, "entries stored again")
+            assert client.wait(client.submit(fresh)).worker == CACHE_WORKER
+            assert service.stop() == 0
+    finally:
+        cache_server.cleanup()
+        back.cleanup()

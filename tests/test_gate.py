@@ -38,7 +38,7 @@ def count(requests, route, status):  # type: ignore[no-untyped-def]
 
 
 def test_an_endpoint_that_fails_unexpectedly_answers_500_in_openai_shape(caplog):
-    async def broken(body, receive, send):  # type: ignore[no-untyped-def]
+    async def broken(body, receive, send, *_):  # type: ignore[no-untyped-def]
         raise RuntimeError("a bug")
 
     app, requests = gate(broken)
@@ -50,7 +50,7 @@ def test_an_endpoint_that_fails_unexpectedly_answers_500_in_openai_shape(caplog)
 
 
 def test_keys_body_limit_and_the_rest_of_the_app():
-    async def echo(body, receive, send):  # type: ignore[no-untyped-def]
+    async def echo(body, receive, send, *_):  # type: ignore[no-untyped-def]
         await send_json(send, 200, {"length": len(body)})
 
     app, requests = gate(echo, keys=("k1",))
@@ -65,7 +65,7 @@ def test_keys_body_limit_and_the_rest_of_the_app():
 
 
 def test_a_body_at_the_limit_is_read_and_one_byte_more_is_413_declared_or_streamed():
-    async def echo(body, receive, send):  # type: ignore[no-untyped-def]
+    async def echo(body, receive, send, *_):  # type: ignore[no-untyped-def]
         await send_json(send, 200, {"length": len(body)})
 
     app, _ = gate(echo)
@@ -93,7 +93,7 @@ def test_a_body_at_the_limit_is_read_and_one_byte_more_is_413_declared_or_stream
     ids=["none", "no scheme", "basic", "wrong key", "two headers"],
 )
 def test_a_key_counts_only_as_one_authorization_bearer_header(authorization):
-    async def echo(body, receive, send):  # type: ignore[no-untyped-def]
+    async def echo(body, receive, send, *_):  # type: ignore[no-untyped-def]
         await send_json(send, 200, {})
 
     app, _ = gate(echo, keys=("k1",))
@@ -116,7 +116,7 @@ def test_a_key_counts_only_as_one_authorization_bearer_header(authorization):
     "content_type", [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
 )
 def test_embeddings_and_batches_take_json_bodies_only(content_type):
-    async def echo(body, receive, send):  # type: ignore[no-untyped-def]
+    async def echo(body, receive, send, *_):  # type: ignore[no-untyped-def]
         await send_json(send, 200, {})
 
     app, _ = gate(echo)

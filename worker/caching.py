@@ -5,16 +5,23 @@ a pass computed is handed to its finish script to store. The look-ups happened a
 
 from __future__ import annotations
 
-from dataclasses import replace
+import logging
+from dataclasses import dataclass, replace
 
 import numpy as np
 from redis import Redis
+from redis.exceptions import RedisError
 
 from embedq.broker.cache import HITS_FIELD, pack_entry, unpack_entries, unpack_hits
+from embedq.broker.connection import sync_cache_redis
 from embedq.broker.jobs import EmbedRequest
+from embedq.broker.keys import cache_prefix
 from embedq.broker.rq_private import Job
 from embedq.broker.vectors import shape
+from embedq.config import Settings
 from embedq.worker.model.encoder import Encoded
+
+log = logging.getLogger(__name__)
 
 HASH_DIGITS = 32
 BUDGET_SHARE_OF_MAXMEMORY = 4  # the cache counts at most a quarter of Redis' maxmemory: the queue comes first
@@ -73,3 +80,34 @@ def cache_budget(connection: Redis, max_bytes: int) -> int:
     """The bytes the cache may count: CACHE_MAX_BYTES, and at most a quarter of Redis' maxmemory."""
     maxmemory = int(connection.info("memory").get("maxmemory", 0) or 0)
     return min(max_bytes, maxmemory // BUDGET_SHARE_OF_MAXMEMORY) if maxmemory else max_bytes
+
+
+@dataclass
+class RemoteStore:
+    """The cache in a Redis of its own (CACHE_URL), which bounds it (maxmemory, allkeys-lru): a pass's
+    entries written after its results, in one round trip. Trouble there costs the entries, never a job."""
+
+    connection: Redis
+    prefix: str  # with the model's fingerprint
+    ttl: int
+    failing: bool = False  # said once per outage
+
+    @classmethod
+    def of(cls, settings: Settings, fingerprint: str) -> RemoteStore | None:
+        if (connection := sync_cache_redis(settings)) is None:
+            return None
+        return cls(connection, f"{cache_prefix(settings.queue)}{fingerprint}:", settings.cache_ttl)
+
+    def store(self, entries: dict[str, bytes]) -> None:
+        try:
+            with self.connection.pipeline(transaction=False) as pipe:
+                for hashed, entry in entries.items():
+                    pipe.set(self.prefix + hashed, entry, ex=self.ttl, nx=True)
+                pipe.execute(raise_on_error=False)
+        except (RedisError, OSError) as error:
+            if not self.failing:
+                why = type(error).__name__
+                log.warning("the cache's Redis (CACHE_URL) refused %d entries (%s): not stored", len(entries), why)
+            self.failing = True
+            return
+        self.failing = False

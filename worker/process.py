@@ -49,7 +49,7 @@ from embedq.config import Settings
 from embedq.errors import InvalidInput
 from embedq.worker import tasks
 from embedq.worker.backoff import RedisBackoff, connect
-from embedq.worker.caching import cache_budget, entries_to_store, hits_of, misses_only, with_hits
+from embedq.worker.caching import RemoteStore, cache_budget, entries_to_store, hits_of, misses_only, with_hits
 from embedq.worker.model.encoder import Encoded, Encoder
 from embedq.worker.model.quantize import cpu_kind_warning
 from embedq.worker.model_claim import claim_queue, model_fingerprint, refresh_claim
@@ -127,7 +127,8 @@ class EmbedWorker(PassWorker):
         self.in_pass = False
         self.interactive, self.bulk = lanes["interactive"], lanes["bulk"]
         self.fingerprint, self.cache_budget = fingerprint, cache_budget
-        self.cache_writes = settings.cache and bool(fingerprint) and cache_budget > 0
+        self.remote_cache = RemoteStore.of(settings, fingerprint) if settings.cache_url else None
+        self.cache_writes = settings.cache and bool(fingerprint) and (cache_budget > 0 or self.remote_cache is not None)
 
     def next_lanes(self) -> list[Queue]:
         self.passes += 1
@@ -192,6 +193,8 @@ class EmbedWorker(PassWorker):
                 self.fail_job(job, taken, outcome)
         if done:
             written = self._until_written(lambda: self._record(taken, done, lane, timings, entries), len(done))
+            if entries and self.remote_cache is not None:
+                self.remote_cache.store(entries)
             self.log.info(
                 "Worker %s: %s pass: %d jobs, %d texts, inference %.1f ms, %d results written",
                 self.name,
@@ -216,7 +219,7 @@ class EmbedWorker(PassWorker):
             timings=timings_key(self.settings.queue),
             histogram=timing_increments(lane, timings),
             cache=CacheWrites(
-                cache_prefix(self.settings.queue),
+                "" if self.remote_cache is not None else cache_prefix(self.settings.queue),
                 self.fingerprint,
                 self.settings.cache_ttl,
                 self.cache_budget,

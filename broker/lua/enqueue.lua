@@ -27,19 +27,23 @@
   ARGV[10]  job_prefix  a job id's prefix to make its hash's key
   ARGV[11]  results     a job id's prefix to make its result stream's key
   ARGV[12]  only        1: enqueue nothing unless every job is answered from the cache
-  ARGV[13]  once        how many of rq's commands name no job (they come first)
-  ARGV[14..] commands   those commands, each as its argument count then its arguments; then per job:
-                        its id, how many hashes to look up (0 or its texts), the hashes, how to shape
-                        its vectors (msgpack), how many commands, the commands
-  returns   {'ok', jobs waiting before, jobs answered from the cache, texts found}, {'full', jobs
-            waiting}, {'dimensions', the model's dim} or {'uncached', jobs that would need a worker}
+  ARGV[13]  given       the fingerprint a client looked its texts up with in a cache Redis of its own
+                        (CACHE_URL), '' for none: each job's hashes are then the entries it found
+                        ('' for a miss), used only if the fingerprint is still the model's
+  ARGV[14]  once        how many of rq's commands name no job (they come first)
+  ARGV[15..] commands   those commands, each as its argument count then its arguments; then per job:
+                        its id, how many hashes to look up (0 or its texts), the hashes (or entries),
+                        how to shape its vectors (msgpack), how many commands, the commands
+  returns   {'ok', jobs waiting before, jobs answered from the cache, texts found, the model's
+            fingerprint}, {'full', jobs waiting}, {'dimensions', the model's dim} or {'uncached', jobs
+            that would need a worker}
 ]]
 local lane, model, doorbell, stream, waiters, idle = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local finished, stats, index = KEYS[7], KEYS[8], KEYS[9]
 local limit, jobs, dimensions = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local bells, idle_for, cache, cache_ttl = ARGV[4], tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
 local rq_now, result_ttl, job_prefix, results = ARGV[8], tonumber(ARGV[9]), ARGV[10], ARGV[11]
-local only, ONCE = ARGV[12] == '1', 13
+local only, given, ONCE = ARGV[12] == '1', ARGV[13], 14
 local BELL_TTL = 60  -- seconds a ring waits for a worker that stopped looking
 local LOOK_AT = 3  -- waiters tried before the shared doorbell
 local ENTRY_HEADER = 6  -- an entry's version (1), tokens (4, little-endian), truncated (1), then the vector
@@ -96,8 +100,10 @@ end
 local facts = redis.call('HMGET', model, 'dim', 'fingerprint', 'name')
 local dim, fingerprint, model_name = tonumber(facts[1]), facts[2], facts[3]
 if dimensions > 0 and dim and dimensions > dim then return refuse('dimensions', dim) end
-local looking = cache ~= '' and fingerprint and fingerprint ~= '' and dim
-local entry_size = looking and ENTRY_HEADER + 4 * dim or 0
+local known = fingerprint and fingerprint ~= '' and dim
+local looking = cache ~= '' and known  -- entries read (and kept) here
+local handed = given ~= '' and known and given == fingerprint  -- entries a client found in the cache's own Redis
+local entry_size = (looking or handed) and ENTRY_HEADER + 4 * dim or 0
 
 -- read the jobs' parts of ARGV, and look their texts up
 local once_at, i = ONCE + 1, ONCE + 1
@@ -106,7 +112,17 @@ local planned, needed, found, foreign = {}, 0, 0, 0
 for _ = 1, jobs do
     local job = {id = ARGV[i], hashes = tonumber(ARGV[i + 1]), hits = {}, count = 0, keys_at = i + 1}
     job.shape, job.commands = ARGV[i + 2 + job.hashes], tonumber(ARGV[i + 3 + job.hashes])
-    if looking and job.hashes > 0 then
+    if handed then
+        for h = 1, job.hashes do
+            local entry = ARGV[i + 1 + h]
+            if #entry == entry_size and string.byte(entry, 1) == 1 then
+                job.hits[h], job.count = entry, job.count + 1
+            elseif entry ~= '' then
+                foreign = foreign + 1
+            end
+        end
+        found = found + job.count
+    elseif looking and job.hashes > 0 then
         for from = 0, job.hashes - 1, MGET_AT_ONCE do
             local keys = {}
             for h = from + 1, math.min(from + MGET_AT_ONCE, job.hashes) do
@@ -139,16 +155,20 @@ run(once_at, tonumber(ARGV[ONCE]))
 local answered = 0
 for _, job in ipairs(planned) do
     local key, entries, positions = job_prefix .. job.id, {}, {}
-    for h = 1, looking and job.hashes or 0 do
+    for h = 1, (looking or handed) and job.hashes or 0 do
         local entry = job.hits[h]
-        local entry_key = cache .. fingerprint .. ':' .. ARGV[job.keys_at + h]
         if entry then
-            redis.call('EXPIRE', entry_key, cache_ttl)
-            redis.call('ZADD', index, 'XX', now + cache_ttl, fingerprint .. ':' .. ARGV[job.keys_at + h])
             table.insert(entries, entry)
             table.insert(positions, struct.pack('>I4', h - 1) .. entry)
-        elseif entry == false then
-            redis.call('DEL', entry_key)
+        end
+        if looking then  -- kept here: a hit pushes its expiry back, a foreign entry goes
+            local member = fingerprint .. ':' .. ARGV[job.keys_at + h]
+            if entry then
+                redis.call('EXPIRE', cache .. member, cache_ttl)
+                redis.call('ZADD', index, 'XX', now + cache_ttl, member)
+            elseif entry == false then
+                redis.call('DEL', cache .. member)
+            end
         end
     end
     if job.whole then  -- rq's commands less the lane push, then finished as rq's worker records a success
@@ -186,7 +206,7 @@ for _, job in ipairs(planned) do
         if #positions > 0 then redis.call('HSET', key, 'embedq_hits', table.concat(positions)) end
     end
 end
-if looking then
+if looking or handed or given ~= '' then
     local asked = 0
     for _, job in ipairs(planned) do asked = asked + job.hashes end
     if found > 0 then redis.call('HINCRBY', stats, 'hits', found) end
@@ -195,4 +215,4 @@ if looking then
     if answered > 0 then redis.call('HINCRBY', stats, 'answered', answered) end
 end
 if waiting == 0 and needed > 0 then ring() end
-return {'ok', waiting, answered, found}
+return {'ok', waiting, answered, found, fingerprint or ''}
