@@ -6,8 +6,10 @@
    sentences with a Zipf law (s = 1.0): calls/s with the cache on (cleared before each run, so each
    starts cold) vs `cache=False`, alternating; and the hit ratio it reaches. The same through the
    gateway (one API key, http.client keep-alive connections: benchlib.KeepAlive).
-3. Traffic that never repeats (every text new): 16 threads of one-text calls, cache on vs off, and the
-   idle p50 of one new text, on vs off: what the look-ups cost when they never find anything.
+3. Traffic that never repeats (every text new): 16 threads of one-text calls, cache on vs off, with the
+   Redis commands and CPU each job costs (INFO commandstats and cpu, as bench/fleet.py counts them), and
+   the idle p50 of one new text, on vs off: what the look-ups and writes cost when nothing repeats.
+Every other benchmark runs with the cache off (its peers compute every text; so does embedq there).
 Results go to bench/results/cache.json (then `./dev bench report`).
 
     ./dev bench cache [--calls 6000] [--distinct 2000] [--repeats 3]"""
@@ -26,6 +28,7 @@ from typing import Any
 
 import numpy as np
 from benchlib import KeepAlive, alternate, concurrent_rate, save, start_gateway, stsb_path
+from fleet import RedisCost
 
 from embedq import EmbedClient
 from embedq.config import Settings
@@ -150,14 +153,19 @@ def zipf_rates(client: EmbedClient, http: KeepAlive, draws: list[str], repeats: 
 
 
 def never_repeating(client: EmbedClient, repeats: int, calls: int, samples: int) -> dict[str, Any]:
-    """All misses: what the look-ups cost (throughput and idle p50, cache on vs off)."""
-    rates = alternate(
-        {
-            "on": lambda: concurrent_rate(lambda text: client.embed([text]), new_texts(calls), CLIENTS),
-            "off": lambda: concurrent_rate(lambda text: client.embed([text], cache=False), new_texts(calls), CLIENTS),
-        },
-        repeats,
-    )
+    """All misses: what the look-ups cost (throughput, Redis per job and idle p50, cache on vs off)."""
+    costs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+
+    def run(cache: bool) -> Callable[[], float]:
+        def measure() -> float:
+            with RedisCost(client.connection) as cost:
+                rate = concurrent_rate(lambda text: client.embed([text], cache=cache), new_texts(calls), CLIENTS)
+            costs["on" if cache else "off"].append(cost.per_job(calls))
+            return rate
+
+        return measure
+
+    rates = alternate({"on": run(True), "off": run(False)}, repeats)
     fresh = iter(new_texts(2 * samples))
     idle = interleaved(
         {
@@ -167,8 +175,16 @@ def never_repeating(client: EmbedClient, repeats: int, calls: int, samples: int)
         samples,
     )
     on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
+    per_job = {
+        way: {
+            "commands": statistics.median(cost["commands_per_job"] for cost in found),
+            "cpu_us": statistics.median(cost["redis_cpu_us_per_job"] for cost in found),
+        }
+        for way, found in costs.items()
+    }
     return {
         "calls_per_s": {"on": on, "off": off},
+        "redis_per_job": per_job,
         "throughput_cost": 1 - on / off,
         "idle": {name: summary(times) for name, times in idle.items()},
         "idle_p50_added_ms": statistics.median(idle["on"]) - statistics.median(idle["off"]),
@@ -226,7 +242,10 @@ def main() -> int:
             results["never_repeating"] = misses
             print(
                 f"never repeating: {misses['calls_per_s']['on']:,.0f} vs {misses['calls_per_s']['off']:,.0f} calls/s "
-                f"(cost {misses['throughput_cost']:.1%}), idle p50 +{misses['idle_p50_added_ms']:.3f} ms",
+                f"(cost {misses['throughput_cost']:.1%}), idle p50 +{misses['idle_p50_added_ms']:.3f} ms; per job "
+                f"{misses['redis_per_job']['on']['commands']:.1f} vs {misses['redis_per_job']['off']['commands']:.1f} "
+                f"commands, {misses['redis_per_job']['on']['cpu_us']:.0f} vs "
+                f"{misses['redis_per_job']['off']['cpu_us']:.0f} us CPU",
                 flush=True,
             )
     finally:

@@ -109,7 +109,7 @@ def main() -> int:
     queries = short_queries(args.jobs)
     results: dict[str, Any] = {"repeats": args.repeats, "concurrency": CONCURRENCY}
     try:
-        settings = Settings.load(redis_url=server.url, queue="embedq-vs-celery", workers=2)
+        settings = Settings.load(redis_url=server.url, queue="embedq-vs-celery", workers=2, cache=False)
         with LocalService(settings, log_path=Path("/tmp/embedq-bench-celery.log")) as service:
             assert service.client is not None
             ours, theirs = embedq_runs(service.client), celery_runs(celery_embed)

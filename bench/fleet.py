@@ -135,7 +135,7 @@ def main() -> int:
     server = RedisServer().start()
     proxy = DelayProxy(server.port, args.rtt_ms / 2000).start()
     direct = Redis.from_url(server.url)
-    base = Settings.load(workers=2)
+    base = Settings.load(workers=2, cache=False)
     log = Path("/tmp/embedq-bench-fleet")
     queries = short_queries(args.jobs)
     corpus = mixed_corpus(stsb_path(args.stsb), 512)

@@ -81,7 +81,7 @@ def start_floor_app(port: int) -> subprocess.Popen[bytes]:
 
 
 def compare(args: argparse.Namespace) -> dict[str, Any]:
-    settings = Settings.load(queue="embedq-bench-gateway", workers=2)
+    settings = Settings.load(queue="embedq-bench-gateway", workers=2, cache=False)
     with LocalService(settings, log_path=Path("/tmp/embedq-bench-gateway.log")) as service:
         gateway = start_gateway(service.settings, PORT)
         url = f"http://127.0.0.1:{PORT}"
@@ -178,7 +178,7 @@ def ceiling(args: argparse.Namespace) -> dict[str, Any]:
     1000 / cpu_ms is what one core of gateway could answer)."""
     with tempfile.TemporaryDirectory() as scratch:
         model_dir = instant_model(Path(scratch) / INSTANT)
-        settings = Settings.load(queue="embedq-bench-ceiling", workers=2, model_dir=model_dir)
+        settings = Settings.load(queue="embedq-bench-ceiling", workers=2, model_dir=model_dir, cache=False)
         with LocalService(settings, log_path=Path("/tmp/embedq-bench-ceiling.log")) as service:
             gateway = start_gateway(service.settings, PORT + 1)
             try:

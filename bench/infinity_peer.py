@@ -57,7 +57,7 @@ def main() -> int:
     sentences = list(dict.fromkeys(first + second))
     singles, batches, idle = sentences[:800], [sentences[i : i + 32] for i in range(0, 32 * 48, 32)], sentences[-150:]
     infinity = server(args.infinity_url, args.infinity_model)
-    settings = Settings.load(queue="embedq-bench-infinity", workers=2)
+    settings = Settings.load(queue="embedq-bench-infinity", workers=2, cache=False)
     with LocalService(settings, log_path=Path("/tmp/embedq-bench-infinity.log")) as service:
         gateway = start_gateway(service.settings, PORT)
         try:

@@ -115,7 +115,7 @@ def main() -> int:
     corpus = mixed_corpus(stsb_path(args.stsb), 4096)
     texts = [f"{corpus[i % len(corpus)]} ({i})" for i in range(args.texts)]  # every line its own text
     server = RedisServer().start()
-    settings = Settings.load(workers=2, redis_url=server.url, queue="lanes", log_level="WARNING")
+    settings = Settings.load(workers=2, redis_url=server.url, queue="lanes", log_level="WARNING", cache=False)
     results: dict[str, Any] = {"texts": args.texts, "workers": 2}
     try:
         with tempfile.TemporaryDirectory() as work, LocalService(settings, log_path=Path(work) / "log") as service:

@@ -98,7 +98,7 @@ def main() -> int:
     args = parser.parse_args()
     server = RedisServer().start()
     try:
-        settings = Settings.load(queue="embedq-budget", redis_url=server.url)
+        settings = Settings.load(queue="embedq-budget", redis_url=server.url, cache=False)
         floor = Encoder.from_settings(settings.model_copy(update={"workers": 1, "intra_op_threads": 1}))
         floor.encode(["warm-up"])
         admin = Redis.from_url(server.url)

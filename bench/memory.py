@@ -136,7 +136,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip-sessions", action="store_true")
     args = parser.parse_args()
-    settings = Settings.load(queue="embedq-bench-memory", workers=args.workers)
+    settings = Settings.load(queue="embedq-bench-memory", workers=args.workers, cache=False)
     sessions = [] if args.skip_sessions else compare_sessions(settings.model_dir / "model.onnx", args.calls)
     save("memory", {"sessions": sessions, "workers": worker_memory(settings, args.jobs, args.workers)})
     return 0

@@ -80,7 +80,7 @@ def main() -> int:
     from sentence_transformers import SentenceTransformer
 
     torch.set_num_threads(CORES)
-    base = Settings.load(queue="embedq-bench")
+    base = Settings.load(queue="embedq-bench", cache=False)
     texts = mixed_corpus(stsb_path(args.stsb), args.texts)
     fp32 = Encoder.from_settings(base.model_copy(update={"workers": 1}))
     one_thread = Encoder.from_settings(base.model_copy(update={"workers": 1, "intra_op_threads": 1}))

@@ -109,7 +109,7 @@ def main() -> int:
     args = parser.parse_args()
     server = RedisServer(None, "--appendonly", "yes", "--appendfsync", "everysec").start()
     admin = Redis.from_url(server.url)
-    common = {"redis_url": server.url, "result_ttl": 60, "retries": 3, "heartbeat_timeout": 20}
+    common = {"redis_url": server.url, "result_ttl": 60, "retries": 3, "heartbeat_timeout": 20, "cache": False}
     a = Settings.load(queue="soak-a", workers=2, **common)
     b = Settings.load(queue="soak-b", workers=1, **common)
     samples: list[dict[str, Any]] = []
