@@ -59,6 +59,7 @@ class CacheWrites:
     stats: str
     index: str
     entries: dict[str, bytes]  # text hash -> entry
+    misses: int = 0  # texts the pass computed that were looked up first (the cache's miss count)
 
     @property
     def writing(self) -> bool:
@@ -67,7 +68,7 @@ class CacheWrites:
     def args(self) -> list[object]:
         """finish_pass.lua's cache arguments."""
         count = len(self.entries) if self.writing else 0
-        return [self.prefix if self.writing else "", self.fingerprint, self.ttl, self.budget, count]
+        return [self.prefix if self.writing else "", self.fingerprint, self.ttl, self.budget, count, self.misses]
 
     def pairs(self) -> list[object]:
         """Each entry's hash and bytes, after the histogram's pairs."""

@@ -169,6 +169,18 @@ def cache_use(asked: Any, settings: ClientSettings, scope: str) -> CacheUse:
     return use if settings.cache and not use.off else replace(NO_CACHE, only=use.only)
 
 
+def job_meta(request: EmbedRequest, hashes: list[str], cache: CacheUse) -> dict[str, Any]:
+    """What a job's meta holds: its text count (take_pass.lua sizes passes by it); with the cache, whether
+    its texts are looked up (a worker counts the misses it computes) and, unless told not to store, their
+    hashes, which the worker stores its vectors under (hex: Lua's msgpack reads no binary)."""
+    meta: dict[str, Any] = {"texts": len(request.texts)}
+    if cache.read and request.truncate and hashes:
+        meta["looked"] = 1
+    if cache.write and hashes:
+        meta["cache"] = "".join(hashes)
+    return meta
+
+
 def plan_enqueue(
     queue: Queue, settings: ClientSettings, requests: list[EmbedRequest], lane: Lane, cache: CacheUse = NO_CACHE
 ) -> EnqueuePlan:
@@ -186,11 +198,7 @@ def plan_enqueue(
                 job_values(
                     (EMBED_TASK, None, [request.to_payload()], {}),
                     description=f"embed {len(request.texts)} texts",
-                    # texts: read by take_pass.lua, which sizes passes by texts; cache: the hashes a worker
-                    # stores its vectors under (hex, as Lua's msgpack reads no binary)
-                    meta={"texts": len(request.texts), "cache": "".join(job_hashes)}
-                    if cache.write and job_hashes
-                    else {"texts": len(request.texts)},
+                    meta=job_meta(request, job_hashes, cache),
                 ),
             )
             for job_id, request, job_hashes in zip(job_ids, requests, hashes)

@@ -22,6 +22,7 @@ from rq.results import Result
 from rq.utils import utcformat
 
 from embedq import ClientSettings
+from embedq.broker.cache import CacheWrites
 from embedq.broker.histograms import TIMINGS, timing_increments
 from embedq.broker.jobs import EmbedRequest, MsgpackSerializer
 from embedq.broker.keys import bell_key, doorbell_key, held_key, idle_key, waiters_key
@@ -61,6 +62,7 @@ class FixedPass(PassWorker):
             metrics="embedq:test:metrics",
             timings="embedq:test:timings",
             histogram=timing_increments("interactive", [dict.fromkeys(TIMINGS, 3.0)] * len(done)),
+            cache=CacheWrites("", "", 60, 0, "embedq:test:cache-stats", "embedq:test:cache-index", {}),
         )
 
 

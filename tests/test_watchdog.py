@@ -29,7 +29,7 @@ def test_stats_show_a_worker_rq_has_not_heard_from_and_the_jobs_it_holds():
     from rq.utils import utcformat
 
     from embedq.broker.keys import held_key
-    from embedq.producer.stats import format_stats, with_silence
+    from embedq.producer.stats import cache_stats, format_stats, with_silence
 
     connection = fakeredis.FakeRedis()
     connection.hset("rq:worker:host.7", "last_heartbeat", utcformat(datetime.now(UTC) - timedelta(seconds=120)))
@@ -37,5 +37,5 @@ def test_stats_show_a_worker_rq_has_not_heard_from_and_the_jobs_it_holds():
     (worker,) = with_silence(connection, [{"name": "host.7"}])
     assert 119 <= worker["silent_seconds"] <= 125 and worker["holding"] == 2
     stats = {"queue": "q", "queued": 0, "running": 2, "failed": 0, "workers": [worker], "supervisors": []}
-    stats |= {"counters": {}, "lanes": {}}
+    stats |= {"counters": {}, "lanes": {}, "cache": cache_stats(connection, "q")}
     assert "SILENT for 12" in format_stats(stats) and "holding 2 jobs" in format_stats(stats)

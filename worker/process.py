@@ -177,7 +177,7 @@ class EmbedWorker(PassWorker):
             if self.beat is not None and not nested:
                 self.beat.idle()
         infer_ms = (time.perf_counter() - started) * 1000
-        done, timings, entries = [], [], {}
+        done, timings, entries, misses = [], [], {}, 0
         for (job, request), outcome, found in zip(ready, outcomes, hits):
             if outcome is None:  # cancelled while it ran: rq's cancel has recorded it; no result
                 self.connection.srem(self.held, f"{job.id}:{taken.execution_id}")
@@ -186,13 +186,14 @@ class EmbedWorker(PassWorker):
                 encoded = with_hits(request, outcome, found)
                 if self.cache_writes:
                     entries.update(entries_to_store(job, encoded, found))
+                misses += len(outcome.text_tokens) if (job.meta or {}).get("looked") else 0
                 record, job_timings = self._done(job, request, encoded, outcome, infer_ms)
                 done.append(record)
                 timings.append(job_timings)
             else:
                 self.fail_job(job, taken, outcome)
         if done:
-            written = self._until_written(lambda: self._record(taken, done, lane, timings, entries), len(done))
+            written = self._until_written(lambda: self._record(taken, done, lane, timings, entries, misses), len(done))
             if entries and self.remote_cache is not None:
                 self.remote_cache.store(entries)
             self.log.info(
@@ -206,7 +207,13 @@ class EmbedWorker(PassWorker):
             )
 
     def _record(
-        self, taken: TakenPass, done: list[Done], lane: str, timings: list[dict[str, float]], entries: dict[str, bytes]
+        self,
+        taken: TakenPass,
+        done: list[Done],
+        lane: str,
+        timings: list[dict[str, float]],
+        entries: dict[str, bytes],
+        misses: int,
     ) -> int:
         return self.finish_pass(
             taken,
@@ -226,6 +233,7 @@ class EmbedWorker(PassWorker):
                 cache_stats_key(self.settings.queue),
                 cache_index_key(self.settings.queue),
                 entries,
+                misses,
             ),
         )
 

@@ -122,29 +122,38 @@ for _ = 1, jobs do
             end
         end
         found = found + job.count
-    elseif looking and job.hashes > 0 then
-        for from = 0, job.hashes - 1, MGET_AT_ONCE do
-            local keys = {}
-            for h = from + 1, math.min(from + MGET_AT_ONCE, job.hashes) do
-                table.insert(keys, cache .. fingerprint .. ':' .. ARGV[i + 1 + h])
-            end
-            for k, entry in ipairs(redis.call('MGET', unpack(keys))) do
-                if entry and #entry == entry_size and string.byte(entry, 1) == 1 then
-                    job.hits[from + k], job.count = entry, job.count + 1
-                elseif entry then
-                    foreign = foreign + 1
-                    job.hits[from + k] = false  -- a key to drop: not an entry of this model and format
-                end
-            end
-        end
-        found = found + job.count
     end
     job.first = i + 4 + job.hashes
-    job.whole = job.hashes > 0 and job.count == job.hashes
-    if not job.whole then needed = needed + 1 end
     i = job.first
     for _ = 1, job.commands do i = i + tonumber(ARGV[i]) + 1 end
     table.insert(planned, job)
+end
+if looking then  -- every job's texts in as few MGETs as the argument count allows
+    local keys, owners = {}, {}
+    local function look()
+        for k, entry in ipairs(redis.call('MGET', unpack(keys))) do
+            local job, h = owners[k][1], owners[k][2]
+            if entry and #entry == entry_size and string.byte(entry, 1) == 1 then
+                job.hits[h], job.count, found = entry, job.count + 1, found + 1
+            elseif entry then
+                foreign = foreign + 1
+                job.hits[h] = false  -- a key to drop: not an entry of this model and format
+            end
+        end
+        keys, owners = {}, {}
+    end
+    for _, job in ipairs(planned) do
+        for h = 1, job.hashes do
+            table.insert(keys, cache .. fingerprint .. ':' .. ARGV[job.keys_at + h])
+            table.insert(owners, {job, h})
+            if #keys == MGET_AT_ONCE then look() end
+        end
+    end
+    if #keys > 0 then look() end
+end
+for _, job in ipairs(planned) do
+    job.whole = job.hashes > 0 and job.count == job.hashes
+    if not job.whole then needed = needed + 1 end
 end
 
 if only and needed > 0 then return refuse('uncached', needed) end
@@ -206,13 +215,9 @@ for _, job in ipairs(planned) do
         if #positions > 0 then redis.call('HSET', key, 'embedq_hits', table.concat(positions)) end
     end
 end
-if looking or handed or given ~= '' then
-    local asked = 0
-    for _, job in ipairs(planned) do asked = asked + job.hashes end
-    if found > 0 then redis.call('HINCRBY', stats, 'hits', found) end
-    if asked > found then redis.call('HINCRBY', stats, 'misses', asked - found) end
-    if foreign > 0 then redis.call('HINCRBY', stats, 'foreign', foreign) end
-    if answered > 0 then redis.call('HINCRBY', stats, 'answered', answered) end
-end
+-- misses are counted by the workers that compute them (finish_pass.lua): all-miss traffic pays no count here
+if found > 0 then redis.call('HINCRBY', stats, 'hits', found) end
+if foreign > 0 then redis.call('HINCRBY', stats, 'foreign', foreign) end
+if answered > 0 then redis.call('HINCRBY', stats, 'answered', answered) end
 if waiting == 0 and needed > 0 then ring() end
 return {'ok', waiting, answered, found, fingerprint or ''}

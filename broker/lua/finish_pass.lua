@@ -30,7 +30,8 @@
   ARGV[13]  cache_ttl   seconds an entry lives
   ARGV[14]  budget      bytes the cache's entries may count
   ARGV[15]  entries     how many entries follow the histogram's pairs
-  ARGV[16..] values     per job 8 values (id, result TTL, finished-registry score, return value,
+  ARGV[16]  misses      how many texts the pass computed that were looked up in the cache first
+  ARGV[17..] values     per job 8 values (id, result TTL, finished-registry score, return value,
                         packed result, texts, tokens, truncated), then the histogram's pairs, then per
                         entry its text's hash and the entry
   returns   how many jobs were written
@@ -41,56 +42,56 @@ local name, execution, rq_now, now, pass_start = ARGV[1], ARGV[2], ARGV[3], ARGV
 local facts_ttl, lane, count, worked, buckets = ARGV[6], ARGV[7], tonumber(ARGV[8]), ARGV[9], tonumber(ARGV[10])
 local stats, index = KEYS[8], KEYS[9]
 local cache, fingerprint, cache_ttl, budget = ARGV[11], ARGV[12], tonumber(ARGV[13]), tonumber(ARGV[14])
-local new_entries = tonumber(ARGV[15])
-local FIRST_JOB_KEY, FIRST_VALUE, PER_JOB = 10, 16, 8
+local new_entries, misses = tonumber(ARGV[15]), tonumber(ARGV[16])
+local FIRST_JOB_KEY, FIRST_VALUE, PER_JOB = 10, 17, 8
 local first_bucket = FIRST_VALUE + count * PER_JOB
 local first_entry = first_bucket + 2 * buckets
 local TRIM_LEAST = 16  -- entries counted out or trimmed per pass, beyond as many as it wrote
 local OVERHEAD = 160  -- bytes Redis spends per entry beyond its key, value and index member (dict, TTL, skiplist)
 
 local function write_cache()
-    local clock = redis.call('TIME')
-    local at = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
-    local sizes, bytes, entries, writes = {}, 0, 0, 0
+    local at = tonumber(now)
+    local cost, members, writes = 0, {}, 0
     for e = first_entry, first_entry + 2 * new_entries - 1, 2 do
         local member = fingerprint .. ':' .. ARGV[e]
-        local cost = math.ceil(#ARGV[e + 1] * 1.25) + #cache + 3 * #member + OVERHEAD
+        cost = math.ceil(#ARGV[e + 1] * 1.25) + #cache + 3 * #member + OVERHEAD  -- one model: one size
         if redis.call('SET', cache .. member, ARGV[e + 1], 'EX', cache_ttl, 'NX') then
-            redis.call('ZADD', index, at + cache_ttl, member)
-            bytes, entries, writes = bytes + cost, entries + 1, writes + 1
-            sizes[fingerprint] = cost
+            table.insert(members, at + cache_ttl)
+            table.insert(members, member)
+            writes = writes + 1
         end
     end
-    for fp, cost in pairs(sizes) do redis.call('HSET', stats, 'size:' .. fp, cost) end
-    local function size_of(member)
+    if writes > 0 then redis.call('ZADD', index, unpack(members)) end
+    local held = redis.call('HMGET', stats, 'bytes', 'entries', 'writes', 'trimmed', 'misses')
+    local bytes, entries = tonumber(held[1] or 0) + writes * cost, tonumber(held[2] or 0) + writes
+    local sizes = {[fingerprint] = cost}
+    local function size_of(member)  -- an entry of an earlier model counts what its model's entries did
         local fp = string.match(member, '^([^:]+):')
         if sizes[fp] == nil then sizes[fp] = tonumber(redis.call('HGET', stats, 'size:' .. fp) or 0) end
         return sizes[fp]
     end
     local allowance = writes + TRIM_LEAST
-    for _, member in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', at, 'LIMIT', 0, allowance)) do
-        redis.call('ZREM', index, member)  -- expired (a hit moves an entry's score with its TTL)
-        bytes, entries = bytes - size_of(member), entries - 1
-        allowance = allowance - 1
+    local expired = redis.call('ZRANGEBYSCORE', index, '-inf', at, 'LIMIT', 0, allowance)
+    if #expired > 0 then  -- gone by their TTL (a hit moves an entry's score with its TTL): counted out
+        redis.call('ZREM', index, unpack(expired))
+        for _, member in ipairs(expired) do bytes, entries = bytes - size_of(member), entries - 1 end
+        allowance = allowance - #expired
     end
-    local counted = tonumber(redis.call('HGET', stats, 'bytes') or 0) + bytes
     local trimmed = 0
-    while counted > budget and allowance > 0 do
-        local oldest = redis.call('ZPOPMIN', index)
-        if #oldest == 0 then break end
-        redis.call('DEL', cache .. oldest[1])
-        counted, bytes, entries = counted - size_of(oldest[1]), bytes - size_of(oldest[1]), entries - 1
-        trimmed, allowance = trimmed + 1, allowance - 1
+    if bytes > budget and allowance > 0 then  -- the least recently used go
+        local want = math.min(allowance, math.ceil((bytes - budget) / math.max(cost, 1)))
+        local oldest, keys = redis.call('ZPOPMIN', index, want), {}
+        for o = 1, #oldest, 2 do
+            table.insert(keys, cache .. oldest[o])
+            bytes, entries = bytes - size_of(oldest[o]), entries - 1
+        end
+        if #keys > 0 then redis.call('DEL', unpack(keys)) end
+        trimmed = #keys
     end
-    if redis.call('ZCARD', index) == 0 then  -- nothing left: the accounting starts from nothing too
-        redis.call('HSET', stats, 'bytes', 0, 'entries', 0)
-    else
-        redis.call('HINCRBY', stats, 'bytes', bytes)
-        redis.call('HINCRBY', stats, 'entries', entries)
-    end
-    redis.call('HSET', stats, 'budget', budget)
-    if writes > 0 then redis.call('HINCRBY', stats, 'writes', writes) end
-    if trimmed > 0 then redis.call('HINCRBY', stats, 'trimmed', trimmed) end
+    if entries <= 0 then bytes, entries = 0, 0 end  -- nothing left: the account starts from nothing too
+    redis.call('HSET', stats, 'bytes', math.max(bytes, 0), 'entries', entries, 'budget', budget,
+        'size:' .. fingerprint, cost, 'writes', tonumber(held[3] or 0) + writes,
+        'trimmed', tonumber(held[4] or 0) + trimmed, 'misses', tonumber(held[5] or 0) + misses)
 end
 
 local written, members, finished_scores = 0, {}, {}
@@ -118,7 +119,11 @@ for j = 0, count - 1 do
 end
 redis.call('ZREM', started, unpack(members))
 redis.call('SREM', held, unpack(members))
-if cache ~= '' and new_entries > 0 then write_cache() end
+if cache ~= '' and new_entries > 0 then
+    write_cache()
+elseif misses > 0 then
+    redis.call('HINCRBY', stats, 'misses', misses)
+end
 if written == 0 then return 0 end
 redis.call('ZADD', finished, unpack(finished_scores))
 redis.call('HINCRBY', metrics, lane .. ':jobs', written)
