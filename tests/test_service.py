@@ -58,8 +58,11 @@ def test_each_workers_jobs_done_grows_by_the_results_that_name_it(service):
 def test_an_idle_fleet_wakes_the_worker_that_went_idle_last(service):
     """Its caches are the warmest: one text at a time goes to the same worker, not to each in turn."""
     served = []
-    for pause in [0.05] * 6 + [1.2] * 3:  # every worker back to waiting; past DOORBELL_WAIT, each looked again
-        served.append(service.client.wait(service.client.submit([f"who serves after {pause} s"]), timeout=30).worker)
+    for number, pause in enumerate(
+        [0.05] * 6 + [1.2] * 3
+    ):  # every worker waiting; past DOORBELL_WAIT, each looked again
+        text = f"who serves after {pause} s ({number})"  # each new: none is answered from the cache
+        served.append(service.client.wait(service.client.submit([text]), timeout=30).worker)
         time.sleep(pause)
     assert len(set(served[1:])) == 1, f"one text at a time went to {served}"
 

@@ -39,7 +39,7 @@ def batch_of_secrets(client) -> str:  # type: ignore[no-untyped-def]
             "custom_id": f"secret-id-{i}",
             "method": "POST",
             "url": "/v1/embeddings",
-            "body": {"model": MODEL, "input": SECRET_TEXT},
+            "body": {"model": MODEL, "input": f"{SECRET_TEXT} {i}"},  # each new: no line comes from the cache
         }
         for i in range(20_000)
     ]

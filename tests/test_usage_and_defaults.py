@@ -68,9 +68,10 @@ def test_a_request_naming_only_model_and_input_gets_float_vectors_of_the_full_di
 
 def test_a_batch_line_split_into_jobs_reports_its_own_tokens_and_defaults_to_floats(split, encoder, service):
     client = sdk(split)
+    texts = [f"in a batch: {text}" for text in TEXTS]  # not embedded before: no line comes from the cache
     lines = [
-        request_line("ten", {"model": MODEL, "input": TEXTS}),
-        request_line("one", {"model": MODEL, "input": TEXTS[3]}),
+        request_line("ten", {"model": MODEL, "input": texts}),
+        request_line("one", {"model": MODEL, "input": texts[3]}),
     ]
     uploaded = client.files.create(file=("in.jsonl", io.BytesIO(jsonl(lines))), purpose="batch")
     connection = service.client.connection
@@ -91,9 +92,9 @@ def test_a_batch_line_split_into_jobs_reports_its_own_tokens_and_defaults_to_flo
     by_id = {
         line["custom_id"]: line for line in map(json.loads, client.files.content(done.output_file_id).text.splitlines())
     }
-    for custom_id, texts in (("ten", TEXTS), ("one", [TEXTS[3]])):
+    for custom_id, asked in (("ten", texts), ("one", [texts[3]])):
         body = by_id[custom_id]["response"]["body"]
-        assert body["usage"]["prompt_tokens"] == body["usage"]["total_tokens"] == tokens(encoder, texts)
+        assert body["usage"]["prompt_tokens"] == body["usage"]["total_tokens"] == tokens(encoder, asked)
         assert all(isinstance(item["embedding"], list) and len(item["embedding"]) == 384 for item in body["data"])
     client.files.delete(uploaded.id)
     client.files.delete(done.output_file_id)

@@ -43,7 +43,8 @@ local finished, stats, index = KEYS[7], KEYS[8], KEYS[9]
 local limit, jobs, dimensions = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local bells, idle_for, cache, cache_ttl = ARGV[4], tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
 local rq_now, result_ttl, job_prefix, results = ARGV[8], tonumber(ARGV[9]), ARGV[10], ARGV[11]
-local only, given, ONCE = ARGV[12] == '1', ARGV[13], 14
+local only, given, once_count = ARGV[12] == '1', ARGV[13], tonumber(ARGV[14])
+local FIRST_COMMAND = 15
 local BELL_TTL = 60  -- seconds a ring waits for a worker that stopped looking
 local LOOK_AT = 3  -- waiters tried before the shared doorbell
 local ENTRY_HEADER = 6  -- an entry's version (1), tokens (4, little-endian), truncated (1), then the vector
@@ -106,8 +107,8 @@ local handed = given ~= '' and known and given == fingerprint  -- entries a clie
 local entry_size = (looking or handed) and ENTRY_HEADER + 4 * dim or 0
 
 -- read the jobs' parts of ARGV, and look their texts up
-local once_at, i = ONCE + 1, ONCE + 1
-for _ = 1, tonumber(ARGV[ONCE]) do i = i + tonumber(ARGV[i]) + 1 end
+local i = FIRST_COMMAND
+for _ = 1, once_count do i = i + tonumber(ARGV[i]) + 1 end
 local planned, needed, found, foreign = {}, 0, 0, 0
 for _ = 1, jobs do
     local job = {id = ARGV[i], hashes = tonumber(ARGV[i + 1]), hits = {}, count = 0, keys_at = i + 1}
@@ -160,7 +161,7 @@ if only and needed > 0 then return refuse('uncached', needed) end
 local waiting = redis.call('LLEN', lane)
 if needed > 0 and waiting + needed > limit then return refuse('full', waiting) end
 
-run(once_at, tonumber(ARGV[ONCE]))
+run(FIRST_COMMAND, once_count)
 local answered = 0
 for _, job in ipairs(planned) do
     local key, entries, positions = job_prefix .. job.id, {}, {}
