@@ -265,7 +265,8 @@ def test_an_abandoned_request_frees_its_workers_within_a_micro_batch(service: Lo
         )
     time.sleep(0.2)  # the gateway notices the disconnect and cancels the jobs, running ones too
     assert embed_over_http(guarded) < 1.5  # not behind the ~20 s of inference the abandoned request asked for
-    assert "cancelled mid-pass" in service.output()
+    # the worker says so at its next micro-batch boundary, which on a loaded machine may come after the answer above
+    wait_until(lambda: "cancelled mid-pass" in service.output(), 10, "the running job dropped mid-pass")
 
 
 def test_a_batch_that_fails_mid_run_keeps_its_finished_lines_and_leaves_no_job_queued(
