@@ -628,6 +628,67 @@ def celery_section(peer: dict[str, Any]) -> list[str]:
     return lines
 
 
+def reingest_lines(again: dict[str, Any] | None) -> list[str]:
+    if again is None:
+        return []
+    return [
+        "",
+        f"Re-ingestion (`bench/reingest.py`, {again['measured_at'][:10]}): a {again['texts']:,}-line Batch API file "
+        f"took {again['first_s']:.1f} s, the same file with {again['changed']:,} lines changed {again['second_s']:.1f} s: "
+        f"{again['speedup']:.1f}× faster (goal ≥ 5×: {'met' if again['speedup'] >= 5 else 'missed'}); "
+        f"{again['unchanged_lines_equal']:,} of {again['unchanged_lines']:,} unchanged lines bitwise equal.",
+    ]
+
+
+def cache_section(cache: dict[str, Any], again: dict[str, Any] | None = None) -> list[str]:
+    one, zipf, never = cache["one_text"], cache["zipf"], cache["never_repeating"]
+    rates, per_job = zipf["calls_per_s"], never["redis_per_job"]
+
+    def verdict(value: float, goal: float, higher: bool = True) -> str:
+        return "met" if (value >= goal if higher else value <= goal) else "missed"
+
+    client_hit = one["client_cached"]["p50_ms"]
+    return [
+        "## The fleet-wide cache — `./dev bench cache` (bench/cache.py)",
+        "",
+        f"Measured by {stamp(cache)}. 2 workers and the gateway (one API key) on a private redis-server;",
+        "every other section runs with the cache off (its peers compute every text, so does embedq there).",
+        "",
+        "| one short text, idle fleet | cached p50 / p95 (ms) | never seen p50 / p95 (ms) | never seen ÷ cached (p50) |",
+        "| --- | ---: | ---: | ---: |",
+        *(
+            f"| {label} | {one[f'{way}_cached']['p50_ms']:.2f} / {one[f'{way}_cached']['p95_ms']:.2f} | "
+            f"{one[f'{way}_new']['p50_ms']:.2f} / {one[f'{way}_new']['p95_ms']:.2f} | "
+            f"{one[f'{way}_new_over_cached_p50']:.1f}× |"
+            for way, label in (("client", "Python client"), ("http", "gateway (base64)"))
+        ),
+        "",
+        f"Goals: a hit ≤ 1 ms p50 through the Python client: {client_hit:.2f} ms, "
+        f"{verdict(client_hit, 1.0, higher=False)}; ≥ 5× lower than a miss: {one['client_new_over_cached_p50']:.1f}×, "
+        f"{verdict(one['client_new_over_cached_p50'], 5)}.",
+        "",
+        f"A search-like workload: {cache['calls']:,} one-text calls from 16 threads drawn from {cache['distinct']:,} "
+        f"distinct STS-B sentences by a Zipf law (s = {cache['zipf_s']}), the cache cleared before each run: hit "
+        f"ratio {zipf['hit_ratio']:.1%}.",
+        "",
+        "| calls/s | cache on | cache off | on ÷ off |",
+        "| --- | ---: | ---: | ---: |",
+        f"| Python client | {rates['client_on']:,.0f} | {rates['client_off']:,.0f} | {zipf['client_on_over_off']:.2f}× |",
+        f"| gateway | {rates['http_on']:,.0f} | {rates['http_off']:,.0f} | {zipf['http_on_over_off']:.2f}× |",
+        "",
+        f"Goal ≥ 3× through the client: {verdict(zipf['client_on_over_off'], 3)}.",
+        "",
+        f"Traffic that never repeats (every text new), cache on vs off: {never['calls_per_s']['on']:,.0f} vs "
+        f"{never['calls_per_s']['off']:,.0f} calls/s from 16 threads (cost {never['throughput_cost']:.1%}; goal ≤ 5%: "
+        f"{verdict(never['throughput_cost'], 0.05, higher=False)}), idle p50 {never['idle_p50_added_ms']:+.3f} ms "
+        f"(goal ≤ +0.3: {verdict(never['idle_p50_added_ms'], 0.3, higher=False)}); Redis per single-text job "
+        f"{per_job['on']['commands']:.1f} vs {per_job['off']['commands']:.1f} commands (gate ≤ 25: "
+        f"{verdict(per_job['on']['commands'], 25, higher=False)}), {per_job['on']['cpu_us']:.0f} vs "
+        f"{per_job['off']['cpu_us']:.0f} µs of its CPU.",
+        *reingest_lines(again),
+    ]
+
+
 def readme_block(
     run: dict[str, Any] | None,
     quality: dict[str, Any] | None,
@@ -801,7 +862,7 @@ def main() -> int:
     peer, lanes, export, int8 = load("celery_peer"), load("lanes"), load("export"), load("int8_vnni")
     gateway, infinity, aof, soak = load("gateway"), load("infinity_peer"), load("aof_loss"), load("soak")
     batch, front_door, budget = load("batch"), load("front_door"), load("latency_budget")
-    int8_avx2 = load("int8_avx2")
+    int8_avx2, cache = load("int8_avx2"), load("cache")
     page = [
         "# Benchmarks",
         "",
@@ -823,6 +884,7 @@ def main() -> int:
         batch and batch_section(batch),
         front_door and front_door_section(front_door),
         peer and celery_section(peer),
+        cache and cache_section(cache, load("reingest")),
         aof and aof_section(aof),
         soak and soak_section(soak),
         memory and memory_section(memory),
