@@ -51,9 +51,8 @@ def batch_file(texts: list[str], encoding: str) -> bytes:
     return "".join(json.dumps(line) + "\n" for line in lines).encode()
 
 
-def run_batch(client: openai.OpenAI, data: bytes, texts: int) -> float:
-    """Upload → create → poll → download the output: texts/s."""
-    started = time.perf_counter()
+def batch_output(client: openai.OpenAI, data: bytes, texts: int) -> bytes:
+    """Upload → create → poll → download: the output file of a batch that completed all `texts` lines."""
     uploaded = client.files.create(file=("corpus.jsonl", io.BytesIO(data)), purpose="batch")
     batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h")
     while batch.status not in ("completed", "failed", "cancelled", "expired"):
@@ -61,7 +60,13 @@ def run_batch(client: openai.OpenAI, data: bytes, texts: int) -> float:
         batch = client.batches.retrieve(batch.id)
     if batch.status != "completed" or batch.request_counts.completed != texts or batch.output_file_id is None:
         raise RuntimeError(f"the batch ended {batch.status}: {batch.request_counts}")
-    lines = client.files.content(batch.output_file_id).content.count(b"\n")
+    return client.files.content(batch.output_file_id).content
+
+
+def run_batch(client: openai.OpenAI, data: bytes, texts: int) -> float:
+    """Upload → create → poll → download the output: texts/s."""
+    started = time.perf_counter()
+    lines = batch_output(client, data, texts).count(b"\n")
     elapsed = time.perf_counter() - started
     if lines != texts:
         raise RuntimeError(f"{lines} output lines for {texts} texts")

@@ -56,17 +56,6 @@ def new_texts(count: int) -> list[str]:
     return [f"a query never seen before {tag} {n} about search" for n in range(count)]
 
 
-def latencies_ms(ask: Callable[[str], object], texts: list[str]) -> list[float]:
-    """One call at a time on an idle fleet (a pause between): each call's ms."""
-    times = []
-    for text in texts:
-        started = time.perf_counter()
-        ask(text)
-        times.append((time.perf_counter() - started) * 1000)
-        time.sleep(0.01)
-    return times
-
-
 def summary(times: list[float]) -> dict[str, float]:
     ordered = sorted(times)
     return {"p50_ms": statistics.median(ordered), "p95_ms": ordered[int(0.95 * (len(ordered) - 1))]}

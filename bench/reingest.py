@@ -8,7 +8,6 @@ line where the text is the same. Results go to bench/results/reingest.json (then
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import tempfile
@@ -18,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import openai
-from batch import batch_file, start_gateway
+from batch import batch_file, batch_output, start_gateway
 from benchlib import mixed_corpus, save, stsb_path
 
 from embedq.config import Settings
@@ -29,14 +28,7 @@ from embedq.local.service import LocalService
 def run(client: openai.OpenAI, data: bytes, texts: int) -> tuple[float, dict[str, str]]:
     """Upload → create → poll → download: seconds, and each line's vector (base64) by custom_id."""
     started = time.perf_counter()
-    uploaded = client.files.create(file=("corpus.jsonl", io.BytesIO(data)), purpose="batch")
-    batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h")
-    while batch.status not in ("completed", "failed", "cancelled", "expired"):
-        time.sleep(0.5)
-        batch = client.batches.retrieve(batch.id)
-    if batch.status != "completed" or batch.request_counts.completed != texts or batch.output_file_id is None:
-        raise RuntimeError(f"the batch ended {batch.status}: {batch.request_counts}")
-    output = client.files.content(batch.output_file_id).text
+    output = batch_output(client, data, texts)
     elapsed = time.perf_counter() - started
     vectors = {}
     for line in output.splitlines():

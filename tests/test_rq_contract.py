@@ -201,8 +201,7 @@ def test_the_enqueue_template_sends_the_commands_rqs_enqueue_many_sends_for_the_
 
     commands(plan.args[at - 1])
     while at < len(plan.args):  # per job: its id, its hashes (a count, then each), its shape, its commands
-        at += 2 + plan.args[at + 1] + 1
-        at += 1
+        at += 4 + plan.args[at + 1]  # past the id, the count, the hashes, the shape and the command count
         commands(plan.args[at - 1])
 
     def timeless(commands):
