@@ -169,12 +169,12 @@ def cache_use(asked: Any, settings: ClientSettings, scope: str) -> CacheUse:
     return use if settings.cache and not use.off else replace(NO_CACHE, only=use.only)
 
 
-def job_meta(request: EmbedRequest, hashes: list[str], cache: CacheUse) -> dict[str, Any]:
+def job_meta(request: EmbedRequest, hashes: list[str], lookups: list[str], cache: CacheUse) -> dict[str, Any]:
     """What a job's meta holds: its text count (take_pass.lua sizes passes by it); with the cache, whether
     its texts are looked up (a worker counts the misses it computes) and, unless told not to store, their
     hashes, which the worker stores its vectors under (hex: Lua's msgpack reads no binary)."""
     meta: dict[str, Any] = {"texts": len(request.texts)}
-    if cache.read and request.truncate and hashes:
+    if lookups:
         meta["looked"] = 1
     if cache.write and hashes:
         meta["cache"] = "".join(hashes)
@@ -190,6 +190,8 @@ def plan_enqueue(
         text_hashes(request.texts, cache, request.instruction, request.prompt_name) if not cache.off else []
         for request in requests
     ]
+    # truncate=False: not looked up (such a job must fail on a text over the model's length, cached or not)
+    lookups = [job_hashes if cache.read and request.truncate else [] for request, job_hashes in zip(requests, hashes)]
     template = job_template(queue, settings)
     commands = template.commands(
         [
@@ -198,10 +200,10 @@ def plan_enqueue(
                 job_values(
                     (EMBED_TASK, None, [request.to_payload()], {}),
                     description=f"embed {len(request.texts)} texts",
-                    meta=job_meta(request, job_hashes, cache),
+                    meta=job_meta(request, job_hashes, job_lookups, cache),
                 ),
             )
-            for job_id, request, job_hashes in zip(job_ids, requests, hashes)
+            for job_id, request, job_hashes, job_lookups in zip(job_ids, requests, hashes, lookups)
         ]
     )
     dimensions = max(request.dimensions or 0 for request in requests)
@@ -230,10 +232,9 @@ def plan_enqueue(
     for command in commands[:once]:
         args += [len(command), *command]
     lookup_at = []
-    for number, (job_id, request, job_hashes) in enumerate(zip(job_ids, requests, hashes)):
-        lookups = job_hashes if cache.read and request.truncate else []
-        lookup_at.append((len(args) + 2, len(lookups)))
-        args += [job_id, len(lookups), *lookups, pack_shape(request.normalize, request.dimensions), per_job]
+    for number, (job_id, request, job_lookups) in enumerate(zip(job_ids, requests, lookups)):
+        lookup_at.append((len(args) + 2, len(job_lookups)))
+        args += [job_id, len(job_lookups), *job_lookups, pack_shape(request.normalize, request.dimensions), per_job]
         for command in commands[once + number * per_job : once + (number + 1) * per_job]:
             args += [len(command), *command]
     keys = [
