@@ -13,7 +13,7 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
-from embedq.broker.connection import async_cache_redis, async_redis, sync_redis
+from embedq.broker.connection import async_cache_redis, async_redis, sync_cache_redis, sync_redis
 from embedq.broker.direct import execute_async, stack_of
 from embedq.broker.failures import OUTAGES, unreachable
 from embedq.broker.jobs import EmbedResult
@@ -52,6 +52,7 @@ class AsyncEmbedClient:
         self.remote = RemoteCache.of(self.settings) if self.cache_connection else None
         self._lanes = job_builders(self.settings.queue)
         self._stats_connection: Redis | None = None  # stats() reads with redis-py, in a thread: made when asked
+        self._stats_cache_connection: Redis | None = None  # and the cache's own Redis (CACHE_URL) likewise
         self.limits = self.settings.limits
 
     async def submit(self, texts: Sequence[str], **options: Unpack[SubmitOptions]) -> str:
@@ -105,8 +106,11 @@ class AsyncEmbedClient:
         """As EmbedClient.stats (read in a thread: it walks the workers' facts)."""
         if self._stats_connection is None:
             self._stats_connection = sync_redis(self.settings, socket_connect_timeout=CONNECT_TIMEOUT)
+            self._stats_cache_connection = sync_cache_redis(self.settings)
         try:
-            return await asyncio.to_thread(collect_stats, self._stats_connection, self.settings.queue)
+            return await asyncio.to_thread(
+                collect_stats, self._stats_connection, self.settings.queue, self._stats_cache_connection
+            )
         except OUTAGES as error:
             raise unreachable(error, self.settings.redis_url) from None
 
@@ -136,6 +140,8 @@ class AsyncEmbedClient:
             await self.cache_connection.aclose()
         if self._stats_connection is not None:
             self._stats_connection.close()
+        if self._stats_cache_connection is not None:
+            self._stats_cache_connection.close()
 
     async def __aenter__(self) -> AsyncEmbedClient:
         return self

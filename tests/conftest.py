@@ -16,13 +16,14 @@ import httpx
 import pytest
 from redis import Redis
 
-from embedq import EmbedClient
+from embedq import EmbedClient, EmbedResult
 from embedq.broker.connection import redis_answers
-from embedq.broker.keys import metrics_key
+from embedq.broker.keys import WORKER_KEY_PATTERN, metrics_key, serving_key
 from embedq.broker.lanes import COUNTERS, LANES
 from embedq.config import DEFAULT_MODEL_DIR, Settings
 from embedq.local.redis_server import RedisServer
 from embedq.local.service import LocalService
+from embedq.producer.stats import process_facts
 from embedq.worker.model.export import prepare_default
 from embedq.worker.supervisor.spawn import embedq_command, settings_env
 
@@ -121,6 +122,23 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, interva
 
 KEY = "sk-embedq-test"
 MODEL = "all-MiniLM-L6-v2"
+
+
+def served_alone(settings: Settings, texts: list[str]) -> EmbedResult:
+    """`texts` embedded on `settings`' queue by one worker of `settings` started for them, which then stops
+    and whose claim of the queue is dropped (as after WORKER_TTL), so that another model may claim it."""
+    worker = subprocess.Popen(
+        embedq_command("worker"), env=settings_env(settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        with EmbedClient(settings=settings) as client:
+            # once it has claimed the queue its fingerprint keys the look-ups (before, the last model's did)
+            wait_until(lambda: process_facts(client.connection, WORKER_KEY_PATTERN, settings.queue), 60, "worker up")
+            return client.wait(client.submit(texts), timeout=60)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        Redis.from_url(settings.redis_url).delete(serving_key(settings.queue))
 
 
 def free_port() -> int:

@@ -19,15 +19,15 @@ from rq.job import Job
 from embedq import EmbedClient
 from embedq.broker.cache import CACHE_WORKER, CacheUse, pack_entry, text_hashes
 from embedq.broker.jobs import MsgpackSerializer
-from embedq.broker.keys import WORKER_KEY_PATTERN, cache_prefix
+from embedq.broker.keys import cache_prefix
 from embedq.broker.rq_private.records import finished_registry_key, queue_key
 from embedq.broker.vectors import shape
 from embedq.config import Settings
 from embedq.gateway.batch.api import owner_of
-from embedq.producer.stats import cache_stats, process_facts
+from embedq.producer.stats import cache_stats
 from embedq.worker.model_claim import claim_queue
 from embedq.worker.supervisor.spawn import embedq_command, settings_env
-from tests.conftest import KEY, MODEL, counter, make_settings, start_gateway, wait_until
+from tests.conftest import KEY, MODEL, counter, make_settings, served_alone, start_gateway, wait_until
 
 
 def unique(count: int, what: str = "text") -> list[str]:
@@ -234,35 +234,19 @@ def test_clear_empties_the_cache_and_stats_and_metrics_show_it(service, gateway)
 
 def test_entries_carry_the_models_identity(redis_url, model_dir, tmp_path):
     """Two models on one queue name, one after the other (the claim of the first lapsed): neither is ever
-    answered from the other's entries, and each finds its own again."""
+    answered from the other's entries, and each finds its own again. (An int8 copy beside its fp32 model:
+    test_int8.)"""
     other_dir = tmp_path / "all-MiniLM-L6-v2-short"
     subprocess.run(["cp", "-r", str(model_dir), str(other_dir)], check=True)
     base = make_settings(redis_url, model_dir)
     texts = unique(3)
-
-    def served_by(directory, **overrides: object) -> np.ndarray:
-        settings = Settings(**{**base.model_dump(), "model_dir": directory, **overrides})
-        worker = subprocess.Popen(
-            embedq_command("worker"), env=settings_env(settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        try:
-            with EmbedClient(settings=settings) as client:
-                # once it has claimed the queue, its fingerprint keys the look-ups (before, the last model's did:
-                # that model was the queue's until another claimed it)
-                wait_until(lambda: process_facts(client.connection, WORKER_KEY_PATTERN, base.queue), 60, "worker up")
-                result = client.wait(client.submit(texts), timeout=60)
-                return np.asarray(result.embeddings), result.worker
-        finally:
-            worker.terminate()
-            worker.wait(timeout=30)
-            Redis.from_url(redis_url).delete(f"embedq:{base.queue}:serving")  # its claim lapses (as after WORKER_TTL)
-
-    first, by = served_by(model_dir)
-    assert by != CACHE_WORKER
-    short, by = served_by(other_dir, max_length=8)  # another setting that changes the vectors: another identity
-    assert by != CACHE_WORKER and short.tobytes() != first.tobytes()
-    again, by = served_by(model_dir)
-    assert by == CACHE_WORKER and again.tobytes() == first.tobytes()
+    first = served_alone(base, texts)
+    assert first.worker != CACHE_WORKER
+    short = served_alone(Settings(**{**base.model_dump(), "model_dir": other_dir, "max_length": 8}), texts)
+    assert short.worker != CACHE_WORKER, "another setting that changes the vectors is another identity"
+    assert short.embeddings.tobytes() != first.embeddings.tobytes()
+    again = served_alone(base, texts)
+    assert again.worker == CACHE_WORKER and again.embeddings.tobytes() == first.embeddings.tobytes()
 
 
 def test_the_cache_keeps_its_budget_and_never_costs_a_submit_on_a_small_noeviction_redis(model_dir, tmp_path):

@@ -3,9 +3,11 @@ it was not calibrated on, named for its precision; and a gate that keeps no copy
 
 import json
 import subprocess
+import uuid
 
 import pytest
 
+from embedq.broker.cache import CACHE_WORKER
 from embedq.config import Settings
 from embedq.worker.model import quantize
 from embedq.worker.model.encoder import Encoder
@@ -14,6 +16,7 @@ from embedq.worker.model.quality import agreement, cosine_spearman, split_stsb
 from embedq.worker.model.quantize import GOALS, STSB_MAX_LOSS, Int8Recipe, Int8Report, quantize_int8
 from embedq.worker.model.spec import ModelError, load_spec
 from embedq.worker.supervisor.spawn import embedq_command
+from tests.conftest import make_settings, served_alone
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +120,19 @@ def test_a_worker_on_the_other_kind_of_cpu_is_told_so_with_the_command_that_prep
     (copy / "quality.json").write_text(json.dumps({"precision": "int8"}))  # made before the flags were recorded
     assert quantize.cpu_kind_warning(copy) is None
     assert quantize.cpu_kind_warning(tmp_path) is None, "an fp32 model directory"
+
+
+def test_an_int8_copy_and_its_fp32_model_on_one_queue_name_never_see_each_others_cache_entries(prepared, redis_url):
+    """The cache's keys carry the model's identity (its files and precision, not its name): the int8 copy
+    served after the fp32 model computes its own vectors, and each finds only its own entries again."""
+    fp32_dir, int8_dir, _ = prepared
+    fp32_settings = make_settings(redis_url, fp32_dir)
+    int8_settings = Settings(**{**fp32_settings.model_dump(), "model_dir": int8_dir})
+    texts = [f"a sentence for two precisions, {uuid.uuid4().hex}" for _ in range(3)]
+    fp32 = served_alone(fp32_settings, texts)
+    int8 = served_alone(int8_settings, texts)
+    assert CACHE_WORKER not in (fp32.worker, int8.worker)
+    assert int8.embeddings.tobytes() != fp32.embeddings.tobytes()
+    for settings, filled in ((fp32_settings, fp32), (int8_settings, int8)):
+        again = served_alone(settings, texts)
+        assert again.worker == CACHE_WORKER and again.embeddings.tobytes() == filled.embeddings.tobytes()

@@ -40,6 +40,7 @@ class FixedPass(PassWorker):
 
     failing: ClassVar[set[str]] = set()
     seen_started: ClassVar[list[tuple[str, str]]] = []
+    cache: ClassVar[CacheWrites] = CacheWrites("", "", 60, 0, "embedq:test:cache-stats", "embedq:test:cache-index", {})
 
     def execute_pass(self, taken: TakenPass) -> None:
         FixedPass.seen_started = StartedJobRegistry(queue=taken.queue).get_job_and_execution_ids()
@@ -62,7 +63,7 @@ class FixedPass(PassWorker):
             metrics="embedq:test:metrics",
             timings="embedq:test:timings",
             histogram=timing_increments("interactive", [dict.fromkeys(TIMINGS, 3.0)] * len(done)),
-            cache=CacheWrites("", "", 60, 0, "embedq:test:cache-stats", "embedq:test:cache-index", {}),
+            cache=self.cache,
         )
 
 
@@ -282,3 +283,26 @@ def test_a_worker_that_stops_is_no_longer_among_the_idle_workers(queue: Queue):
     worker = run_passes(queue, f"stops-{queue.name}")  # a burst on an empty queue: one idle look, then it stops
     assert queue.connection.zscore(idle_key(queue.name), worker.name) is None
     assert queue.connection.zscore(waiters_key(queue.name), worker.name) is None
+
+
+def test_entries_gone_by_their_ttl_are_counted_out_of_the_caches_budget(queue: Queue):
+    """A pass's accounting drops what expired since it last looked (a count that only grew would fill the
+    budget for good and trim live entries instead)."""
+    redis, q = queue.connection, queue.name
+    stats, index = f"embedq:{q}:cache-stats", f"embedq:{q}:cache-index"
+
+    def pass_storing(hashed: str, ttl: int) -> dict[str, int]:
+        FixedPass.cache = CacheWrites(f"embedq:{q}:cache:", "fp", ttl, 10**9, stats, index, {hashed: b"v" * 1600})
+        try:
+            enqueue(queue)
+            run_passes(queue, f"w-{uuid.uuid4().hex[:6]}")
+        finally:
+            FixedPass.cache = CacheWrites("", "", 60, 0, stats, index, {})
+        return {name: int(redis.hget(stats, name) or 0) for name in ("entries", "bytes")}
+
+    first = pass_storing("a" * 32, ttl=1)
+    assert first["entries"] == 1 and first["bytes"] > 1600
+    time.sleep(2.1)  # Redis drops the entry; only the accounting can forget it
+    assert not redis.exists(f"embedq:{q}:cache:fp:{'a' * 32}")
+    assert pass_storing("b" * 32, ttl=60) == first, "the expired entry is still counted"
+    assert [member.decode() for member in redis.zrange(index, 0, -1)] == [f"fp:{'b' * 32}"]

@@ -97,12 +97,14 @@ class EmbedWorker(PassWorker):
         backoff: RedisBackoff,
         fingerprint: str = "",
         cache_budget: int = 0,
+        remote_cache: RemoteStore | None = None,
         parent: int | None = None,
         beat: Beat | None = None,
         **kwargs: Any,
     ) -> None:
         """`fingerprint`, `cache_budget`: the model's (model_claim.model_fingerprint) and the bytes the
-        cache may count (caching.cache_budget); the pass's vectors are stored only with both."""
+        cache may count (caching.cache_budget); the pass's vectors are stored only with both, or in
+        `remote_cache` (CACHE_URL) when there is one."""
         lanes = lane_queues(settings.queue, kwargs["connection"], job_class=tasks.EmbedJob)
         super().__init__(
             list(lanes.values()),
@@ -127,7 +129,7 @@ class EmbedWorker(PassWorker):
         self.in_pass = False
         self.interactive, self.bulk = lanes["interactive"], lanes["bulk"]
         self.fingerprint, self.cache_budget = fingerprint, cache_budget
-        self.remote_cache = RemoteStore.of(settings, fingerprint) if settings.cache_url else None
+        self.remote_cache = remote_cache
         self.cache_writes = settings.cache and bool(fingerprint) and (cache_budget > 0 or self.remote_cache is not None)
 
     def next_lanes(self) -> list[Queue]:
@@ -445,6 +447,7 @@ def run_worker(
     beating = Beat(beat) if beat else None  # before the model loads: a slow load is not a hang
     encoder, facts = ready_encoder(settings, name)
     fingerprint = model_fingerprint(encoder)
+    remote_cache = RemoteStore.of(settings, fingerprint)  # one connection for the process's life
     stop = threading.Event()
     connection = connect(settings, stop)
     tasks.EmbedJob.configure(settings.limits)
@@ -481,6 +484,7 @@ def run_worker(
                 backoff=backoff,
                 fingerprint=fingerprint,
                 cache_budget=budget,
+                remote_cache=remote_cache,
                 parent=parent,
                 beat=beating,
             )

@@ -4,7 +4,8 @@
   dead whose jobs were handed back writes nothing, so every result is written once (and if any job
   was not written, the pass's timings are left out of the histograms; the counters stay exact). The
   vectors the pass computed go into the cache (each entry once, with its TTL), whose accounting is kept
-  within its byte budget: entries found expired are counted out, then the least recently used trimmed.
+  within its byte budget: entries found expired are counted out (looked for every few seconds, not at
+  every pass), then the least recently used trimmed.
   KEYS[1]   held     this worker's held set
   KEYS[2]   worker      rq's hash of this worker
   KEYS[3]   facts       embedq's facts of this worker
@@ -47,6 +48,7 @@ local FIRST_JOB_KEY, FIRST_VALUE, PER_JOB = 10, 17, 8
 local first_bucket = FIRST_VALUE + count * PER_JOB
 local first_entry = first_bucket + 2 * buckets
 local TRIM_LEAST = 16  -- entries counted out or trimmed per pass, beyond as many as it wrote
+local EXPIRED_LOOK_EVERY = 10  -- seconds between looks for expired entries (while fewer than allowed are found)
 local OVERHEAD = 160  -- bytes Redis spends per entry beyond its key, value and index member (dict, TTL, skiplist)
 
 local function write_cache()
@@ -62,7 +64,7 @@ local function write_cache()
         end
     end
     if writes > 0 then redis.call('ZADD', index, unpack(members)) end
-    local held = redis.call('HMGET', stats, 'bytes', 'entries', 'writes', 'trimmed', 'misses')
+    local held = redis.call('HMGET', stats, 'bytes', 'entries', 'writes', 'trimmed', 'misses', 'due')
     local bytes, entries = tonumber(held[1] or 0) + writes * cost, tonumber(held[2] or 0) + writes
     local sizes = {[fingerprint] = cost}
     local function size_of(member)  -- an entry of an earlier model counts what its model's entries did
@@ -70,11 +72,15 @@ local function write_cache()
         if sizes[fp] == nil then sizes[fp] = tonumber(redis.call('HGET', stats, 'size:' .. fp) or 0) end
         return sizes[fp]
     end
-    local allowance = writes + TRIM_LEAST
-    local expired = redis.call('ZRANGEBYSCORE', index, '-inf', at, 'LIMIT', 0, allowance)
-    if #expired > 0 then  -- gone by their TTL (a hit moves an entry's score with its TTL): counted out
-        redis.call('ZREM', index, unpack(expired))
-        for _, member in ipairs(expired) do bytes, entries = bytes - size_of(member), entries - 1 end
+    local allowance, due = writes + TRIM_LEAST, tonumber(held[6] or 0)
+    if at >= due then  -- gone by their TTL (a hit moves an entry's score with its TTL): counted out
+        local expired = redis.call('ZRANGEBYSCORE', index, '-inf', at, 'LIMIT', 0, allowance)
+        if #expired > 0 then
+            redis.call('ZREM', index, unpack(expired))
+            for _, member in ipairs(expired) do bytes, entries = bytes - size_of(member), entries - 1 end
+        end
+        -- all found: look again after a while (a few passes' expiries counted late, never missed)
+        due = #expired < allowance and at + math.min(EXPIRED_LOOK_EVERY, cache_ttl) or at
         allowance = allowance - #expired
     end
     local trimmed = 0
@@ -90,7 +96,7 @@ local function write_cache()
     end
     if entries <= 0 then bytes, entries = 0, 0 end  -- nothing left: the account starts from nothing too
     redis.call('HSET', stats, 'bytes', math.max(bytes, 0), 'entries', entries, 'budget', budget,
-        'size:' .. fingerprint, cost, 'writes', tonumber(held[3] or 0) + writes,
+        'size:' .. fingerprint, cost, 'writes', tonumber(held[3] or 0) + writes, 'due', due,
         'trimmed', tonumber(held[4] or 0) + trimmed, 'misses', tonumber(held[5] or 0) + misses)
 end
 
