@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 import openai
-from benchlib import KeepAlive, mixed_corpus, process_cpu_seconds, save, stsb_path
-from lanes import micro_batch_ms, summary
+from benchlib import KeepAlive, mixed_corpus, process_cpu_seconds, save, stsb_path, summary
+from lanes import micro_batch_ms
 
 from embedq.config import Settings
 from embedq.local.redis_server import RedisServer, free_port

@@ -64,6 +64,11 @@ def side_by_side(a: Callable[[], float], b: Callable[[], float], repeats: int) -
     return statistics.median(samples["a"]), statistics.median(samples["b"])
 
 
+def summary(times: list[float]) -> dict[str, float]:
+    """p50 and p95 (interpolated, as numpy's percentile) of latencies in ms, and how many there were."""
+    return {"p50_ms": statistics.median(times), "p95_ms": float(np.percentile(times, 95)), "samples": len(times)}
+
+
 def concurrent_rate(ask: Callable[[T], object], items: list[T], clients: int, per_item: int = 1) -> float:
     """Items per second (times `per_item`) of `ask` over `items` from `clients` threads at once."""
     started = time.perf_counter()

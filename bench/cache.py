@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchlib import KeepAlive, alternate, concurrent_rate, save, start_gateway, stsb_path
+from benchlib import KeepAlive, alternate, concurrent_rate, save, start_gateway, stsb_path, summary
 from fleet import RedisCost
 
 from embedq import EmbedClient
@@ -54,11 +54,6 @@ def zipf_draws(sentences: list[str], calls: int, s: float = 1.0, seed: int = 0) 
 def new_texts(count: int) -> list[str]:
     tag = uuid.uuid4().hex[:8]
     return [f"a query never seen before {tag} {n} about search" for n in range(count)]
-
-
-def summary(times: list[float]) -> dict[str, float]:
-    ordered = sorted(times)
-    return {"p50_ms": statistics.median(ordered), "p95_ms": ordered[int(0.95 * (len(ordered) - 1))]}
 
 
 def interleaved(asks: dict[str, Callable[[], float]], samples: int) -> dict[str, list[float]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchlib import mixed_corpus, save, short_queries, side_by_side, stsb_path
+from benchlib import mixed_corpus, save, short_queries, side_by_side, stsb_path, summary
 
 from embedq import AsyncEmbedClient, EmbedClient
 from embedq.config import Settings
@@ -64,10 +64,6 @@ def micro_batch_ms(settings: Settings, texts: list[str]) -> float:
         encoder.session.run([encoder.output], feed)
         times.append((time.perf_counter() - started) * 1000)
     return statistics.median(times)
-
-
-def summary(times: list[float]) -> dict[str, float]:
-    return {"p50_ms": statistics.median(times), "p95_ms": float(np.percentile(times, 95)), "samples": len(times)}
 
 
 def clients_side_by_side(settings: Settings, queries: list[str], repeats: int) -> dict[str, Any]:
