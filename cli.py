@@ -37,7 +37,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     parent = os.getppid() if args.stop_with_parent else None
     beat = Path(args.beat_file) if args.beat_file else None
-    return 0 if run_worker(_service_settings(), name=args.name, burst=args.burst, parent=parent, beat=beat) else 1
+    served = run_worker(
+        _service_settings(), name=args.name, burst=args.burst, parent=parent, beat=beat, home_shard=args.home_shard
+    )
+    return 0 if served else 1
 
 
 def cmd_supervise(args: argparse.Namespace) -> int:
@@ -316,6 +319,11 @@ def _fleet_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser
         help="finish the current pass and exit when the parent process is gone (what `embedq supervise` asks)",
     )
     worker.add_argument("--beat-file", help="keep this heartbeat file for the supervisor's hung-worker watch")
+    worker.add_argument(
+        "--home-shard",
+        type=int,
+        help="the queue's shard it serves first (default: chosen by its pid; see QUEUE_SHARDS)",
+    )
     worker.set_defaults(run=cmd_worker)
 
     supervise = commands.add_parser("supervise", help="run N worker processes, restarting any that dies")

@@ -20,18 +20,20 @@ EMBED_TASK = "embedq.worker.tasks.embed"  # the function every queued job names 
 PAYLOAD_VERSION = 1
 
 
-def new_job_id(result_ttl: int) -> str:
+def new_job_id(result_ttl: int, tag: str = "") -> str:
     """32 hex digits: the enqueue time (unix s, 8), the job's result TTL (s, 6; capped), 72 random bits.
     A job's records stay in Redis at least until enqueue time + result TTL (it cannot finish before it is
-    enqueued), so a waiter that finds them gone before then knows Redis lost the job."""
-    return f"{int(time.time()):08x}{min(result_ttl, 0xFFFFFF):06x}{secrets.token_hex(9)}"
+    enqueued), so a waiter that finds them gone before then knows Redis lost the job. On a tagged shard
+    (broker/shards.py) the shard's `{tag}` comes first, so the job's keys share the shard's hash slot."""
+    return f"{tag}{int(time.time()):08x}{min(result_ttl, 0xFFFFFF):06x}{secrets.token_hex(9)}"
 
 
 def job_lifetime(job_id: str) -> tuple[float, int] | None:
     """(enqueued at, unix s; result TTL, s) of a job with a new_job_id() id; None for any other id (rq's own)."""
-    if len(job_id) != 32 or not all(char in string.hexdigits for char in job_id):
+    digits = job_id.rpartition("}")[2]
+    if len(digits) != 32 or not all(char in string.hexdigits for char in digits):
         return None
-    return float(int(job_id[:8], 16)), int(job_id[8:14], 16)
+    return float(int(digits[:8], 16)), int(digits[8:14], 16)
 
 
 class MsgpackSerializer:

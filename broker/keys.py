@@ -3,6 +3,8 @@ its own `rq:*` (broker's rq surface names those). Scripts get their keys from he
 
 from __future__ import annotations
 
+from embedq.broker.shards import hash_tag
+
 KEY_PREFIX = "embedq:"
 WORKER_KEY_PATTERN = KEY_PREFIX + "worker:*"
 SUPERVISOR_KEY_PATTERN = KEY_PREFIX + "supervisor:*"
@@ -15,9 +17,10 @@ def worker_key(name: str) -> str:
     return f"{KEY_PREFIX}worker:{name}"
 
 
-def held_key(worker_name: str) -> str:
-    """The jobs a worker's current pass holds (`job_id:pass_id`), so they can be handed back if it dies."""
-    return f"{KEY_PREFIX}claimed:{worker_name}"  # a contract: running fleets read it
+def held_key(worker_name: str, shard: str = "") -> str:
+    """The jobs a worker's current pass holds (`job_id:pass_id`), so they can be handed back if it dies;
+    one per shard it takes from (with the shard's hash tag; none for an untagged queue)."""
+    return f"{KEY_PREFIX}claimed:{worker_name}{hash_tag(shard)}"  # a contract: running fleets read it
 
 
 DOORBELL_WAIT = 1  # seconds an idle worker blocks on its doorbells before it looks again on its own

@@ -42,6 +42,7 @@ class Limits:
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 # redis-py's TLS parameters of a rediss:// URL that name files: checked when the settings load
+MAX_QUEUE_SHARDS = 256  # a shard is a hash slot of its own: far more than any Cluster has primaries
 TLS_FILES = {"ssl_ca_certs": "CA certificate", "ssl_certfile": "client certificate", "ssl_keyfile": "client key"}
 
 
@@ -69,6 +70,18 @@ class ClientSettings(BaseSettings):
         "failovers); REDIS_URL then gives only user, password, database and TLS parameters",
     )
     redis_sentinel_master: str = Field("mymaster", min_length=1, description="the primary's name in Sentinel")
+    redis_cluster: bool = Field(
+        False,
+        description="REDIS_URL is one node of a Redis Cluster (any node: the others are discovered from it); "
+        "not with REDIS_SENTINELS",
+    )
+    queue_shards: int = Field(
+        1,
+        ge=1,
+        le=MAX_QUEUE_SHARDS,
+        description="hash-tagged parts a queue is split into, each with both lanes, spread over a Cluster's "
+        "primaries (each holds up to MAX_QUEUE_LENGTH / MAX_BULK_QUEUE_LENGTH jobs)",
+    )
     require_noeviction: bool = Field(
         False,
         description="refuse to run (worker, `embedq stats`, gateway readiness) on a Redis whose maxmemory-policy "
@@ -121,6 +134,15 @@ class ClientSettings(BaseSettings):
             if not host or not port.isdigit():
                 raise ValueError(f"expected host:port entries, comma-separated, got {address!r}")
         return addresses
+
+    @field_validator("redis_cluster")
+    @classmethod
+    def _cluster_or_sentinel(cls, cluster: bool, info: ValidationInfo) -> bool:
+        if cluster and info.data.get("redis_sentinels"):
+            raise ValueError("a Redis Cluster fails over by itself: set REDIS_CLUSTER or REDIS_SENTINELS, not both")
+        if cluster and str(info.data.get("redis_url", "")).startswith("unix://"):
+            raise ValueError("a Redis Cluster is reached over TCP: REDIS_URL must be redis:// or rediss://")
+        return cluster
 
     @field_validator("redis_url", "cache_url")
     @classmethod

@@ -18,6 +18,7 @@ from embedq.broker.direct import execute_async, stack_of
 from embedq.broker.failures import OUTAGES, unreachable
 from embedq.broker.jobs import EmbedResult
 from embedq.broker.rq_private.queues import job_builders
+from embedq.broker.shards import shards_of
 from embedq.config.settings import ClientSettings, client_settings, redact_url
 from embedq.producer.client import CONNECT_TIMEOUT, SOCKET_TIMEOUT
 from embedq.producer.enqueue import EnqueuePlan, SubmitOptions, plan_submit
@@ -50,7 +51,7 @@ class AsyncEmbedClient:
         )
         self.cache_connection = async_cache_redis(self.settings)
         self.remote = RemoteCache.of(self.settings) if self.cache_connection else None
-        self._lanes = job_builders(self.settings.queue)
+        self._shards = job_builders(self.settings.queue, self.settings.queue_shards, self.settings.redis_cluster)
         self._stats_connection: Redis | None = None  # stats() reads with redis-py, in a thread: made when asked
         self._stats_cache_connection: Redis | None = None  # and the cache's own Redis (CACHE_URL) likewise
         self.limits = self.settings.limits
@@ -109,13 +110,17 @@ class AsyncEmbedClient:
             self._stats_cache_connection = sync_cache_redis(self.settings)
         try:
             return await asyncio.to_thread(
-                collect_stats, self._stats_connection, self.settings.queue, self._stats_cache_connection
+                collect_stats,
+                self._stats_connection,
+                self.settings.queue,
+                self._stats_cache_connection,
+                shards_of(self.settings),
             )
         except OUTAGES as error:
             raise unreachable(error, self.settings.redis_url) from None
 
     def _plan(self, batches: Sequence[Sequence[str]], options: SubmitOptions) -> EnqueuePlan:
-        return plan_submit(self._lanes, self.settings, batches, options, self.cache_scope)
+        return plan_submit(self._shards, self.settings, batches, options, self.cache_scope)
 
     async def _run(self, steps: Steps[T]) -> T:
         steps, reply = interpreted(steps, self.settings.redis_url), None

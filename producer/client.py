@@ -15,7 +15,8 @@ from embedq.broker.connection import sync_cache_redis, sync_redis
 from embedq.broker.direct import execute, stack_of
 from embedq.broker.failures import OUTAGES, unreachable
 from embedq.broker.jobs import EmbedResult
-from embedq.broker.rq_private.queues import lane_queues
+from embedq.broker.rq_private.queues import shard_lanes
+from embedq.broker.shards import shards_of
 from embedq.config.settings import ClientSettings, client_settings, redact_url
 from embedq.producer.enqueue import EnqueuePlan, SubmitOptions, plan_submit
 from embedq.producer.remote_cache import RemoteCache
@@ -50,7 +51,9 @@ class EmbedClient:
         )
         self.cache_connection = sync_cache_redis(self.settings)
         self.remote = RemoteCache.of(self.settings) if self.cache_connection else None
-        self.lanes = lane_queues(self.settings.queue, self.connection)
+        self.shards = shard_lanes(
+            self.settings.queue, self.connection, self.settings.queue_shards, self.settings.redis_cluster
+        )  # each shard's name and lanes
         self.limits = self.settings.limits
 
     def submit(self, texts: Sequence[str], **options: Unpack[SubmitOptions]) -> str:
@@ -96,12 +99,12 @@ class EmbedClient:
     def stats(self) -> dict[str, Any]:
         """Queue depth, live workers with their providers, counters and timing percentiles."""
         try:
-            return collect_stats(self.connection, self.settings.queue, self.cache_connection)
+            return collect_stats(self.connection, self.settings.queue, self.cache_connection, shards_of(self.settings))
         except OUTAGES as error:
             raise unreachable(error, self.settings.redis_url) from None
 
     def _plan(self, batches: Sequence[Sequence[str]], options: SubmitOptions) -> EnqueuePlan:
-        return plan_submit(self.lanes, self.settings, batches, options, self.cache_scope)
+        return plan_submit(self.shards, self.settings, batches, options, self.cache_scope)
 
     def _run(self, steps: Steps[T]) -> T:
         steps, reply = interpreted(steps, self.settings.redis_url), None

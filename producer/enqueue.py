@@ -8,6 +8,7 @@ limit, and a `submit_many` is never half enqueued."""
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypedDict
@@ -37,6 +38,7 @@ from embedq.broker.rq_private.records import (
     rq_stamp,
 )
 from embedq.broker.scripts import load
+from embedq.broker.shards import hash_tag
 from embedq.config.settings import ClientSettings
 from embedq.errors import InvalidInput, NotCached, QueueFull
 
@@ -143,19 +145,30 @@ def job_template(queue: Queue, settings: ClientSettings) -> JobTemplate:
 
 
 def plan_submit(
-    lanes: Mapping[Lane, Queue],
+    shards: Mapping[str, Mapping[Lane, Queue]],
     settings: ClientSettings,
     batches: Sequence[Any],
     options: SubmitOptions,
     scope: str = "",
 ) -> EnqueuePlan:
-    """Check every batch and the priority (InvalidInput), then plan their enqueue in the lane's queue (no I/O).
-    `scope`: the client's cache scope, for a `cache` option of True."""
+    """Check every batch and the priority (InvalidInput), then plan their enqueue in the lane's queue of one
+    shard (no I/O). `shards`: each shard's name and lanes (broker/shards.py); `scope`: the client's cache
+    scope, for a `cache` option of True."""
     wanted = dict(options)
     lane = check_lane(wanted.pop("priority", "interactive"))
     cache = cache_use(wanted.pop("cache", True), settings, scope)
     requests = validate_batches(batches, limits=settings.limits, **wanted)
-    return plan_enqueue(lanes[lane], settings, requests, lane, cache)
+    shard = pick_shard(list(shards), requests)
+    return plan_enqueue(shards[shard][lane], shard, settings, requests, lane, cache)
+
+
+def pick_shard(shards: Sequence[str], requests: Sequence[EmbedRequest]) -> str:
+    """The shard a call's jobs all go to: chosen by its first text, so calls spread evenly over the shards
+    and a text asked again meets the same shard's cache (no read of the shards' lengths)."""
+    if len(shards) == 1:
+        return shards[0]
+    first = next((request.texts[0] for request in requests if request.texts), "")
+    return shards[zlib.crc32(first.encode("utf-8", "surrogatepass")) % len(shards)]
 
 
 def cache_use(asked: Any, settings: ClientSettings, scope: str) -> CacheUse:
@@ -182,10 +195,16 @@ def job_meta(request: EmbedRequest, hashes: list[str], lookups: list[str], cache
 
 
 def plan_enqueue(
-    queue: Queue, settings: ClientSettings, requests: list[EmbedRequest], lane: Lane, cache: CacheUse = NO_CACHE
+    queue: Queue,
+    shard: str,
+    settings: ClientSettings,
+    requests: list[EmbedRequest],
+    lane: Lane,
+    cache: CacheUse = NO_CACHE,
 ) -> EnqueuePlan:
-    """`queue`: the lane's rq queue (lanes.lane_queue)."""
-    job_ids = [new_job_id(settings.result_ttl) for _ in requests]
+    """`queue`: the lane's rq queue of `shard` (lanes.lane_queue; the queue's name when it has one shard)."""
+    tag = hash_tag(shard)
+    job_ids = [new_job_id(settings.result_ttl, tag) for _ in requests]
     hashes = [
         text_hashes(request.texts, cache, request.instruction, request.prompt_name) if not cache.off else []
         for request in requests
@@ -217,9 +236,9 @@ def plan_enqueue(
         limit,
         len(requests),
         dimensions,
-        bell_prefix(settings.queue),
+        bell_prefix(shard),
         IDLE_FOR,
-        cache_prefix(settings.queue) if cache.read and not settings.cache_url else "",
+        cache_prefix(shard) if cache.read and not settings.cache_url else "",
         settings.cache_ttl,
         rq_stamp(),
         settings.result_ttl,
@@ -239,13 +258,13 @@ def plan_enqueue(
             args += [len(command), *command]
     keys = [
         queue.key,
-        model_key(settings.queue),
-        doorbell_key(settings.queue),
+        model_key(shard),
+        doorbell_key(shard),
         result_stream_key(job_ids[0]),
-        waiters_key(settings.queue),
-        idle_key(settings.queue),
+        waiters_key(shard),
+        idle_key(shard),
         finished_registry_key(queue.name),
-        cache_stats_key(settings.queue),
-        cache_index_key(settings.queue),
+        cache_stats_key(shard),
+        cache_index_key(shard),
     ]
     return EnqueuePlan(job_ids, keys, args, queue.name, limit, limit_name, dimensions, cache, lookup_at)

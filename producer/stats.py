@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from redis import Redis
@@ -48,12 +49,12 @@ def process_facts(connection: Redis, pattern: str, queue: str) -> list[dict[str,
     return found
 
 
-def with_silence(connection: Redis, workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def with_silence(connection: Redis, workers: list[dict[str, Any]], shards: Sequence[str]) -> list[dict[str, Any]]:
     """Each worker's facts plus how long rq has not heard from it and how many jobs its pass holds."""
     for worker in workers:
         heard = last_heartbeat(connection, worker["name"])
         worker["silent_seconds"] = round(time.time() - heard, 1) if heard else None
-        worker["holding"] = int(connection.scard(held_key(worker["name"])))
+        worker["holding"] = sum(int(connection.scard(held_key(worker["name"], shard))) for shard in shards)
     return workers
 
 
@@ -84,12 +85,24 @@ def quantile(cumulative: list[tuple[float, float]], q: float) -> float | None:
 CACHE_NUMBERS = ("hits", "misses", "answered", "writes", "trimmed", "foreign", "bytes", "entries", "budget")
 
 
-def cache_stats(connection: Redis, queue: str, cache_connection: Redis | None = None) -> dict[str, float]:
+def summed(connection: Redis, keys: Sequence[str]) -> dict[str, float]:
+    """Hashes of numbers (one per shard) added up field by field."""
+    total: dict[str, float] = {}
+    for key in keys:
+        for name, value in read_numbers(connection, key).items():
+            total[name] = total.get(name, 0.0) + value
+    return total
+
+
+def cache_stats(
+    connection: Redis, queue: str, cache_connection: Redis | None = None, shards: Sequence[str] | None = None
+) -> dict[str, float]:
     """The queue's cache: texts found and not (hits, misses) and the hit ratio, jobs answered without a
     worker, entries written, trimmed for the budget and refused as foreign, and the bytes and entries held
-    against the budget (bytes as embedq counts them, Redis' own overhead included). In a Redis of its own
-    (`cache_connection`), which bounds it: its keys, used memory and maxmemory instead (none if it is away)."""
-    numbers = read_numbers(connection, cache_stats_key(queue))
+    against the budget (bytes as embedq counts them, Redis' own overhead included), summed over its
+    `shards` (default: the queue alone; each shard's cache keeps a budget of its own). In a Redis of its
+    own (`cache_connection`), which bounds it: its keys, used memory and maxmemory instead (none if away)."""
+    numbers = summed(connection, [cache_stats_key(shard) for shard in shards or [queue]])
     found = {name: numbers.get(name, 0.0) for name in CACHE_NUMBERS}
     if cache_connection is not None:
         try:
@@ -106,27 +119,39 @@ def cache_stats(connection: Redis, queue: str, cache_connection: Redis | None = 
     return found
 
 
-def collect_stats(connection: Redis, queue: str, cache_connection: Redis | None = None) -> dict[str, Any]:
-    counters = read_numbers(connection, metrics_key(queue))
-    timings = read_numbers(connection, timings_key(queue))
+def percentiles_of(timings: dict[str, float], lane: str) -> dict[str, dict[str, float | None]]:
+    """p50, p95 and mean of each timing of `lane` with any count, from its histograms."""
+    percentiles = {}
+    for timing in TIMINGS:
+        cumulative, total = histogram(timings, lane, timing)
+        if cumulative[-1][1]:
+            percentiles[timing] = {
+                "p50": quantile(cumulative, 0.5),
+                "p95": quantile(cumulative, 0.95),
+                "mean": total / cumulative[-1][1],
+            }
+    return percentiles
+
+
+def collect_stats(
+    connection: Redis, queue: str, cache_connection: Redis | None = None, shards: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """What `embedq stats` shows of `queue`, its `shards` (default: the queue alone) added up; each
+    shard's depth per lane under "shards"."""
+    shards = list(shards or [queue])
+    counters = summed(connection, [metrics_key(shard) for shard in shards])
+    timings = summed(connection, [timings_key(shard) for shard in shards])
+    by_shard = {shard: lane_queues(shard, connection) for shard in shards}
     lanes: dict[str, Any] = {}
-    for lane, rq_queue in lane_queues(queue, connection).items():
-        percentiles = {}
-        for timing in TIMINGS:
-            cumulative, total = histogram(timings, lane, timing)
-            if cumulative[-1][1]:
-                percentiles[timing] = {
-                    "p50": quantile(cumulative, 0.5),
-                    "p95": quantile(cumulative, 0.95),
-                    "mean": total / cumulative[-1][1],
-                }
+    for lane in LANES:
+        parts = [rq_lanes[lane] for rq_lanes in by_shard.values()]
         lanes[lane] = {
-            "rq_queue": rq_queue.name,
-            "queued": rq_queue.count,
-            "running": StartedJobRegistry(queue=rq_queue).count,
-            "failed": FailedJobRegistry(queue=rq_queue).count,
+            "rq_queue": parts[0].name if len(parts) == 1 else f"{len(parts)} shards",
+            "queued": sum(part.count for part in parts),
+            "running": sum(StartedJobRegistry(queue=part).count for part in parts),
+            "failed": sum(FailedJobRegistry(queue=part).count for part in parts),
             "counters": {name: counters.get(f"{lane}:{name}", 0.0) for name in COUNTERS},
-            "percentiles": percentiles,
+            "percentiles": percentiles_of(timings, lane),
         }
     totals = {name: sum(lanes[lane]["counters"][name] for lane in LANES) for name in COUNTERS}
     totals["failed_attempts"] = counters.get("failed_attempts", 0.0)
@@ -135,11 +160,14 @@ def collect_stats(connection: Redis, queue: str, cache_connection: Redis | None 
         "queued": sum(lanes[lane]["queued"] for lane in LANES),
         "running": sum(lanes[lane]["running"] for lane in LANES),
         "failed": sum(lanes[lane]["failed"] for lane in LANES),
-        "workers": with_silence(connection, process_facts(connection, WORKER_KEY_PATTERN, queue)),
+        "workers": with_silence(connection, process_facts(connection, WORKER_KEY_PATTERN, queue), shards),
         "supervisors": process_facts(connection, SUPERVISOR_KEY_PATTERN, queue),
         "counters": totals,
         "lanes": lanes,
-        "cache": cache_stats(connection, queue, cache_connection),
+        "cache": cache_stats(connection, queue, cache_connection, shards),
+        "shards": {
+            shard: {lane: rq_queue.count for lane, rq_queue in rq_lanes.items()} for shard, rq_lanes in by_shard.items()
+        },
         "eviction_risk": eviction_risk(connection),  # None: Redis keeps every key (maxmemory-policy noeviction)
     }
 

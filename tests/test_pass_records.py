@@ -239,7 +239,7 @@ def test_a_submit_rings_the_worker_that_went_idle_last_and_skips_one_that_stoppe
     redis.zadd(idle_key(name), {"warm": now - 0.5, "cold": now - 0.2, "gone": now - 60})  # gone: last looked long ago
 
     def submit() -> None:
-        plan = plan_enqueue(lane, settings, [EmbedRequest(["a"])], "interactive")
+        plan = plan_enqueue(lane, name, settings, [EmbedRequest(["a"])], "interactive")
         plan.check(bind(redis, "enqueue")(plan.keys, plan.args))
         redis.delete(lane.key)  # the lane empty again: the next submit rings too
 

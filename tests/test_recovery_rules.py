@@ -112,6 +112,6 @@ def test_burying_a_worker_takes_it_out_of_the_idle_workers_and_wakes_another_for
     redis.zadd(idle_key("q"), {"dead": 1.0, "alive": 2.0})
     redis.zadd(waiters_key("q"), {"dead": 1.0})
     redis.lpush(bell_key("q", "dead"), 1)
-    assert bury_worker(redis, "dead", "killed", "q") == []
+    assert bury_worker(redis, "dead", "killed", ["q"]) == []
     assert redis.zrange(idle_key("q"), 0, -1) == [b"alive"] and not redis.exists(waiters_key("q"))
     assert not redis.exists(bell_key("q", "dead")) and redis.llen(doorbell_key("q")) == 1

@@ -9,7 +9,7 @@ import pytest
 import rq
 from rq import Queue, Retry, SimpleWorker
 from rq.executions import Execution
-from rq.job import Job
+from rq.job import Job, validate_job_id
 from rq.job_lifecycle import call_exception_handlers, record_job_failure
 from rq.results import Result
 from rq.suspension import WORKERS_SUSPENDED
@@ -68,13 +68,14 @@ def test_the_module_level_helpers_keep_their_signatures():
         (record_job_failure, ["job", "exc_string", "pipeline"]),
         (call_exception_handlers, ["handlers", "job", "exc_info"]),
         (Result.get_key, ["job_id"]),
+        (validate_job_id, ["job_id"]),
     ):
         found = list(inspect.signature(function).parameters)
         assert found == expected, f"rq {rq.__version__}: {function.__qualname__} now takes {found}, not {expected}"
 
 
 def test_the_properties_and_attributes_rq_private_touches_are_there():
-    for name in ("should_retry", "success_callback", "failure_callback", "stopped_callback"):
+    for name in ("id", "should_retry", "success_callback", "failure_callback", "stopped_callback"):
         assert isinstance(inspect.getattr_static(Job, name, None), property), (
             f"{where(Job, name)} is no longer a property"
         )
@@ -166,7 +167,7 @@ def test_the_guarded_enqueue_writes_exactly_what_rqs_enqueue_writes():
     settings = ClientSettings(queue="contract", retries=2, job_timeout=120, result_ttl=3600)
     request = EmbedRequest(["the same job, twice"])
     by_rq = queue.enqueue_many([as_rq_would(request, settings)])[0]
-    plan = plan_enqueue(queue, settings, [request], "interactive")
+    plan = plan_enqueue(queue, "contract", settings, [request], "interactive")
     (ours,) = plan.check(bind(connection, "enqueue")(plan.keys, plan.args))
     varying = {b"created_at", b"enqueued_at", b"last_heartbeat"}
     theirs, mine = connection.hgetall(by_rq.key), connection.hgetall(Job.key_for(ours))
@@ -187,7 +188,7 @@ def test_the_enqueue_template_sends_the_commands_rqs_enqueue_many_sends_for_the_
     queue = Queue("contract", connection=connection, serializer=MsgpackSerializer)
     settings = ClientSettings(queue="contract", retries=3, job_timeout=77, result_ttl=999)
     requests = [EmbedRequest(["one"]), EmbedRequest(["two", "three"], dimensions=8, normalize=False)]
-    plan = plan_enqueue(queue, settings, requests, "interactive")
+    plan = plan_enqueue(queue, "contract", settings, requests, "interactive")
     _, by_rq = enqueue_commands(
         queue, [as_rq_would(request, settings, job_id) for job_id, request in zip(plan.job_ids, requests)]
     )
@@ -229,3 +230,15 @@ def test_a_job_restored_from_the_blank_is_the_job_rqs_init_and_restore_build():
     assert mine == theirs, f"rq {rq.__version__}: Job.__init__ / restore now set other attributes"
     shared = [k for k, v in vars(ours).items() if isinstance(v, list | dict) and v is vars(blank).get(k)]
     assert not shared, f"a restored job shares {shared} with the blank it was copied from"
+
+
+def test_a_guarded_job_takes_a_shards_ids_and_refuses_what_rq_refuses():
+    connection = fakeredis.FakeRedis()
+    job = GuardedJob("{54h}0123abcd", connection=connection)
+    assert (job.id, job.key) == ("{54h}0123abcd", "rq:job:{54h}0123abcd")
+    for bad in ("{54h}01:23", "{}0123", "{54h0123", "0123}", "a b"):
+        with pytest.raises(ValueError, match="Job ID must only contain"):
+            GuardedJob(bad, connection=connection)
+    with pytest.raises(ValueError):
+        Job("{54h}0123abcd", connection=connection)  # rq's own Job: why its readers cannot fetch such a job
+    assert len(GuardedJob(connection=connection).id) == 36  # no id given: rq's own (a uuid4)

@@ -102,7 +102,7 @@ def test_wait_times_out_by_its_deadline_when_no_worker_listens(service):
     with pytest.raises(JobTimeout, match="did not finish within 0.5 s"):
         idle.wait(job_id, timeout=0.5)
     assert 0.4 < time.monotonic() - started < 2.0
-    idle.lanes["interactive"].empty()
+    idle.shards[idle.settings.queue]["interactive"].empty()
 
 
 def test_a_payload_that_bypasses_the_client_is_refused_by_the_worker(service):
@@ -153,10 +153,10 @@ def test_cli_embed_status_and_stats(service):
 
 
 def test_dimensions_above_the_served_model_are_refused_before_enqueueing(service):
-    before = service.client.lanes["interactive"].count
+    before = service.client.shards[service.client.settings.queue]["interactive"].count
     with pytest.raises(InvalidInput, match="dimensions=385 is more than the model's 384"):
         service.client.submit(["x"], dimensions=385)
-    assert service.client.lanes["interactive"].count == before
+    assert service.client.shards[service.client.settings.queue]["interactive"].count == before
     assert service.client.embed(["x"], dimensions=384).shape == (1, 384)
     assert service.client.embed(["x"], dimensions=32).shape == (1, 32)
 

@@ -42,9 +42,10 @@ from embedq.broker.keys import (
     worker_key,
 )
 from embedq.broker.rq_private import Job, JobStatus, JobTimeoutException, Queue
-from embedq.broker.rq_private.pass_worker import Done, PassWorker, TakenPass
+from embedq.broker.rq_private.pass_worker import Done, PassWorker, ShardKeys, TakenPass
 from embedq.broker.rq_private.queues import lane_queues
 from embedq.broker.rq_private.records import REFUSAL_FIELD
+from embedq.broker.shards import hash_tag, shards_of
 from embedq.config import Settings
 from embedq.errors import InvalidInput
 from embedq.worker import tasks
@@ -100,19 +101,15 @@ class EmbedWorker(PassWorker):
         remote_cache: RemoteStore | None = None,
         parent: int | None = None,
         beat: Beat | None = None,
+        home_shard: int = 0,
         **kwargs: Any,
     ) -> None:
         """`fingerprint`, `cache_budget`: the model's (model_claim.model_fingerprint) and the bytes the
         cache may count (caching.cache_budget); the pass's vectors are stored only with both, or in
-        `remote_cache` (CACHE_URL) when there is one."""
-        lanes = lane_queues(settings.queue, kwargs["connection"], job_class=tasks.EmbedJob)
+        `remote_cache` (CACHE_URL) when there is one. `home_shard`: the shard served first (its number; the
+        supervisor spreads its workers over them)."""
         super().__init__(
-            list(lanes.values()),
-            doorbell=doorbell_key(settings.queue),
-            bell=bell_key(settings.queue, kwargs["name"]),
-            held=held_key(kwargs["name"]),
-            idle=idle_key(settings.queue),
-            waiters=waiters_key(settings.queue),
+            worker_shards(settings, kwargs["name"], kwargs["connection"], home_shard),
             max_jobs=settings.coalesce_jobs,
             max_texts=settings.coalesce_texts,
             serializer=MsgpackSerializer,
@@ -127,14 +124,14 @@ class EmbedWorker(PassWorker):
         self.beat = beat  # tells the supervisor when a pass runs, and under what timeout
         self.passes = 0
         self.in_pass = False
-        self.interactive, self.bulk = lanes["interactive"], lanes["bulk"]
         self.fingerprint, self.cache_budget = fingerprint, cache_budget
         self.remote_cache = remote_cache
         self.cache_writes = settings.cache and bool(fingerprint) and (cache_budget > 0 or self.remote_cache is not None)
 
-    def next_lanes(self) -> list[Queue]:
+    def next_lanes(self, shard: ShardKeys) -> list[Queue]:
         self.passes += 1
-        return [self.bulk, self.interactive] if self.passes % BULK_EVERY == 0 else [self.interactive, self.bulk]
+        interactive, bulk = shard.lanes
+        return [bulk, interactive] if self.passes % BULK_EVERY == 0 else [interactive, bulk]
 
     def execute_pass(self, taken: TakenPass) -> None:
         """Embed the pass's jobs in one inference run and record them together. A job with a bad
@@ -150,7 +147,7 @@ class EmbedWorker(PassWorker):
             return
         hits = [hits_of(job, self.encoder.dim) for job, _ in ready]
         asked = [misses_only(request, found) for (_, request), found in zip(ready, hits)]
-        lane = "bulk" if taken.queue is self.bulk else "interactive"
+        lane = "bulk" if taken.queue is taken.shard.lanes[1] else "interactive"
         jobs = [job for job, _ in ready]
 
         def between() -> set[int]:
@@ -182,7 +179,7 @@ class EmbedWorker(PassWorker):
         done, timings, entries, misses = [], [], {}, 0
         for (job, request), outcome, found in zip(ready, outcomes, hits):
             if outcome is None:  # cancelled while it ran: rq's cancel has recorded it; no result
-                self.connection.srem(self.held, f"{job.id}:{taken.execution_id}")
+                self.connection.srem(taken.shard.held, f"{job.id}:{taken.execution_id}")
                 self.log.info("Worker %s: job %s cancelled mid-pass", self.name, job.id)
             elif isinstance(outcome, Encoded):
                 encoded = with_hits(request, outcome, found)
@@ -224,16 +221,16 @@ class EmbedWorker(PassWorker):
             result_ttl=self.settings.result_ttl,
             facts=worker_key(self.name),
             facts_ttl=WORKER_FACTS_TTL,
-            metrics=metrics_key(self.settings.queue),
-            timings=timings_key(self.settings.queue),
+            metrics=metrics_key(taken.shard.name),
+            timings=timings_key(taken.shard.name),
             histogram=timing_increments(lane, timings),
             cache=CacheWrites(
-                "" if self.remote_cache is not None else cache_prefix(self.settings.queue),
+                "" if self.remote_cache is not None else cache_prefix(taken.shard.name),
                 self.fingerprint,
                 self.settings.cache_ttl,
                 self.cache_budget,
-                cache_stats_key(self.settings.queue),
-                cache_index_key(self.settings.queue),
+                cache_stats_key(taken.shard.name),
+                cache_index_key(taken.shard.name),
                 entries,
                 misses,
             ),
@@ -300,7 +297,7 @@ class EmbedWorker(PassWorker):
 
     def _serve_interactive(self) -> None:
         """Between two micro-batches of a bulk pass: run the interactive jobs waiting, if any."""
-        taken = self.take([self.interactive], looking_in_passing=True)
+        taken = self.take(self.home, [self.home.lanes[0]], looking_in_passing=True)
         if not isinstance(taken, TakenPass):
             return
         try:
@@ -366,7 +363,26 @@ class EmbedWorker(PassWorker):
 
     def on_job_failure(self, job: Job) -> None:
         with suppress(RedisError):  # rq's own failure bookkeeping after this logs the outage
-            self.connection.hincrby(metrics_key(self.settings.queue), "failed_attempts", 1)
+            self.connection.hincrby(metrics_key(self.settings.queue + hash_tag(job.id)), "failed_attempts", 1)
+
+
+def worker_shards(settings: Settings, name: str, connection: Redis, home: int) -> list[ShardKeys]:
+    """The queue's shards as worker `name` serves them: shard `home` (modulo their count) first, then the
+    ones after it in turn."""
+    names = shards_of(settings)
+    first = home % len(names)
+    return [
+        ShardKeys(
+            shard,
+            tuple(lane_queues(shard, connection, job_class=tasks.EmbedJob).values()),
+            doorbell=doorbell_key(shard),
+            bell=bell_key(shard, name),
+            held=held_key(name, shard),
+            idle=idle_key(shard),
+            waiters=waiters_key(shard),
+        )
+        for shard in names[first:] + names[:first]
+    ]
 
 
 @contextmanager
@@ -425,7 +441,7 @@ def join_the_queue(
     if read_policy:
         check_eviction(connection, settings.require_noeviction, f"worker {name}")
     claim_queue(connection, settings.queue, encoder.spec.name, encoder.dim, worker_ttl, fingerprint)
-    bury_worker(connection, name, "its worker lost Redis", settings.queue)
+    bury_worker(connection, name, "its worker lost Redis", shards_of(settings))
     return cache_budget(connection, settings.cache_max_bytes)
 
 
@@ -436,12 +452,14 @@ def run_worker(
     burst: bool = False,
     parent: int | None = None,
     beat: Path | None = None,
+    home_shard: int | None = None,
 ) -> bool:
     """Load the model, warm it up, then serve jobs until stopped (SIGTERM: finish the pass, exit).
 
     Losing Redis does not end the process: it waits for Redis to return, hands back the jobs it was
     running, and serves again. `parent`: stop (after the pass in hand) when that process is gone;
-    `beat`: a heartbeat file for the supervisor's watchdog. Returns False when the loop ended on an error
+    `beat`: a heartbeat file for the supervisor's watchdog; `home_shard`: the shard it serves first (default:
+    chosen by its pid). Returns False when the loop ended on an error
     other than that."""
     name = name or default_worker_name()
     beating = Beat(beat) if beat else None  # before the model loads: a slow load is not a hang
@@ -487,6 +505,7 @@ def run_worker(
                 remote_cache=remote_cache,
                 parent=parent,
                 beat=beating,
+                home_shard=os.getpid() if home_shard is None else home_shard,
             )
             worker.work(burst=burst, logging_level=settings.log_level)
         except RedisError as error:

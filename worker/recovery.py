@@ -5,6 +5,7 @@ own machinery does the bookkeeping, reached through broker/rq_private."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from redis import Redis
 
@@ -17,10 +18,19 @@ from embedq.worker.tasks import EmbedJob
 log = logging.getLogger(__name__)
 
 
-def recover_jobs(connection: Redis, worker_name: str, cause: str, queue_name: str) -> list[str]:
-    """Re-queue (or fail, when out of retries) every job `worker_name`'s pass held; their ids."""
+def recover_jobs(connection: Redis, worker_name: str, cause: str, shards: Sequence[str]) -> list[str]:
+    """Re-queue (or fail, when out of retries) every job `worker_name`'s passes held in any of the queue's
+    `shards` (broker/shards.py); their ids."""
     recovered = []
-    members: set[bytes] = connection.smembers(held_key(worker_name))  # type: ignore[assignment]
+    for shard in shards:
+        recovered += _recover_held(connection, worker_name, cause, shard)
+    return recovered
+
+
+def _recover_held(connection: Redis, worker_name: str, cause: str, shard: str) -> list[str]:
+    recovered = []
+    held = held_key(worker_name, shard)
+    members: set[bytes] = connection.smembers(held)  # type: ignore[assignment]
     for member in members:
         job_id, execution_id = member.decode().rsplit(":", 1)
         try:
@@ -37,7 +47,7 @@ def recover_jobs(connection: Redis, worker_name: str, cause: str, queue_name: st
             pipe.hset(job.key, "meta", MsgpackSerializer.dumps(job.meta))
             if job.retries_left:
                 retry(job, queue, pipe)
-                pipe.lpush(doorbell_key(queue_name), 1)
+                pipe.lpush(doorbell_key(shard), 1)
                 outcome = f"re-queued ({job.retries_left} retries left)"
             else:
                 fail(
@@ -50,20 +60,21 @@ def recover_jobs(connection: Redis, worker_name: str, cause: str, queue_name: st
             pipe.execute()
         log.warning("job %s of dead worker %s (%s): %s", job_id, worker_name, cause, outcome)
         recovered.append(job_id)
-    connection.delete(held_key(worker_name))
+    connection.delete(held)
     return recovered
 
 
-def bury_worker(connection: Redis, worker_name: str, cause: str, queue_name: str) -> list[str]:
+def bury_worker(connection: Redis, worker_name: str, cause: str, shards: Sequence[str]) -> list[str]:
     """Everything a dead worker leaves behind: its jobs handed back, its rq record, facts and place among
-    the idle workers removed, and an idle worker woken to look for what was rung for it."""
-    recovered = recover_jobs(connection, worker_name, cause, queue_name)
+    the idle workers of every shard removed, and an idle worker woken to look for what was rung for it."""
+    recovered = recover_jobs(connection, worker_name, cause, shards)
     remove_worker_record(connection, worker_name)
-    with connection.pipeline() as pipe:
-        pipe.delete(worker_key(worker_name))
-        pipe.zrem(idle_key(queue_name), worker_name)
-        pipe.zrem(waiters_key(queue_name), worker_name)
-        pipe.delete(bell_key(queue_name, worker_name))
-        pipe.lpush(doorbell_key(queue_name), 1)  # a submit may have rung the dead worker's own doorbell
-        pipe.execute()
+    connection.delete(worker_key(worker_name))
+    for shard in shards:
+        with connection.pipeline() as pipe:
+            pipe.zrem(idle_key(shard), worker_name)
+            pipe.zrem(waiters_key(shard), worker_name)
+            pipe.delete(bell_key(shard, worker_name))
+            pipe.lpush(doorbell_key(shard), 1)  # a submit may have rung the dead worker's own doorbell
+            pipe.execute()
     return recovered

@@ -28,6 +28,8 @@ rq's private or undocumented surface used here, and why:
   stored payload itself and never imports a function by name.
 - `Job.success_callback` / `failure_callback` / `stopped_callback`: forced to None (never imported).
 - `Job.should_retry`: False after a permanent failure, leaving `retries_left` as it was.
+- `Job.id` (property over `_id`) and `validate_job_id`: GuardedJob takes a shard's ids, `{tag}` then an
+  id rq would take (rq's own Job refuses braces, so rq's readers cannot fetch a job of a tagged shard).
 - `UnixSignalDeathPenalty.handle_death_penalty` with its `_timeout` / `_exception`: the timeout
   message names JOB_TIMEOUT.
 - Worker internals used by PassWorker's own loop: `bootstrap`, `_install_signal_handlers` (rq's

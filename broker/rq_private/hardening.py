@@ -8,8 +8,9 @@ import zlib
 from datetime import datetime
 from types import FrameType
 from typing import Any
+from uuid import uuid4
 
-from rq.job import Job
+from rq.job import Job, validate_job_id
 from rq.timeouts import UnixSignalDeathPenalty
 from rq.utils import now
 
@@ -64,10 +65,28 @@ def restored(blank: Job, job_id: str, fields: dict[str, Any]) -> Job:
 class GuardedJob(Job):
     """An rq Job that reads its stored call through `read_call` (which must not raise: rq reads
     func_name again while handling a failure), decompresses its data to at most `data_limit` + 1
-    bytes, runs no callbacks, and is not retried once marked `permanent_failure`."""
+    bytes, runs no callbacks, is not retried once marked `permanent_failure`, and takes a shard's ids."""
 
     permanent_failure = False
     data_limit: int = 2**62
+
+    def __init__(self, id: str | None = None, *args: Any, **kwargs: Any) -> None:
+        super().__init__(None, *args, **kwargs)
+        self.id = id
+
+    @property
+    def id(self) -> str:
+        if self._id is None:
+            self._id = str(uuid4())  # as rq's own getter
+        return self._id
+
+    @id.setter
+    def id(self, value: str | None) -> None:
+        """rq's ids, or a shard's (broker/shards.py: its `{tag}` first, so the job's keys share its slot)."""
+        if value is not None:
+            tag, closed, rest = value[1:].partition("}") if value.startswith("{") else ("", "", value)
+            validate_job_id(tag + rest if closed and tag else value)
+        self._id = value
 
     def read_call(self, data: bytes) -> StoredCall:
         raise NotImplementedError

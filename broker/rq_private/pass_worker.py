@@ -37,13 +37,29 @@ PASS_FIELDS = ("status", "data", "meta", "timeout", "origin", "enqueued_at", "re
 
 
 @dataclass(frozen=True)
+class ShardKeys:
+    """One shard of the queue as a worker's passes use it (broker/shards.py): its lanes' rq queues, the
+    doorbell idle workers block on, this worker's own doorbell and held set there, and the sorted sets of
+    its idle workers (by when they last looked) and waiting ones (by when they went idle)."""
+
+    name: str
+    lanes: tuple[Queue, ...]
+    doorbell: str
+    bell: str
+    held: str
+    idle: str
+    waiters: str
+
+
+@dataclass(frozen=True)
 class TakenPass:
-    """A pass's jobs, all started, from one lane's queue."""
+    """A pass's jobs, all started, from one lane's queue of one shard."""
 
     queue: Queue
     jobs: list[Job]
     execution_id: str
     started: float  # unix s
+    shard: ShardKeys
 
 
 @dataclass(frozen=True)
@@ -60,8 +76,10 @@ class Done:
 class PassWorker(SimpleWorker):
     """rq's SimpleWorker (every job in this process) whose loop takes jobs a pass at a time, from
     several lanes in the order `next_lanes` gives, and writes rq's records of a whole pass in one
-    script when it starts and one when it succeeds. Idle, it blocks on a doorbell of its own (a
-    producer rings the worker that went idle last) and the shared one. Subclasses fill in the hooks below."""
+    script when it starts and one when it succeeds. It serves every shard of its queue: its home shard
+    (the first) first; when that is empty, the others, in turn. Idle, it blocks on its home shard's
+    doorbell of its own (a producer rings the worker that went idle last) and the shared one, and looks
+    in the other shards after each wait. Subclasses fill in the hooks below."""
 
     death_penalty_class = NamedTimeoutPenalty
     max_connection_wait_time = 10.0  # rq's backoff cap while Redis is away (its default: 60 s)
@@ -72,24 +90,17 @@ class PassWorker(SimpleWorker):
 
     def __init__(
         self,
-        *args: Any,
-        doorbell: str,
-        bell: str,
-        held: str,
-        idle: str,
-        waiters: str,
+        shards: Sequence[ShardKeys],
+        *,
         max_jobs: int = 1,
         max_texts: int = 1,
         **kwargs: Any,
     ) -> None:
-        super().__init__(*args, **kwargs)
-        self.idle = idle  # a sorted set of the workers waiting for work, for sharing a burst out
-        self.waiters = waiters  # the same workers by when they went idle: a submit rings the last to go idle
-        self.bell = bell  # this worker's own doorbell, rung for it alone
+        super().__init__([lane for shard in shards for lane in shard.lanes], **kwargs)
+        self.shards = list(shards)  # the home shard first
+        self.home = self.shards[0]
         self.max_jobs = max_jobs  # the most jobs, and texts, one pass takes
         self.max_texts = max_texts
-        self.doorbell = doorbell
-        self.held = held
         self._take = bind(self.connection, "take_pass")
         self._lane_keys_cache: dict[tuple[str, ...], list[str]] = {}
         self._registry_keys_cache: dict[str, tuple[str, str]] = {}
@@ -105,9 +116,9 @@ class PassWorker(SimpleWorker):
         """Run the pass's jobs to the end: `finish_pass` for those that succeed, `fail_job` for the others."""
         raise NotImplementedError
 
-    def next_lanes(self) -> list[Queue]:
-        """The queues to take the next pass from, first choice first."""
-        return list(self.queues)
+    def next_lanes(self, shard: ShardKeys) -> list[Queue]:
+        """The shard's lanes to take the next pass from, first choice first."""
+        return list(shard.lanes)
 
     def on_birth(self) -> None:
         """Called once rq has registered this worker."""
@@ -140,7 +151,10 @@ class PassWorker(SimpleWorker):
                 # From here a SIGTERM waits for the pass to end; idle, for the doorbell's wait too (at most
                 # doorbell_wait): the take behind it may already have started jobs, which then run first.
                 self._state = WorkerStatus.BUSY
-                taken = self.wait_and_take(self.next_lanes()) if idle else self.take(self.next_lanes())
+                home = self.home
+                taken = self.wait_and_take(self.next_lanes(home)) if idle else self.take(home, self.next_lanes(home))
+                if taken is None:
+                    taken = self.take_elsewhere()
                 idle = taken is None
                 if isinstance(taken, TakenPass):
                     self.execute_pass(taken)
@@ -161,26 +175,44 @@ class PassWorker(SimpleWorker):
             self.teardown()
         return worked
 
-    def take(self, lanes: Sequence[Queue], *, looking_in_passing: bool = False) -> TakenPass | str | None:
-        """Take the next pass's jobs (one script): a TakenPass, None when every lane is empty, or
-        "suspended" while `rq suspend` is in force. `looking_in_passing`: a look between the
-        micro-batches of another pass, which leaves the worker's state and the doorbell alone."""
+    def take(
+        self, shard: ShardKeys, lanes: Sequence[Queue], *, looking_in_passing: bool = False
+    ) -> TakenPass | str | None:
+        """Take the next pass's jobs from `shard`'s `lanes` (one script): a TakenPass, None when every lane
+        is empty, or "suspended" while `rq suspend` is in force. `looking_in_passing`: a look between the
+        micro-batches of another pass, or in a shard other than home, which leaves the worker's state and
+        the doorbell alone."""
         execution_id = uuid4().hex
-        keys, args = self._take_call(lanes, execution_id, looking_in_passing)
-        return self._taken(lanes, execution_id, self._take(keys, args), looking_in_passing)
+        keys, args = self._take_call(shard, lanes, execution_id, looking_in_passing)
+        return self._taken(shard, lanes, execution_id, self._take(keys, args), looking_in_passing)
+
+    def take_elsewhere(self) -> TakenPass | str | None:
+        """The home shard is empty: a pass from the first other shard with work (each looked at in turn,
+        so no shard waits on another's); home's idle sets forget this worker while it runs that pass."""
+        for shard in self.shards[1:]:
+            taken = self.take(shard, self.next_lanes(shard), looking_in_passing=True)
+            if isinstance(taken, TakenPass):
+                with self.connection.pipeline(transaction=False) as pipe:
+                    pipe.zrem(self.home.idle, self.name)
+                    pipe.zrem(self.home.waiters, self.name)
+                    pipe.execute()
+                self._was_idle = False
+            if taken is not None:
+                return taken
+        return None
 
     def wait_and_take(self, lanes: Sequence[Queue]) -> TakenPass | str | None:
         """Idle: block on the doorbell for up to `doorbell_wait`, with the take sent behind the blocking
         read in the same round trip: Redis runs it the moment the bell rings (or the wait ends), so a
         woken worker holds its pass one round trip sooner. Jobs are started in Redis before this worker
         reads the reply, so nothing may cut the read short: a stop request waits for it."""
-        execution_id = uuid4().hex
-        keys, args = self._take_call(lanes, execution_id, looking_in_passing=False)
+        execution_id, home = uuid4().hex, self.home
+        keys, args = self._take_call(home, lanes, execution_id, looking_in_passing=False)
         TAKE_PASS.check(keys, args)
         rang, reply = execute(
             self.connection,
             [
-                (("BLPOP", self.bell, self.doorbell, self.doorbell_wait), {}),
+                (("BLPOP", home.bell, home.doorbell, self.doorbell_wait), {}),
                 (("EVALSHA", TAKE_PASS.sha, len(keys), *keys, *args), {}),
             ],
         )
@@ -190,13 +222,13 @@ class PassWorker(SimpleWorker):
         for error in (rang, reply):
             if isinstance(error, Exception):
                 raise error
-        return self._taken(lanes, execution_id, reply, looking_in_passing=False)
+        return self._taken(home, lanes, execution_id, reply, looking_in_passing=False)
 
     def _take_call(
-        self, lanes: Sequence[Queue], execution_id: str, looking_in_passing: bool
+        self, shard: ShardKeys, lanes: Sequence[Queue], execution_id: str, looking_in_passing: bool
     ) -> tuple[list[str], list[Any]]:
         """take_pass.lua's keys and arguments."""
-        keys = [self.doorbell, WORKERS_SUSPENDED, self.held, self.key, self.idle, self.waiters, self.bell]
+        keys = [shard.doorbell, WORKERS_SUSPENDED, shard.held, self.key, shard.idle, shard.waiters, shard.bell]
         keys += self._lane_keys(lanes)
         args = [
             self.max_jobs,
@@ -207,7 +239,7 @@ class PassWorker(SimpleWorker):
             Queue.DEFAULT_TIMEOUT,
             int(looking_in_passing),
             IDLE_FOR,
-            int(self._was_idle),
+            int(self._was_idle and shard is self.home),
             self.stored_data_limit,
             OVERSIZED,
             *PASS_FIELDS,
@@ -233,7 +265,7 @@ class PassWorker(SimpleWorker):
         return keys
 
     def _taken(
-        self, lanes: Sequence[Queue], execution_id: str, reply: Any, looking_in_passing: bool
+        self, shard: ShardKeys, lanes: Sequence[Queue], execution_id: str, reply: Any, looking_in_passing: bool
     ) -> TakenPass | str | None:
         started = time.time()
         outcome = reply[0].decode()
@@ -248,7 +280,7 @@ class PassWorker(SimpleWorker):
             )
             job.extras = dict(zip(self.extra_fields, values[len(PASS_FIELDS) :]))  # type: ignore[attr-defined]
             jobs.append(job)
-        return TakenPass(lanes[int(reply[1]) - 1], jobs, execution_id, started)
+        return TakenPass(lanes[int(reply[1]) - 1], jobs, execution_id, started, shard)
 
     def finish_pass(
         self,
@@ -300,7 +332,7 @@ class PassWorker(SimpleWorker):
             args += [field, str(value) if isinstance(value, int) else f"{value:.3f}"]
         args += cache.pairs()
         fixed = [
-            self.held,
+            taken.shard.held,
             self.key,
             facts,
             metrics,
@@ -329,7 +361,7 @@ class PassWorker(SimpleWorker):
         self.handle_job_failure(
             job, taken.queue, exc_string="".join(traceback.format_exception(*exc_info)), execution=execution
         )
-        self.connection.srem(self.held, f"{job.id}:{taken.execution_id}")
+        self.connection.srem(taken.shard.held, f"{job.id}:{taken.execution_id}")
 
     def _whole(self, job: Job) -> Job:
         """The job with every field, for rq's failure path. Data over the limit (refused unread, or
@@ -348,7 +380,7 @@ class PassWorker(SimpleWorker):
         """Put the jobs of a pass that this worker still holds back at the head of their queue,
         started by no one and with no retry used, and ring for them (one script)."""
         members = [f"{job.id}:{taken.execution_id}" for job in jobs]
-        keys = [taken.queue.key, taken.queue.started_job_registry.key, self.held, self.doorbell]
+        keys = [taken.queue.key, taken.queue.started_job_registry.key, taken.shard.held, taken.shard.doorbell]
         self._release(keys + [job.key for job in jobs], [self.name, *members])
 
     def keep_alive(self) -> None:
@@ -393,9 +425,10 @@ class PassWorker(SimpleWorker):
     def register_death(self) -> None:
         super().register_death()  # type: ignore[no-untyped-call]
         with self.connection.pipeline(transaction=False) as pipe:  # no longer waiting: ring others, not it
-            pipe.zrem(self.idle, self.name)
-            pipe.zrem(self.waiters, self.name)
-            pipe.delete(self.bell)
+            for shard in self.shards:
+                pipe.zrem(shard.idle, self.name)
+                pipe.zrem(shard.waiters, self.name)
+                pipe.delete(shard.bell)
             pipe.execute()
         self.on_death()
 

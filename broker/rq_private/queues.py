@@ -9,12 +9,20 @@ from rq import Queue
 
 from embedq.broker.jobs import MsgpackSerializer
 from embedq.broker.lanes import LANES, Lane, lane_queue
+from embedq.broker.shards import shard_queues
 
 
-def job_builders(queue: str) -> dict[Lane, Queue]:
-    """Lane queues that only build jobs for the caller to send (rq's Queue wants a connection object):
-    their client never opens a connection."""
-    return lane_queues(queue, Redis())
+def job_builders(queue: str, shards: int = 1, cluster: bool = False) -> dict[str, dict[Lane, Queue]]:
+    """Each shard's lane queues that only build jobs for the caller to send (rq's Queue wants a connection
+    object): their client never opens a connection."""
+    return shard_lanes(queue, Redis(), shards, cluster)
+
+
+def shard_lanes(
+    queue: str, connection: Redis, shards: int = 1, cluster: bool = False, **options: Any
+) -> dict[str, dict[Lane, Queue]]:
+    """Each shard's name (broker/shards.py) and the rq queues of its lanes."""
+    return {name: lane_queues(name, connection, **options) for name in shard_queues(queue, shards, cluster)}
 
 
 # rq asks Redis its version (INFO) before its first enqueue and writes the same commands for every

@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from embedq.broker.connection import redis_answers, sync_redis
 from embedq.broker.keys import WORKER_FACTS_TTL, supervisor_key
+from embedq.broker.shards import shards_of
 from embedq.config import Settings
 from embedq.worker.backoff import connect
 from embedq.worker.process import worker_name_for
@@ -145,6 +146,8 @@ class Supervisor:
     def _start(self, slot: Slot) -> None:
         beat = self._beat_file(slot)
         command = [*self.command, "--beat-file", str(beat)] if beat else self.command
+        if beat:  # embedq's own worker command: the slots' workers spread over the queue's shards
+            command += ["--home-shard", str(slot.index)]
         if beat:
             beat.unlink(missing_ok=True)  # the previous process's beats are not this one's
         # A session of its own: Ctrl-C reaches the supervisor only, which then stops children once, in order.
@@ -254,7 +257,8 @@ class Supervisor:
         """Hand back the jobs of dead children; what fails (Redis away) is tried again next round."""
         for name, cause in list(self.unburied.items()):
             recovered = self._redis(
-                partial(bury_worker, self.connection, name, cause, self.settings.queue), f"hand back the jobs of {name}"
+                partial(bury_worker, self.connection, name, cause, shards_of(self.settings)),
+                f"hand back the jobs of {name}",
             )
             if recovered is not None:
                 self.recovered_jobs += len(recovered)

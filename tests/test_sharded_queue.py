@@ -1,0 +1,90 @@
+"""A queue split into shards (QUEUE_SHARDS) on one standalone Redis, real workers and the real model:
+calls spread over the shards, each call's jobs on one, every job finished with its vectors; a shard that
+is no worker's home is served too; a worker killed mid-pass in a shard not its home has its jobs handed
+back; stats add the shards up and show each."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from embedq.broker.keys import held_key
+from embedq.broker.shards import hash_tag, shard_queues
+from embedq.local.service import LocalService
+from tests.conftest import make_settings, wait_until
+
+SHARDS = 3
+
+
+@pytest.fixture(scope="module")
+def sharded(redis_url, model_dir, tmp_path_factory):
+    settings = make_settings(redis_url, model_dir, queue_shards=SHARDS)
+    with LocalService(settings, workers=2, log_path=tmp_path_factory.mktemp("sharded") / "log") as running:
+        yield running
+        assert running.stop() == 0, running.output()
+
+
+def texts(count: int, what: str) -> list[list[str]]:
+    return [[f"{what} number {n}, {uuid.uuid4().hex}", f"and its second line {n}"] for n in range(count)]
+
+
+def test_calls_spread_over_the_shards_and_every_job_finishes_with_its_vectors(sharded, encoder):
+    client = sharded.client
+    names = shard_queues(client.settings.queue, SHARDS)
+    batches = texts(60, "a sentence for a sharded queue")
+    ids = [client.submit(batch) for batch in batches]
+    tags = Counter(hash_tag(job_id) for job_id in ids)
+    assert set(tags) == {hash_tag(name) for name in names}, "every shard got calls"
+    assert min(tags.values()) >= 8, f"calls spread evenly by their first text: {tags}"
+    results = client.wait_many(ids, timeout=120)
+    expected = encoder.encode(batches[0]).vectors
+    assert np.allclose(results[0].embeddings, expected, atol=1e-5)
+    assert all(result.embeddings.shape == (2, 384) for result in results)
+    # one call's jobs stay on one shard: submit_many is one script, all or nothing
+    many = client.submit_many(texts(5, "one call, five jobs"))
+    assert len({hash_tag(job_id) for job_id in many}) == 1
+    client.wait_many(many, timeout=60)
+
+
+def test_stats_add_the_shards_up_and_show_each(sharded):
+    client = sharded.client
+    stats = client.stats()
+    assert set(stats["shards"]) == set(shard_queues(client.settings.queue, SHARDS))
+    assert stats["counters"]["jobs"] >= 65 and stats["queued"] == 0
+    assert len(stats["workers"]) == 2
+
+
+def test_a_worker_killed_in_a_pass_of_another_shard_has_its_jobs_handed_back(sharded):
+    """2 workers, 3 shards: the third shard is no one's home, so its jobs run in passes taken from
+    elsewhere; kill the worker running one and its jobs finish anyway (held per shard)."""
+    client = sharded.client
+    homeless = shard_queues(client.settings.queue, SHARDS)[2]
+    batch = [f"a long text to be killed in {uuid.uuid4().hex}: " + "word " * 200 for _ in range(64)]
+    ids, tries = [], 0
+    while len(ids) < 6 and tries < 400:  # calls go to a shard by their first text: find ones for the third
+        tries += 1
+        job_id = client.submit([f"{tries} {batch[0]}", *batch[1:]], priority="bulk")
+        if hash_tag(job_id) == hash_tag(homeless):
+            ids.append(job_id)
+    assert len(ids) == 6
+    victim: list[int] = []
+
+    def running() -> bool:
+        for worker in sharded.live_workers():
+            if client.connection.scard(held_key(worker["name"], homeless)):
+                victim.append(int(worker["pid"]))
+                return True
+        return False
+
+    wait_until(running, 60, "a worker running a pass of the homeless shard")
+    os.kill(victim[0], signal.SIGKILL)
+    started = time.monotonic()
+    results = client.wait_many(ids, timeout=180)
+    assert all(result.embeddings.shape == (64, 384) for result in results)
+    assert time.monotonic() - started < 60, "handed back at once, not after rq's started-registry expiry"
