@@ -137,12 +137,12 @@ def cmd_cache(args: argparse.Namespace) -> int:
     from embedq.producer.stats import cache_stats
 
     with _client(args.queue) as client:
-        queue = client.settings.queue
+        queue, shards = client.settings.queue, list(client.shards)
         if args.cache_command == "clear":
-            removed = clear_cache(client.connection, queue, client.cache_connection)
+            removed = clear_cache(client.connection, queue, client.cache_connection, shards)
             print(f"removed {removed} cached vectors of queue {queue}")
             return 0
-        numbers = cache_stats(client.connection, queue, client.cache_connection)
+        numbers = cache_stats(client.connection, queue, client.cache_connection, shards)
     print(json.dumps(numbers, indent=2) if args.json else format_cache(queue, numbers))
     return 0
 

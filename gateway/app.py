@@ -187,12 +187,13 @@ class Parts:
         connection = async_redis(settings, socket_connect_timeout=2, socket_timeout=10)
         sync = sync_redis(settings, socket_connect_timeout=2, socket_timeout=10)
         fleet = Fleet(settings, connection)
-        metrics, requests, abandoned = registry(sync)
+        metrics, requests, abandoned = registry(sync, settings.redis_cluster)
         retention = settings.files_retention.total_seconds()
         files = Files(connection, DirectoryStore(settings.files_dir), retention, settings.files_quota_bytes)
         batches = Batches(connection, retention)
         driver = BatchDriver(settings, fleet, sync, files, batches)
-        return cls(connection, sync, fleet, metrics, requests, abandoned, StatusBoard(sync), files, batches, driver)
+        board = StatusBoard(sync, settings.redis_cluster)
+        return cls(connection, sync, fleet, metrics, requests, abandoned, board, files, batches, driver)
 
 
 def create_app(settings: GatewaySettings) -> Gate:

@@ -86,7 +86,7 @@ class EmbeddingsEndpoint:
         timeout = self.settings.http_request_timeout
         job_ids: list[str] = []
         work = asyncio.ensure_future(
-            self.fleet.client(model.queue).embed_results(
+            self.fleet.client(model).embed_results(
                 batches,
                 timeout=timeout,
                 job_ids=job_ids,

@@ -23,6 +23,7 @@ class ServedModel:
     dim: int
     queue: str
     live: bool  # some worker holds the queue's claim now
+    shards: int = 1  # the queue's shards, as its workers claimed it (QUEUE_SHARDS)
 
 
 class Fleet:
@@ -49,7 +50,8 @@ class Fleet:
             facts = {as_text(k): as_text(v) for k, v in raw.items()}
             if "name" not in facts:
                 continue
-            model = ServedModel(facts["name"], int(facts.get("dim", 0)), queue, bool(live))
+            shards = int(facts.get("shards", 1))
+            model = ServedModel(facts["name"], int(facts.get("dim", 0)), queue, bool(live), shards)
             current = found.get(facts["name"])
             if current is None or (
                 current.queue != self.settings.queue and ((live and not current.live) or queue == self.settings.queue)
@@ -61,11 +63,12 @@ class Fleet:
     def resolve(self, requested: str) -> str:
         return self.settings.model_aliases.get(requested, requested)
 
-    def client(self, queue: str) -> AsyncEmbedClient:
-        if queue not in self._clients:
-            settings = self.settings.model_copy(update={"queue": queue})
-            self._clients[queue] = AsyncEmbedClient(settings=settings, connection=self.connection)
-        return self._clients[queue]
+    def client(self, model: ServedModel) -> AsyncEmbedClient:
+        """A client of the model's queue, with its shards (one per queue and shard count)."""
+        if (client := self._clients.get(model.queue)) is None or client.settings.queue_shards != model.shards:
+            settings = self.settings.model_copy(update={"queue": model.queue, "queue_shards": model.shards})
+            client = self._clients[model.queue] = AsyncEmbedClient(settings=settings, connection=self.connection)
+        return client
 
     async def aclose(self) -> None:
         for client in self._clients.values():

@@ -24,11 +24,11 @@ from embedq.broker.keys import (
     metrics_key,
     timings_key,
 )
-from embedq.broker.lanes import COUNTERS
+from embedq.broker.lanes import COUNTERS, LANES
 from embedq.broker.rq_private.queues import lane_queues
 from embedq.broker.rq_private.records import job_key
 from embedq.gateway.batch.batches import ACTIVE, FINAL
-from embedq.producer.stats import as_text, cache_stats, histogram, process_facts, read_numbers
+from embedq.producer.stats import as_text, cache_stats, histogram, process_facts, queue_shards, read_numbers, summed
 
 COUNTER_HELP = {
     "jobs": "jobs finished",
@@ -76,8 +76,9 @@ def oldest_age_seconds(connection: Redis, rq_queue_key: str) -> float:
 class FleetCollector(Collector):
     """Reads every served queue's numbers from Redis at each scrape."""
 
-    def __init__(self, connection: Redis) -> None:
+    def __init__(self, connection: Redis, cluster: bool = False) -> None:
         self.connection = connection
+        self.cluster = cluster  # REDIS_CLUSTER: every queue's shards are tagged
 
     def collect(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily("embedq_queue_depth", "jobs waiting", labels=["queue", "lane"])
@@ -111,14 +112,17 @@ class FleetCollector(Collector):
             },
         }
         for queue in served_queues(self.connection):
-            for name, value in cache_stats(self.connection, queue).items():
+            shards = queue_shards(self.connection, queue, self.cluster)
+            for name, value in cache_stats(self.connection, queue, shards=shards).items():
                 if name in cache:
                     cache[name].add_metric([queue], value)
-            numbers = read_numbers(self.connection, metrics_key(queue))
-            timings = read_numbers(self.connection, timings_key(queue))
-            for lane, rq_queue in lane_queues(queue, self.connection).items():
-                depth.add_metric([queue, lane], rq_queue.count)
-                age.add_metric([queue, lane], oldest_age_seconds(self.connection, rq_queue.key))
+            numbers = summed(self.connection, [metrics_key(shard) for shard in shards])
+            timings = summed(self.connection, [timings_key(shard) for shard in shards])
+            lanes = [lane_queues(shard, self.connection) for shard in shards]
+            for lane in LANES:  # the shards added up (the oldest job's age: the oldest of any shard)
+                depth.add_metric([queue, lane], sum(parts[lane].count for parts in lanes))
+                oldest = max(oldest_age_seconds(self.connection, parts[lane].key) for parts in lanes)
+                age.add_metric([queue, lane], oldest)
                 for name, family in counters.items():
                     family.add_metric([queue, lane], numbers.get(f"{lane}:{name}", 0.0))
                 for timing, histogram_family in latency.items():
@@ -165,11 +169,11 @@ class BatchCollector(Collector):
         yield from (active, ended, lines)
 
 
-def registry(connection: Redis) -> tuple[CollectorRegistry, Counter, Counter]:
+def registry(connection: Redis, cluster: bool = False) -> tuple[CollectorRegistry, Counter, Counter]:
     """The gateway's registry: the fleet's numbers, its own request counter, and the jobs it cancelled
     because their client went away before a worker started them."""
     collected = CollectorRegistry()
-    collected.register(FleetCollector(connection))
+    collected.register(FleetCollector(connection, cluster))
     collected.register(BatchCollector(connection))
     requests = Counter(
         "embedq_gateway_requests", "HTTP requests this gateway answered", ["route", "status"], registry=collected

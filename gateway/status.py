@@ -16,7 +16,7 @@ from embedq.broker.keys import ACTIVE_BATCHES_KEY, batch_key, metrics_key, timin
 from embedq.broker.lanes import LANES
 from embedq.broker.rq_private.queues import lane_queues
 from embedq.gateway.metrics import oldest_age_seconds, served_queues
-from embedq.producer.stats import as_text, collect_stats, histogram, quantile, read_numbers
+from embedq.producer.stats import as_text, collect_stats, histogram, quantile, queue_shards, summed
 
 CACHE_SHOWN = ("hits", "misses", "hit_ratio", "answered", "entries", "bytes", "budget")
 
@@ -27,12 +27,13 @@ BATCH_FIELDS = ("status", "total", "completed", "failed", "created_at")
 
 
 class StatusBoard:
-    def __init__(self, connection: Redis) -> None:
+    def __init__(self, connection: Redis, cluster: bool = False) -> None:
         self.connection = connection
+        self.cluster = cluster  # REDIS_CLUSTER: every queue's shards are tagged
         self.samples: deque[dict[str, Any]] = deque(maxlen=HISTORY)
 
-    def _histograms(self, queue: str) -> dict[str, list[tuple[float, float]]]:
-        fields = read_numbers(self.connection, timings_key(queue))
+    def _histograms(self, shards: list[str]) -> dict[str, list[tuple[float, float]]]:
+        fields = summed(self.connection, [timings_key(shard) for shard in shards])
         merged: dict[str, list[tuple[float, float]]] = {}
         for timing in TIMINGS:
             per_lane = [histogram(fields, lane, timing)[0] for lane in LANES]
@@ -46,10 +47,11 @@ class StatusBoard:
             return
         queues = {}
         for queue in served_queues(self.connection):  # the counters only: not collect_stats' worker scan
-            counters = read_numbers(self.connection, metrics_key(queue))
+            shards = queue_shards(self.connection, queue, self.cluster)
+            counters = summed(self.connection, [metrics_key(shard) for shard in shards])
             queues[queue] = {
                 "texts": sum(counters.get(f"{lane}:texts", 0.0) for lane in LANES),
-                "histograms": self._histograms(queue),
+                "histograms": self._histograms(shards),
             }
         self.samples.append({"at": now, "queues": queues})
 
@@ -80,14 +82,15 @@ class StatusBoard:
         self.sample()
         queues = []
         for queue in served_queues(self.connection):
-            stats = collect_stats(self.connection, queue)
-            keys = {lane: rq_queue.key for lane, rq_queue in lane_queues(queue, self.connection).items()}
+            shards = queue_shards(self.connection, queue, self.cluster)
+            stats = collect_stats(self.connection, queue, shards=shards)
+            parts = [lane_queues(shard, self.connection) for shard in shards]
             lanes = {
                 lane: {
                     "queued": facts["queued"],
                     "running": facts["running"],
                     "failed": facts["failed"],
-                    "oldest_wait_seconds": oldest_age_seconds(self.connection, keys[lane]),
+                    "oldest_wait_seconds": max(oldest_age_seconds(self.connection, part[lane].key) for part in parts),
                 }
                 for lane, facts in stats["lanes"].items()
             }

@@ -19,12 +19,14 @@ from embedq.broker.keys import (
     cache_stats_key,
     held_key,
     metrics_key,
+    model_key,
     timings_key,
 )
 from embedq.broker.lanes import COUNTERS, LANES
 from embedq.broker.rq_private import FailedJobRegistry, StartedJobRegistry
 from embedq.broker.rq_private.queues import lane_queues
 from embedq.broker.rq_private.records import last_heartbeat
+from embedq.broker.shards import shard_queues
 
 
 def as_text(value: bytes | str) -> str:
@@ -47,6 +49,12 @@ def process_facts(connection: Redis, pattern: str, queue: str) -> list[dict[str,
         if facts.get("queue") == queue:
             found.append({"name": as_text(key).split(":", 2)[2], **facts})
     return found
+
+
+def queue_shards(connection: Redis, queue: str, cluster: bool = False) -> list[str]:
+    """`queue`'s shards, as many as its workers said at their claim (the model facts' `shards`; 1 before)."""
+    count = connection.hget(model_key(queue), "shards")
+    return shard_queues(queue, int(count or 1), cluster)
 
 
 def with_silence(connection: Redis, workers: list[dict[str, Any]], shards: Sequence[str]) -> list[dict[str, Any]]:

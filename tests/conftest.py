@@ -19,7 +19,8 @@ from redis import Redis
 from embedq import EmbedClient, EmbedResult
 from embedq.broker.connection import redis_answers
 from embedq.broker.keys import WORKER_KEY_PATTERN, metrics_key, serving_key
-from embedq.broker.lanes import COUNTERS, LANES
+from embedq.broker.lanes import COUNTERS, LANES, Lane
+from embedq.broker.rq_private import Queue
 from embedq.config import DEFAULT_MODEL_DIR, Settings
 from embedq.local.redis_server import RedisServer
 from embedq.local.service import LocalService
@@ -101,6 +102,12 @@ def service(redis_url: str, model_dir: Path, tmp_path_factory: pytest.TempPathFa
     with LocalService(make_settings(redis_url, model_dir), workers=2, log_path=log_path) as running:
         yield running
         assert running.stop() == 0, running.output()
+
+
+def lanes(client: EmbedClient) -> dict[Lane, Queue]:
+    """The rq queues of the lanes of a client's queue that has one shard."""
+    (only,) = client.shards.values()
+    return only
 
 
 def counter(client: EmbedClient, name: str, lanes: tuple[str, ...] = LANES) -> int:

@@ -9,6 +9,7 @@ import pytest
 from embedq import AsyncEmbedClient, EmbedClient, InvalidInput, JobFailed, JobNotFound, QueueFull, QueueUnavailable
 from embedq.broker.jobs import EMBED_TASK
 from embedq.local.redis_server import free_port
+from tests.conftest import lanes
 from tests.test_hostile_payloads import job_tuple, push_raw
 
 TEXTS = ["an asyncio web app embeds this", "and this one too"]
@@ -66,7 +67,7 @@ def test_64_coroutines_share_one_client(service, encoder):
 def test_the_same_named_errors(service):
     bad = push_raw(service, job_tuple(EMBED_TASK, {"v": 1, "texts": [5]}))
     full = EmbedClient(settings=service.settings.model_copy(update={"queue": "aio-full", "max_queue_length": 1}))
-    full.lanes["interactive"].empty()
+    lanes(full)["interactive"].empty()
     full.submit(["takes the only place"])
 
     async def run():
@@ -87,4 +88,4 @@ def test_the_same_named_errors(service):
             assert "pw-x" not in str(error.value)
 
     asyncio.run(run())
-    full.lanes["interactive"].empty()
+    lanes(full)["interactive"].empty()

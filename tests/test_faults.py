@@ -24,7 +24,7 @@ from embedq.local.redis_server import RedisServer
 from embedq.local.service import LocalService
 from embedq.worker.supervisor.host_lock import still_running
 from embedq.worker.supervisor.spawn import CONFIG_ERROR_EXIT, embedq_command, settings_env
-from tests.conftest import counter, make_settings, wait_until
+from tests.conftest import counter, lanes, make_settings, wait_until
 
 LONG = "Embeddings turn text into vectors so that similar meanings land close together. " * 20  # > 256 tokens
 
@@ -123,7 +123,7 @@ def test_chaos_300_jobs_5_kills_nothing_lost_nothing_doubled(service_at_rtt, enc
         for i in range(300)
     ]
     jobs_before = counter(client, "jobs")
-    failed_before = FailedJobRegistry(queue=client.lanes["interactive"]).count
+    failed_before = FailedJobRegistry(queue=lanes(client)["interactive"]).count
     started = time.monotonic()
     job_ids = client.submit_many(batches)
 
@@ -150,7 +150,7 @@ def test_chaos_300_jobs_5_kills_nothing_lost_nothing_doubled(service_at_rtt, enc
     assert all(client.status(job_id) == "finished" for job_id in job_ids)
     ttl = fresh_service.settings.result_ttl
     assert all(ttl - 300 < connection.ttl(result_stream_key(job_id)) <= ttl for job_id in job_ids)
-    assert FailedJobRegistry(queue=client.lanes["interactive"]).count == failed_before
+    assert FailedJobRegistry(queue=lanes(client)["interactive"]).count == failed_before
     # a pass writes a result (and counts it) once per job, however many times its worker died
     assert counter(client, "jobs") - jobs_before == len(job_ids)
     assert all(connection.xlen(result_stream_key(job_id)) == 1 for job_id in job_ids)
@@ -177,7 +177,7 @@ def test_a_poison_job_fails_after_its_retries_and_the_rest_finish(fresh_service)
         client.wait(poison, timeout=60)
     assert "AbandonedJobError: job abandoned 3 times: its worker died each time" in failure.value.reason
     assert "no retries left" in failure.value.reason
-    assert poison in FailedJobRegistry(queue=client.lanes["interactive"]).get_job_ids()
+    assert poison in FailedJobRegistry(queue=lanes(client)["interactive"]).get_job_ids()
     assert all(client.wait(job_id, timeout=60).embeddings.shape == (1, 384) for job_id in others)
     assert len(fresh_service.wait_for_workers(2)) == 2
     assert int(supervisor_facts(fresh_service)["restarts"]) == 3

@@ -12,7 +12,7 @@ from embedq import EmbedClient, QueueFull
 from embedq.broker.jobs import MsgpackSerializer
 from embedq.broker.rq_private.records import job_key
 from embedq.local.service import LocalService
-from tests.conftest import counter, make_settings, wait_until
+from tests.conftest import counter, lanes, make_settings, wait_until
 
 LONG = "Embeddings turn text into vectors so that similar meanings land close together. " * 20
 
@@ -29,7 +29,7 @@ def test_each_lane_has_its_own_limit_and_a_full_bulk_lane_leaves_interactive_roo
     client.submit_many([["interactive"]] * 2)
     with pytest.raises(QueueFull, match=r"queue 'lanes' holds 2 jobs; 1 more would pass MAX_QUEUE_LENGTH=2"):
         client.submit(["one more"])
-    assert (client.lanes["interactive"].count, client.lanes["bulk"].count) == (2, 30)
+    assert (lanes(client)["interactive"].count, lanes(client)["bulk"].count) == (2, 30)
 
 
 def ended(client: EmbedClient, job_id: str) -> float:

@@ -15,7 +15,7 @@ from embedq import EmbedClient, InvalidInput, JobFailed, JobLost, JobNotFound, J
 from embedq.broker.jobs import EMBED_TASK, MsgpackSerializer
 from embedq.broker.rq_private.records import result_stream_key
 from embedq.worker.supervisor.spawn import embedq_command, settings_env
-from tests.conftest import counter
+from tests.conftest import counter, lanes
 from tests.test_hostile_payloads import job_tuple, push_raw
 
 BATCHES = [
@@ -102,7 +102,7 @@ def test_wait_times_out_by_its_deadline_when_no_worker_listens(service):
     with pytest.raises(JobTimeout, match="did not finish within 0.5 s"):
         idle.wait(job_id, timeout=0.5)
     assert 0.4 < time.monotonic() - started < 2.0
-    idle.shards[idle.settings.queue]["interactive"].empty()
+    lanes(idle)["interactive"].empty()
 
 
 def test_a_payload_that_bypasses_the_client_is_refused_by_the_worker(service):
@@ -153,10 +153,10 @@ def test_cli_embed_status_and_stats(service):
 
 
 def test_dimensions_above_the_served_model_are_refused_before_enqueueing(service):
-    before = service.client.shards[service.client.settings.queue]["interactive"].count
+    before = lanes(service.client)["interactive"].count
     with pytest.raises(InvalidInput, match="dimensions=385 is more than the model's 384"):
         service.client.submit(["x"], dimensions=385)
-    assert service.client.shards[service.client.settings.queue]["interactive"].count == before
+    assert lanes(service.client)["interactive"].count == before
     assert service.client.embed(["x"], dimensions=384).shape == (1, 384)
     assert service.client.embed(["x"], dimensions=32).shape == (1, 32)
 

@@ -1,7 +1,8 @@
 """A queue split into shards (QUEUE_SHARDS) on one standalone Redis, real workers and the real model:
 calls spread over the shards, each call's jobs on one, every job finished with its vectors; a shard that
 is no worker's home is served too; a worker killed mid-pass in a shard not its home has its jobs handed
-back; stats add the shards up and show each."""
+back; the cache answers on every shard; stats, the gateway (the openai SDK), its /metrics and status page
+add the shards up."""
 
 from __future__ import annotations
 
@@ -11,13 +12,17 @@ import time
 import uuid
 from collections import Counter
 
+import httpx
 import numpy as np
 import pytest
+from openai import OpenAI
+from prometheus_client.parser import text_string_to_metric_families
 
+from embedq.broker.cache import CACHE_WORKER
 from embedq.broker.keys import held_key
 from embedq.broker.shards import hash_tag, shard_queues
 from embedq.local.service import LocalService
-from tests.conftest import make_settings, wait_until
+from tests.conftest import KEY, MODEL, make_settings, start_gateway, wait_until
 
 SHARDS = 3
 
@@ -88,3 +93,33 @@ def test_a_worker_killed_in_a_pass_of_another_shard_has_its_jobs_handed_back(sha
     results = client.wait_many(ids, timeout=180)
     assert all(result.embeddings.shape == (64, 384) for result in results)
     assert time.monotonic() - started < 60, "handed back at once, not after rq's started-registry expiry"
+
+
+def test_the_cache_answers_on_every_shard_and_the_gateway_serves_and_counts_the_shards(sharded):
+    client = sharded.client
+    batches = texts(30, "asked twice on a sharded queue")
+    ids = [client.submit(batch) for batch in batches]
+    filled = client.wait_many(ids, timeout=120)
+    again = client.wait_many([client.submit(batch) for batch in batches], timeout=60)
+    assert all(result.worker == CACHE_WORKER for result in again), "each shard's cache found its texts"
+    assert all(a.embeddings.tobytes() == b.embeddings.tobytes() for a, b in zip(again, filled))
+    gateway, url = start_gateway(sharded.settings)
+    try:
+        openai = OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
+        answer = openai.embeddings.create(model=MODEL, input=[f"over HTTP, {uuid.uuid4().hex}", "two"])
+        assert len(answer.data) == 2 and len(answer.data[0].embedding) == 384
+        metrics = text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text)
+        queue = client.settings.queue
+        jobs = sum(
+            sample.value
+            for family in metrics
+            for sample in family.samples
+            if sample.name == "embedq_jobs_total" and sample.labels["queue"] == queue
+        )
+        assert jobs == client.stats()["counters"]["jobs"] > 30, "/metrics adds every shard's counters up"
+        status = httpx.get(f"{url}/status.json", timeout=10).json()
+        (shown,) = [entry for entry in status["queues"] if entry["queue"] == queue]
+        assert shown["done"]["jobs"] > 30 and shown["cache"]["hits"] >= 60
+    finally:
+        gateway.terminate()
+        gateway.wait(timeout=30)

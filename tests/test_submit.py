@@ -11,6 +11,7 @@ from rq.job import Job
 from embedq import ClientSettings, EmbedClient, InvalidInput, QueueFull
 from embedq.broker.jobs import EMBED_TASK, MsgpackSerializer
 from embedq.broker.keys import model_key
+from tests.conftest import lanes
 
 
 def client_for(redis_url: str, **settings: object) -> EmbedClient:
@@ -38,8 +39,8 @@ def test_a_submit_is_one_round_trip(redis_url):
     assert len(sends) == 2, "one round trip per submit / submit_many"
     for job in Job.fetch_many([job_id, *ids], connection=client.connection, serializer=MsgpackSerializer):
         assert (job.func_name, job.get_status(), job.origin) == (EMBED_TASK, "queued", client.settings.queue)
-    assert client.lanes["interactive"].job_ids[-4:] == [job_id, *ids]
-    client.lanes["interactive"].empty()
+    assert lanes(client)["interactive"].job_ids[-4:] == [job_id, *ids]
+    lanes(client)["interactive"].empty()
 
 
 def test_submit_many_is_all_or_nothing(redis_url):
@@ -47,12 +48,12 @@ def test_submit_many_is_all_or_nothing(redis_url):
     client.submit_many([["one"], ["two"], ["three"]])
     with pytest.raises(QueueFull, match="holds 3 jobs; 3 more would pass MAX_QUEUE_LENGTH=5"):
         client.submit_many([["four"], ["five"], ["six"]])
-    assert client.lanes["interactive"].count == 3
+    assert lanes(client)["interactive"].count == 3
     client.connection.hset(model_key(client.settings.queue), mapping={"name": "m", "dim": 8})
     with pytest.raises(InvalidInput, match="dimensions=9 is more than the model's 8"):
         client.submit_many([["four"]], dimensions=9)
-    assert client.lanes["interactive"].count == 3
-    client.lanes["interactive"].empty()
+    assert lanes(client)["interactive"].count == 3
+    lanes(client)["interactive"].empty()
     client.connection.delete(model_key(client.settings.queue))
 
 
@@ -77,6 +78,6 @@ def test_concurrent_producers_never_pass_max_queue_length(redis_url):
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-    assert clients[0].lanes["interactive"].count == limit
+    assert lanes(clients[0])["interactive"].count == limit
     assert outcomes.count("queued") == limit and outcomes.count("full") == producers * attempts - limit
-    clients[0].lanes["interactive"].empty()
+    lanes(clients[0])["interactive"].empty()

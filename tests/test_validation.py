@@ -11,6 +11,7 @@ from embedq.config import Settings
 from embedq.config.settings import Limits
 from embedq.errors import Refusal
 from embedq.gateway.openai_shape import refused as openai_refused
+from tests.conftest import lanes
 
 pytestmark = pytest.mark.unit
 
@@ -24,7 +25,7 @@ def client():
 
 def test_a_text_of_exactly_the_limit_and_exactly_the_most_texts_are_accepted(client):
     client.submit(["x" * 20, "y", "z"])
-    assert client.lanes["interactive"].count == 1
+    assert lanes(client)["interactive"].count == 1
     limits = Limits(max_texts_per_job=3, max_chars_per_text=20)
     payload = {"v": 1, "texts": ["x" * 20, "y", "z"]}
     assert EmbedRequest.from_payload(payload, limits).texts == ["x" * 20, "y", "z"]  # the worker's check agrees
@@ -59,13 +60,13 @@ def test_a_text_of_exactly_the_limit_and_exactly_the_most_texts_are_accepted(cli
 def test_bad_input_is_refused_before_enqueueing(client, texts, options, message):
     with pytest.raises(InvalidInput, match=message):
         client.submit(texts, **options)
-    assert client.lanes["interactive"].count == 0
+    assert lanes(client)["interactive"].count == 0
 
 
 def test_one_bad_batch_in_submit_many_enqueues_nothing(client):
     with pytest.raises(InvalidInput, match=r"texts\[0\] must be a str"):
         client.submit_many([["fine"], [None]])
-    assert client.lanes["interactive"].count == 0
+    assert lanes(client)["interactive"].count == 0
 
 
 def test_a_full_queue_raises_queue_full(client):
@@ -73,7 +74,7 @@ def test_a_full_queue_raises_queue_full(client):
     client.submit(["three"])
     with pytest.raises(QueueFull, match="holds 3 jobs; 1 more would pass MAX_QUEUE_LENGTH=3"):
         client.submit(["four"])
-    assert client.lanes["interactive"].count == 3
+    assert lanes(client)["interactive"].count == 3
 
 
 @pytest.mark.parametrize(

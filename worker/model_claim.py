@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
+from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
@@ -40,12 +42,31 @@ def model_fingerprint(encoder: Encoder) -> str:
     return digest.hexdigest()[:16]
 
 
-def claim_queue(connection: Redis, queue: str, model: str, dim: int, ttl: int, fingerprint: str = "") -> None:
+def claim_queue(
+    connection: Redis,
+    queue: str,
+    model: str,
+    dim: int,
+    ttl: int,
+    fingerprint: str = "",
+    shards: Sequence[str] = (),
+) -> None:
     """Claim `queue` for `model`, or raise ModelConflict naming both models. `fingerprint` (model_fingerprint):
-    what the cache keys entries by; none, no entry is read or written on the queue."""
+    what the cache keys entries by; none, no entry is read or written on the queue. `shards`: the queue's
+    shards (broker/shards.py), each of which gets the model's facts too (a submit reads its own shard's),
+    and whose count the queue's facts keep (the gateway and `embedq stats` find the shards by it)."""
     identity = json.dumps({"name": model, "dim": dim}, sort_keys=True)
     keys = (serving_key(queue), model_key(queue), QUEUES_KEY)
-    held = bind(connection, "claim_queue")(keys, [identity, ttl, model, dim, queue, fingerprint])
+    count = max(len(shards), 1)
+    held = bind(connection, "claim_queue")(keys, [identity, ttl, model, dim, queue, fingerprint, count])
+    if not held and any(shard != queue for shard in shards):
+        facts: dict[Any, Any] = {"name": model, "dim": dim, "fingerprint": fingerprint}  # redis-py: invariant keys
+        with connection.pipeline(transaction=False) as pipe:
+            for shard in shards:
+                pipe.hset(model_key(shard), mapping=facts)
+                if not fingerprint:
+                    pipe.hdel(model_key(shard), "fingerprint")
+            pipe.execute()
     if held:
         other = json.loads(held)
         raise ModelConflict(

@@ -440,7 +440,9 @@ def join_the_queue(
     connection.ping()
     if read_policy:
         check_eviction(connection, settings.require_noeviction, f"worker {name}")
-    claim_queue(connection, settings.queue, encoder.spec.name, encoder.dim, worker_ttl, fingerprint)
+    claim_queue(
+        connection, settings.queue, encoder.spec.name, encoder.dim, worker_ttl, fingerprint, shards_of(settings)
+    )
     bury_worker(connection, name, "its worker lost Redis", shards_of(settings))
     return cache_budget(connection, settings.cache_max_bytes)
 

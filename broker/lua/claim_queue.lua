@@ -10,15 +10,17 @@
   ARGV[4]  dim       the model's dimension
   ARGV[5]  queue     the queue's name
   ARGV[6]  fingerprint  the model's exported files, precision and settings, hashed (the cache's entries carry it)
+  ARGV[7]  shards   how many shards the queue is split into (broker/shards.py)
   returns  false if claimed, else the identity of the model that holds it
 ]]
 local serving, model, queues = KEYS[1], KEYS[2], KEYS[3]
 local identity, ttl, name, dim, queue, fingerprint = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local shards = ARGV[7]
 
 local held = redis.call('GET', serving)
 if held and held ~= identity then return held end
 redis.call('SET', serving, identity, 'EX', ttl)
-redis.call('HSET', model, 'name', name, 'dim', dim, 'fingerprint', fingerprint)
+redis.call('HSET', model, 'name', name, 'dim', dim, 'fingerprint', fingerprint, 'shards', shards)
 if fingerprint == '' then redis.call('HDEL', model, 'fingerprint') end
 redis.call('SADD', queues, queue)
 return false

@@ -454,7 +454,7 @@ class BatchRun:
         is full, Redis is away or the jobs vanish; JobFailed when a worker failed one."""
         step = self.job_texts
         batches = [texts[start : start + step] for start in range(0, len(texts), step)]
-        client = self.driver.fleet.client(model.queue)
+        client = self.driver.fleet.client(model)
         while True:
             if self.stopping.is_set():
                 raise Stop
