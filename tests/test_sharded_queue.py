@@ -19,9 +19,11 @@ from openai import OpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
 from embedq.broker.cache import CACHE_WORKER
+from embedq.broker.jobs import EmbedRequest
 from embedq.broker.keys import held_key
 from embedq.broker.shards import hash_tag, shard_queues
 from embedq.local.service import LocalService
+from embedq.producer.enqueue import pick_shard
 from tests.conftest import KEY, MODEL, make_settings, start_gateway, wait_until
 
 SHARDS = 3
@@ -123,3 +125,19 @@ def test_the_cache_answers_on_every_shard_and_the_gateway_serves_and_counts_the_
     finally:
         gateway.terminate()
         gateway.wait(timeout=30)
+
+
+def test_a_text_for_the_shard_that_is_nobodys_home_is_answered_at_once_on_an_idle_fleet(sharded):
+    """Idle workers also wait on the other shards' doorbells: a call to a shard with no home worker wakes
+    one at once instead of waiting out its doorbell wait (1 s)."""
+    client = sharded.client
+    names = shard_queues(client.settings.queue, SHARDS)
+    candidates = (f"a short query {n} {uuid.uuid4().hex}" for n in range(10_000))
+    homeless = [text for text in candidates if pick_shard(names, [EmbedRequest([text])]) == names[2]][:5]
+    timings = []
+    for text in homeless:
+        time.sleep(1.5)  # idle again: both workers back in their doorbell wait
+        started = time.monotonic()
+        client.embed([text], cache=False)
+        timings.append(time.monotonic() - started)
+    assert sorted(timings)[2] < 0.25, f"answered in {timings} s"

@@ -202,17 +202,20 @@ class PassWorker(SimpleWorker):
         return None
 
     def wait_and_take(self, lanes: Sequence[Queue]) -> TakenPass | str | None:
-        """Idle: block on the doorbell for up to `doorbell_wait`, with the take sent behind the blocking
-        read in the same round trip: Redis runs it the moment the bell rings (or the wait ends), so a
-        woken worker holds its pass one round trip sooner. Jobs are started in Redis before this worker
-        reads the reply, so nothing may cut the read short: a stop request waits for it."""
+        """Idle: block on the doorbells for up to `doorbell_wait` (home's own and shared ones, and the other
+        shards' shared ones: a shard whose workers are all busy, or that is nobody's home, rings there),
+        with home's take sent behind the blocking read in the same round trip: Redis runs it the moment a
+        bell rings (or the wait ends), so a woken worker holds its pass one round trip sooner (a ring from
+        another shard: the loop looks there next). Jobs are started in Redis before this worker reads the
+        reply, so nothing may cut the read short: a stop request waits for it."""
         execution_id, home = uuid4().hex, self.home
+        bells = [home.bell, home.doorbell, *(shard.doorbell for shard in self.shards[1:])]
         keys, args = self._take_call(home, lanes, execution_id, looking_in_passing=False)
         TAKE_PASS.check(keys, args)
         rang, reply = execute(
             self.connection,
             [
-                (("BLPOP", home.bell, home.doorbell, self.doorbell_wait), {}),
+                (("BLPOP", *bells, self.doorbell_wait), {}),
                 (("EVALSHA", TAKE_PASS.sha, len(keys), *keys, *args), {}),
             ],
         )
