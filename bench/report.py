@@ -732,6 +732,30 @@ def cache_section(
     ]
 
 
+def shards_section(shards: dict[str, Any]) -> list[str]:
+    layouts = shards["layouts"]
+    lines = [
+        "## Sharded queues on one Redis — `./dev bench shards` (bench/shards.py)",
+        "",
+        f"Measured by {stamp(shards)}. The same {shards['workers']}-worker service with 1, 3 and 6 shards "
+        "(QUEUE_SHARDS), each on a private redis-server of its own, the cache off, every text new; alternating, "
+        f"medians of {shards['repeats']}. On a Redis Cluster the same scripts run spread over its primaries: "
+        "the per-job costs here are what they would share.",
+        "",
+        "| shards | single-text jobs/s (16 threads) | texts/s, jobs of 32 (4 threads) | commands per single-text job "
+        "| Redis CPU per single-text job (µs) | commands per text, jobs of 32 | one text idle, p50 (ms) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for count, row in layouts.items():
+        lines.append(
+            f"| {count} | {row['single_text_jobs_per_s']:,.0f} | {row['texts_per_s_in_jobs_of_32']:,.0f} | "
+            f"{row['commands_per_single_text_job']:.1f} ({row['commands_vs_one_shard']:.2f}×) | "
+            f"{row['redis_cpu_us_per_single_text_job']:.0f} | {row['commands_per_text_in_jobs_of_32']:.2f} | "
+            f"{row['idle_p50_ms']:.2f} |"
+        )
+    return lines
+
+
 def readme_block(
     run: dict[str, Any] | None,
     quality: dict[str, Any] | None,
@@ -905,7 +929,7 @@ def main() -> int:
     peer, lanes, export, int8 = load("celery_peer"), load("lanes"), load("export"), load("int8_vnni")
     gateway, infinity, aof, soak = load("gateway"), load("infinity_peer"), load("aof_loss"), load("soak")
     batch, front_door, budget = load("batch"), load("front_door"), load("latency_budget")
-    int8_avx2, cache = load("int8_avx2"), load("cache")
+    int8_avx2, cache, shards = load("int8_avx2"), load("cache"), load("shards")
     page = [
         "# Benchmarks",
         "",
@@ -931,6 +955,7 @@ def main() -> int:
         and cache_section(
             cache, load("reingest"), load("infinity_cache"), load("latency_budget_cache"), load("fleet_cache")
         ),
+        shards and shards_section(shards),
         aof and aof_section(aof),
         soak and soak_section(soak),
         memory and memory_section(memory),

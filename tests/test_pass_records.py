@@ -26,7 +26,7 @@ from embedq.broker.cache import CacheWrites
 from embedq.broker.histograms import TIMINGS, timing_increments
 from embedq.broker.jobs import EmbedRequest, MsgpackSerializer
 from embedq.broker.keys import bell_key, doorbell_key, held_key, idle_key, waiters_key
-from embedq.broker.rq_private.pass_worker import Done, PassWorker, TakenPass
+from embedq.broker.rq_private.pass_worker import Done, PassWorker, ShardKeys, TakenPass
 from embedq.broker.rq_private.queues import lane_queues
 from embedq.broker.rq_private.records import result_stream_key
 from embedq.broker.scripts import bind, load
@@ -77,18 +77,16 @@ def enqueue(queue: Queue, **options: Any) -> Job:
 
 
 def pass_worker(queue: Queue, name: str, **options: Any) -> FixedPass:
-    return FixedPass(
-        [queue],
-        connection=queue.connection,
-        name=name,
-        serializer=MsgpackSerializer,
+    shard = ShardKeys(
+        queue.name,
+        (queue,),
         doorbell=doorbell_key(queue.name),
         bell=bell_key(queue.name, name),
+        held=held_key(name),
         idle=idle_key(queue.name),
         waiters=waiters_key(queue.name),
-        held=held_key(name),
-        **options,
     )
+    return FixedPass([shard], connection=queue.connection, name=name, serializer=MsgpackSerializer, **options)
 
 
 def run_passes(queue: Queue, name: str) -> FixedPass:
@@ -145,7 +143,7 @@ def test_a_failure_in_a_pass_is_retried_then_failed_with_its_reason_as_rq_does(q
 def test_rqs_own_clean_up_hands_back_a_job_whose_pass_never_ended(queue: Queue):
     job = enqueue(queue, retry=Retry(max=2))
     worker = pass_worker(queue, f"dead-{queue.name}")
-    taken = worker.take([queue])
+    taken = worker.take(worker.home, [queue])
     assert isinstance(taken, TakenPass) and [j.id for j in taken.jobs] == [job.id]
     assert Job.fetch(job.id, connection=queue.connection).get_status() == JobStatus.STARTED
     StartedJobRegistry(queue=queue).cleanup(timestamp=10**10)  # as if its heartbeat had run out
@@ -159,7 +157,7 @@ def test_a_pass_takes_jobs_up_to_its_text_budget_and_leaves_the_rest_in_order(qu
     after = enqueue(queue)
     worker = pass_worker(queue, f"budget-{queue.name}", max_jobs=8, max_texts=8)
     queue.connection.zadd(idle_key(queue.name), {"another-worker": time.time()})
-    taken = worker.take([queue])
+    taken = worker.take(worker.home, [queue])
     assert isinstance(taken, TakenPass)
     assert [j.id for j in taken.jobs] == [j.id for j in small]
     assert queue.job_ids == [big.id, after.id]
@@ -172,7 +170,7 @@ def test_a_job_whose_worker_died_before_runs_in_a_pass_of_its_own(queue: Queue):
     last = enqueue(queue)
     worker = pass_worker(queue, f"alone-{queue.name}", max_jobs=8, max_texts=8)
     passes = []
-    while isinstance(taken := worker.take([queue]), TakenPass):
+    while isinstance(taken := worker.take(worker.home, [queue]), TakenPass):
         passes.append([j.id for j in taken.jobs])
     assert passes == [[first.id], [abandoned.id], [last.id]]
 
@@ -180,7 +178,7 @@ def test_a_job_whose_worker_died_before_runs_in_a_pass_of_its_own(queue: Queue):
 def test_jobs_released_from_a_pass_go_back_to_the_head_untouched_unless_already_recorded(queue: Queue):
     first, second, later = enqueue(queue), enqueue(queue), enqueue(queue)
     worker = pass_worker(queue, f"release-{queue.name}", max_jobs=2, max_texts=8)
-    taken = worker.take([queue])
+    taken = worker.take(worker.home, [queue])
     assert isinstance(taken, TakenPass) and [j.id for j in taken.jobs] == [first.id, second.id]
     queue.connection.hset(second.key, "status", "finished")  # as if recorded just before the release
     worker.release(taken, taken.jobs)
@@ -194,7 +192,7 @@ def test_jobs_released_from_a_pass_go_back_to_the_head_untouched_unless_already_
 
 def test_an_idle_wait_takes_the_job_that_rings_the_doorbell_in_the_same_round_trip(queue: Queue):
     worker = pass_worker(queue, f"wait-{queue.name}")
-    assert worker.take([queue]) is None  # nothing yet: the worker is idle
+    assert worker.take(worker.home, [queue]) is None  # nothing yet: the worker is idle
     enqueued = []
 
     def producer() -> None:
@@ -257,15 +255,15 @@ def test_an_idle_worker_keeps_when_it_went_idle_while_it_looks_again_and_leaves_
 ):
     worker = pass_worker(queue, f"waiter-{queue.name}")
     waiters = waiters_key(queue.name)
-    assert worker.take([queue]) is None
+    assert worker.take(worker.home, [queue]) is None
     went_idle = queue.connection.zscore(waiters, worker.name)
     assert went_idle is not None
     time.sleep(0.05)
-    assert worker.take([queue]) is None  # its periodic look
+    assert worker.take(worker.home, [queue]) is None  # its periodic look
     assert queue.connection.zscore(waiters, worker.name) == went_idle
     assert queue.connection.zscore(idle_key(queue.name), worker.name) > went_idle, "its last look is newer"
     enqueue(queue)
-    assert isinstance(worker.take([queue]), TakenPass)
+    assert isinstance(worker.take(worker.home, [queue]), TakenPass)
     assert queue.connection.zscore(waiters, worker.name) is None
 
 
@@ -273,7 +271,7 @@ def test_an_idle_look_forgets_workers_gone_for_ten_minutes_without_a_burial(queu
     ghost_seen = time.time() - 601
     queue.connection.zadd(idle_key(queue.name), {"ghost": ghost_seen, "recent": time.time() - 5})
     queue.connection.zadd(waiters_key(queue.name), {"ghost": ghost_seen})
-    assert pass_worker(queue, f"forget-{queue.name}").take([queue]) is None
+    assert (forgetful := pass_worker(queue, f"forget-{queue.name}")).take(forgetful.home, [queue]) is None
     assert queue.connection.zscore(idle_key(queue.name), "ghost") is None
     assert queue.connection.zscore(waiters_key(queue.name), "ghost") is None
     assert queue.connection.zscore(idle_key(queue.name), "recent") is not None

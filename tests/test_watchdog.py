@@ -34,7 +34,7 @@ def test_stats_show_a_worker_rq_has_not_heard_from_and_the_jobs_it_holds():
     connection = fakeredis.FakeRedis()
     connection.hset("rq:worker:host.7", "last_heartbeat", utcformat(datetime.now(UTC) - timedelta(seconds=120)))
     connection.sadd(held_key("host.7"), "job1:exec", "job2:exec")
-    (worker,) = with_silence(connection, [{"name": "host.7"}])
+    (worker,) = with_silence(connection, [{"name": "host.7"}], ["q"])
     assert 119 <= worker["silent_seconds"] <= 125 and worker["holding"] == 2
     stats = {"queue": "q", "queued": 0, "running": 2, "failed": 0, "workers": [worker], "supervisors": []}
     stats |= {"counters": {}, "lanes": {}, "cache": cache_stats(connection, "q")}
