@@ -44,6 +44,12 @@ KEY = "sk-bench-cache"
 CLIENTS = 16
 
 
+def distinct_sentences(stsb: Path | None, count: int) -> list[str]:
+    """The first `count` distinct sentences of the STS-B test set: the Zipf workload's vocabulary."""
+    first, second, _ = load_stsb(stsb_path(stsb))
+    return list(dict.fromkeys(first + second))[:count]
+
+
 def zipf_draws(sentences: list[str], calls: int, s: float = 1.0, seed: int = 0) -> list[str]:
     """`calls` sentences drawn with probability proportional to 1 / rank**s."""
     weights = 1.0 / np.arange(1, len(sentences) + 1) ** s
@@ -184,8 +190,7 @@ def main() -> int:
     parser.add_argument("--stsb", type=Path)
     args = parser.parse_args()
 
-    first, second, _ = load_stsb(stsb_path(args.stsb))
-    sentences = list(dict.fromkeys(first + second))[: args.distinct]
+    sentences = distinct_sentences(args.stsb, args.distinct)
     draws = zipf_draws(sentences, args.calls)
     server = RedisServer(None, "--maxmemory-policy", "noeviction").start()
     settings = Settings.load(workers=2, redis_url=server.url, queue="cache-bench", log_level="WARNING")

@@ -22,14 +22,13 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from benchlib import KeepAlive, alternate, concurrent_rate, save, start_gateway, stsb_path
-from cache import CLIENTS, KEY, MODEL, zipf_draws
+from benchlib import KeepAlive, alternate, concurrent_rate, save, start_gateway
+from cache import CLIENTS, KEY, MODEL, distinct_sentences, zipf_draws
 
 from embedq import EmbedClient
 from embedq.config import Settings
 from embedq.local.service import LocalService
 from embedq.producer.stats import cache_stats
-from embedq.worker.model.quality import load_stsb
 
 PORT = 8768
 
@@ -43,8 +42,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--stsb", type=Path)
     args = parser.parse_args()
-    first, second, _ = load_stsb(stsb_path(args.stsb))
-    sentences = list(dict.fromkeys(first + second))[: args.distinct]
+    sentences = distinct_sentences(args.stsb, args.distinct)
     infinity = KeepAlive(args.infinity_url)
     embedq = KeepAlive(f"http://127.0.0.1:{PORT}/v1", headers={"Authorization": f"Bearer {KEY}"})
     settings = Settings.load(queue="embedq-bench-infinity-cache", workers=2, log_level="WARNING")

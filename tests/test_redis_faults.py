@@ -90,6 +90,16 @@ def test_sigterm_stops_the_fleet_within_10_s_while_redis_hangs(private_redis, mo
         supervisor = service.supervisor
         workers = [int(worker["pid"]) for worker in service.live_workers()]
         assert len(workers) == 2
+        # the facts come before rq's start-up ends (its signal handlers last): a SIGTERM before then is
+        # the default one. A worker's first look for work sets its rq state past "started" (a race seen on
+        # a busy machine, 2026-12-07)
+        names = [worker["name"] for worker in service.live_workers()]
+        admin = Redis.from_url(private_redis.url)
+        wait_until(
+            lambda: all(admin.hget(f"rq:worker:{name}", "state") in (b"idle", b"busy") for name in names),
+            30,
+            "both workers looking for work",
+        )
         private_redis.process.send_signal(signal.SIGSTOP)  # it accepts connections and never answers
         time.sleep(4)
         started = time.monotonic()
