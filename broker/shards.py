@@ -68,11 +68,6 @@ def shards_of(settings: ClientSettings) -> list[str]:
     return shard_queues(settings.queue, settings.queue_shards, settings.redis_cluster)
 
 
-def base_queue(shard_name: str) -> str:
-    """The queue a shard belongs to (its name without the tag)."""
-    return shard_name.split("{", 1)[0]
-
-
 def hash_tag(name: str) -> str:
     """The `{tag}` a shard's name carries ('' for an untagged one), to put in its job ids and per-worker keys."""
     start = name.find("{")

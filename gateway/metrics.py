@@ -73,6 +73,12 @@ def oldest_age_seconds(connection: Redis, rq_queue_key: str) -> float:
     return max(0.0, time.time() - stamp.timestamp())
 
 
+def oldest_waits(connection: Redis, shards: list[str]) -> dict[str, float]:
+    """Per lane, how long its oldest waiting job has waited in any of the queue's shards (0 when all are empty)."""
+    lanes = [lane_queues(shard, connection) for shard in shards]
+    return {lane: max(oldest_age_seconds(connection, parts[lane].key) for parts in lanes) for lane in LANES}
+
+
 class FleetCollector(Collector):
     """Reads every served queue's numbers from Redis at each scrape."""
 
@@ -119,10 +125,10 @@ class FleetCollector(Collector):
             numbers = summed(self.connection, [metrics_key(shard) for shard in shards])
             timings = summed(self.connection, [timings_key(shard) for shard in shards])
             lanes = [lane_queues(shard, self.connection) for shard in shards]
-            for lane in LANES:  # the shards added up (the oldest job's age: the oldest of any shard)
+            waited = oldest_waits(self.connection, shards)
+            for lane in LANES:  # the shards added up
                 depth.add_metric([queue, lane], sum(parts[lane].count for parts in lanes))
-                oldest = max(oldest_age_seconds(self.connection, parts[lane].key) for parts in lanes)
-                age.add_metric([queue, lane], oldest)
+                age.add_metric([queue, lane], waited[lane])
                 for name, family in counters.items():
                     family.add_metric([queue, lane], numbers.get(f"{lane}:{name}", 0.0))
                 for timing, histogram_family in latency.items():

@@ -14,8 +14,7 @@ from redis import Redis
 from embedq.broker.histograms import TIMINGS
 from embedq.broker.keys import ACTIVE_BATCHES_KEY, batch_key, metrics_key, timings_key
 from embedq.broker.lanes import LANES
-from embedq.broker.rq_private.queues import lane_queues
-from embedq.gateway.metrics import oldest_age_seconds, served_queues
+from embedq.gateway.metrics import oldest_waits, served_queues
 from embedq.producer.stats import as_text, collect_stats, histogram, quantile, queue_shards, summed
 
 CACHE_SHOWN = ("hits", "misses", "hit_ratio", "answered", "entries", "bytes", "budget")
@@ -84,13 +83,13 @@ class StatusBoard:
         for queue in served_queues(self.connection):
             shards = queue_shards(self.connection, queue, self.cluster)
             stats = collect_stats(self.connection, queue, shards=shards)
-            parts = [lane_queues(shard, self.connection) for shard in shards]
+            waited = oldest_waits(self.connection, shards)
             lanes = {
                 lane: {
                     "queued": facts["queued"],
                     "running": facts["running"],
                     "failed": facts["failed"],
-                    "oldest_wait_seconds": max(oldest_age_seconds(self.connection, part[lane].key) for part in parts),
+                    "oldest_wait_seconds": waited[lane],
                 }
                 for lane, facts in stats["lanes"].items()
             }

@@ -51,7 +51,7 @@ class AsyncEmbedClient:
         )
         self.cache_connection = async_cache_redis(self.settings)
         self.remote = RemoteCache.of(self.settings) if self.cache_connection else None
-        self._shards = job_builders(self.settings.queue, self.settings.queue_shards, self.settings.redis_cluster)
+        self._shards = job_builders(shards_of(self.settings))
         self._stats_connection: Redis | None = None  # stats() reads with redis-py, in a thread: made when asked
         self._stats_cache_connection: Redis | None = None  # and the cache's own Redis (CACHE_URL) likewise
         self.limits = self.settings.limits
@@ -114,7 +114,7 @@ class AsyncEmbedClient:
                 self._stats_connection,
                 self.settings.queue,
                 self._stats_cache_connection,
-                shards_of(self.settings),
+                list(self._shards),
             )
         except OUTAGES as error:
             raise unreachable(error, self.settings.redis_url) from None

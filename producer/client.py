@@ -51,9 +51,7 @@ class EmbedClient:
         )
         self.cache_connection = sync_cache_redis(self.settings)
         self.remote = RemoteCache.of(self.settings) if self.cache_connection else None
-        self.shards = shard_lanes(
-            self.settings.queue, self.connection, self.settings.queue_shards, self.settings.redis_cluster
-        )  # each shard's name and lanes
+        self.shards = shard_lanes(shards_of(self.settings), self.connection)  # each shard's name and lanes
         self.limits = self.settings.limits
 
     def submit(self, texts: Sequence[str], **options: Unpack[SubmitOptions]) -> str:
@@ -99,7 +97,7 @@ class EmbedClient:
     def stats(self) -> dict[str, Any]:
         """Queue depth, live workers with their providers, counters and timing percentiles."""
         try:
-            return collect_stats(self.connection, self.settings.queue, self.cache_connection, shards_of(self.settings))
+            return collect_stats(self.connection, self.settings.queue, self.cache_connection, list(self.shards))
         except OUTAGES as error:
             raise unreachable(error, self.settings.redis_url) from None
 

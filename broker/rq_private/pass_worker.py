@@ -77,9 +77,9 @@ class PassWorker(SimpleWorker):
     """rq's SimpleWorker (every job in this process) whose loop takes jobs a pass at a time, from
     several lanes in the order `next_lanes` gives, and writes rq's records of a whole pass in one
     script when it starts and one when it succeeds. It serves every shard of its queue: its home shard
-    (the first) first; when that is empty, the others, in turn. Idle, it blocks on its home shard's
-    doorbell of its own (a producer rings the worker that went idle last) and the shared one, and looks
-    in the other shards after each wait. Subclasses fill in the hooks below."""
+    (the first) first; whenever that is empty, the others, in turn. Idle, it blocks on its home shard's
+    doorbell of its own (a producer rings the worker that went idle last) and shared one, and on the other
+    shards' shared ones. Subclasses fill in the hooks below."""
 
     death_penalty_class = NamedTimeoutPenalty
     max_connection_wait_time = 10.0  # rq's backoff cap while Redis is away (its default: 60 s)

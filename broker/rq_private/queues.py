@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from redis import Redis
@@ -9,20 +10,17 @@ from rq import Queue
 
 from embedq.broker.jobs import MsgpackSerializer
 from embedq.broker.lanes import LANES, Lane, lane_queue
-from embedq.broker.shards import shard_queues
 
 
-def job_builders(queue: str, shards: int = 1, cluster: bool = False) -> dict[str, dict[Lane, Queue]]:
+def job_builders(shards: Sequence[str]) -> dict[str, dict[Lane, Queue]]:
     """Each shard's lane queues that only build jobs for the caller to send (rq's Queue wants a connection
     object): their client never opens a connection."""
-    return shard_lanes(queue, Redis(), shards, cluster)
+    return shard_lanes(shards, Redis())
 
 
-def shard_lanes(
-    queue: str, connection: Redis, shards: int = 1, cluster: bool = False, **options: Any
-) -> dict[str, dict[Lane, Queue]]:
-    """Each shard's name (broker/shards.py) and the rq queues of its lanes."""
-    return {name: lane_queues(name, connection, **options) for name in shard_queues(queue, shards, cluster)}
+def shard_lanes(shards: Sequence[str], connection: Redis) -> dict[str, dict[Lane, Queue]]:
+    """Each shard's name (broker/shards.shards_of) and the rq queues of its lanes."""
+    return {name: lane_queues(name, connection) for name in shards}
 
 
 # rq asks Redis its version (INFO) before its first enqueue and writes the same commands for every
