@@ -138,6 +138,12 @@ def start_gateway(settings: Settings, files_dir: Path) -> tuple[subprocess.Popen
     raise RuntimeError("embedq serve did not start")
 
 
+def distinct_lines(stsb: Path | None, count: int) -> list[str]:
+    """`count` lines of the mixed corpus, each its own text (a line number on every one)."""
+    corpus = mixed_corpus(stsb_path(stsb), 4096)
+    return [f"{corpus[i % len(corpus)]} ({i})" for i in range(count)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--texts", type=int, default=50_000)
@@ -145,8 +151,7 @@ def main() -> int:
     parser.add_argument("--stsb", type=Path)
     args = parser.parse_args()
 
-    corpus = mixed_corpus(stsb_path(args.stsb), 4096)
-    texts = [f"{corpus[i % len(corpus)]} ({i})" for i in range(args.texts)]  # every line its own text
+    texts = distinct_lines(args.stsb, args.texts)
     server = RedisServer().start()
     settings = Settings.load(workers=2, redis_url=server.url, queue="batch", log_level="WARNING", cache=False)
     results: dict[str, Any] = {"texts": args.texts, "workers": 2, "repeats": args.repeats}

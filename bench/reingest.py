@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 import openai
-from batch import batch_file, batch_output, start_gateway
-from benchlib import mixed_corpus, save, stsb_path
+from batch import batch_file, batch_output, distinct_lines, start_gateway
+from benchlib import save
 
 from embedq.config import Settings
 from embedq.local.redis_server import RedisServer
@@ -44,8 +44,7 @@ def main() -> int:
     parser.add_argument("--stsb", type=Path)
     args = parser.parse_args()
 
-    corpus = mixed_corpus(stsb_path(args.stsb), 4096)
-    texts = [f"{corpus[i % len(corpus)]} ({i})" for i in range(args.texts)]  # every line its own text
+    texts = distinct_lines(args.stsb, args.texts)
     rng = np.random.default_rng(0)
     changed = set(rng.choice(len(texts), int(args.changed * len(texts)), replace=False).tolist())
     edited = [f"{text} (edited)" if i in changed else text for i, text in enumerate(texts)]
