@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import alternate, mixed_corpus, save, stsb_path
-from fleet import RedisCost, singles
+from fleet import RedisCost, median_cost, singles
 from redis import Redis
 
 from embedq import EmbedClient
@@ -75,14 +75,17 @@ def costed(
     return run
 
 
-def idle_p50_ms(client: EmbedClient, samples: int) -> float:
+def idle_run(client: EmbedClient, server: RedisServer, samples: int) -> tuple[float, float]:
+    """One caller's single-text calls 0.2 s apart on an idle fleet: their p50 (ms) and the Redis commands
+    each costs, the idle workers' looks between them included."""
     times = []
-    for text in new([f"an idle query number {n}" for n in range(samples)]):
-        time.sleep(0.2)
-        started = time.perf_counter()
-        client.embed([text], cache=False)
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+    with RedisCost(Redis.from_url(server.url)) as cost:
+        for text in new([f"an idle query number {n}" for n in range(samples)]):
+            time.sleep(0.2)
+            started = time.perf_counter()
+            client.embed([text], cache=False)
+            times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times), cost.per_job(samples)["commands_per_job"]
 
 
 def main() -> int:
@@ -125,6 +128,7 @@ def main() -> int:
                 samples = alternate(measures, args.repeats)
                 for shards, service in services.items():
                     assert service.client is not None
+                    idle_p50, idle_commands = idle_run(service.client, servers[shards], args.idle_samples)
                     results["layouts"][str(shards)] = {
                         "single_text_jobs_per_s": statistics.median(samples[f"singles_{shards}"]),
                         "texts_per_s_in_jobs_of_32": statistics.median(samples[f"batches_{shards}"]),
@@ -137,7 +141,9 @@ def main() -> int:
                         "commands_per_text_in_jobs_of_32": statistics.median(
                             cost["commands_per_job"] for cost in batch_cost[shards]
                         ),
-                        "idle_p50_ms": idle_p50_ms(service.client, args.idle_samples),
+                        "top_commands_per_single_text_job": median_cost(singles_cost[shards])["top_commands_per_job"],
+                        "idle_p50_ms": idle_p50,
+                        "commands_per_idle_call": idle_commands,
                         "samples": {key: value for key, value in samples.items() if key.endswith(f"_{shards}")},
                     }
             finally:
@@ -153,7 +159,8 @@ def main() -> int:
             f"{shards} shard(s): {row['single_text_jobs_per_s']:,.0f} single-text jobs/s, "
             f"{row['texts_per_s_in_jobs_of_32']:,.0f} texts/s in jobs of 32; per single-text job "
             f"{row['commands_per_single_text_job']:.1f} commands ({row['commands_vs_one_shard']:.2f}x one shard), "
-            f"{row['redis_cpu_us_per_single_text_job']:.0f} us Redis CPU; idle p50 {row['idle_p50_ms']:.2f} ms",
+            f"{row['redis_cpu_us_per_single_text_job']:.0f} us Redis CPU; idle p50 {row['idle_p50_ms']:.2f} ms, "
+            f"{row['commands_per_idle_call']:.1f} commands per idle call",
             flush=True,
         )
     save("shards", results)

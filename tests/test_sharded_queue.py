@@ -141,3 +141,25 @@ def test_a_text_for_the_shard_that_is_nobodys_home_is_answered_at_once_on_an_idl
         client.embed([text], cache=False)
         timings.append(time.monotonic() - started)
     assert sorted(timings)[2] < 0.25, f"answered in {timings} s"
+
+
+def test_a_backlog_on_the_shard_that_is_nobodys_home_is_drained_pass_after_pass(sharded):
+    """Work left behind in a shard rings its doorbell again, so the other shards' idle workers take pass
+    after pass from it instead of one per doorbell wait (1 s) each."""
+    client = sharded.client
+    names = shard_queues(client.settings.queue, SHARDS)
+    tag = uuid.uuid4().hex
+    first = next(
+        text
+        for text in (f"a backlog {n} {tag}" for n in range(10_000))
+        if pick_shard(names, [EmbedRequest([text])]) == names[2]
+    )
+    per_pass = client.settings.coalesce_texts - 50  # one job a pass
+    jobs = [[first] + [f"word {n} {job}" for n in range(per_pass - 1)] for job in range(12)]
+    time.sleep(1.5)  # both workers idle at home
+    started = time.monotonic()
+    ids = client.submit_many(jobs)
+    assert {hash_tag(job_id) for job_id in ids} == {hash_tag(names[2])}
+    client.wait_many(ids, timeout=60)
+    took = time.monotonic() - started
+    assert took < 3.5, f"12 passes of the homeless shard took {took:.1f} s"

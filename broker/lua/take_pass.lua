@@ -2,7 +2,8 @@
   The first lane with work gives the pass: its share of what waits (split with the workers idle now),
   at most `max_jobs` jobs, taken while they fit under `max_texts` texts (the count is in the job's
   meta); a job whose worker died before (meta.abandoned) runs alone; ids of jobs no longer queued
-  (finished by a worker presumed dead, deleted) are dropped. Work left behind rings the doorbell.
+  (finished by a worker presumed dead, deleted) are dropped. Work left behind rings the doorbell (kept
+  rung while work waits: with several shards, the workers of the others look here only when it rings).
   KEYS[1]   doorbell     the list idle workers block on
   KEYS[2]   suspended    rq's suspension flag
   KEYS[3]   held         the jobs this worker's pass holds
@@ -22,7 +23,8 @@
   ARGV[9]   was_idle     1 if this worker's last look found nothing (it is in the idle set)
   ARGV[10]  max_data     the most bytes of stored job data to fetch
   ARGV[11]  oversized    the mark sent instead of larger data (followed by its size)
-  ARGV[12..] fields      the job hash fields to read (must include status, data, meta, timeout)
+  ARGV[12]  several      1 when the queue has other shards (their idle workers take what is left here too)
+  ARGV[13..] fields      the job hash fields to read (must include status, data, meta, timeout)
   returns   {'jobs', lane number, then per job its id and its fields' values}, {'empty'} or {'suspended'}
   The time is Redis' own (TIME): an idle worker sends this script behind its blocking read of the
   doorbell, so it runs when the bell rings, not when it was sent.
@@ -32,7 +34,8 @@ local waiters, bell = KEYS[6], KEYS[7]
 local max_jobs, max_texts, execution = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local name, job_prefix, default_timeout, in_passing = ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7] == '1'
 local idle_for, was_idle, max_data, oversized = tonumber(ARGV[8]), ARGV[9] == '1', tonumber(ARGV[10]), ARGV[11]
-local FIRST_LANE, FIRST_FIELD = 8, 12
+local several = ARGV[12] == '1'
+local FIRST_LANE, FIRST_FIELD = 8, 13
 local FORGET_AFTER = 600  -- seconds
 
 -- rq_time: unix seconds and microseconds as rq writes times (utcformat: %Y-%m-%dT%H:%M:%S.%fZ)
@@ -111,8 +114,8 @@ for lane = FIRST_LANE, #KEYS, 2 do
             redis.call('HSET', worker_hash, 'state', 'busy')
             redis.call('ZREM', waiters, name)
         end
-        for other = FIRST_LANE, #KEYS, 2 do  -- work left behind and a worker idle: wake it
-            if idle == 0 then break end
+        for other = FIRST_LANE, #KEYS, 2 do  -- work left behind and a worker idle (here or in another shard): wake it
+            if idle == 0 and not several then break end
             if redis.call('LLEN', KEYS[other]) > 0 then
                 if redis.call('LLEN', doorbell) == 0 then redis.call('LPUSH', doorbell, 1) end
                 break

@@ -77,9 +77,9 @@ class PassWorker(SimpleWorker):
     """rq's SimpleWorker (every job in this process) whose loop takes jobs a pass at a time, from
     several lanes in the order `next_lanes` gives, and writes rq's records of a whole pass in one
     script when it starts and one when it succeeds. It serves every shard of its queue: its home shard
-    (the first) first; whenever that is empty, the others, in turn. Idle, it blocks on its home shard's
-    doorbell of its own (a producer rings the worker that went idle last) and shared one, and on the other
-    shards' shared ones. Subclasses fill in the hooks below."""
+    (the first) first; whenever that is empty, the others whose doorbell rings. Idle, it blocks on its
+    home shard's doorbell of its own (a producer rings the worker that went idle last) and shared one, and
+    on the other shards' shared ones. Subclasses fill in the hooks below."""
 
     death_penalty_class = NamedTimeoutPenalty
     max_connection_wait_time = 10.0  # rq's backoff cap while Redis is away (its default: 60 s)
@@ -153,8 +153,6 @@ class PassWorker(SimpleWorker):
                 self._state = WorkerStatus.BUSY
                 home = self.home
                 taken = self.wait_and_take(self.next_lanes(home)) if idle else self.take(home, self.next_lanes(home))
-                if taken is None:
-                    taken = self.take_elsewhere()
                 idle = taken is None
                 if isinstance(taken, TakenPass):
                     self.execute_pass(taken)
@@ -186,28 +184,34 @@ class PassWorker(SimpleWorker):
         keys, args = self._take_call(shard, lanes, execution_id, looking_in_passing)
         return self._taken(shard, lanes, execution_id, self._take(keys, args), looking_in_passing)
 
+    def take_from(self, shard: ShardKeys) -> TakenPass | str | None:
+        """A pass from another shard than home (in passing); home's idle sets forget this worker while it
+        runs that pass."""
+        taken = self.take(shard, self.next_lanes(shard), looking_in_passing=True)
+        if isinstance(taken, TakenPass):
+            with self.connection.pipeline(transaction=False) as pipe:
+                pipe.zrem(self.home.idle, self.name)
+                pipe.zrem(self.home.waiters, self.name)
+                pipe.execute()
+            self._was_idle = False
+        return taken
+
     def take_elsewhere(self) -> TakenPass | str | None:
-        """The home shard is empty: a pass from the first other shard with work (each looked at in turn,
-        so no shard waits on another's); home's idle sets forget this worker while it runs that pass."""
+        """A pass from the first other shard with work, each looked at in turn: after an idle wait no
+        doorbell cut short (a safety net: jobs rq itself enqueues ring none)."""
         for shard in self.shards[1:]:
-            taken = self.take(shard, self.next_lanes(shard), looking_in_passing=True)
-            if isinstance(taken, TakenPass):
-                with self.connection.pipeline(transaction=False) as pipe:
-                    pipe.zrem(self.home.idle, self.name)
-                    pipe.zrem(self.home.waiters, self.name)
-                    pipe.execute()
-                self._was_idle = False
-            if taken is not None:
+            if (taken := self.take_from(shard)) is not None:
                 return taken
         return None
 
     def wait_and_take(self, lanes: Sequence[Queue]) -> TakenPass | str | None:
         """Idle: block on the doorbells for up to `doorbell_wait` (home's own and shared ones, and the other
-        shards' shared ones: a shard whose workers are all busy, or that is nobody's home, rings there),
-        with home's take sent behind the blocking read in the same round trip: Redis runs it the moment a
-        bell rings (or the wait ends), so a woken worker holds its pass one round trip sooner (a ring from
-        another shard: the loop looks there next). Jobs are started in Redis before this worker reads the
-        reply, so nothing may cut the read short: a stop request waits for it."""
+        shards' shared ones: a shard whose workers are all busy, or that is nobody's home, rings there
+        while work waits), with home's take sent behind the blocking read in the same round trip: Redis
+        runs it the moment a bell rings (or the wait ends), so a woken worker holds its pass one round trip
+        sooner. A ring from another shard: a pass from there; no ring at all: every other shard looked at.
+        Jobs are started in Redis before this worker reads the reply, so nothing may cut the read short: a
+        stop request waits for it."""
         execution_id, home = uuid4().hex, self.home
         bells = [home.bell, home.doorbell, *(shard.doorbell for shard in self.shards[1:])]
         keys, args = self._take_call(home, lanes, execution_id, looking_in_passing=False)
@@ -225,7 +229,13 @@ class PassWorker(SimpleWorker):
         for error in (rang, reply):
             if isinstance(error, Exception):
                 raise error
-        return self._taken(home, lanes, execution_id, reply, looking_in_passing=False)
+        taken = self._taken(home, lanes, execution_id, reply, looking_in_passing=False)
+        if taken is not None or len(self.shards) == 1:
+            return taken
+        if rang is None:
+            return self.take_elsewhere()
+        rung = rang[0].decode()
+        return next((self.take_from(shard) for shard in self.shards[1:] if shard.doorbell == rung), None)
 
     def _take_call(
         self, shard: ShardKeys, lanes: Sequence[Queue], execution_id: str, looking_in_passing: bool
@@ -245,6 +255,7 @@ class PassWorker(SimpleWorker):
             int(self._was_idle and shard is self.home),
             self.stored_data_limit,
             OVERSIZED,
+            int(len(self.shards) > 1),
             *PASS_FIELDS,
             *self.extra_fields,
         ]
