@@ -8,9 +8,11 @@ from typing import Any
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.connection import SSLConnection, parse_url
 from redis.exceptions import RedisError
 from redis.retry import Retry
@@ -36,7 +38,10 @@ def _through_sentinel(settings: ClientSettings, options: dict[str, Any]) -> tupl
 
 
 def sync_redis(settings: ClientSettings, **options: Any) -> Redis:
-    """A client for `settings`' Redis (its primary, through Sentinel when configured)."""
+    """A client for `settings`' Redis (its primary, through Sentinel when configured; redis-py's Cluster
+    client on a Cluster)."""
+    if settings.redis_cluster:
+        return RedisCluster.from_url(settings.redis_url, **options)  # type: ignore[return-value]
     if not settings.redis_sentinels:
         return Redis.from_url(settings.redis_url, **options)
     addresses, timeouts, primary = _through_sentinel(settings, options)
@@ -47,6 +52,8 @@ def sync_redis(settings: ClientSettings, **options: Any) -> Redis:
 
 def async_redis(settings: ClientSettings, **options: Any) -> AsyncRedis:
     """As sync_redis, on redis.asyncio."""
+    if settings.redis_cluster:
+        return AsyncRedisCluster.from_url(settings.redis_url, **options)  # type: ignore[return-value]
     if not settings.redis_sentinels:
         return AsyncRedis.from_url(settings.redis_url, **options)
     addresses, timeouts, primary = _through_sentinel(settings, options)

@@ -15,23 +15,42 @@ from typing import Any
 import hiredis
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
+
+from embedq.broker import cluster
 
 # Each command as redis-py's command_stack holds it: its arguments (name first), and its parse options.
 Stack = Sequence[tuple[tuple[Any, ...], dict[str, Any]]]
 
 
-def stack_of(client: Redis | AsyncRedis, calls: Sequence[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> Stack:
+STACK_BUILDER = Redis()  # builds stacks for Cluster clients (their pipelines keep commands otherwise); never connects
+
+
+def stack_of(
+    client: Redis | AsyncRedis | RedisCluster | AsyncRedisCluster,
+    calls: Sequence[tuple[str, tuple[Any, ...], dict[str, Any]]],
+) -> Stack:
     """The command stack of redis-py method calls (name, args, kwargs), built by redis-py's own methods."""
-    pipe = client.pipeline(transaction=False)
+    builder = client if isinstance(client, (Redis, AsyncRedis)) else STACK_BUILDER
+    pipe = builder.pipeline(transaction=False)
     for name, args, kwargs in calls:
         getattr(pipe, name)(*args, **kwargs)
     return list(pipe.command_stack)
 
 
-def execute(client: Redis, stack: Stack) -> list[Any]:
+def execute(client: Redis | RedisCluster, stack: Stack) -> list[Any]:
     """Each command's parsed reply, an error reply in place as its exception (NoScriptError, OutOfMemoryError,
-    ...). Connection errors are retried as the client's retry policy says, then raised."""
+    ...). Connection errors are retried as the client's retry policy says, then raised. On a Redis Cluster
+    the stack goes to the node of its one hash slot (broker/cluster.py)."""
+    if isinstance(client, RedisCluster):
+        return cluster.execute_routed(client, stack)
+    return execute_on_node(client, stack)
+
+
+def execute_on_node(client: Redis, stack: Stack) -> list[Any]:
+    """`execute` on one Redis server."""
     pool: Any = client.connection_pool  # redis-py's pool and connections are untyped
     connection = pool.get_connection()
     try:
@@ -67,8 +86,15 @@ def _exchange(client: Any, connection: Any, stack: Stack) -> list[Any]:
     return replies
 
 
-async def execute_async(client: AsyncRedis, stack: Stack) -> list[Any]:
+async def execute_async(client: AsyncRedis | AsyncRedisCluster, stack: Stack) -> list[Any]:
     """`execute` on an asyncio client."""
+    if isinstance(client, AsyncRedisCluster):
+        return await cluster.execute_routed_async(client, stack)
+    return await execute_on_node_async(client, stack)
+
+
+async def execute_on_node_async(client: AsyncRedis, stack: Stack) -> list[Any]:
+    """`execute_on_node` on an asyncio client."""
     pool: Any = client.connection_pool
     connection = await pool.get_connection()
     try:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from redis import Redis
+from redis.crc import key_slot
 from redis.exceptions import WatchError
 from rq import Queue, SimpleWorker
 from rq.exceptions import InvalidJobOperation
@@ -19,6 +20,7 @@ from rq.results import Result
 from rq.utils import str_to_date, utcformat
 
 from embedq.broker.cache import CACHED_FIELD, cached_result
+from embedq.broker.direct import STACK_BUILDER
 from embedq.broker.jobs import EmbedResult, MsgpackSerializer, unpack_result
 
 
@@ -26,7 +28,8 @@ def enqueue_commands(queue: Queue, datas: list[Any]) -> tuple[list[str], list[li
     """The jobs' ids and the commands rq's own `enqueue_many` would send for them, not sent: the
     caller sends them (embedq: inside one script that first checks the queue's length). Their
     arguments stay as rq gave them (str, bytes, int): redis-py encodes them once, when they are sent."""
-    pipe = queue.connection.pipeline()
+    connection = queue.connection if isinstance(queue.connection, Redis) else STACK_BUILDER  # a Cluster's records none
+    pipe = connection.pipeline()
     jobs = queue.enqueue_many(datas, pipeline=pipe)
     commands = [list(args) for args, _ in pipe.command_stack]
     pipe.reset()
@@ -68,7 +71,10 @@ class JobTemplate:
             if command[0] == "HSET":
                 fields = range(2, len(command) - 1, 2)
                 slots.update({(c, a + 1): command[a] for a in fields if command[a] in PER_JOB_FIELDS})
-        return cls([command for command in commands if not named & set(command)], per_job, job_id, slots)
+        once = [command for command in commands if not named & set(command)]
+        if not isinstance(queue.connection, Redis):  # a Cluster: what names another slot (rq:queues) is left out
+            once = [command for command in once if key_slot(str(command[1]).encode()) == key_slot(queue.key.encode())]
+        return cls(once, per_job, job_id, slots)
 
     def commands(self, jobs: list[tuple[str, dict[str, Any]]]) -> list[list[Any]]:
         """rq's commands for these jobs: (id, PER_JOB_FIELDS values) each."""

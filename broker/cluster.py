@@ -1,0 +1,187 @@
+"""embedq's direct sends (broker/direct.py) on a Redis Cluster: a send's commands all name keys of one hash
+slot (a shard's), so they go, in one write as on a standalone Redis, to the primary that owns that slot,
+through a plain client of that node. Redirections are followed as redis-py's Cluster client follows its
+own: MOVED (the slot has moved: the slot map is read again), ASK (the slot is being migrated and the key
+is already on the target: sent there after ASKING), TRYAGAIN and CLUSTERDOWN (a migration or failover
+in progress: sent again shortly), and a node that cannot be reached (failed over: the map read again).
+A refused command did not run, so sending the whole send again runs each of its commands once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from redis import Redis
+from redis.asyncio import ConnectionPool as AsyncConnectionPool
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    RedisClusterException,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from embedq.broker import direct
+
+REDIRECTS = 16  # sends of one stack before its last refusal is raised
+SETTLE = 0.25  # seconds to wait on TRYAGAIN / CLUSTERDOWN / an unreachable node, doubled each time, at most 2 s
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ClusterDownError, OSError)
+KEYLESS = {"PING", "SCRIPT", "INFO", "TIME", "ECHO", "CONFIG", "CLIENT"}
+
+
+def first_key(args: Sequence[Any]) -> Any:
+    """The first key a command names (None for one that names none): what its slot is read from."""
+    name = args[0].upper() if isinstance(args[0], str) else bytes(args[0]).decode().upper()
+    name = name.split()[0]
+    if name in KEYLESS:
+        return None
+    if name in {"EVALSHA", "EVAL", "EVALSHA_RO", "EVAL_RO", "FCALL"}:
+        return args[3] if int(args[2]) > 0 else None
+    if name in {"XREAD", "XREADGROUP"}:
+        words = [str(arg).upper() if isinstance(arg, str) else arg for arg in args]
+        return args[words.index("STREAMS") + 1]
+    return args[1] if len(args) > 1 else None
+
+
+def stack_slot(stack: direct.Stack) -> int | None:
+    """The one hash slot every keyed command of `stack` names; None when none names a key. A stack over
+    several slots is a bug here (ValueError), never sent: the Cluster would refuse it command by command."""
+    slots = {key_slot(_encoded(key)) for args, _ in stack if (key := first_key(args)) is not None}
+    if len(slots) > 1:
+        names = sorted({str(args[0]) for args, _ in stack})
+        raise ValueError(f"one send names keys of {len(slots)} hash slots ({', '.join(names)})")
+    return slots.pop() if slots else None
+
+
+def _encoded(key: Any) -> bytes:
+    return key if isinstance(key, bytes) else str(key).encode()
+
+
+def _refusal(replies: list[Any]) -> Exception | None:
+    refused = (MovedError, AskError, TryAgainError, ClusterDownError)
+    return next((reply for reply in replies if isinstance(reply, refused)), None)
+
+
+def _settle(attempt: int) -> float:
+    return float(min(SETTLE * 2**attempt, 2.0))
+
+
+def execute_routed(cluster: RedisCluster, stack: direct.Stack) -> list[Any]:
+    """direct.execute on the primary of the stack's slot, redirections followed."""
+    slot = stack_slot(stack)
+    asking: Any = None
+    for attempt in range(REDIRECTS):
+        try:
+            if asking is not None:
+                node = asking
+            elif slot is None:
+                node = cluster.get_default_node()  # type: ignore[no-untyped-call]
+            else:
+                node = cluster.nodes_manager.get_node_from_slot(slot)
+            client: Redis = cluster.get_redis_connection(node)
+            sent = [(("ASKING",), {}), *stack] if asking is not None else stack
+            replies = direct.execute_on_node(client, sent)[1 if asking is not None else 0 :]
+        except (*UNREACHABLE, RedisClusterException):
+            if attempt == REDIRECTS - 1:
+                raise
+            time.sleep(_settle(attempt))
+            cluster.nodes_manager.initialize()
+            asking = None
+            continue
+        asking = None
+        refusal = _refusal(replies)
+        if refusal is None or attempt == REDIRECTS - 1:
+            return replies
+        if isinstance(refusal, AskError):
+            asking = cluster.nodes_manager.get_node(refusal.host, refusal.port) or _added(cluster, refusal)
+        elif isinstance(refusal, MovedError):
+            cluster.nodes_manager.initialize()
+        else:
+            time.sleep(_settle(attempt))
+            if isinstance(refusal, ClusterDownError):
+                cluster.nodes_manager.initialize()
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def _added(cluster: RedisCluster, refusal: AskError) -> Any:
+    cluster.nodes_manager.initialize()
+    return cluster.nodes_manager.get_node(refusal.host, refusal.port)
+
+
+class AsyncNodes:
+    """Plain asyncio clients of a Cluster's nodes, one per node, with the connections the Cluster client makes."""
+
+    def __init__(self, cluster: AsyncRedisCluster):
+        self.cluster = cluster
+        self.clients: dict[str, AsyncRedis] = {}
+
+    def client(self, node: Any) -> AsyncRedis:
+        if (client := self.clients.get(node.name)) is None:
+            pool = AsyncConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
+            client = self.clients[node.name] = AsyncRedis(connection_pool=pool)
+        return client
+
+    async def close(self) -> None:
+        for client in self.clients.values():
+            await client.aclose()
+        self.clients.clear()
+
+
+_ASYNC_NODES: dict[int, AsyncNodes] = {}
+
+
+def async_nodes(cluster: AsyncRedisCluster) -> AsyncNodes:
+    """The node clients kept for this Cluster client."""
+    if (nodes := _ASYNC_NODES.get(id(cluster))) is None or nodes.cluster is not cluster:
+        nodes = _ASYNC_NODES[id(cluster)] = AsyncNodes(cluster)
+    return nodes
+
+
+async def execute_routed_async(cluster: AsyncRedisCluster, stack: direct.Stack) -> list[Any]:
+    """execute_routed on redis.asyncio."""
+    slot = stack_slot(stack)
+    nodes = async_nodes(cluster)
+    if not cluster.nodes_manager.slots_cache:
+        await cluster.initialize()
+    asking: Any = None
+    for attempt in range(REDIRECTS):
+        try:
+            if asking is not None:
+                node = asking
+            elif slot is None:
+                node = cluster.get_default_node()
+            else:
+                node = cluster.nodes_manager.get_node_from_slot(slot)
+            sent = [(("ASKING",), {}), *stack] if asking is not None else stack
+            replies = (await direct.execute_on_node_async(nodes.client(node), sent))[1 if asking is not None else 0 :]
+        except (*UNREACHABLE, RedisClusterException):
+            if attempt == REDIRECTS - 1:
+                raise
+            await asyncio.sleep(_settle(attempt))
+            await cluster.nodes_manager.initialize()
+            asking = None
+            continue
+        asking = None
+        refusal = _refusal(replies)
+        if refusal is None or attempt == REDIRECTS - 1:
+            return replies
+        if isinstance(refusal, AskError):
+            asking = cluster.nodes_manager.get_node(refusal.host, refusal.port)
+            if asking is None:
+                await cluster.nodes_manager.initialize()
+                asking = cluster.nodes_manager.get_node(refusal.host, refusal.port)
+        elif isinstance(refusal, MovedError):
+            await cluster.nodes_manager.initialize()
+        else:
+            await asyncio.sleep(_settle(attempt))
+            if isinstance(refusal, ClusterDownError):
+                await cluster.nodes_manager.initialize()
+    raise AssertionError("unreachable")
