@@ -63,6 +63,12 @@ def shard_queues(queue: str, shards: int, cluster: bool = False) -> list[str]:
     return [f"{queue}{{{shard_tag(shard, shards)}}}" for shard in range(shards)]
 
 
+def records_of(queue: str, cluster: bool) -> str:
+    """The name the queue-wide records (its claim, its model's facts with the shard count) are keyed by:
+    the queue's own, hash-tagged whole on a Cluster (`{queue}`), so a claim's keys share one slot."""
+    return f"{{{queue}}}" if cluster else queue
+
+
 def shards_of(settings: ClientSettings) -> list[str]:
     """The settings' queue's shards (QUEUE_SHARDS, REDIS_CLUSTER)."""
     return shard_queues(settings.queue, settings.queue_shards, settings.redis_cluster)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis as AsyncRedis
 
 from embedq.broker.keys import QUEUES_KEY, model_key, serving_key
+from embedq.broker.shards import records_of
 from embedq.config.settings import GatewaySettings
 from embedq.producer.aio import AsyncEmbedClient
 from embedq.producer.stats import as_text
@@ -43,8 +44,9 @@ class Fleet:
         queues = sorted(as_text(queue) for queue in await self.connection.smembers(QUEUES_KEY))
         async with self.connection.pipeline(transaction=False) as pipe:
             for queue in queues:
-                pipe.hgetall(model_key(queue))
-                pipe.exists(serving_key(queue))
+                records = records_of(queue, self.settings.redis_cluster)
+                pipe.hgetall(model_key(records))
+                pipe.exists(serving_key(records))
             replies = await pipe.execute()
         for queue, raw, live in zip(queues, replies[::2], replies[1::2]):
             facts = {as_text(k): as_text(v) for k, v in raw.items()}

@@ -26,7 +26,7 @@ from embedq.broker.lanes import COUNTERS, LANES
 from embedq.broker.rq_private import FailedJobRegistry, StartedJobRegistry
 from embedq.broker.rq_private.queues import lane_queues
 from embedq.broker.rq_private.records import last_heartbeat
-from embedq.broker.shards import shard_queues
+from embedq.broker.shards import records_of, shard_queues
 
 
 def as_text(value: bytes | str) -> str:
@@ -53,7 +53,7 @@ def process_facts(connection: Redis, pattern: str, queue: str) -> list[dict[str,
 
 def queue_shards(connection: Redis, queue: str, cluster: bool = False) -> list[str]:
     """`queue`'s shards, as many as its workers said at their claim (the model facts' `shards`; 1 before)."""
-    count = connection.hget(model_key(queue), "shards")
+    count = connection.hget(model_key(records_of(queue, cluster)), "shards")
     return shard_queues(queue, int(count or 1), cluster)
 
 

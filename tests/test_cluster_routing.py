@@ -125,3 +125,17 @@ def test_an_asyncio_send_reaches_its_slots_primary(cluster):
     for tag in ("a", "b", "c", "d"):
         with Redis(port=owner(cluster, f"embedq:async{{{tag}}}")) as node:
             assert node.get(f"embedq:async{{{tag}}}") == b"v"
+
+
+def test_a_workers_claim_on_a_cluster_keeps_its_keys_in_one_slot_and_finds_the_shards(client):
+    from embedq.broker.shards import shard_queues
+    from embedq.producer.stats import queue_shards
+    from embedq.worker.model_claim import ModelConflict, claim_queue
+
+    shards = shard_queues("claimed", 3, cluster=True)
+    claim_queue(client, "claimed", "m", 384, ttl=30, fingerprint="f" * 16, shards=shards, cluster=True)
+    assert queue_shards(client, "claimed", cluster=True) == shards
+    assert all(client.hget(f"embedq:{shard}:model", "dim") == b"384" for shard in shards)
+    assert b"claimed" in client.smembers("embedq:queues")
+    with pytest.raises(ModelConflict):
+        claim_queue(client, "claimed", "other", 256, ttl=30, shards=shards, cluster=True)

@@ -15,6 +15,7 @@ from redis.client import Pipeline
 from embedq.broker.cache import ENTRY_VERSION
 from embedq.broker.keys import QUEUES_KEY, model_key, serving_key
 from embedq.broker.scripts import bind
+from embedq.broker.shards import records_of
 from embedq.errors import InvalidSettings
 from embedq.worker.model.encoder import Encoder
 
@@ -50,19 +51,23 @@ def claim_queue(
     ttl: int,
     fingerprint: str = "",
     shards: Sequence[str] = (),
+    cluster: bool = False,
 ) -> None:
     """Claim `queue` for `model`, or raise ModelConflict naming both models. `fingerprint` (model_fingerprint):
     what the cache keys entries by; none, no entry is read or written on the queue. `shards`: the queue's
     shards (broker/shards.py), each of which gets the model's facts too (a submit reads its own shard's),
-    and whose count the queue's facts keep (the gateway and `embedq stats` find the shards by it)."""
+    and whose count the queue's facts keep (the gateway and `embedq stats` find the shards by it).
+    `cluster`: on a Redis Cluster (the queue's records keyed as shards.records_of says)."""
     identity = json.dumps({"name": model, "dim": dim}, sort_keys=True)
-    keys = (serving_key(queue), model_key(queue), QUEUES_KEY)
+    records = records_of(queue, cluster)
+    keys = (serving_key(records), model_key(records))
     count = max(len(shards), 1)
-    held = bind(connection, "claim_queue")(keys, [identity, ttl, model, dim, queue, fingerprint, count])
-    if not held and any(shard != queue for shard in shards):
+    held = bind(connection, "claim_queue")(keys, [identity, ttl, model, dim, fingerprint, count])
+    if not held:
         facts: dict[Any, Any] = {"name": model, "dim": dim, "fingerprint": fingerprint}  # redis-py: invariant keys
         with connection.pipeline(transaction=False) as pipe:
-            for shard in shards:
+            pipe.sadd(QUEUES_KEY, queue)
+            for shard in (shard for shard in shards if shard != records):
                 pipe.hset(model_key(shard), mapping=facts)
                 if not fingerprint:
                     pipe.hdel(model_key(shard), "fingerprint")
@@ -77,5 +82,5 @@ def claim_queue(
         )
 
 
-def refresh_claim(target: Redis | Pipeline, queue: str, ttl: int) -> None:
-    target.expire(serving_key(queue), ttl)
+def refresh_claim(target: Redis | Pipeline, queue: str, ttl: int, cluster: bool = False) -> None:
+    target.expire(serving_key(records_of(queue, cluster)), ttl)

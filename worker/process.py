@@ -348,7 +348,7 @@ class EmbedWorker(PassWorker):
 
     def on_heartbeat(self, target: Redis | Pipeline, timeout: int | None) -> None:
         target.expire(worker_key(self.name), max(WORKER_FACTS_TTL, timeout or 0))
-        refresh_claim(target, self.settings.queue, max(self.worker_ttl, timeout or 0))
+        refresh_claim(target, self.settings.queue, max(self.worker_ttl, timeout or 0), self.settings.redis_cluster)
 
     def on_death(self) -> None:
         self.connection.delete(worker_key(self.name))
@@ -441,7 +441,14 @@ def join_the_queue(
     if read_policy:
         check_eviction(connection, settings.require_noeviction, f"worker {name}")
     claim_queue(
-        connection, settings.queue, encoder.spec.name, encoder.dim, worker_ttl, fingerprint, shards_of(settings)
+        connection,
+        settings.queue,
+        encoder.spec.name,
+        encoder.dim,
+        worker_ttl,
+        fingerprint,
+        shards_of(settings),
+        settings.redis_cluster,
     )
     bury_worker(connection, name, "its worker lost Redis", shards_of(settings))
     return cache_budget(connection, settings.cache_max_bytes)
