@@ -1,5 +1,5 @@
-"""embedq's direct sends (broker/direct.py) on a Redis Cluster: a send's commands all name keys of one hash
-slot (a shard's), so they go, in one write as on a standalone Redis, to the primary that owns that slot,
+"""embedq's direct sends (broker/direct.py) on a Redis Cluster: a send's commands all name keys of one
+hash slot (a shard's), so they go, in one write as on a standalone Redis, to the primary that owns that slot,
 through a plain client of that node. Redirections are followed as redis-py's Cluster client follows its
 own: MOVED (the slot has moved: the slot map is read again), ASK (the slot is being migrated and the key
 is already on the target: sent there after ASKING), TRYAGAIN and CLUSTERDOWN (a migration or failover
@@ -29,7 +29,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from embedq.broker import direct
+from embedq.broker.node import Stack, execute_on_node, execute_on_node_async
 
 REDIRECTS = 16  # sends of one stack before its last refusal is raised
 SETTLE = 0.25  # seconds to wait on TRYAGAIN / CLUSTERDOWN / an unreachable node, doubled each time, at most 2 s
@@ -46,12 +46,12 @@ def first_key(args: Sequence[Any]) -> Any:
     if name in {"EVALSHA", "EVAL", "EVALSHA_RO", "EVAL_RO", "FCALL"}:
         return args[3] if int(args[2]) > 0 else None
     if name in {"XREAD", "XREADGROUP"}:
-        words = [str(arg).upper() if isinstance(arg, str) else arg for arg in args]
-        return args[words.index("STREAMS") + 1]
+        words = [arg.decode() if isinstance(arg, bytes) else str(arg) for arg in args]  # redis-py: b"STREAMS"
+        return args[[word.upper() for word in words].index("STREAMS") + 1]
     return args[1] if len(args) > 1 else None
 
 
-def stack_slot(stack: direct.Stack) -> int | None:
+def stack_slot(stack: Stack) -> int | None:
     """The one hash slot every keyed command of `stack` names; None when none names a key. A stack over
     several slots is a bug here (ValueError), never sent: the Cluster would refuse it command by command."""
     slots = {key_slot(_encoded(key)) for args, _ in stack if (key := first_key(args)) is not None}
@@ -74,8 +74,8 @@ def _settle(attempt: int) -> float:
     return float(min(SETTLE * 2**attempt, 2.0))
 
 
-def execute_routed(cluster: RedisCluster, stack: direct.Stack) -> list[Any]:
-    """direct.execute on the primary of the stack's slot, redirections followed."""
+def execute_routed(cluster: RedisCluster, stack: Stack) -> list[Any]:
+    """broker/direct.py's execute on the primary of the stack's slot, redirections followed."""
     slot = stack_slot(stack)
     asking: Any = None
     for attempt in range(REDIRECTS):
@@ -88,7 +88,7 @@ def execute_routed(cluster: RedisCluster, stack: direct.Stack) -> list[Any]:
                 node = cluster.nodes_manager.get_node_from_slot(slot)
             client: Redis = cluster.get_redis_connection(node)
             sent = [(("ASKING",), {}), *stack] if asking is not None else stack
-            replies = direct.execute_on_node(client, sent)[1 if asking is not None else 0 :]
+            replies = execute_on_node(client, sent)[1 if asking is not None else 0 :]
         except (*UNREACHABLE, RedisClusterException):
             if attempt == REDIRECTS - 1:
                 raise
@@ -145,7 +145,7 @@ def async_nodes(cluster: AsyncRedisCluster) -> AsyncNodes:
     return nodes
 
 
-async def execute_routed_async(cluster: AsyncRedisCluster, stack: direct.Stack) -> list[Any]:
+async def execute_routed_async(cluster: AsyncRedisCluster, stack: Stack) -> list[Any]:
     """execute_routed on redis.asyncio."""
     slot = stack_slot(stack)
     nodes = async_nodes(cluster)
@@ -161,7 +161,7 @@ async def execute_routed_async(cluster: AsyncRedisCluster, stack: direct.Stack) 
             else:
                 node = cluster.nodes_manager.get_node_from_slot(slot)
             sent = [(("ASKING",), {}), *stack] if asking is not None else stack
-            replies = (await direct.execute_on_node_async(nodes.client(node), sent))[1 if asking is not None else 0 :]
+            replies = (await execute_on_node_async(nodes.client(node), sent))[1 if asking is not None else 0 :]
         except (*UNREACHABLE, RedisClusterException):
             if attempt == REDIRECTS - 1:
                 raise

@@ -73,7 +73,8 @@ class ClientSettings(BaseSettings):
     redis_cluster: bool = Field(
         False,
         description="REDIS_URL is one node of a Redis Cluster (any node: the others are discovered from it); "
-        "not with REDIS_SENTINELS; not supported yet (the shards' layout, QUEUE_SHARDS, is its first part)",
+        "not with REDIS_SENTINELS; spread a queue over its primaries with QUEUE_SHARDS (the Batch API does not "
+        "run there yet)",
     )
     queue_shards: int = Field(
         1,
@@ -142,11 +143,6 @@ class ClientSettings(BaseSettings):
             raise ValueError("a Redis Cluster fails over by itself: set REDIS_CLUSTER or REDIS_SENTINELS, not both")
         if cluster and str(info.data.get("redis_url", "")).startswith("unix://"):
             raise ValueError("a Redis Cluster is reached over TCP: REDIS_URL must be redis:// or rediss://")
-        if cluster:
-            raise ValueError(
-                "Redis Cluster is not supported yet: its clients and per-node waits are being built; "
-                "QUEUE_SHARDS lays a queue out for it on a standalone Redis today"
-            )
         return cluster
 
     @field_validator("redis_url", "cache_url")

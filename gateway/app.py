@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from embedq.broker.connection import async_redis, sync_redis
 from embedq.broker.eviction import enforce, eviction_risk
 from embedq.config.settings import GatewaySettings, redact_url
-from embedq.gateway.batch.api import OWNER, batch_api, owner_of
+from embedq.gateway.batch.api import OWNER, batch_api, batch_api_refused, owner_of
 from embedq.gateway.batch.batches import Batches
 from embedq.gateway.batch.driver import BatchDriver
 from embedq.gateway.batch.files import DirectoryStore, Files
@@ -201,7 +201,10 @@ def create_app(settings: GatewaySettings) -> Gate:
     parts = Parts.build(settings)
     app = FastAPI(title="embedq", lifespan=lifespan(settings, parts), docs_url=None, redoc_url=None, openapi_url=None)
     answer_errors_in_openai_shape(app)
-    app.include_router(batch_api(settings, parts.files, parts.batches, parts.driver.wake))
+    if settings.redis_cluster:
+        app.include_router(batch_api_refused())
+    else:
+        app.include_router(batch_api(settings, parts.files, parts.batches, parts.driver.wake))
     app.include_router(fleet_routes(settings, parts))
     embeddings = EmbeddingsEndpoint(settings, parts.fleet, parts.sync, parts.abandoned)
     keys = [key.encode() for key in settings.api_keys]
@@ -227,10 +230,11 @@ def lifespan(settings: GatewaySettings, parts: Parts) -> Callable[[FastAPI], Abs
         with suppress(RedisError):  # Redis away at start-up: /ready says so
             enforce(await asyncio.to_thread(eviction_risk, parts.sync), False, "embedq serve")
         sampler = asyncio.create_task(keep_sampling())
-        driving = asyncio.create_task(parts.driver.run())
+        driving = None if settings.redis_cluster else asyncio.create_task(parts.driver.run())  # no Batch API there
         yield
         sampler.cancel()
-        driving.cancel()
+        if driving is not None:
+            driving.cancel()
         await parts.driver.aclose()
         await parts.fleet.aclose()
         parts.sync.close()

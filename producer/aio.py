@@ -25,7 +25,7 @@ from embedq.producer.enqueue import EnqueuePlan, SubmitOptions, plan_submit
 from embedq.producer.remote_cache import RemoteCache
 from embedq.producer.stats import collect_stats
 from embedq.producer.steps import Finished, Outage, Pause, Send, Steps, advance, interpreted
-from embedq.producer.waiting import Status, result_steps, status_steps, submit_steps, wait_steps
+from embedq.producer.waiting import Status, result_steps, status_steps, submit_steps, wait_steps, waits_by_shard
 
 T = TypeVar("T")
 
@@ -74,7 +74,7 @@ class AsyncEmbedClient:
         return (await self.wait_many([job_id], timeout=timeout))[0]
 
     async def wait_many(self, job_ids: Sequence[str], timeout: float = 30.0) -> list[EmbedResult]:
-        return await self._run(wait_steps(job_ids, timeout))
+        return await self._run(waits_by_shard(job_ids, timeout, self.settings.redis_cluster))
 
     async def embed_results(
         self,

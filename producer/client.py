@@ -22,7 +22,7 @@ from embedq.producer.enqueue import EnqueuePlan, SubmitOptions, plan_submit
 from embedq.producer.remote_cache import RemoteCache
 from embedq.producer.stats import collect_stats
 from embedq.producer.steps import Finished, Outage, Pause, Send, Steps, advance, interpreted
-from embedq.producer.waiting import Status, result_steps, status_steps, submit_steps, wait_steps
+from embedq.producer.waiting import Status, result_steps, status_steps, submit_steps, wait_steps, waits_by_shard
 
 CONNECT_TIMEOUT = 2.0  # seconds: a Redis that is down fails the call fast instead of hanging it
 SOCKET_TIMEOUT = 10.0
@@ -79,7 +79,7 @@ class EmbedClient:
     def wait_many(self, job_ids: Sequence[str], timeout: float = 30.0) -> list[EmbedResult]:
         """Block until every job ends; results in the order given. Round trips do not grow with the
         number of jobs: each wakes on whichever of them ends. JobFailed names the first failed job."""
-        return self._run(wait_steps(job_ids, timeout))
+        return self._run(waits_by_shard(job_ids, timeout, self.settings.redis_cluster))
 
     def embed(self, texts: Sequence[str], timeout: float = 30.0, **options: Unpack[SubmitOptions]) -> np.ndarray:
         """Submit, wait, and return a float32 array (len(texts), dim) in input order. The submit

@@ -122,12 +122,12 @@ class SubmitOptions(TypedDict, total=False):
     cache: bool | CacheUse
 
 
-_templates: dict[tuple[str, int, int, int], JobTemplate] = {}
+_templates: dict[tuple[str, int, int, int, bool], JobTemplate] = {}
 
 
 def job_template(queue: Queue, settings: ClientSettings) -> JobTemplate:
     """rq's commands for an embed job in `queue` with the settings' options, built by rq once."""
-    key = (queue.name, settings.job_timeout, settings.result_ttl, settings.retries)
+    key = (queue.name, settings.job_timeout, settings.result_ttl, settings.retries, settings.redis_cluster)
     if (template := _templates.get(key)) is None:
         model = Queue.prepare_data(
             EMBED_TASK,
@@ -140,7 +140,7 @@ def job_template(queue: Queue, settings: ClientSettings) -> JobTemplate:
             meta={"texts": 0},
             job_id=TEMPLATE_JOB_ID,
         )
-        template = _templates[key] = JobTemplate.build(queue, model)
+        template = _templates[key] = JobTemplate.build(queue, model, settings.redis_cluster)
     return template
 
 

@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeVar
 
 from embedq.broker.jobs import EmbedResult, job_lifetime, unpack_refusal
 from embedq.broker.rq_private.records import REFUSAL_FIELD, STATUS, entry_outcome, job_key, queue_key, result_stream_key
+from embedq.broker.shards import hash_tag
 from embedq.errors import JobFailed, JobLost, JobNotFound, JobTimeout
 from embedq.producer.enqueue import EnqueuePlan
 from embedq.producer.remote_cache import RemoteCache, lookup_steps
@@ -122,6 +123,26 @@ def _check_status(job_id: str, raw: bytes | None, read: bool) -> None:
         raise JobFailed(job_id, f"job ended with status {_text(raw)}")
     if status == "finished" and read:
         raise _not_found(job_id, finished=True)
+
+
+def waits_by_shard(
+    job_ids: Sequence[str], timeout: float, cluster: bool, clock: Callable[[], float] = time.monotonic
+) -> Steps[list[EmbedResult]]:
+    """wait_steps; on a Redis Cluster, whose XREAD reads one node's streams, one shard's jobs after
+    another's: that costs a round trip per shard, never a job's time (while one shard's are awaited the
+    others' end too, and their results are read at once when their turn comes). Results in the order given."""
+    if not cluster:
+        return (yield from wait_steps(job_ids, timeout, clock))
+    deadline = clock() + timeout
+    shards: dict[str, list[int]] = {}
+    for at, job_id in enumerate(job_ids):
+        shards.setdefault(hash_tag(job_id), []).append(at)
+    results: list[EmbedResult | None] = [None] * len(job_ids)
+    for positions in shards.values():
+        found = yield from wait_steps([job_ids[at] for at in positions], max(deadline - clock(), 0.001), clock)
+        for at, result in zip(positions, found):
+            results[at] = result
+    return [result for result in results if result is not None]
 
 
 def wait_steps(

@@ -38,6 +38,7 @@ def test_a_commands_first_key_is_where_redis_reads_its_slot():
     assert first_key(("EVALSHA", "abc", 2, "k1", "k2", "arg")) == "k1"
     assert first_key(("EVALSHA", "abc", 0, "arg")) is None
     assert first_key(("XREAD", "BLOCK", 10, "COUNT", 1, "STREAMS", "s1", "s2", "0", "0")) == "s1"
+    assert first_key(("XREAD", "COUNT", 1, b"STREAMS", "s1", "0")) == "s1"  # as redis-py writes it
     assert first_key(("BLPOP", "bell", "doorbell", 1)) == "bell"
     assert first_key(("HGET", "rq:job:x", "status")) == "rq:job:x"
     assert first_key(("SCRIPT LOAD", "return 1")) is None
@@ -91,7 +92,7 @@ def test_a_send_over_two_slots_is_refused_before_it_is_sent(client):
 
 
 def test_a_producers_submits_reach_the_nodes_of_their_shards(cluster, client):
-    settings = Settings.load(redis_url=cluster.url, queue="routed", queue_shards=3, cache=False)
+    settings = Settings.load(redis_url=cluster.url, redis_cluster=True, queue="routed", queue_shards=3, cache=False)
     producer = EmbedClient(settings=settings, connection=client)
     ids = [producer.submit([f"text {n}"]) for n in range(60)]
     assert len({hash_tag(job_id) for job_id in ids}) == 3, "calls on every shard"

@@ -1,10 +1,11 @@
-"""broker/direct.py against redis-py: the bytes it sends are the ones redis-py's own packer sends."""
+"""broker/direct.py and node.py against redis-py: the bytes it sends are the ones redis-py's own packer sends."""
 
 import pytest
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
-from embedq.broker.direct import packed, stack_of
+from embedq.broker.direct import stack_of
+from embedq.broker.node import packed
 
 pytestmark = pytest.mark.unit
 

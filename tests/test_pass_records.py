@@ -58,7 +58,6 @@ class FixedPass(PassWorker):
             done,
             lane="interactive",
             result_ttl=TTL,
-            facts="embedq:test:facts",
             facts_ttl=90,
             metrics="embedq:test:metrics",
             timings="embedq:test:timings",
@@ -77,15 +76,7 @@ def enqueue(queue: Queue, **options: Any) -> Job:
 
 
 def pass_worker(queue: Queue, name: str, **options: Any) -> FixedPass:
-    shard = ShardKeys(
-        queue.name,
-        (queue,),
-        doorbell=doorbell_key(queue.name),
-        bell=bell_key(queue.name, name),
-        held=held_key(name),
-        idle=idle_key(queue.name),
-        waiters=waiters_key(queue.name),
-    )
+    shard = ShardKeys.of(queue.name, [queue], name, cluster=False)
     return FixedPass([shard], connection=queue.connection, name=name, serializer=MsgpackSerializer, **options)
 
 

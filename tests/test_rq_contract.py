@@ -41,6 +41,7 @@ SIGNATURES = [
     (SimpleWorker, "set_shutdown_requested_date", ["self"]),
     (SimpleWorker, "heartbeat", ["self", "timeout", "pipeline"]),
     (SimpleWorker, "register_birth", ["self"]),
+    (SimpleWorker, "_set_connection", ["self", "connection"]),
     (SimpleWorker, "register_death", ["self"]),
     (SimpleWorker, "teardown", ["self"]),
     (SimpleWorker, "handle_exception", ["self", "job", "exc_info"]),

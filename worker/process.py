@@ -29,16 +29,11 @@ from embedq.broker.histograms import TIMINGS, timing_increments
 from embedq.broker.jobs import EmbedRequest, EmbedResult, MsgpackSerializer, pack_refusal, pack_result
 from embedq.broker.keys import (
     WORKER_FACTS_TTL,
-    bell_key,
     cache_index_key,
     cache_prefix,
     cache_stats_key,
-    doorbell_key,
-    held_key,
-    idle_key,
     metrics_key,
     timings_key,
-    waiters_key,
     worker_key,
 )
 from embedq.broker.rq_private import Job, JobStatus, JobTimeoutException, Queue
@@ -214,12 +209,11 @@ class EmbedWorker(PassWorker):
         entries: dict[str, bytes],
         misses: int,
     ) -> int:
-        return self.finish_pass(
+        written = self.finish_pass(
             taken,
             done,
             lane=lane,
             result_ttl=self.settings.result_ttl,
-            facts=worker_key(self.name),
             facts_ttl=WORKER_FACTS_TTL,
             metrics=metrics_key(taken.shard.name),
             timings=timings_key(taken.shard.name),
@@ -235,6 +229,9 @@ class EmbedWorker(PassWorker):
                 misses,
             ),
         )
+        if written and taken.shard.on_cluster:  # the worker's facts are in another slot than the pass's keys
+            self.connection.hincrby(worker_key(self.name), "jobs_done", written)
+        return written
 
     def _until_written(self, write: Callable[[], int], jobs: int) -> int:
         """The pass's vectors are computed: while Redis refuses (down, out of memory), keep trying to write
@@ -372,14 +369,11 @@ def worker_shards(settings: Settings, name: str, connection: Redis, home: int) -
     names = shards_of(settings)
     first = home % len(names)
     return [
-        ShardKeys(
+        ShardKeys.of(
             shard,
             tuple(lane_queues(shard, connection, job_class=tasks.EmbedJob).values()),
-            doorbell=doorbell_key(shard),
-            bell=bell_key(shard, name),
-            held=held_key(name, shard),
-            idle=idle_key(shard),
-            waiters=waiters_key(shard),
+            name,
+            settings.redis_cluster,
         )
         for shard in names[first:] + names[:first]
     ]

@@ -7,8 +7,8 @@
   within its byte budget: entries found expired are counted out (looked for every few seconds, not at
   every pass), then the least recently used trimmed.
   KEYS[1]   held     this worker's held set
-  KEYS[2]   worker      rq's hash of this worker
-  KEYS[3]   facts       embedq's facts of this worker
+  KEYS[2]   worker      rq's hash of this worker (`held` again on a Cluster: its counts are then left alone)
+  KEYS[3]   facts       embedq's facts of this worker (`held` again on a Cluster: the caller counts the jobs)
   KEYS[4]   metrics     the queue's counters
   KEYS[5]   timings     the queue's timing histograms
   KEYS[6]   started     the lane's started registry
@@ -143,8 +143,12 @@ if written == count then
         redis.call(add, timings, ARGV[h], ARGV[h + 1])
     end
 end
-redis.call('HINCRBY', facts, 'jobs_done', written)
-redis.call('EXPIRE', facts, facts_ttl)
-redis.call('HINCRBY', worker_hash, 'successful_job_count', written)
-redis.call('HINCRBYFLOAT', worker_hash, 'total_working_time', worked)
+if facts ~= held then
+    redis.call('HINCRBY', facts, 'jobs_done', written)
+    redis.call('EXPIRE', facts, facts_ttl)
+end
+if worker_hash ~= held then
+    redis.call('HINCRBY', worker_hash, 'successful_job_count', written)
+    redis.call('HINCRBYFLOAT', worker_hash, 'total_working_time', worked)
+end
 return written

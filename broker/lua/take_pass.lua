@@ -5,9 +5,10 @@
   (finished by a worker presumed dead, deleted) are dropped. Work left behind rings the doorbell (kept
   rung while work waits: with several shards, the workers of the others look here only when it rings).
   KEYS[1]   doorbell     the list idle workers block on
-  KEYS[2]   suspended    rq's suspension flag
+  KEYS[2]   suspended    rq's suspension flag (on a Cluster, the shard's own)
   KEYS[3]   held         the jobs this worker's pass holds
-  KEYS[4]   worker       rq's hash of this worker
+  KEYS[4]   worker       rq's hash of this worker (`held` again on a Cluster, where it is in another slot:
+                         its state is then left alone)
   KEYS[5]   idle         the sorted set of workers waiting for work, by when they last looked
   KEYS[6]   waiters      the same workers by when they went idle (a submit rings the last to go idle)
   KEYS[7]   bell         this worker's own doorbell
@@ -111,7 +112,7 @@ for lane = FIRST_LANE, #KEYS, 2 do
         redis.call('SADD', held, unpack(members))
         redis.call('EXPIRE', held, 86400)
         if was_idle then
-            redis.call('HSET', worker_hash, 'state', 'busy')
+            if worker_hash ~= held then redis.call('HSET', worker_hash, 'state', 'busy') end
             redis.call('ZREM', waiters, name)
         end
         for other = FIRST_LANE, #KEYS, 2 do  -- work left behind and a worker idle (here or in another shard): wake it
@@ -126,7 +127,7 @@ for lane = FIRST_LANE, #KEYS, 2 do
 end
 if not in_passing then
     redis.call('DEL', doorbell, bell)  -- nothing waits, so any ring left is stale
-    redis.call('HSET', worker_hash, 'state', 'idle')
+    if worker_hash ~= held then redis.call('HSET', worker_hash, 'state', 'idle') end
     redis.call('ZADD', idle_set, now, name)
     redis.call('ZADD', waiters, 'NX', now, name)  -- when it went idle: kept while it stays idle
     -- workers that died where no supervisor buried them (a lost host) leave no trace for long; one idle

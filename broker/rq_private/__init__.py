@@ -40,10 +40,11 @@ rq's private or undocumented surface used here, and why:
   `handle_exception` (rq's own logs the job's arguments, a user's texts, as log extras) with
   `_exc_handlers`, `handle_job_failure(job, queue, started_job_registry, exc_string, execution)`
   with an unsaved `Execution(id, job_id, connection, worker_name)`, `max_connection_wait_time`,
-  `death_penalty_class`.
+  `death_penalty_class`, `_set_connection(connection)` (rq raises the socket timeout of the client's one
+  pool, which a Cluster client does not have: skipped there).
 - Handing back a dead worker's jobs: `Job.retry(queue, pipeline)`,
   `rq.job_lifecycle.record_job_failure(job, exc_string, pipeline)`, `Worker.find_by_key` with
-  `redis_worker_namespace_prefix`.
+  `redis_worker_namespace_prefix` (on a subclass whose `_set_connection` takes any client).
 """
 
 from rq import Queue, Retry

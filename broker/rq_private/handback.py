@@ -26,8 +26,16 @@ def leave_started(job: Job, execution_id: str, pipe: Pipeline) -> None:
     pipe.zrem(StartedJobRegistry(job.origin, connection=job.connection).key, f"{job.id}:{execution_id}")
 
 
+class WorkerRecord(SimpleWorker):
+    """rq's record of another process's worker, read and ended by rq's own code, on any client (rq would
+    raise the socket timeout of the client's pool, which a Cluster client has one of per node)."""
+
+    def _set_connection(self, connection: Redis) -> Redis:
+        return connection
+
+
 def remove_worker_record(connection: Redis, worker_name: str) -> None:
     """Drop a dead worker's rq record, as if it had shut down."""
-    dead = SimpleWorker.find_by_key(SimpleWorker.redis_worker_namespace_prefix + worker_name, connection=connection)
+    dead = WorkerRecord.find_by_key(WorkerRecord.redis_worker_namespace_prefix + worker_name, connection=connection)
     if dead is not None:
         dead.register_death()  # type: ignore[no-untyped-call]

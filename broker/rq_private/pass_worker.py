@@ -25,10 +25,20 @@ from rq.worker import WorkerStatus
 
 from embedq.broker.cache import CacheWrites
 from embedq.broker.direct import execute
-from embedq.broker.keys import DOORBELL_WAIT, IDLE_FOR
+from embedq.broker.keys import (
+    DOORBELL_WAIT,
+    IDLE_FOR,
+    bell_key,
+    doorbell_key,
+    held_key,
+    idle_key,
+    waiters_key,
+    worker_key,
+)
 from embedq.broker.rq_private.hardening import OVERSIZED, GuardedJob, NamedTimeoutPenalty, restored
 from embedq.broker.rq_private.records import result_stream_key
 from embedq.broker.scripts import bind, load
+from embedq.broker.shards import hash_tag
 
 TAKE_PASS = load("take_pass")  # sent by its SHA behind the idle wait (bind's Script would ask SCRIPT EXISTS first)
 
@@ -40,7 +50,10 @@ PASS_FIELDS = ("status", "data", "meta", "timeout", "origin", "enqueued_at", "re
 class ShardKeys:
     """One shard of the queue as a worker's passes use it (broker/shards.py): its lanes' rq queues, the
     doorbell idle workers block on, this worker's own doorbell and held set there, and the sorted sets of
-    its idle workers (by when they last looked) and waiting ones (by when they went idle)."""
+    its idle workers (by when they last looked) and waiting ones (by when they went idle). `suspended`,
+    `worker`, `facts`: the suspension flag, rq's hash of this worker and embedq's facts of it as the pass
+    scripts touch them; on a Redis Cluster, where a script's keys share one slot, the shard's own
+    suspension flag, and `held` for the other two (the scripts then leave them alone)."""
 
     name: str
     lanes: tuple[Queue, ...]
@@ -49,6 +62,30 @@ class ShardKeys:
     held: str
     idle: str
     waiters: str
+    suspended: str
+    worker: str
+    facts: str
+
+    @classmethod
+    def of(cls, shard: str, lanes: Sequence[Queue], worker: str, cluster: bool) -> ShardKeys:
+        """Shard `shard` (lanes `lanes`) as worker `worker` serves it, on a Redis Cluster or not."""
+        held = held_key(worker, shard)
+        return cls(
+            shard,
+            tuple(lanes),
+            doorbell=doorbell_key(shard),
+            bell=bell_key(shard, worker),
+            held=held,
+            idle=idle_key(shard),
+            waiters=waiters_key(shard),
+            suspended=WORKERS_SUSPENDED + hash_tag(shard) if cluster else WORKERS_SUSPENDED,
+            worker=held if cluster else SimpleWorker.redis_worker_namespace_prefix + worker,
+            facts=held if cluster else worker_key(worker),
+        )
+
+    @property
+    def on_cluster(self) -> bool:
+        return self.worker == self.held
 
 
 @dataclass(frozen=True)
@@ -213,7 +250,9 @@ class PassWorker(SimpleWorker):
         Jobs are started in Redis before this worker reads the reply, so nothing may cut the read short: a
         stop request waits for it."""
         execution_id, home = uuid4().hex, self.home
-        bells = [home.bell, home.doorbell, *(shard.doorbell for shard in self.shards[1:])]
+        bells = [home.bell, home.doorbell]
+        if not home.on_cluster:  # one slot per blocking read on a Cluster: other shards are looked at each second
+            bells += [shard.doorbell for shard in self.shards[1:]]
         keys, args = self._take_call(home, lanes, execution_id, looking_in_passing=False)
         TAKE_PASS.check(keys, args)
         rang, reply = execute(
@@ -241,7 +280,7 @@ class PassWorker(SimpleWorker):
         self, shard: ShardKeys, lanes: Sequence[Queue], execution_id: str, looking_in_passing: bool
     ) -> tuple[list[str], list[Any]]:
         """take_pass.lua's keys and arguments."""
-        keys = [shard.doorbell, WORKERS_SUSPENDED, shard.held, self.key, shard.idle, shard.waiters, shard.bell]
+        keys = [shard.doorbell, shard.suspended, shard.held, shard.worker, shard.idle, shard.waiters, shard.bell]
         keys += self._lane_keys(lanes)
         args = [
             self.max_jobs,
@@ -303,7 +342,6 @@ class PassWorker(SimpleWorker):
         *,
         lane: str,
         result_ttl: int,
-        facts: str,
         facts_ttl: int,
         metrics: str,
         timings: str,
@@ -311,8 +349,8 @@ class PassWorker(SimpleWorker):
         cache: CacheWrites,
     ) -> int:
         """Record the successes of a pass (one script); how many were written. A job's own
-        result_ttl wins over `result_ttl`. `facts`, `metrics`, `timings`: embedq's hashes of this
-        worker and of the queue, updated once for the pass; `histogram`: what to add to `timings`
+        result_ttl wins over `result_ttl`. `metrics`, `timings`: embedq's hashes of the queue (and
+        the shard's `facts` of this worker), updated once for the pass; `histogram`: what to add to `timings`
         (int counts, float sums ending in `:sum`); `cache`: the entries the pass computed, to store."""
         if not done:
             return 0
@@ -347,8 +385,8 @@ class PassWorker(SimpleWorker):
         args += cache.pairs()
         fixed = [
             taken.shard.held,
-            self.key,
-            facts,
+            taken.shard.worker,
+            taken.shard.facts,
             metrics,
             timings,
             *self._registry_keys(taken.queue),
@@ -423,6 +461,11 @@ class PassWorker(SimpleWorker):
         """rq raises the connection's socket timeout to at least this (its own dequeue blocks for half a
         minute); this loop's longest blocking read is the doorbell wait, so the caller's timeout stands."""
         return int(self.doorbell_wait)
+
+    def _set_connection(self, connection: Redis) -> Redis:
+        """rq raises the socket timeout of its client's pool; a Cluster client has a pool per node (made
+        with the caller's timeouts, which stand here anyway: see connection_timeout)."""
+        return super()._set_connection(connection) if isinstance(connection, Redis) else connection
 
     def register_birth(self) -> None:
         super().register_birth()  # type: ignore[no-untyped-call]

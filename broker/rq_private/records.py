@@ -61,8 +61,9 @@ class JobTemplate:
     slots: dict[tuple[int, int], str]  # (per_job command, argument) -> the PER_JOB_FIELDS value it holds
 
     @classmethod
-    def build(cls, queue: Queue, data: Any) -> JobTemplate:
-        """From rq's commands for the model job `data` (Queue.prepare_data with a job_id)."""
+    def build(cls, queue: Queue, data: Any, cluster: bool = False) -> JobTemplate:
+        """From rq's commands for the model job `data` (Queue.prepare_data with a job_id). On a Redis
+        `cluster`, what names another slot than the queue's (rq's set of queues) is left out."""
         (job_id,), commands = enqueue_commands(queue, [data])
         named = {job_id, job_key(job_id)}
         per_job = [command for command in commands if named & set(command)]
@@ -72,7 +73,7 @@ class JobTemplate:
                 fields = range(2, len(command) - 1, 2)
                 slots.update({(c, a + 1): command[a] for a in fields if command[a] in PER_JOB_FIELDS})
         once = [command for command in commands if not named & set(command)]
-        if not isinstance(queue.connection, Redis):  # a Cluster: what names another slot (rq:queues) is left out
+        if cluster:
             once = [command for command in once if key_slot(str(command[1]).encode()) == key_slot(queue.key.encode())]
         return cls(once, per_job, job_id, slots)
 
