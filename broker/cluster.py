@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
-from redis import Redis
 from redis.asyncio import ConnectionPool as AsyncConnectionPool
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
@@ -74,46 +73,68 @@ def _settle(attempt: int) -> float:
     return float(min(SETTLE * 2**attempt, 2.0))
 
 
-def execute_routed(cluster: RedisCluster, stack: Stack) -> list[Any]:
-    """broker/direct.py's execute on the primary of the stack's slot, redirections followed."""
+# What the routing asks its driver (sync or asyncio) for: a send, a rest (and the slot map read again
+# after it, or not), or the slot map read again; a send's reply (or the error it raised) comes back.
+Action = tuple[str, Any, Any]
+ASKING: tuple[tuple[Any, ...], dict[str, Any]] = (("ASKING",), {})
+
+
+def _routing(cluster: RedisCluster | AsyncRedisCluster, stack: Stack) -> Generator[Action, Any, list[Any]]:
+    """The stack's sends, redirections followed: one routine for both drivers below."""
     slot = stack_slot(stack)
     asking: Any = None
     for attempt in range(REDIRECTS):
+        last = attempt == REDIRECTS - 1
         try:
             if asking is not None:
                 node = asking
             elif slot is None:
-                node = cluster.get_default_node()  # type: ignore[no-untyped-call]
+                node = cluster.get_default_node()  # type: ignore[no-untyped-call, unused-ignore]
             else:
                 node = cluster.nodes_manager.get_node_from_slot(slot)
-            client: Redis = cluster.get_redis_connection(node)
-            sent = [(("ASKING",), {}), *stack] if asking is not None else stack
-            replies = execute_on_node(client, sent)[1 if asking is not None else 0 :]
+            sent = [ASKING, *stack] if asking is not None else stack
+            replies: list[Any] = (yield ("send", node, sent))[1 if asking is not None else 0 :]
         except (*UNREACHABLE, RedisClusterException):
-            if attempt == REDIRECTS - 1:
+            if last:
                 raise
-            time.sleep(_settle(attempt))
-            cluster.nodes_manager.initialize()
+            yield ("rest", attempt, True)
             asking = None
             continue
         asking = None
         refusal = _refusal(replies)
-        if refusal is None or attempt == REDIRECTS - 1:
+        if refusal is None or last:
             return replies
         if isinstance(refusal, AskError):
-            asking = cluster.nodes_manager.get_node(refusal.host, refusal.port) or _added(cluster, refusal)
+            asking = cluster.nodes_manager.get_node(refusal.host, refusal.port)
+            if asking is None:
+                yield ("refresh", None, None)
+                asking = cluster.nodes_manager.get_node(refusal.host, refusal.port)
         elif isinstance(refusal, MovedError):
-            cluster.nodes_manager.initialize()
+            yield ("refresh", None, None)
         else:
-            time.sleep(_settle(attempt))
-            if isinstance(refusal, ClusterDownError):
-                cluster.nodes_manager.initialize()
+            yield ("rest", attempt, isinstance(refusal, ClusterDownError))
     raise AssertionError("unreachable")  # the loop returns or raises
 
 
-def _added(cluster: RedisCluster, refusal: AskError) -> Any:
-    cluster.nodes_manager.initialize()
-    return cluster.nodes_manager.get_node(refusal.host, refusal.port)
+def execute_routed(cluster: RedisCluster, stack: Stack) -> list[Any]:
+    """broker/direct.py's execute on the primary of the stack's slot, redirections followed."""
+    routing, reply, error = _routing(cluster, stack), None, None
+    while True:
+        try:
+            kind, what, detail = routing.throw(error) if error is not None else routing.send(reply)
+        except StopIteration as done:
+            return list(done.value)
+        reply = error = None
+        if kind == "send":
+            try:
+                reply = execute_on_node(cluster.get_redis_connection(what), detail)
+            except (*UNREACHABLE, RedisClusterException) as failed:
+                error = failed
+            continue
+        if kind == "rest":
+            time.sleep(_settle(what))
+        if kind == "refresh" or detail:
+            cluster.nodes_manager.initialize()
 
 
 class AsyncNodes:
@@ -147,41 +168,23 @@ def async_nodes(cluster: AsyncRedisCluster) -> AsyncNodes:
 
 async def execute_routed_async(cluster: AsyncRedisCluster, stack: Stack) -> list[Any]:
     """execute_routed on redis.asyncio."""
-    slot = stack_slot(stack)
     nodes = async_nodes(cluster)
     if not cluster.nodes_manager.slots_cache:
         await cluster.initialize()
-    asking: Any = None
-    for attempt in range(REDIRECTS):
+    routing, reply, error = _routing(cluster, stack), None, None
+    while True:
         try:
-            if asking is not None:
-                node = asking
-            elif slot is None:
-                node = cluster.get_default_node()
-            else:
-                node = cluster.nodes_manager.get_node_from_slot(slot)
-            sent = [(("ASKING",), {}), *stack] if asking is not None else stack
-            replies = (await execute_on_node_async(nodes.client(node), sent))[1 if asking is not None else 0 :]
-        except (*UNREACHABLE, RedisClusterException):
-            if attempt == REDIRECTS - 1:
-                raise
-            await asyncio.sleep(_settle(attempt))
-            await cluster.nodes_manager.initialize()
-            asking = None
+            kind, what, detail = routing.throw(error) if error is not None else routing.send(reply)
+        except StopIteration as done:
+            return list(done.value)
+        reply = error = None
+        if kind == "send":
+            try:
+                reply = await execute_on_node_async(nodes.client(what), detail)
+            except (*UNREACHABLE, RedisClusterException) as failed:
+                error = failed
             continue
-        asking = None
-        refusal = _refusal(replies)
-        if refusal is None or attempt == REDIRECTS - 1:
-            return replies
-        if isinstance(refusal, AskError):
-            asking = cluster.nodes_manager.get_node(refusal.host, refusal.port)
-            if asking is None:
-                await cluster.nodes_manager.initialize()
-                asking = cluster.nodes_manager.get_node(refusal.host, refusal.port)
-        elif isinstance(refusal, MovedError):
+        if kind == "rest":
+            await asyncio.sleep(_settle(what))
+        if kind == "refresh" or detail:
             await cluster.nodes_manager.initialize()
-        else:
-            await asyncio.sleep(_settle(attempt))
-            if isinstance(refusal, ClusterDownError):
-                await cluster.nodes_manager.initialize()
-    raise AssertionError("unreachable")

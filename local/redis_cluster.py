@@ -10,6 +10,7 @@ import subprocess
 import time
 
 from redis import Redis
+from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from embedq.local.redis_server import LocalServiceError, RedisServer
@@ -115,6 +116,15 @@ class RedisCluster:
     @property
     def ports(self) -> list[int]:
         return [node.port for node in self.nodes]
+
+    def primary_of(self, key: str) -> int:
+        """The port of the primary that owns `key`'s hash slot now."""
+        slot = key_slot(key.encode())
+        with Redis(port=self.nodes[0].port, socket_timeout=1) as client:
+            for start, end, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                if start <= slot <= end:
+                    return int(primary[1])
+        raise LocalServiceError(f"slot {slot} is not covered")
 
     def primary_ports(self) -> list[int]:
         """The ports of the nodes that are primaries now."""

@@ -4,6 +4,7 @@ the real default model, and a real supervisor with real worker processes."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import tempfile
@@ -18,7 +19,7 @@ from redis import Redis
 
 from embedq import EmbedClient, EmbedResult
 from embedq.broker.connection import redis_answers
-from embedq.broker.keys import WORKER_KEY_PATTERN, metrics_key, serving_key
+from embedq.broker.keys import WORKER_KEY_PATTERN, held_key, metrics_key, serving_key
 from embedq.broker.lanes import COUNTERS, LANES, Lane
 from embedq.broker.rq_private import Queue
 from embedq.config import DEFAULT_MODEL_DIR, Settings
@@ -125,6 +126,22 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, interva
             raise AssertionError(f"{what} did not happen within {timeout:g} s")
         time.sleep(interval)
     return time.monotonic() - started
+
+
+def kill_a_worker_in_a_pass(service: LocalService, connection: Redis, shards: list[str]) -> int:
+    """SIGKILL the first of `service`'s live workers found holding jobs of one of `shards` (within 60 s): its pid."""
+    victim: list[int] = []
+
+    def running() -> bool:
+        for worker in service.live_workers():
+            if any(connection.scard(held_key(worker["name"], shard)) for shard in shards):
+                victim.append(int(worker["pid"]))
+                return True
+        return False
+
+    wait_until(running, 60, "a worker in a pass")
+    os.kill(victim[0], signal.SIGKILL)
+    return victim[0]
 
 
 KEY = "sk-embedq-test"

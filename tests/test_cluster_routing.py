@@ -48,15 +48,6 @@ def test_a_commands_first_key_is_where_redis_reads_its_slot():
         stack_slot([(("GET", "a{t}"), {}), (("GET", "a{u}"), {})])
 
 
-def owner(cluster: RedisCluster, key: str) -> int:
-    """The port of the primary that holds `key`'s slot now."""
-    with Redis(port=cluster.nodes[0].port) as node:
-        for start, end, primary, *_ in node.execute_command("CLUSTER", "SLOTS"):
-            if start <= key_slot(key.encode()) <= end:
-                return int(primary[1])
-    raise AssertionError("slot not covered")
-
-
 def node_id(port: int) -> str:
     with Redis(port=port) as node:
         return str(node.execute_command("CLUSTER", "MYID").decode())
@@ -66,7 +57,7 @@ def test_a_send_reaches_its_slots_primary_and_follows_the_slot_while_and_after_i
     key, other = "rq:job:{mv}a", "rq:job:{mv}b"
     stack = stack_of(client, [("hset", (key, "status", "queued"), {}), ("hget", (key, "status"), {})])
     assert execute(client, stack) == [1, b"queued"]
-    source = owner(cluster, key)
+    source = cluster.primary_of(key)
     target = next(port for port in cluster.primary_ports() if port != source)
     slot = key_slot(key.encode())
     with Redis(port=source) as src, Redis(port=target) as dst:
@@ -82,7 +73,7 @@ def test_a_send_reaches_its_slots_primary_and_follows_the_slot_while_and_after_i
                 node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", node_id(target))
     # done: the client's map still names the source, which answers MOVED: followed
     assert execute(client, stack_of(client, [("hget", (other, "status"), {})])) == [b"new"]
-    assert owner(cluster, key) == target
+    assert cluster.primary_of(key) == target
 
 
 def test_a_send_over_two_slots_is_refused_before_it_is_sent(client):
@@ -98,7 +89,7 @@ def test_a_producers_submits_reach_the_nodes_of_their_shards(cluster, client):
     assert len({hash_tag(job_id) for job_id in ids}) == 3, "calls on every shard"
     assert {producer.status(job_id) for job_id in ids} == {"queued"}
     for job_id in ids:
-        with Redis(port=owner(cluster, f"rq:job:{job_id}")) as node:
+        with Redis(port=cluster.primary_of(f"rq:job:{job_id}")) as node:
             assert node.hget(f"rq:job:{job_id}", "status") == b"queued", "written on its shard's primary"
 
 
@@ -124,7 +115,7 @@ def test_an_asyncio_send_reaches_its_slots_primary(cluster):
 
     assert asyncio.run(run()) == [True, b"v"] * 4
     for tag in ("a", "b", "c", "d"):
-        with Redis(port=owner(cluster, f"embedq:async{{{tag}}}")) as node:
+        with Redis(port=cluster.primary_of(f"embedq:async{{{tag}}}")) as node:
             assert node.get(f"embedq:async{{{tag}}}") == b"v"
 
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
-import signal
 import time
 import uuid
 from collections import Counter
@@ -17,16 +15,14 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from redis import Redis
-from redis.crc import key_slot
+from prometheus_client.parser import text_string_to_metric_families
 
 from embedq import AsyncEmbedClient
 from embedq.broker.cache import CACHE_WORKER
-from embedq.broker.keys import held_key
 from embedq.broker.shards import hash_tag, shard_queues
 from embedq.local.redis_cluster import RedisCluster
 from embedq.local.service import LocalService
-from tests.conftest import make_settings, wait_until
+from tests.conftest import kill_a_worker_in_a_pass, make_settings
 
 SHARDS = 3
 
@@ -47,14 +43,6 @@ def service(cluster, model_dir, tmp_path_factory):
         assert "CROSSSLOT" not in running.output() and "Traceback" not in running.output(), running.output()[-3000:]
 
 
-def primary_of(cluster: RedisCluster, key: str) -> int:
-    with Redis(port=cluster.nodes[0].port) as node:
-        for start, end, primary, *_ in node.execute_command("CLUSTER", "SLOTS"):
-            if start <= key_slot(key.encode()) <= end:
-                return int(primary[1])
-    raise AssertionError("slot not covered")
-
-
 def batches(count: int, what: str) -> list[list[str]]:
     return [[f"{what} number {n}, {uuid.uuid4().hex}", f"and its second line {n}"] for n in range(count)]
 
@@ -63,7 +51,7 @@ def test_calls_spread_over_every_primary_and_finish_with_their_vectors(cluster, 
     client = service.client
     sent = batches(45, "a sentence on a cluster")
     ids = [client.submit(batch) for batch in sent]
-    primaries = Counter(primary_of(cluster, f"rq:job:{job_id}") for job_id in ids)
+    primaries = Counter(cluster.primary_of(f"rq:job:{job_id}") for job_id in ids)
     assert set(primaries) == set(cluster.primary_ports()), f"every primary holds jobs: {primaries}"
     results = client.wait_many(ids, timeout=120)  # jobs of three shards on three nodes in one wait
     assert [result.job_id for result in results] == ids
@@ -102,17 +90,7 @@ def test_a_worker_killed_mid_pass_on_the_cluster_has_its_jobs_handed_back(servic
     shards = shard_queues(client.settings.queue, SHARDS, cluster=True)
     long = [f"a long text to be killed on a cluster {uuid.uuid4().hex}: " + "word " * 200 for _ in range(64)]
     ids = [client.submit([f"{n} {long[0]}", *long[1:]], priority="bulk") for n in range(8)]
-    victim: list[int] = []
-
-    def running() -> bool:
-        for worker in service.live_workers():
-            if any(client.connection.scard(held_key(worker["name"], shard)) for shard in shards):
-                victim.append(int(worker["pid"]))
-                return True
-        return False
-
-    wait_until(running, 60, "a worker in a pass")
-    os.kill(victim[0], signal.SIGKILL)
+    kill_a_worker_in_a_pass(service, client.connection, shards)
     started = time.monotonic()
     results = client.wait_many(ids, timeout=180)
     assert all(result.embeddings.shape == (64, 384) for result in results)
@@ -128,8 +106,15 @@ def test_the_gateway_serves_embeddings_and_metrics_on_the_cluster_and_refuses_th
         api = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY)
         reply = api.embeddings.create(model=MODEL, input=[f"over http on a cluster {uuid.uuid4().hex}", "two"])
         assert [len(item.embedding) for item in reply.data] == [384, 384]
-        metrics = httpx.get(f"{url}/metrics", timeout=10).text
-        assert "embedq_" in metrics
+        metrics = text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text)
+        queue = service.settings.queue
+        jobs = sum(
+            sample.value
+            for family in metrics
+            for sample in family.samples
+            if sample.name == "embedq_jobs_total" and sample.labels["queue"] == queue
+        )
+        assert jobs == service.client.stats()["counters"]["jobs"] > 30, "/metrics adds the shards on every primary up"
         with pytest.raises(openai.APIStatusError, match="Redis Cluster") as refused:
             api.files.create(file=("input.jsonl", io.BytesIO(b"{}")), purpose="batch")
         assert refused.value.status_code == 501, "the Batch API refuses by name on a Cluster (not built yet)"

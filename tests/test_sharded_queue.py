@@ -6,8 +6,6 @@ add the shards up."""
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 import uuid
 from collections import Counter
@@ -20,11 +18,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from embedq.broker.cache import CACHE_WORKER
 from embedq.broker.jobs import EmbedRequest
-from embedq.broker.keys import held_key
 from embedq.broker.shards import hash_tag, shard_queues
 from embedq.local.service import LocalService
 from embedq.producer.enqueue import pick_shard
-from tests.conftest import KEY, MODEL, make_settings, start_gateway, wait_until
+from tests.conftest import KEY, MODEL, kill_a_worker_in_a_pass, make_settings, start_gateway
 
 SHARDS = 3
 
@@ -80,17 +77,7 @@ def test_a_worker_killed_in_a_pass_of_another_shard_has_its_jobs_handed_back(sha
         if hash_tag(job_id) == hash_tag(homeless):
             ids.append(job_id)
     assert len(ids) == 6
-    victim: list[int] = []
-
-    def running() -> bool:
-        for worker in sharded.live_workers():
-            if client.connection.scard(held_key(worker["name"], homeless)):
-                victim.append(int(worker["pid"]))
-                return True
-        return False
-
-    wait_until(running, 60, "a worker running a pass of the homeless shard")
-    os.kill(victim[0], signal.SIGKILL)
+    kill_a_worker_in_a_pass(sharded, client.connection, [homeless])
     started = time.monotonic()
     results = client.wait_many(ids, timeout=180)
     assert all(result.embeddings.shape == (64, 384) for result in results)
