@@ -196,6 +196,7 @@ def cmd_batches(args: argparse.Namespace) -> int:
         from redis.exceptions import RedisError
 
         from embedq.broker.connection import async_redis
+        from embedq.broker.keys import BatchKeys
         from embedq.config.settings import GatewaySettings
         from embedq.gateway.batch.batches import Batches
         from embedq.gateway.openai_shape import OpenAIError
@@ -203,7 +204,7 @@ def cmd_batches(args: argparse.Namespace) -> int:
 
     async def run() -> Any:
         connection = async_redis(settings, socket_connect_timeout=2, socket_timeout=10)
-        batches = Batches(connection, settings.files_retention.total_seconds())
+        batches = Batches(connection, settings.files_retention.total_seconds(), BatchKeys.of(settings.redis_cluster))
         try:
             if args.batches_command == "list":
                 return (await batches.page("", None, args.limit))["data"]

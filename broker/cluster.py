@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Generator, Sequence
 from typing import Any
 
+from redis import Redis
 from redis.asyncio import ConnectionPool as AsyncConnectionPool
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
@@ -137,11 +139,16 @@ def execute_routed(cluster: RedisCluster, stack: Stack) -> list[Any]:
             cluster.nodes_manager.initialize()
 
 
+def node_client(cluster: RedisCluster, key: str) -> Redis:
+    """A plain client of the primary that owns `key`'s slot now: for code (rq's) that opens a transaction
+    the Cluster client cannot, over keys of that one slot."""
+    return cluster.get_redis_connection(cluster.get_node_from_key(key))  # type: ignore[no-untyped-call]
+
+
 class AsyncNodes:
     """Plain asyncio clients of a Cluster's nodes, one per node, with the connections the Cluster client makes."""
 
-    def __init__(self, cluster: AsyncRedisCluster):
-        self.cluster = cluster
+    def __init__(self) -> None:
         self.clients: dict[str, AsyncRedis] = {}
 
     def client(self, node: Any) -> AsyncRedis:
@@ -156,14 +163,22 @@ class AsyncNodes:
         self.clients.clear()
 
 
-_ASYNC_NODES: dict[int, AsyncNodes] = {}
+# Each Cluster client's node clients, for as long as the Cluster client lives (or until aclose_routed).
+_ASYNC_NODES: weakref.WeakKeyDictionary[AsyncRedisCluster, AsyncNodes] = weakref.WeakKeyDictionary()
 
 
 def async_nodes(cluster: AsyncRedisCluster) -> AsyncNodes:
     """The node clients kept for this Cluster client."""
-    if (nodes := _ASYNC_NODES.get(id(cluster))) is None or nodes.cluster is not cluster:
-        nodes = _ASYNC_NODES[id(cluster)] = AsyncNodes(cluster)
+    if (nodes := _ASYNC_NODES.get(cluster)) is None:
+        nodes = _ASYNC_NODES[cluster] = AsyncNodes()
     return nodes
+
+
+async def aclose_routed(cluster: AsyncRedisCluster) -> None:
+    """Close the Cluster client and the node clients its direct sends used."""
+    if (nodes := _ASYNC_NODES.pop(cluster, None)) is not None:
+        await nodes.close()
+    await cluster.aclose()
 
 
 async def execute_routed_async(cluster: AsyncRedisCluster, stack: Stack) -> list[Any]:

@@ -14,10 +14,11 @@ from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.connection import SSLConnection, parse_url
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from embedq.broker.failures import unreachable
 from embedq.config.settings import ClientSettings
 
 
@@ -41,7 +42,11 @@ def sync_redis(settings: ClientSettings, **options: Any) -> Redis:
     """A client for `settings`' Redis (its primary, through Sentinel when configured; redis-py's Cluster
     client on a Cluster)."""
     if settings.redis_cluster:
-        return RedisCluster.from_url(settings.redis_url, **options)  # type: ignore[return-value]
+        try:  # it reads the Cluster's slot map at once: a refused password or no node answering shows here
+            return RedisCluster.from_url(settings.redis_url, **options)  # type: ignore[return-value]
+        except (RedisError, RedisClusterException, OSError) as error:
+            cause = error.__cause__ if isinstance(error.__cause__, RedisError) else error  # what the nodes said
+            raise unreachable(cause, settings.redis_url) from error
     if not settings.redis_sentinels:
         return Redis.from_url(settings.redis_url, **options)
     addresses, timeouts, primary = _through_sentinel(settings, options)

@@ -12,7 +12,7 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
-from embedq.broker.cluster import execute_routed, execute_routed_async
+from embedq.broker.cluster import aclose_routed, execute_routed, execute_routed_async
 from embedq.broker.node import Stack, execute_on_node, execute_on_node_async
 
 STACK_BUILDER = Redis()  # builds stacks for Cluster clients (their pipelines keep commands otherwise); never connects
@@ -44,3 +44,11 @@ async def execute_async(client: AsyncRedis | AsyncRedisCluster, stack: Stack) ->
     if isinstance(client, AsyncRedisCluster):
         return await execute_routed_async(client, stack)
     return await execute_on_node_async(client, stack)
+
+
+async def aclose(client: AsyncRedis | AsyncRedisCluster) -> None:
+    """Close an asyncio client (on a Cluster with the node clients its direct sends used)."""
+    if isinstance(client, AsyncRedisCluster):
+        await aclose_routed(client)
+    else:
+        await client.aclose()

@@ -3,6 +3,8 @@ its own `rq:*` (broker's rq surface names those). Scripts get their keys from he
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from embedq.broker.shards import hash_tag
 
 KEY_PREFIX = "embedq:"
@@ -95,38 +97,63 @@ def supervisor_key(name: str) -> str:
     return f"{KEY_PREFIX}supervisor:{name}"
 
 
-# The Batch API's records (gateway/batch/files.py, batches.py); each expires after FILES_RETENTION.
-FILES_KEY = KEY_PREFIX + "files"  # sorted set: file id by creation time, for listing
-BATCHES_KEY = KEY_PREFIX + "batches"  # sorted set: batch id by creation time, for listing
-ACTIVE_BATCHES_KEY = KEY_PREFIX + "batches:active"  # set: the batches not yet in a final status
-BATCH_METRICS_KEY = KEY_PREFIX + "batches:metrics"  # hash: batches ended by status, lines done by outcome
+# On a Redis Cluster every Batch API record carries this hash tag: its scripts and transactions span several
+# of them, so they all sit in one slot (one primary; a batch's own traffic, its jobs, goes over the shards).
+BATCH_TAG = "{batch-api}"
 
 
-def file_key(file_id: str) -> str:
-    """An uploaded or produced file's record (a hash: OpenAI's file object fields plus its owner)."""
-    return f"{KEY_PREFIX}file:{file_id}"
+@dataclass(frozen=True)
+class BatchKeys:
+    """The Batch API's records (gateway/batch/files.py, batches.py); each expires after FILES_RETENTION.
+    Standalone and Sentinel names are `embedq:…`; on a Cluster `embedq:{batch-api}:…` (BATCH_TAG)."""
 
+    prefix: str = KEY_PREFIX
 
-def batch_key(batch_id: str) -> str:
-    """A batch's record (a hash: OpenAI's batch object fields, its counts and its owner)."""
-    return f"{KEY_PREFIX}batch:{batch_id}"
+    @classmethod
+    def of(cls, cluster: bool) -> BatchKeys:
+        return cls(f"{KEY_PREFIX}{BATCH_TAG}:" if cluster else KEY_PREFIX)
 
+    @property
+    def files(self) -> str:
+        """A sorted set: file id by creation time, for listing."""
+        return self.prefix + "files"
 
-def batch_lease_key(batch_id: str) -> str:
-    """Which gateway drives the batch now (its instance id), with a short TTL it renews."""
-    return f"{KEY_PREFIX}batch:{batch_id}:lease"
+    @property
+    def batches(self) -> str:
+        """A sorted set: batch id by creation time, for listing."""
+        return self.prefix + "batches"
 
+    @property
+    def active(self) -> str:
+        """A set: the batches not yet in a final status."""
+        return self.prefix + "batches:active"
 
-def batch_done_key(batch_id: str) -> str:
-    """The batch's chunks whose output lines are in the file store (a set of chunk numbers)."""
-    return f"{KEY_PREFIX}batch:{batch_id}:done"
+    @property
+    def metrics(self) -> str:
+        """A hash: batches ended by status, lines done by outcome."""
+        return self.prefix + "batches:metrics"
 
+    def file(self, file_id: str) -> str:
+        """An uploaded or produced file's record (a hash: OpenAI's file object fields plus its owner)."""
+        return f"{self.prefix}file:{file_id}"
 
-def batch_jobs_key(batch_id: str) -> str:
-    """The ids of the batch's jobs sent and not yet counted (a set): cancelled when the batch ends or is taken over."""
-    return f"{KEY_PREFIX}batch:{batch_id}:jobs"
+    def batch(self, batch_id: str) -> str:
+        """A batch's record (a hash: OpenAI's batch object fields, its counts and its owner)."""
+        return f"{self.prefix}batch:{batch_id}"
 
+    def lease(self, batch_id: str) -> str:
+        """Which gateway drives the batch now (its instance id), with a short TTL it renews."""
+        return f"{self.prefix}batch:{batch_id}:lease"
 
-def file_usage_key(owner: str) -> str:
-    """What one key's files hold (a hash: file id -> "bytes:expires_at"), for FILES_QUOTA_BYTES."""
-    return f"{KEY_PREFIX}files:usage:{owner}"
+    def done(self, batch_id: str) -> str:
+        """The batch's chunks whose output lines are in the file store (a set of chunk numbers)."""
+        return f"{self.prefix}batch:{batch_id}:done"
+
+    def jobs(self, batch_id: str) -> str:
+        """The ids of the batch's jobs sent and not yet counted (a set): cancelled when the batch ends or is
+        taken over."""
+        return f"{self.prefix}batch:{batch_id}:jobs"
+
+    def usage(self, owner: str) -> str:
+        """What one key's files hold (a hash: file id -> "bytes:expires_at"), for FILES_QUOTA_BYTES."""
+        return f"{self.prefix}files:usage:{owner}"

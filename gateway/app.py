@@ -25,8 +25,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from embedq.broker.connection import async_redis, sync_redis
 from embedq.broker.eviction import enforce, eviction_risk
+from embedq.broker.keys import BatchKeys
 from embedq.config.settings import GatewaySettings, redact_url
-from embedq.gateway.batch.api import OWNER, batch_api, batch_api_refused, owner_of
+from embedq.gateway.batch.api import OWNER, batch_api, owner_of
 from embedq.gateway.batch.batches import Batches
 from embedq.gateway.batch.driver import BatchDriver
 from embedq.gateway.batch.files import DirectoryStore, Files
@@ -189,8 +190,9 @@ class Parts:
         fleet = Fleet(settings, connection)
         metrics, requests, abandoned = registry(sync, settings.redis_cluster)
         retention = settings.files_retention.total_seconds()
-        files = Files(connection, DirectoryStore(settings.files_dir), retention, settings.files_quota_bytes)
-        batches = Batches(connection, retention)
+        batch_keys = BatchKeys.of(settings.redis_cluster)
+        files = Files(connection, DirectoryStore(settings.files_dir), retention, settings.files_quota_bytes, batch_keys)
+        batches = Batches(connection, retention, batch_keys)
         driver = BatchDriver(settings, fleet, sync, files, batches)
         board = StatusBoard(sync, settings.redis_cluster)
         return cls(connection, sync, fleet, metrics, requests, abandoned, board, files, batches, driver)
@@ -201,10 +203,7 @@ def create_app(settings: GatewaySettings) -> Gate:
     parts = Parts.build(settings)
     app = FastAPI(title="embedq", lifespan=lifespan(settings, parts), docs_url=None, redoc_url=None, openapi_url=None)
     answer_errors_in_openai_shape(app)
-    if settings.redis_cluster:
-        app.include_router(batch_api_refused())
-    else:
-        app.include_router(batch_api(settings, parts.files, parts.batches, parts.driver.wake))
+    app.include_router(batch_api(settings, parts.files, parts.batches, parts.driver.wake))
     app.include_router(fleet_routes(settings, parts))
     embeddings = EmbeddingsEndpoint(settings, parts.fleet, parts.sync, parts.abandoned)
     keys = [key.encode() for key in settings.api_keys]
@@ -230,11 +229,10 @@ def lifespan(settings: GatewaySettings, parts: Parts) -> Callable[[FastAPI], Abs
         with suppress(RedisError):  # Redis away at start-up: /ready says so
             enforce(await asyncio.to_thread(eviction_risk, parts.sync), False, "embedq serve")
         sampler = asyncio.create_task(keep_sampling())
-        driving = None if settings.redis_cluster else asyncio.create_task(parts.driver.run())  # no Batch API there
+        driving = asyncio.create_task(parts.driver.run())
         yield
         sampler.cancel()
-        if driving is not None:
-            driving.cancel()
+        driving.cancel()
         await parts.driver.aclose()
         await parts.fleet.aclose()
         parts.sync.close()

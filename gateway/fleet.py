@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis as AsyncRedis
 
+from embedq.broker.direct import aclose
 from embedq.broker.keys import QUEUES_KEY, model_key, serving_key
 from embedq.broker.shards import records_of
 from embedq.config.settings import GatewaySettings
@@ -75,4 +76,4 @@ class Fleet:
     async def aclose(self) -> None:
         for client in self._clients.values():
             await client.aclose()  # closes its own sync connection, and the shared async pool
-        await self.connection.aclose()
+        await aclose(self.connection)

@@ -15,15 +15,7 @@ from prometheus_client.registry import Collector
 from redis import Redis
 
 from embedq.broker.histograms import TIMINGS
-from embedq.broker.keys import (
-    ACTIVE_BATCHES_KEY,
-    BATCH_METRICS_KEY,
-    QUEUES_KEY,
-    WORKER_KEY_PATTERN,
-    batch_key,
-    metrics_key,
-    timings_key,
-)
+from embedq.broker.keys import QUEUES_KEY, WORKER_KEY_PATTERN, BatchKeys, metrics_key, timings_key
 from embedq.broker.lanes import COUNTERS, LANES
 from embedq.broker.rq_private.queues import lane_queues
 from embedq.broker.rq_private.records import job_key
@@ -149,17 +141,17 @@ class BatchCollector(Collector):
     """The Batch API's numbers, fleet-wide: batches not yet final by status, batches ended by status,
     and lines done by outcome (counted once per chunk by the driver's fenced script)."""
 
-    def __init__(self, connection: Redis) -> None:
-        self.connection = connection
+    def __init__(self, connection: Redis, keys: BatchKeys) -> None:
+        self.connection, self.keys = connection, keys
 
     def collect(self) -> Iterator[Metric]:
         active = GaugeMetricFamily("embedq_batches", "batches not yet in a final status", labels=["status"])
         ended = CounterMetricFamily("embedq_batches_ended", "batches that reached a final status", labels=["status"])
         lines = CounterMetricFamily("embedq_batch_lines", "batch lines done", labels=["outcome"])
-        ids = list(self.connection.smembers(ACTIVE_BATCHES_KEY))
+        ids = list(self.connection.smembers(self.keys.active))
         with self.connection.pipeline(transaction=False) as pipe:
             for batch_id in ids:
-                pipe.hget(batch_key(as_text(batch_id)), "status")
+                pipe.hget(self.keys.batch(as_text(batch_id)), "status")
             statuses = pipe.execute() if ids else []
         counts = {status: 0 for status in ACTIVE}
         for status in statuses:
@@ -167,7 +159,7 @@ class BatchCollector(Collector):
                 counts[as_text(status)] += 1
         for status, count in counts.items():
             active.add_metric([status], count)
-        numbers = read_numbers(self.connection, BATCH_METRICS_KEY)
+        numbers = read_numbers(self.connection, self.keys.metrics)
         for status in FINAL:
             ended.add_metric([status], numbers.get(f"ended:{status}", 0.0))
         for outcome in ("completed", "failed"):
@@ -180,7 +172,7 @@ def registry(connection: Redis, cluster: bool = False) -> tuple[CollectorRegistr
     because their client went away before a worker started them."""
     collected = CollectorRegistry()
     collected.register(FleetCollector(connection, cluster))
-    collected.register(BatchCollector(connection))
+    collected.register(BatchCollector(connection, BatchKeys.of(cluster)))
     requests = Counter(
         "embedq_gateway_requests", "HTTP requests this gateway answered", ["route", "status"], registry=collected
     )

@@ -12,7 +12,7 @@ from typing import Any
 from redis import Redis
 
 from embedq.broker.histograms import TIMINGS
-from embedq.broker.keys import ACTIVE_BATCHES_KEY, batch_key, metrics_key, timings_key
+from embedq.broker.keys import BatchKeys, metrics_key, timings_key
 from embedq.broker.lanes import LANES
 from embedq.gateway.metrics import oldest_waits, served_queues
 from embedq.producer.stats import as_text, collect_stats, histogram, quantile, queue_shards, summed
@@ -29,6 +29,7 @@ class StatusBoard:
     def __init__(self, connection: Redis, cluster: bool = False) -> None:
         self.connection = connection
         self.cluster = cluster  # REDIS_CLUSTER: every queue's shards are tagged
+        self.batch_keys = BatchKeys.of(cluster)
         self.samples: deque[dict[str, Any]] = deque(maxlen=HISTORY)
 
     def _histograms(self, shards: list[str]) -> dict[str, list[tuple[float, float]]]:
@@ -107,10 +108,10 @@ class StatusBoard:
 
     def batches(self) -> list[dict[str, Any]]:
         """The batches not yet final, oldest first: status and counts only (the page is open to all)."""
-        ids = sorted(as_text(batch_id) for batch_id in self.connection.smembers(ACTIVE_BATCHES_KEY))
+        ids = sorted(as_text(batch_id) for batch_id in self.connection.smembers(self.batch_keys.active))
         with self.connection.pipeline(transaction=False) as pipe:
             for batch_id in ids:
-                pipe.hmget(batch_key(batch_id), BATCH_FIELDS)
+                pipe.hmget(self.batch_keys.batch(batch_id), BATCH_FIELDS)
             replies = pipe.execute()
         shown = [
             {

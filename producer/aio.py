@@ -14,7 +14,7 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
 from embedq.broker.connection import async_cache_redis, async_redis, sync_cache_redis, sync_redis
-from embedq.broker.direct import execute_async, stack_of
+from embedq.broker.direct import aclose, execute_async, stack_of
 from embedq.broker.failures import OUTAGES, unreachable
 from embedq.broker.jobs import EmbedResult
 from embedq.broker.rq_private.queues import job_builders
@@ -68,7 +68,7 @@ class AsyncEmbedClient:
         return await self._run(status_steps(job_id))
 
     async def result(self, job_id: str) -> EmbedResult | None:
-        return await self._run(result_steps(job_id))
+        return await self._run(result_steps(job_id, self.settings.redis_cluster))
 
     async def wait(self, job_id: str, timeout: float = 30.0) -> EmbedResult:
         return (await self.wait_many([job_id], timeout=timeout))[0]
@@ -140,9 +140,9 @@ class AsyncEmbedClient:
             return Outage(error, redact_url(self.settings.redis_url))
 
     async def aclose(self) -> None:
-        await self.connection.aclose()
+        await aclose(self.connection)
         if self.cache_connection is not None:
-            await self.cache_connection.aclose()
+            await aclose(self.cache_connection)
         if self._stats_connection is not None:
             self._stats_connection.close()
         if self._stats_cache_connection is not None:

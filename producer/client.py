@@ -70,7 +70,7 @@ class EmbedClient:
     def result(self, job_id: str) -> EmbedResult | None:
         """The result if the job is finished, None while it is queued or running; JobFailed if it
         failed, JobNotFound if there is no such job (one round trip)."""
-        return self._run(result_steps(job_id))
+        return self._run(result_steps(job_id, self.settings.redis_cluster))
 
     def wait(self, job_id: str, timeout: float = 30.0) -> EmbedResult:
         """Block until the job ends (XREAD on rq's result stream, no polling); JobTimeout at the deadline."""

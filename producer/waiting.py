@@ -80,8 +80,10 @@ def _not_found(job_id: str, finished: bool = False) -> JobNotFound:
     return JobNotFound(f"no job {job_id} in Redis (never enqueued, or expired after RESULT_TTL)")
 
 
-def result_steps(job_id: str) -> Steps[EmbedResult | None]:
+def result_steps(job_id: str, cluster: bool = False) -> Steps[EmbedResult | None]:
     """The result if the job finished, None while it is queued or running; JobFailed / JobNotFound. One round trip."""
+    if cluster and not hash_tag(job_id):
+        raise _not_found(job_id)  # every job on a Cluster carries its shard's tag
     (raw, refusal), latest = _answered(
         (
             yield Send(
@@ -136,6 +138,8 @@ def waits_by_shard(
     deadline = clock() + timeout
     shards: dict[str, list[int]] = {}
     for at, job_id in enumerate(job_ids):
+        if not hash_tag(job_id):
+            raise _not_found(job_id)  # every job on a Cluster carries its shard's tag
         shards.setdefault(hash_tag(job_id), []).append(at)
     results: list[EmbedResult | None] = [None] * len(job_ids)
     for positions in shards.values():

@@ -4,16 +4,19 @@ the real default model, and a real supervisor with real worker processes."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from redis import Redis
 
@@ -22,6 +25,7 @@ from embedq.broker.connection import redis_answers
 from embedq.broker.keys import WORKER_KEY_PATTERN, held_key, metrics_key, serving_key
 from embedq.broker.lanes import COUNTERS, LANES, Lane
 from embedq.broker.rq_private import Queue
+from embedq.broker.rq_private.records import result_stream_key
 from embedq.config import DEFAULT_MODEL_DIR, Settings
 from embedq.local.redis_server import RedisServer
 from embedq.local.service import LocalService
@@ -142,6 +146,51 @@ def kill_a_worker_in_a_pass(service: LocalService, connection: Redis, shards: li
     wait_until(running, 60, "a worker in a pass")
     os.kill(victim[0], signal.SIGKILL)
     return victim[0]
+
+
+def chaos(service: LocalService, encoder, batches: list[list[str]], calls: int = 1, seed: int = 7) -> float:  # type: ignore[no-untyped-def]
+    """`batches` submitted in `calls` submit_many calls (a call's jobs share one shard) while 5 random workers
+    of `service` (2 live) are SIGKILLed; then every job has finished once (one result entry, counted once)
+    with the encoder's vectors, none failed, the results keep RESULT_TTL and the supervisor restarted each
+    killed worker. Seconds it took."""
+    client = service.client
+    rng = random.Random(seed)
+    before = client.stats()
+    started = time.monotonic()
+    size = -(-len(batches) // calls)
+    job_ids = [job_id for at in range(0, len(batches), size) for job_id in client.submit_many(batches[at : at + size])]
+    kills: list[int] = []
+
+    def kill_random_workers() -> None:
+        for _ in range(5):
+            time.sleep(rng.uniform(0.4, 1.2))
+            alive = service.wait_for_workers(2, exclude_pids=frozenset(str(pid) for pid in kills))
+            victim = int(rng.choice(alive)["pid"])
+            os.kill(victim, signal.SIGKILL)
+            kills.append(victim)
+
+    killer = threading.Thread(target=kill_random_workers)
+    killer.start()
+    results = [client.wait(job_id, timeout=180) for job_id in job_ids]
+    killer.join()
+    elapsed = time.monotonic() - started
+    print(f"chaos: {len(job_ids)} jobs, {sum(map(len, batches))} texts, {len(kills)} SIGKILLs, {elapsed:.1f} s")
+
+    assert len(kills) == 5
+    for batch, result in zip(batches, results):
+        np.testing.assert_allclose(result.embeddings, encoder.encode(batch).vectors, atol=1e-5)
+    assert all(client.status(job_id) == "finished" for job_id in job_ids)
+    ttl = service.settings.result_ttl
+    assert all(ttl - 300 < client.connection.ttl(result_stream_key(job_id)) <= ttl for job_id in job_ids)
+    after = client.stats()
+    assert after["failed"] == before["failed"]
+    # a pass writes a result (and counts it) once per job, however many times its worker died
+    assert after["counters"]["jobs"] - before["counters"]["jobs"] == len(job_ids)
+    assert all(client.connection.xlen(result_stream_key(job_id)) == 1 for job_id in job_ids)
+    assert len(service.wait_for_workers(2)) == 2
+    (supervisor,) = client.stats()["supervisors"]
+    assert int(supervisor["restarts"]) == 5
+    return elapsed
 
 
 KEY = "sk-embedq-test"

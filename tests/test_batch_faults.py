@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from embedq.broker.keys import batch_jobs_key
+from embedq.broker.keys import BatchKeys
 from embedq.broker.lanes import lane_queue
 from embedq.broker.rq_private.records import queue_key
 from embedq.local.redis_server import RedisServer
@@ -48,7 +48,7 @@ def test_a_killed_worker_and_a_killed_gateway_mid_batch_lose_and_double_no_line(
         completes_with_every_line_once(client, batch_id, lines, timeout=300)
         # nothing of the batch is left in the lane or in its list of jobs sent
         assert service.client.connection.llen(queue_key(lane_queue(service.settings.queue, "bulk"))) == 0
-        assert not service.client.connection.exists(batch_jobs_key(batch_id))
+        assert not service.client.connection.exists(BatchKeys.of(cluster=False).jobs(batch_id))
         assert f"batch {batch_id} completed" in stop(process)  # the new gateway finalized it
     finally:
         if process.poll() is None:

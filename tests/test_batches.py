@@ -20,7 +20,7 @@ import openai
 import pytest
 from redis import Redis
 
-from embedq.broker.keys import ACTIVE_BATCHES_KEY, batch_key, file_key
+from embedq.broker.keys import BatchKeys
 from embedq.broker.lanes import lane_queue
 from embedq.local.service import LocalService
 from embedq.worker.supervisor.spawn import embedq_command, settings_env
@@ -47,6 +47,7 @@ WORDS = [
     "other",
 ]
 FINAL = ("completed", "failed", "expired", "cancelled")
+RECORDS = BatchKeys.of(cluster=False)
 
 
 def sentence(rng: random.Random) -> str:
@@ -242,7 +243,7 @@ def test_a_batch_past_its_window_expires_with_its_unrun_lines_in_the_error_file(
     lines = varied_lines(4000, seed=17)
     batch_id = submit(client, lines)
     wait_until(lambda: client.batches.retrieve(batch_id).request_counts.completed > 200, 120, "first chunks")
-    redis.hset(batch_key(batch_id), "expires_at", int(time.time()) - 1)  # its 24 h are over
+    redis.hset(RECORDS.batch(batch_id), "expires_at", int(time.time()) - 1)  # its 24 h are over
     batch = wait_for(client, batch_id, timeout=60)
     assert batch.status == "expired" and batch.expired_at
     counts = batch.request_counts
@@ -266,7 +267,7 @@ def test_a_key_sees_only_its_own_files_and_batches(service, files_dir):
         assert batch_id not in [b.id for b in theirs.batches.list().data]
         assert input_id not in [f.id for f in theirs.files.list().data]
         assert wait_for(mine, batch_id, timeout=60).status == "completed"
-        for key in (file_key(input_id), batch_key(batch_id)):  # kept FILES_RETENTION, 30 days by default
+        for key in (RECORDS.file(input_id), RECORDS.batch(batch_id)):  # kept FILES_RETENTION, 30 days by default
             assert 29 * 86400 < Redis.from_url(service.settings.redis_url).ttl(key) <= 30 * 86400
         assert mine.files.delete(input_id).deleted
         with pytest.raises(openai.NotFoundError):
@@ -341,4 +342,4 @@ def test_the_status_page_shows_running_batches_as_counts_only(replicas):
 
 def test_no_batch_is_left_running(redis: Redis):
     """The module's batches all ended: none is left for another module's gateway to pick up."""
-    assert redis.scard(ACTIVE_BATCHES_KEY) == 0
+    assert redis.scard(RECORDS.active) == 0

@@ -96,8 +96,8 @@ def test_a_producers_submits_reach_the_nodes_of_their_shards(cluster, client):
 def test_an_asyncio_send_reaches_its_slots_primary(cluster):
     from redis.asyncio.cluster import RedisCluster as AsyncClusterClient
 
-    from embedq.broker.cluster import async_nodes
-    from embedq.broker.direct import execute_async
+    from embedq.broker.cluster import _ASYNC_NODES
+    from embedq.broker.direct import aclose, execute_async
 
     async def run() -> list[object]:
         connection = AsyncClusterClient.from_url(cluster.url)
@@ -110,8 +110,9 @@ def test_an_asyncio_send_reaches_its_slots_primary(cluster):
                 )
             return replies
         finally:
-            await async_nodes(connection).close()
-            await connection.aclose()
+            assert len(_ASYNC_NODES[connection].clients) == 3, "one client per primary"
+            await aclose(connection)
+            assert connection not in _ASYNC_NODES, "closed with the Cluster client"
 
     assert asyncio.run(run()) == [True, b"v"] * 4
     for tag in ("a", "b", "c", "d"):

@@ -1,12 +1,13 @@
 """embedq on a real Redis Cluster (3 primaries, REDIS_CLUSTER=true, 3 shards), real workers and the real
 model: calls spread over every primary and every job finishes with the vectors a standalone Redis gives;
 one wait reads jobs of every shard; stats add the shards up; the asyncio client and the cache work; a
-worker SIGKILLed mid-pass has its jobs handed back; and no command anywhere is refused for CROSSSLOT."""
+worker SIGKILLed mid-pass has its jobs handed back; the gateway serves /v1/embeddings, /metrics and a Batch
+API run (and a cancel) with its records in one slot; and no command anywhere is refused for CROSSSLOT."""
 
 from __future__ import annotations
 
 import asyncio
-import io
+import contextlib
 import time
 import uuid
 from collections import Counter
@@ -17,8 +18,9 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from embedq import AsyncEmbedClient
+from embedq import AsyncEmbedClient, EmbedClient, JobNotFound, QueueFull
 from embedq.broker.cache import CACHE_WORKER
+from embedq.broker.keys import BatchKeys
 from embedq.broker.shards import hash_tag, shard_queues
 from embedq.local.redis_cluster import RedisCluster
 from embedq.local.service import LocalService
@@ -98,27 +100,75 @@ def test_a_worker_killed_mid_pass_on_the_cluster_has_its_jobs_handed_back(servic
     assert len({hash_tag(job_id) for job_id in ids}) >= 2
 
 
-def test_the_gateway_serves_embeddings_and_metrics_on_the_cluster_and_refuses_the_batch_api_by_name(service):
+def test_the_gateway_serves_embeddings_metrics_and_the_batch_api_on_the_cluster(cluster, service, encoder, tmp_path):
     from tests.conftest import KEY, MODEL, start_gateway
+    from tests.test_batches import outputs, request_line, stop, submit, vectors_of, wait_for
 
-    gateway, url = start_gateway(service.settings)
+    gateway, url = start_gateway(service.settings, EMBEDQ_FILES_DIR=str(tmp_path))
     try:
-        api = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY)
+        api = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=60)
         reply = api.embeddings.create(model=MODEL, input=[f"over http on a cluster {uuid.uuid4().hex}", "two"])
         assert [len(item.embedding) for item in reply.data] == [384, 384]
+        texts = [f"line {n} of a batch on a cluster {uuid.uuid4().hex}" for n in range(300)]
+        batch_id = submit(
+            api, [request_line(f"req-{n}", {"model": MODEL, "input": text}) for n, text in enumerate(texts)]
+        )
+        batch = wait_for(api, batch_id, timeout=120)
+        assert batch.status == "completed" and batch.request_counts.completed == 300, batch
+        done = {line["custom_id"]: line for line in outputs(api, batch.output_file_id)}
+        assert len(done) == 300 and np.allclose(
+            vectors_of(done["req-42"]), encoder.encode([texts[42]]).vectors, atol=1e-5
+        )
+        records = BatchKeys.of(cluster=True)
+        assert cluster.primary_of(records.batch(batch_id)) == cluster.primary_of(records.active), "one slot"
+        api.files.delete(batch.input_file_id)  # the delete script reads the active set beside the record
+        with pytest.raises(openai.NotFoundError):
+            api.files.retrieve(batch.input_file_id)
+
+        many = [
+            request_line(f"big-{n}", {"model": MODEL, "input": [f"{n} {uuid.uuid4().hex}"] * 4}) for n in range(3000)
+        ]
+        cancelled_id = submit(api, many)
+        wait_for(api, cancelled_id, timeout=120, until=("in_progress",))
+        api.batches.cancel(cancelled_id)  # its queued jobs cancelled through rq's own cancel, shard by shard
+        cancelled = wait_for(api, cancelled_id, timeout=60)
+        assert cancelled.status == "cancelled" and cancelled.request_counts.completed < 3000
+        assert len(outputs(api, cancelled.output_file_id)) == cancelled.request_counts.completed
+
         metrics = text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text)
         queue = service.settings.queue
-        jobs = sum(
-            sample.value
-            for family in metrics
-            for sample in family.samples
-            if sample.name == "embedq_jobs_total" and sample.labels["queue"] == queue
-        )
+        samples = [sample for family in metrics for sample in family.samples]
+        jobs = sum(s.value for s in samples if s.name == "embedq_jobs_total" and s.labels["queue"] == queue)
         assert jobs == service.client.stats()["counters"]["jobs"] > 30, "/metrics adds the shards on every primary up"
-        with pytest.raises(openai.APIStatusError, match="Redis Cluster") as refused:
-            api.files.create(file=("input.jsonl", io.BytesIO(b"{}")), purpose="batch")
-        assert refused.value.status_code == 501, "the Batch API refuses by name on a Cluster (not built yet)"
-        assert httpx.get(f"{url}/v1/batches", headers={"Authorization": f"Bearer {KEY}"}).status_code == 501
+        lines = {s.labels["outcome"]: s.value for s in samples if s.name == "embedq_batch_lines_total"}
+        assert lines["completed"] == 300 + cancelled.request_counts.completed, lines
     finally:
-        gateway.terminate()
-        gateway.wait(timeout=30)
+        output = stop(gateway)
+    assert "Traceback" not in output and "driving failed" not in output, output[-3000:]  # the cancel included
+
+
+def test_lanes_queue_full_and_job_not_found_on_the_cluster(service, encoder):
+    client = service.client
+    bulk = client.submit_many([[f"bulk on a cluster {n} {uuid.uuid4().hex}"] for n in range(6)], priority="bulk")
+    first = client.submit([f"interactive on a cluster {uuid.uuid4().hex}"])
+    results = client.wait_many([first, *bulk], timeout=60)
+    assert [result.job_id for result in results] == [first, *bulk]
+    with pytest.raises(JobNotFound):
+        client.wait("no-such-job", timeout=10)  # no tag: no shard's job, and no send over two slots
+    with pytest.raises(JobNotFound):
+        client.result("no-such-job")
+    with pytest.raises(JobNotFound):
+        client.wait(f"no-such-job{hash_tag(bulk[0])}", timeout=10)
+    assert client.status(f"no-such-job{hash_tag(bulk[0])}") == "unknown"
+
+    limited = service.settings.model_copy(update={"queue": f"full-{uuid.uuid4().hex[:8]}", "max_queue_length": 2})
+    with EmbedClient(settings=limited) as full:  # no worker serves this queue: its jobs stay
+        full.submit_many([["the same first text"], ["is on the same shard"]])
+        with pytest.raises(QueueFull, match=r"holds 2 jobs; 1 more would pass MAX_QUEUE_LENGTH=2"):
+            full.submit(["the same first text"])
+        landed = 0
+        for n in range(20):  # the limit is per shard: the other two shards take two jobs each
+            with contextlib.suppress(QueueFull):
+                full.submit([f"another first text {n}"])
+                landed += 1
+        assert landed == 4 and full.stats()["queued"] == 2 * SHARDS, "a queue holds up to shards x MAX_QUEUE_LENGTH"

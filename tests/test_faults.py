@@ -5,7 +5,6 @@ import os
 import random
 import signal
 import subprocess
-import threading
 import time
 import uuid
 from urllib.parse import urlsplit, urlunsplit
@@ -24,9 +23,21 @@ from embedq.local.redis_server import RedisServer
 from embedq.local.service import LocalService
 from embedq.worker.supervisor.host_lock import still_running
 from embedq.worker.supervisor.spawn import CONFIG_ERROR_EXIT, embedq_command, settings_env
-from tests.conftest import counter, lanes, make_settings, wait_until
+from tests.conftest import chaos, counter, lanes, make_settings, wait_until
 
 LONG = "Embeddings turn text into vectors so that similar meanings land close together. " * 20  # > 256 tokens
+
+
+def chaos_batches(count: int, seed: int = 7) -> list[list[str]]:
+    """`count` jobs of 1 to 16 texts, a tenth of them over the model's length."""
+    rng = random.Random(seed)
+    return [
+        [
+            f"job {i} text {j}: " + ("word " * rng.randint(1, 40) if rng.random() < 0.9 else LONG)
+            for j in range(rng.randint(1, 16))
+        ]
+        for i in range(count)
+    ]
 
 
 def long_texts(count: int) -> list[str]:
@@ -112,51 +123,7 @@ def test_a_job_whose_worker_is_killed_is_rerun_within_seconds(fresh_service, enc
 
 
 def test_chaos_300_jobs_5_kills_nothing_lost_nothing_doubled(service_at_rtt, encoder):
-    fresh_service = service_at_rtt
-    client, connection = fresh_service.client, fresh_service.client.connection
-    rng = random.Random(7)
-    batches = [
-        [
-            f"job {i} text {j}: " + ("word " * rng.randint(1, 40) if rng.random() < 0.9 else LONG)
-            for j in range(rng.randint(1, 16))
-        ]
-        for i in range(300)
-    ]
-    jobs_before = counter(client, "jobs")
-    failed_before = FailedJobRegistry(queue=lanes(client)["interactive"]).count
-    started = time.monotonic()
-    job_ids = client.submit_many(batches)
-
-    kills: list[int] = []
-
-    def kill_random_workers() -> None:
-        for _ in range(5):
-            time.sleep(rng.uniform(0.4, 1.2))
-            alive = fresh_service.wait_for_workers(2, exclude_pids=frozenset(str(pid) for pid in kills))
-            victim = int(rng.choice(alive)["pid"])
-            os.kill(victim, signal.SIGKILL)
-            kills.append(victim)
-
-    killer = threading.Thread(target=kill_random_workers)
-    killer.start()
-    results = [client.wait(job_id, timeout=180) for job_id in job_ids]
-    killer.join()
-    elapsed = time.monotonic() - started
-    print(f"chaos: {len(job_ids)} jobs, {sum(map(len, batches))} texts, {len(kills)} SIGKILLs, {elapsed:.1f} s")
-
-    assert len(kills) == 5
-    for batch, result in zip(batches, results):
-        np.testing.assert_allclose(result.embeddings, encoder.encode(batch).vectors, atol=1e-5)
-    assert all(client.status(job_id) == "finished" for job_id in job_ids)
-    ttl = fresh_service.settings.result_ttl
-    assert all(ttl - 300 < connection.ttl(result_stream_key(job_id)) <= ttl for job_id in job_ids)
-    assert FailedJobRegistry(queue=lanes(client)["interactive"]).count == failed_before
-    # a pass writes a result (and counts it) once per job, however many times its worker died
-    assert counter(client, "jobs") - jobs_before == len(job_ids)
-    assert all(connection.xlen(result_stream_key(job_id)) == 1 for job_id in job_ids)
-    facts = fresh_service.wait_for_workers(2)
-    assert len(facts) == 2
-    assert int(supervisor_facts(fresh_service)["restarts"]) == 5
+    chaos(service_at_rtt, encoder, chaos_batches(300))
 
 
 def test_a_poison_job_fails_after_its_retries_and_the_rest_finish(fresh_service):

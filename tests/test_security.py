@@ -1,6 +1,7 @@
 """A secured Redis as an operator runs one (issue 13's case 10), on private redis-servers with certificates
 and ACL users these tests make: a password, TLS, mutual TLS and the README's ACL recipe each carry jobs;
-refused credentials and failed handshakes are named as such (a setting to fix, not an outage); no
+refused credentials and failed handshakes are named as such (a setting to fix, not an outage); a TLS
+Redis Cluster carries jobs for the same ACL user; no
 password shows in logs, stats or process arguments; no pickle on the path."""
 
 import os
@@ -13,6 +14,7 @@ from redis import Redis
 
 from embedq import EmbedClient
 from embedq.errors import RedisAuthFailed, RedisTLSFailed
+from embedq.local.redis_cluster import ClusterTLS, RedisCluster
 from embedq.local.redis_server import RedisServer, free_port
 from embedq.local.service import LocalService
 from embedq.worker.supervisor.spawn import CONFIG_ERROR_EXIT, embedq_command, settings_env
@@ -163,3 +165,23 @@ def test_no_pickle_anywhere_on_the_path():
     # the live gadget in test_hostile_payloads.py proves the worker refuses pickles; this keeps the code free of them
     assert sources
     assert not [str(p) for p in sources if "import pickle" in p.read_text() or "pickle.loads" in p.read_text()]
+
+
+def test_a_tls_cluster_carries_jobs_for_the_readmes_acl_user(certs, model_dir, tmp_path):
+    tls = ClusterTLS(certs / "ca.crt", certs / "server.crt", certs / "server.key")
+    cluster = RedisCluster(3, 0, tls=tls).start()
+    try:
+        for port in cluster.ports:  # a Cluster's nodes each keep their own users: the recipe goes to every one
+            with cluster.admin(port) as admin:
+                admin.execute_command("ACL", "SETUSER", "embedq", *ACL_RECIPE.format(password=PASSWORD).split())
+        url = cluster.url.replace("rediss://", f"rediss://embedq:{PASSWORD}@")
+        output = fifty_jobs(make_settings(url, model_dir, redis_cluster=True, queue_shards=3), tmp_path)
+        assert PASSWORD not in output and "CROSSSLOT" not in output
+        for port in cluster.ports:
+            with cluster.admin(port) as admin:
+                assert admin.execute_command("ACL", "LOG") == [], f"node {port} refused a command the recipe forbids"
+        wrong = make_settings(url.replace(PASSWORD, "wrong"), model_dir, redis_cluster=True)
+        with pytest.raises(RedisAuthFailed, match="refused the credentials"):  # at once: it reads the slot map
+            EmbedClient(settings=wrong)
+    finally:
+        cluster.cleanup()

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from embedq.broker.keys import batch_lease_key
+from embedq.broker.keys import BatchKeys
 from embedq.gateway.batch.batches import LEASE_MS
 from embedq.local.service import LocalService
 from tests.conftest import KEY, MODEL, start_gateway, wait_until
@@ -78,7 +78,7 @@ def test_a_batch_line_split_into_jobs_reports_its_own_tokens_and_defaults_to_flo
     connection.set("rq:suspended", 1)  # the workers wait: the batch is driven, its lease renewed, for a while
     try:
         batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h")
-        lease = batch_lease_key(batch.id)
+        lease = BatchKeys.of(cluster=False).lease(batch.id)
         wait_until(lambda: connection.pttl(lease) > 0, 30, "a gateway driving the batch")
         remaining = []
         for _ in range(20):  # 8 s: more than two renewals (every 3 s)

@@ -42,6 +42,9 @@ rq's private or undocumented surface used here, and why:
   with an unsaved `Execution(id, job_id, connection, worker_name)`, `max_connection_wait_time`,
   `death_penalty_class`, `_set_connection(connection)` (rq raises the socket timeout of the client's one
   pool, which a Cluster client does not have: skipped there).
+- `Job.cancel()` with `Job.connection` set to a plain client of the node of the job's slot on a Cluster
+  (rq's cancel opens a WATCH/MULTI transaction through `pipeline().explicit_transaction`, which redis-py's
+  ClusterPipeline does not have; its keys are all the job's shard's).
 - Handing back a dead worker's jobs: `Job.retry(queue, pipeline)`,
   `rq.job_lifecycle.record_job_failure(job, exc_string, pipeline)`, `Worker.find_by_key` with
   `redis_worker_namespace_prefix` (on a subclass whose `_set_connection` takes any client).

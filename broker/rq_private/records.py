@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from redis import Redis
+from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import WatchError
 from rq import Queue, SimpleWorker
@@ -20,8 +21,10 @@ from rq.results import Result
 from rq.utils import str_to_date, utcformat
 
 from embedq.broker.cache import CACHED_FIELD, cached_result
+from embedq.broker.cluster import node_client
 from embedq.broker.direct import STACK_BUILDER
 from embedq.broker.jobs import EmbedResult, MsgpackSerializer, unpack_result
+from embedq.broker.rq_private.hardening import GuardedJob
 
 
 def enqueue_commands(queue: Queue, datas: list[Any]) -> tuple[list[str], list[list[Any]]]:
@@ -169,8 +172,10 @@ def cancel_jobs(connection: Redis, job_ids: list[str], *, started: bool = False)
     next micro-batch and writes no result); how many."""
     cancelled = 0
     wanted = (JobStatus.QUEUED, JobStatus.STARTED) if started else (JobStatus.QUEUED,)
-    for job in Job.fetch_many(job_ids, connection=connection, serializer=MsgpackSerializer):
+    for job in GuardedJob.fetch_many(job_ids, connection=connection, serializer=MsgpackSerializer):  # shards' ids
         if job is not None and job.get_status(refresh=False) in wanted:
+            if isinstance(connection, RedisCluster):  # rq's WATCH/MULTI, on the node of the job's shard
+                job.connection = node_client(connection, job.key)
             with suppress(InvalidJobOperation, WatchError):
                 job.cancel()
                 cancelled += 1

@@ -200,22 +200,3 @@ def batch_routes(settings: GatewaySettings, files: Files, batches: Batches, wake
         return await batches.cancel(batch_id, owner(request))
 
     return router
-
-
-ON_CLUSTER = (
-    "the Batch API does not run on a Redis Cluster yet (its files' and batches' records are not laid out in one "
-    "hash slot); /v1/embeddings does: send batches there, or run the Batch API's gateway on a standalone Redis"
-)
-
-
-def batch_api_refused() -> APIRouter:
-    """/v1/files and /v1/batches on a Redis Cluster: 501, in OpenAI's shape, saying why."""
-    router = APIRouter()
-    methods = ["GET", "POST", "DELETE"]
-
-    @router.api_route("/v1/files{rest:path}", methods=methods, include_in_schema=False)
-    @router.api_route("/v1/batches{rest:path}", methods=methods, include_in_schema=False)
-    async def refused(rest: str) -> None:
-        raise OpenAIError(501, ON_CLUSTER, type="server_error", code="not_supported_on_redis_cluster")
-
-    return router

@@ -11,16 +11,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis as AsyncRedis
 
-from embedq.broker.keys import (
-    ACTIVE_BATCHES_KEY,
-    BATCH_METRICS_KEY,
-    BATCHES_KEY,
-    batch_done_key,
-    batch_jobs_key,
-    batch_key,
-    batch_lease_key,
-    file_key,
-)
+from embedq.broker.keys import BatchKeys
 from embedq.broker.scripts import bind
 from embedq.gateway.batch import records
 from embedq.gateway.openai_shape import OpenAIError, shown
@@ -55,8 +46,8 @@ def not_found(batch_id: str) -> OpenAIError:
 
 
 class Batches:
-    def __init__(self, connection: AsyncRedis, retention: float) -> None:
-        self.connection, self.retention = connection, retention
+    def __init__(self, connection: AsyncRedis, retention: float, keys: BatchKeys) -> None:
+        self.connection, self.retention, self.keys = connection, retention, keys
         self._take = bind(connection, "take_lease")
         self._release = bind(connection, "release_lease")
         self._transition = bind(connection, "transition_batch")
@@ -93,7 +84,7 @@ class Batches:
             "max_bytes": limits[1],
             "max_line_bytes": limits[2],
         }
-        keys = [batch_key(batch_id), BATCHES_KEY, ACTIVE_BATCHES_KEY, file_key(input_file_id)]
+        keys = [self.keys.batch(batch_id), self.keys.batches, self.keys.active, self.keys.file(input_file_id)]
         pairs = [item for name, value in record.items() for item in (name, value)]
         if not await self._create(keys, [batch_id, now + int(self.retention), now, *pairs]):
             raise OpenAIError(404, f"no file {shown(input_file_id)}", param="input_file_id", code="file_not_found")
@@ -101,7 +92,7 @@ class Batches:
 
     async def record(self, batch_id: str, owner: str | None = None) -> dict[str, str]:
         """The batch's fields; 404 if there is none or (owner given and not "") another key owns it."""
-        record = await records.read(self.connection, batch_key(batch_id))
+        record = await records.read(self.connection, self.keys.batch(batch_id))
         if not records.visible(record, owner):
             raise not_found(batch_id)
         return record
@@ -113,8 +104,8 @@ class Batches:
         """Newest first; `after`: the last id of the previous page."""
         return await records.page(
             self.connection,
-            BATCHES_KEY,
-            batch_key,
+            self.keys.batches,
+            self.keys.batch,
             retention=self.retention,
             owner=owner,
             after=after,
@@ -126,7 +117,9 @@ class Batches:
     async def cancel(self, batch_id: str, owner: str) -> dict[str, Any]:
         await self.record(batch_id, owner)
         cancellable = ",".join(CANCELLABLE)
-        outcome = as_text(await self._cancel([batch_key(batch_id)], [int(time.time()), cancellable, "cancelling"]))
+        outcome = as_text(
+            await self._cancel([self.keys.batch(batch_id)], [int(time.time()), cancellable, "cancelling"])
+        )
         if outcome != "cancelling":
             raise OpenAIError(
                 409, f"batch {batch_id} is {outcome}: only a validating or in-progress batch can be cancelled"
@@ -134,20 +127,20 @@ class Batches:
         return public(await self.record(batch_id))
 
     async def active(self) -> list[str]:
-        return sorted(as_text(i) for i in await self.connection.smembers(ACTIVE_BATCHES_KEY))
+        return sorted(as_text(i) for i in await self.connection.smembers(self.keys.active))
 
     async def take_lease(self, batch_id: str, holder: str) -> bool:
         """Take the batch's lease if it is free, or renew it if `holder` has it."""
-        return bool(await self._take([batch_lease_key(batch_id)], [holder, LEASE_MS]))
+        return bool(await self._take([self.keys.lease(batch_id)], [holder, LEASE_MS]))
 
     async def release_lease(self, batch_id: str, holder: str) -> None:
-        await self._release([batch_lease_key(batch_id)], [holder])
+        await self._release([self.keys.lease(batch_id)], [holder])
 
     async def transition(self, batch_id: str, holder: str, allowed: tuple[str, ...], **fields: Any) -> str:
         """Set `fields` if `holder` holds the lease and the status is one of `allowed`: "ok", or the
         status found. LeaseLost when another replica holds the lease."""
         pairs: list[Any] = [item for name, value in fields.items() for item in (name, value)]
-        keys = [batch_key(batch_id), batch_lease_key(batch_id), ACTIVE_BATCHES_KEY, BATCH_METRICS_KEY]
+        keys = [self.keys.batch(batch_id), self.keys.lease(batch_id), self.keys.active, self.keys.metrics]
         outcome = as_text(await self._transition(keys, [holder, ",".join(allowed), batch_id, ",".join(FINAL), *pairs]))
         if outcome == "lease lost":
             raise LeaseLost(batch_id)
@@ -155,17 +148,17 @@ class Batches:
 
     async def chunk_done(self, batch: dict[str, str], holder: str, chunk: int, completed: int, failed: int) -> None:
         batch_id = batch["id"]
-        keys = [batch_key(batch_id), batch_lease_key(batch_id), batch_done_key(batch_id), BATCH_METRICS_KEY]
+        keys = [self.keys.batch(batch_id), self.keys.lease(batch_id), self.keys.done(batch_id), self.keys.metrics]
         expires = int(batch["created_at"]) + int(self.retention)
         if not await self._chunk_done(keys, [holder, chunk, completed, failed, expires]):
             raise LeaseLost(batch_id)
 
     async def done_chunks(self, batch_id: str) -> set[int]:
-        return {int(as_text(n)) for n in await self.connection.smembers(batch_done_key(batch_id))}
+        return {int(as_text(n)) for n in await self.connection.smembers(self.keys.done(batch_id))}
 
     async def track_jobs(self, batch_id: str, job_ids: list[str]) -> None:
         """Note jobs about to be sent, so that whoever ends the batch or takes it over can cancel them."""
-        key = batch_jobs_key(batch_id)
+        key = self.keys.jobs(batch_id)
         async with self.connection.pipeline(transaction=True) as pipe:
             pipe.sadd(key, *job_ids)
             pipe.expire(key, WINDOW_SECONDS * 2)
@@ -173,17 +166,17 @@ class Batches:
 
     async def untrack_jobs(self, batch_id: str, job_ids: list[str]) -> None:
         if job_ids:
-            await self.connection.srem(batch_jobs_key(batch_id), *job_ids)
+            await self.connection.srem(self.keys.jobs(batch_id), *job_ids)
 
     async def tracked_jobs(self, batch_id: str) -> list[str]:
-        return [as_text(job_id) for job_id in await self.connection.smembers(batch_jobs_key(batch_id))]
+        return [as_text(job_id) for job_id in await self.connection.smembers(self.keys.jobs(batch_id))]
 
     async def forget_jobs(self, batch_id: str) -> None:
-        await self.connection.delete(batch_jobs_key(batch_id))
+        await self.connection.delete(self.keys.jobs(batch_id))
 
     async def forget_active(self, batch_id: str) -> None:
         """A batch in the active set whose record expired or was deleted."""
-        await self.connection.srem(ACTIVE_BATCHES_KEY, batch_id)
+        await self.connection.srem(self.keys.active, batch_id)
 
 
 def public(record: dict[str, str]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO, Protocol
 
 from redis.asyncio import Redis as AsyncRedis
 
-from embedq.broker.keys import ACTIVE_BATCHES_KEY, FILES_KEY, batch_key, file_key, file_usage_key
+from embedq.broker.keys import BatchKeys
 from embedq.broker.scripts import bind
 from embedq.gateway.batch import records
 from embedq.gateway.openai_shape import OpenAIError, shown
@@ -173,8 +173,8 @@ class Files:
     """File records in Redis, contents in the store. `owner`: the hash of the caller's key ("" with no
     keys configured, when every caller sees every file)."""
 
-    def __init__(self, connection: AsyncRedis, store: FileStore, retention: float, quota: int) -> None:
-        self.connection, self.store, self.retention, self.quota = connection, store, retention, quota
+    def __init__(self, connection: AsyncRedis, store: FileStore, retention: float, quota: int, keys: BatchKeys) -> None:
+        self.connection, self.store, self.retention, self.quota, self.keys = connection, store, retention, quota, keys
         self._reserve = bind(connection, "reserve_file")
         self._delete = bind(connection, "delete_file")
 
@@ -187,7 +187,7 @@ class Files:
         429 if the owner's files would pass it. `release` undoes it if the upload fails."""
         now = int(time.time())
         counted, used = await self._reserve(
-            [file_usage_key(owner)], [file_id, size, now + int(self.retention), now, self.quota]
+            [self.keys.usage(owner)], [file_id, size, now + int(self.retention), now, self.quota]
         )
         if not counted:
             raise OpenAIError(
@@ -200,7 +200,7 @@ class Files:
             )
 
     async def release(self, file_id: str, owner: str) -> None:
-        await self.connection.hdel(file_usage_key(owner), file_id)
+        await self.connection.hdel(self.keys.usage(owner), file_id)
 
     async def add(self, file_id: str, size: int, filename: str, purpose: str, owner: str) -> dict[str, Any]:
         """Record a file whose bytes are in the store already (the same id again: the same record). It
@@ -216,11 +216,11 @@ class Files:
             "expires_at": created + int(self.retention),
         }
         async with self.connection.pipeline(transaction=True) as pipe:
-            pipe.hset(file_key(file_id), mapping=record)
-            pipe.expireat(file_key(file_id), record["expires_at"])
-            pipe.zadd(FILES_KEY, {file_id: created})
-            pipe.hset(file_usage_key(owner), file_id, f"{size}:{record['expires_at']}")
-            pipe.expireat(file_usage_key(owner), record["expires_at"])
+            pipe.hset(self.keys.file(file_id), mapping=record)
+            pipe.expireat(self.keys.file(file_id), record["expires_at"])
+            pipe.zadd(self.keys.files, {file_id: created})
+            pipe.hset(self.keys.usage(owner), file_id, f"{size}:{record['expires_at']}")
+            pipe.expireat(self.keys.usage(owner), record["expires_at"])
             await pipe.execute()
         return public(record)
 
@@ -230,7 +230,7 @@ class Files:
 
     async def record(self, file_id: str, owner: str) -> dict[str, Any]:
         """The file's record; 404 if there is none or another key owns it."""
-        record = await records.read(self.connection, file_key(file_id))
+        record = await records.read(self.connection, self.keys.file(file_id))
         if not records.visible(record, owner):
             raise not_found(file_id)
         return record
@@ -242,8 +242,8 @@ class Files:
         """Newest first, as OpenAI lists them; `after`: the last id of the previous page."""
         return await records.page(
             self.connection,
-            FILES_KEY,
-            file_key,
+            self.keys.files,
+            self.keys.file,
             retention=self.retention,
             owner=owner,
             after=after,
@@ -255,8 +255,8 @@ class Files:
     async def delete(self, file_id: str, owner: str) -> dict[str, Any]:
         """Gone from the store and Redis; 409 while a batch that is not yet final reads it."""
         record = await self.record(file_id, owner)
-        keys = [file_key(file_id), FILES_KEY, file_usage_key(record.get("owner", "")), ACTIVE_BATCHES_KEY]
-        reader = await self._delete(keys, [file_id, batch_key("")])
+        keys = [self.keys.file(file_id), self.keys.files, self.keys.usage(record.get("owner", "")), self.keys.active]
+        reader = await self._delete(keys, [file_id, self.keys.batch("")])
         if reader:
             raise OpenAIError(
                 409,
