@@ -172,3 +172,17 @@ def test_lanes_queue_full_and_job_not_found_on_the_cluster(service, encoder):
                 full.submit([f"another first text {n}"])
                 landed += 1
         assert landed == 4 and full.stats()["queued"] == 2 * SHARDS, "a queue holds up to shards x MAX_QUEUE_LENGTH"
+
+
+def test_a_shard_that_is_nobodys_home_is_served_at_once_on_an_idle_cluster(service):
+    client = service.client  # 2 workers, 3 shards: one shard has no home worker, whose doorbell threads watch
+    by_shard: dict[str, list[float]] = {}
+    for n in range(24):
+        time.sleep(0.3)  # idle between calls: every worker blocked on its bells
+        started = time.monotonic()
+        job_id = client.submit([f"an idle call on a cluster {n} {uuid.uuid4().hex}"])
+        client.wait(job_id, timeout=30)
+        by_shard.setdefault(hash_tag(job_id), []).append(time.monotonic() - started)
+    assert len(by_shard) == SHARDS
+    slowest = {tag: max(times) for tag, times in by_shard.items()}
+    assert max(slowest.values()) < 0.4, f"slowest call per shard (s): {slowest}; a homeless shard waits for a look"

@@ -7,6 +7,7 @@ import time
 import traceback
 from base64 import b64encode
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
@@ -25,6 +26,7 @@ from rq.worker import WorkerStatus
 
 from embedq.broker.cache import CacheWrites
 from embedq.broker.direct import execute
+from embedq.broker.doorbells import DoorbellWatch
 from embedq.broker.keys import (
     DOORBELL_WAIT,
     IDLE_FOR,
@@ -116,7 +118,8 @@ class PassWorker(SimpleWorker):
     script when it starts and one when it succeeds. It serves every shard of its queue: its home shard
     (the first) first; whenever that is empty, the others whose doorbell rings. Idle, it blocks on its
     home shard's doorbell of its own (a producer rings the worker that went idle last) and shared one, and
-    on the other shards' shared ones. Subclasses fill in the hooks below."""
+    on the other shards' shared ones (on a Redis Cluster through a DoorbellWatch's threads, one blocking
+    read per slot). Subclasses fill in the hooks below."""
 
     death_penalty_class = NamedTimeoutPenalty
     max_connection_wait_time = 10.0  # rq's backoff cap while Redis is away (its default: 60 s)
@@ -147,6 +150,7 @@ class PassWorker(SimpleWorker):
         self._redis_failed = False  # the loop ended on a Redis error: its clean-up would wait on Redis too
         self._was_idle = True  # the last look found nothing (rq's state says "started" before the first)
         self._blank_job = self.job_class(connection=self.connection, serializer=self.serializer)  # copied per job
+        self._watch: DoorbellWatch | None = None  # on a Cluster, of the other shards' doorbells (started idle)
 
     # hooks
     def execute_pass(self, taken: TakenPass) -> None:
@@ -247,21 +251,26 @@ class PassWorker(SimpleWorker):
         while work waits), with home's take sent behind the blocking read in the same round trip: Redis
         runs it the moment a bell rings (or the wait ends), so a woken worker holds its pass one round trip
         sooner. A ring from another shard: a pass from there; no ring at all: every other shard looked at.
+        On a Cluster the other shards' doorbells are watched by threads meanwhile (broker/doorbells.py).
         Jobs are started in Redis before this worker reads the reply, so nothing may cut the read short: a
         stop request waits for it."""
         execution_id, home = uuid4().hex, self.home
         bells = [home.bell, home.doorbell]
-        if not home.on_cluster:  # one slot per blocking read on a Cluster: other shards are looked at each second
-            bells += [shard.doorbell for shard in self.shards[1:]]
+        others = [shard.doorbell for shard in self.shards[1:]]
+        if home.on_cluster and others and self._watch is None:  # one slot per blocking read: threads watch those
+            self._watch = DoorbellWatch(self.connection, home.bell, others, self.doorbell_wait)
+        elif not home.on_cluster:
+            bells += others
         keys, args = self._take_call(home, lanes, execution_id, looking_in_passing=False)
         TAKE_PASS.check(keys, args)
-        rang, reply = execute(
-            self.connection,
-            [
-                (("BLPOP", *bells, self.doorbell_wait), {}),
-                (("EVALSHA", TAKE_PASS.sha, len(keys), *keys, *args), {}),
-            ],
-        )
+        with self._watch.waiting() if self._watch else nullcontext():
+            rang, reply = execute(
+                self.connection,
+                [
+                    (("BLPOP", *bells, self.doorbell_wait), {}),
+                    (("EVALSHA", TAKE_PASS.sha, len(keys), *keys, *args), {}),
+                ],
+            )
         if isinstance(reply, NoScriptError):  # Redis lost its scripts (a restart, SCRIPT FLUSH)
             self.connection.script_load(TAKE_PASS.source)
             return None
@@ -271,6 +280,10 @@ class PassWorker(SimpleWorker):
         taken = self._taken(home, lanes, execution_id, reply, looking_in_passing=False)
         if taken is not None or len(self.shards) == 1:
             return taken
+        for rung in self._watch.rung() if self._watch else []:
+            shard = next(shard for shard in self.shards[1:] if shard.doorbell == rung)
+            if (taken := self.take_from(shard)) is not None:
+                return taken
         if rang is None:
             return self.take_elsewhere()
         rung = rang[0].decode()
@@ -494,6 +507,8 @@ class PassWorker(SimpleWorker):
         would hold the stop for a call's timeout. The record goes at teardown anyway; keep it local."""
 
     def teardown(self) -> None:
+        if self._watch is not None:
+            self._watch.stop()
         if self._redis_failed:  # Redis just failed a call: the record expires by itself, the supervisor buries it
             self._stop_pubsub()
             return
