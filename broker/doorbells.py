@@ -26,12 +26,8 @@ class DoorbellWatch:
         self._waiting, self._stopped = threading.Event(), threading.Event()
         self._lock = threading.Lock()
         self._rung: list[str] = []
-        self._threads = [
-            threading.Thread(target=self._watch, args=(bell,), name=f"doorbell watch {n}", daemon=True)
-            for n, bell in enumerate(doorbells)
-        ]
-        for thread in self._threads:
-            thread.start()
+        for n, bell in enumerate(doorbells):
+            threading.Thread(target=self._watch, args=(bell,), name=f"doorbell watch {n}", daemon=True).start()
 
     @contextmanager
     def waiting(self) -> Iterator[None]:

@@ -155,11 +155,17 @@ class RedisCluster:
     def primary_of(self, key: str) -> int:
         """The port of the primary that owns `key`'s hash slot now."""
         slot = key_slot(key.encode())
-        with self.admin(self.live_port) as client:
-            for start, end, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
-                if start <= slot <= end:
-                    return int(primary[1])
+        for start, end, port in self._slot_ranges():
+            if start <= slot <= end:
+                return port
         raise LocalServiceError(f"slot {slot} is not covered")
+
+    def _slot_ranges(self) -> list[tuple[int, int, int]]:
+        """The slot ranges and the port of the primary owning each, as a live node sees them (CLUSTER SLOTS)."""
+        with self.admin(self.live_port) as client:
+            return [
+                (start, end, int(primary[1])) for start, end, primary, *_ in client.execute_command("CLUSTER", "SLOTS")
+            ]
 
     def node_id(self, port: int) -> str:
         with self.admin(port) as client:
@@ -169,19 +175,14 @@ class RedisCluster:
         """Migrate `count` of the slots of primary `source` (a port) with their keys to primary `target`, as
         an operator does: `redis-cli --cluster reshard`."""
         route = ["--cluster-from", self.node_id(source), "--cluster-to", self.node_id(target)]
-        moved = subprocess.run(
-            [
-                "redis-cli",
-                "--cluster",
-                "reshard",
-                f"127.0.0.1:{source}",
-                *route,
-                "--cluster-slots",
-                str(count),
-                "--cluster-yes",
-            ],
-            capture_output=True,
-            text=True,
+        moved = self._cli(
+            "--cluster",
+            "reshard",
+            f"127.0.0.1:{source}",
+            *route,
+            "--cluster-slots",
+            str(count),
+            "--cluster-yes",
             timeout=timeout,
         )
         if moved.returncode != 0:
@@ -197,9 +198,7 @@ class RedisCluster:
 
     def slot_count(self, port: int) -> int:
         """How many slots the primary on `port` owns now."""
-        with self.admin(self.live_port) as client:
-            ranges = client.execute_command("CLUSTER", "SLOTS")
-        return sum(end - start + 1 for start, end, primary, *_ in ranges if int(primary[1]) == port)
+        return sum(end - start + 1 for start, end, owner in self._slot_ranges() if owner == port)
 
     def primary_ports(self) -> list[int]:
         """The ports of the nodes that are primaries now."""
