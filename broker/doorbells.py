@@ -18,7 +18,7 @@ BELL_TTL = 60  # s, as enqueue.lua rings a worker's own bell
 
 class DoorbellWatch:
     """Threads blocking on `doorbells` (each another shard's shared doorbell) while `waiting()` is held,
-    for up to `wait` seconds a read; a ring is noted (`rung()`) and pushed to `wake` (the worker's own bell
+    for up to `wait` seconds a read; a ring is noted (`next_ring()`) and pushed to `wake` (the worker's own bell
     at home, which it blocks on)."""
 
     def __init__(self, connection: Redis, wake: str, doorbells: Sequence[str], wait: float) -> None:
@@ -38,11 +38,11 @@ class DoorbellWatch:
         finally:
             self._waiting.clear()
 
-    def rung(self) -> list[str]:
-        """The doorbells that rang since the last call, first ring first (each once)."""
+    def next_ring(self) -> str | None:
+        """The doorbell that rang first of those not yet served, taken off the list (its shard is to be looked
+        at now: a ring left on the list is a shard still owed a look), or None."""
         with self._lock:
-            rung, self._rung = list(dict.fromkeys(self._rung)), []
-        return rung
+            return self._rung.pop(0) if self._rung else None
 
     def stop(self) -> None:
         self._stopped.set()
@@ -56,7 +56,8 @@ class DoorbellWatch:
                 if self.connection.blpop([doorbell], timeout=self.wait) is None:
                     continue
                 with self._lock:
-                    self._rung.append(doorbell)
+                    if doorbell not in self._rung:
+                        self._rung.append(doorbell)
                 with self.connection.pipeline(transaction=False) as pipe:  # one slot: the worker's home
                     pipe.lpush(self.wake, 1)
                     pipe.expire(self.wake, BELL_TTL)

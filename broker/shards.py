@@ -77,4 +77,5 @@ def shards_of(settings: ClientSettings) -> list[str]:
 def hash_tag(name: str) -> str:
     """The `{tag}` a shard's name carries ('' for an untagged one), to put in its job ids and per-worker keys."""
     start = name.find("{")
-    return name[start : name.index("}", start) + 1] if start >= 0 else ""
+    end = name.find("}", start) if start >= 0 else -1
+    return name[start : end + 1] if end >= 0 else ""

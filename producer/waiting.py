@@ -80,10 +80,17 @@ def _not_found(job_id: str, finished: bool = False) -> JobNotFound:
     return JobNotFound(f"no job {job_id} in Redis (never enqueued, or expired after RESULT_TTL)")
 
 
+def _cluster_tag(job_id: str) -> str:
+    """The hash tag of the job's shard; JobNotFound for an id without one (every job on a Cluster carries it)."""
+    if tag := hash_tag(job_id):
+        return tag
+    raise _not_found(job_id)
+
+
 def result_steps(job_id: str, cluster: bool = False) -> Steps[EmbedResult | None]:
     """The result if the job finished, None while it is queued or running; JobFailed / JobNotFound. One round trip."""
-    if cluster and not hash_tag(job_id):
-        raise _not_found(job_id)  # every job on a Cluster carries its shard's tag
+    if cluster:
+        _cluster_tag(job_id)
     (raw, refusal), latest = _answered(
         (
             yield Send(
@@ -138,9 +145,7 @@ def waits_by_shard(
     deadline = clock() + timeout
     shards: dict[str, list[int]] = {}
     for at, job_id in enumerate(job_ids):
-        if not hash_tag(job_id):
-            raise _not_found(job_id)  # every job on a Cluster carries its shard's tag
-        shards.setdefault(hash_tag(job_id), []).append(at)
+        shards.setdefault(_cluster_tag(job_id), []).append(at)
     results: list[EmbedResult | None] = [None] * len(job_ids)
     for positions in shards.values():
         found = yield from wait_steps([job_ids[at] for at in positions], max(deadline - clock(), 0.001), clock)

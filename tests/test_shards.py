@@ -48,6 +48,11 @@ def test_one_shard_off_a_cluster_keeps_the_queues_names_and_a_cluster_tags_even_
 
 
 @pytest.mark.unit
+def test_a_name_with_an_unclosed_brace_has_no_tag():
+    assert hash_tag("job{1") == "" and hash_tag("a{b}c{d}") == "{b}"
+
+
+@pytest.mark.unit
 def test_a_cluster_behind_sentinel_or_on_a_unix_socket_is_refused_by_name():
     with pytest.raises(InvalidSettings, match="EMBEDQ_REDIS_CLUSTER: .*not both"):
         Settings.load(redis_cluster=True, redis_sentinels="127.0.0.1:26379")

@@ -254,6 +254,8 @@ class PassWorker(SimpleWorker):
         On a Cluster the other shards' doorbells are watched by threads meanwhile (broker/doorbells.py).
         Jobs are started in Redis before this worker reads the reply, so nothing may cut the read short: a
         stop request waits for it."""
+        if (heard := self._take_rung()) is not None:  # rings a watch heard while this worker was busy
+            return heard
         execution_id, home = uuid4().hex, self.home
         bells = [home.bell, home.doorbell]
         others = [shard.doorbell for shard in self.shards[1:]]
@@ -280,14 +282,21 @@ class PassWorker(SimpleWorker):
         taken = self._taken(home, lanes, execution_id, reply, looking_in_passing=False)
         if taken is not None or len(self.shards) == 1:
             return taken
-        for rung in self._watch.rung() if self._watch else []:
-            shard = next(shard for shard in self.shards[1:] if shard.doorbell == rung)
-            if (taken := self.take_from(shard)) is not None:
-                return taken
+        if (heard := self._take_rung()) is not None:
+            return heard
         if rang is None:
             return self.take_elsewhere()
         rung = rang[0].decode()
         return next((self.take_from(shard) for shard in self.shards[1:] if shard.doorbell == rung), None)
+
+    def _take_rung(self) -> TakenPass | str | None:
+        """A pass from the shards whose doorbells the watch heard ring (on a Cluster), first ring first, until one
+        has work; the rings after it stay noted for the next look."""
+        while self._watch and (rung := self._watch.next_ring()) is not None:
+            shard = next(shard for shard in self.shards[1:] if shard.doorbell == rung)
+            if (taken := self.take_from(shard)) is not None:
+                return taken
+        return None
 
     def _take_call(
         self, shard: ShardKeys, lanes: Sequence[Queue], execution_id: str, looking_in_passing: bool
