@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 README_BEGIN = "<!-- measured: made by bench/report.py from bench/results/*.json; do not edit by hand -->"
 README_END = "<!-- /measured -->"
+README_CLUSTER_BEGIN = "<!-- cluster: made by bench/report.py from bench/results/cluster.json; do not edit by hand -->"
+README_CLUSTER_END = "<!-- /cluster -->"
 GATEWAY_ADDED_MS = 0.5  # issue 23: one text through the gateway at most this much over the Python client, idle
 
 
@@ -760,6 +762,129 @@ def shards_section(shards: dict[str, Any]) -> list[str]:
     return lines
 
 
+CLUSTER_LAYOUTS = {
+    "standalone": "standalone Redis",
+    "cluster_3_shards": "Cluster, 3 shards",
+    "cluster_6_shards": "Cluster, 6 shards",
+}
+CLUSTER_WORKLOADS = {"single_text": "single-text", "jobs_of_32_per_text": "jobs of 32"}
+CLUSTER_COST_GOAL = 1.2  # issue 25: per-job commands and CPU summed over the primaries, at most this × standalone
+CLUSTER_SHARE_SLACK = 0.2  # each of the primaries within ±20 % of an even share
+CLUSTER_IDLE_GOAL_MS = 0.5  # one text's p50 on an idle fleet, at most this much over standalone
+CLUSTER_HIT_RATIO_GOAL = 0.9  # the cache's hit ratio on a Cluster, at least this × standalone's
+
+
+def cluster_goals(cluster: dict[str, Any]) -> list[str]:
+    """Each of issue 25's goals with its measured value and verdict, a line each."""
+    layouts = cluster["layouts"]
+    primaries = len(layouts["cluster_3_shards"]["single_text"]["redis_cpu_us"]["shares"])
+    lines = []
+    for name in ("cluster_3_shards", "cluster_6_shards"):
+        row = layouts[name]
+        ratios = {
+            f"{label} {cost}": row[workload][key]["vs_standalone"]
+            for workload, label in CLUSTER_WORKLOADS.items()
+            for key, cost in (("commands", "commands"), ("redis_cpu_us", "CPU"))
+        }
+        costs = [f"{what} {ratio:.2f}×" for what, ratio in ratios.items()]
+        worst = max(ratios.values())
+        shares = [share for workload in CLUSTER_WORKLOADS for share in row[workload]["redis_cpu_us"]["shares"]]
+        spread = max(abs(share * primaries - 1) for share in shares)
+        idle = row["idle_p50_vs_standalone_ms"]
+        lines.append(
+            f"- {CLUSTER_LAYOUTS[name]}: cost against standalone {', '.join(costs)} (goal ≤ {CLUSTER_COST_GOAL}×: "
+            f"{'met' if worst <= CLUSTER_COST_GOAL else 'missed'}); the busiest or idlest primary {spread:.0%} off an "
+            f"even share (goal ±{CLUSTER_SHARE_SLACK:.0%}: {'met' if spread <= CLUSTER_SHARE_SLACK else 'missed'}); idle "
+            f"p50 {idle:+.2f} ms (goal ≤ +{CLUSTER_IDLE_GOAL_MS} ms: {'met' if idle <= CLUSTER_IDLE_GOAL_MS else 'missed'})."
+        )
+    alone, spread_ratio = layouts["standalone"]["zipf_hit_ratio"], layouts["cluster_3_shards"]["zipf_hit_ratio"]
+    kept = spread_ratio / alone
+    lines.append(
+        f"- The cache's hit ratio on bench/cache.py's Zipf draws (a cold cache, 16 threads): standalone {alone:.1%}, "
+        f"Cluster with 3 shards {spread_ratio:.1%} ({kept:.2f}×; goal within 10%: "
+        f"{'met' if kept >= CLUSTER_HIT_RATIO_GOAL else 'missed'})."
+    )
+    return lines
+
+
+def cluster_ceiling_table(cluster: dict[str, Any]) -> list[str]:
+    per_worker = cluster["per_worker_single_text_jobs_per_s"]
+    lines = [
+        f"| primaries | single-text jobs/s at the busiest primary's one core | workers at {per_worker:,.0f} jobs/s "
+        "each | from |",
+        "| ---: | ---: | ---: | --- |",
+    ]
+    for row in cluster["ceilings"]:
+        lines.append(f"| {row['primaries']} | {row['jobs_per_s']:,.0f} | {row['workers']:,.0f} | {row['how']} |")
+    return lines
+
+
+def cluster_section(cluster: dict[str, Any]) -> list[str]:
+    layouts = cluster["layouts"]
+
+    def cost(row: dict[str, Any], workload: str, name: str, digits: int) -> str:
+        measured = row[workload][name]
+        return f"{measured['per_job']:.{digits}f} ({measured['vs_standalone']:.2f}×)"
+
+    def shares(row: dict[str, Any], workload: str) -> str:
+        return ", ".join(f"{share:.2f}" for share in row[workload]["redis_cpu_us"]["shares"])
+
+    lines = [
+        "## Redis Cluster — `./dev bench cluster` (bench/cluster.py)",
+        "",
+        f"Measured by {stamp(cluster)}. The same {cluster['workers']}-worker service on a standalone redis-server "
+        "(1 shard) and on private 3-primary Redis Clusters (no replicas) with 3 and 6 shards, all on this one "
+        f"machine, the cache off, every text new; alternating, medians of {cluster['repeats']} ({cluster['jobs']:,} "
+        "single-text jobs from 16 threads; the 512-text mixed corpus in jobs of 32 from 4 threads). Commands and "
+        "CPU are INFO commandstats and INFO cpu deltas summed over the primaries; a primary's share is its part "
+        "of that CPU. One machine's 2 cores cannot show a Cluster's throughput: what predicts it is what a job "
+        "costs all primaries together and how evenly they share it.",
+        "",
+        "| layout | single-text jobs/s | texts/s, jobs of 32 | commands per single-text job | Redis CPU per "
+        "single-text job (µs) | primaries' CPU shares, single-text | commands per text, jobs of 32 | Redis CPU "
+        "per text, jobs of 32 (µs) | primaries' CPU shares, jobs of 32 | one text idle, p50 (ms) |",
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | ---: |",
+    ]
+    for name, row in layouts.items():
+        alone = name == "standalone"
+        idle = "" if alone else f" ({row['idle_p50_vs_standalone_ms']:+.2f})"
+        lines.append(
+            f"| {CLUSTER_LAYOUTS[name]} | {row['single_text_jobs_per_s']:,.0f} | {row['texts_per_s_in_jobs_of_32']:,.0f} "
+            f"| {cost(row, 'single_text', 'commands', 1)} | {cost(row, 'single_text', 'redis_cpu_us', 0)} "
+            f"| {'—' if alone else shares(row, 'single_text')} | {cost(row, 'jobs_of_32_per_text', 'commands', 2)} "
+            f"| {cost(row, 'jobs_of_32_per_text', 'redis_cpu_us', 1)} | {'—' if alone else shares(row, 'jobs_of_32_per_text')} "
+            f"| {row['idle_p50_ms']:.2f}{idle} |"
+        )
+    lines += ["", "Issue 25's goals:", "", *cluster_goals(cluster), ""]
+    lines += [
+        "The fleet's ceiling: the single-text jobs/s at which the busiest primary spends one core (measured CPU per "
+        "job; 3 primaries from the 6-shard run, with its imbalance; more primaries projected at 2 shards each with "
+        "the same imbalance), and the workers it takes at the standalone run's rate per worker (2 workers sharing "
+        "2 cores with everything else here: a worker on cores of its own does more, so the count is an upper bound).",
+        "",
+        *cluster_ceiling_table(cluster),
+    ]
+    return lines
+
+
+def cluster_readme_block(cluster: dict[str, Any]) -> str:
+    """README's Redis Cluster figures: the goals' verdicts and the ceiling table."""
+    lines = [
+        f"Measured by {stamp(cluster)} (3 primaries on one machine; BENCHMARKS.md has the whole table):",
+        "",
+        *cluster_goals(cluster),
+        "",
+        *cluster_ceiling_table(cluster),
+    ]
+    return "\n".join(lines)
+
+
+def between(text: str, begin: str, end: str, block: str) -> str:
+    """`text` with what lies between the `begin` and `end` markers replaced by `block`."""
+    start, stop = text.index(begin) + len(begin), text.index(end)
+    return text[:start] + "\n\n" + block + "\n\n" + text[stop:]
+
+
 def readme_block(
     run: dict[str, Any] | None,
     quality: dict[str, Any] | None,
@@ -933,7 +1058,7 @@ def main() -> int:
     peer, lanes, export, int8 = load("celery_peer"), load("lanes"), load("export"), load("int8_vnni")
     gateway, infinity, aof, soak = load("gateway"), load("infinity_peer"), load("aof_loss"), load("soak")
     batch, front_door, budget = load("batch"), load("front_door"), load("latency_budget")
-    int8_avx2, cache, shards = load("int8_avx2"), load("cache"), load("shards")
+    int8_avx2, cache, shards, cluster = load("int8_avx2"), load("cache"), load("shards"), load("cluster")
     page = [
         "# Benchmarks",
         "",
@@ -960,6 +1085,7 @@ def main() -> int:
             cache, load("reingest"), load("infinity_cache"), load("latency_budget_cache"), load("fleet_cache")
         ),
         shards and shards_section(shards),
+        cluster and cluster_section(cluster),
         aof and aof_section(aof),
         soak and soak_section(soak),
         memory and memory_section(memory),
@@ -973,7 +1099,10 @@ def main() -> int:
     block = readme_block(
         run, quality, memory, fleet, peer, lanes, export, (int8, int8_avx2), gateway, infinity, batch, budget
     )
-    (ROOT / "README.md").write_text(readme[:start] + block + readme[end:])
+    readme = readme[:start] + block + readme[end:]
+    if cluster:
+        readme = between(readme, README_CLUSTER_BEGIN, README_CLUSTER_END, cluster_readme_block(cluster))
+    (ROOT / "README.md").write_text(readme)
     print("wrote BENCHMARKS.md and README.md's measured block")
     return 0
 
