@@ -899,7 +899,7 @@ def readme_block(
     batch: dict[str, Any] | None,
     budget: dict[str, Any] | None,
 ) -> str:
-    lines = [README_BEGIN, ""]
+    lines = []
     if export:
         shipped = next(row for row in export["candidates"] if row["ships"])
         lines.append(
@@ -1003,7 +1003,7 @@ def readme_block(
             f"{batch['interactive_during_batch']['p50_ms']:.0f} ms (beside `embed-file`: "
             f"{batch['interactive_during_embed_file']['p50_ms']:.0f} ms; idle {batch['interactive_idle']['p50_ms']:.1f} ms)."
         )
-    lines += ["", "Full tables, method and what each row means: [BENCHMARKS.md](BENCHMARKS.md).", "", README_END]
+    lines += ["", "Full tables, method and what each row means: [BENCHMARKS.md](BENCHMARKS.md)."]
     return "\n".join(lines)
 
 
@@ -1095,11 +1095,10 @@ def main() -> int:
             page += ["", *section]
     (ROOT / "BENCHMARKS.md").write_text("\n".join(page) + "\n")
     readme = (ROOT / "README.md").read_text()
-    start, end = readme.index(README_BEGIN), readme.index(README_END) + len(README_END)
     block = readme_block(
         run, quality, memory, fleet, peer, lanes, export, (int8, int8_avx2), gateway, infinity, batch, budget
     )
-    readme = readme[:start] + block + readme[end:]
+    readme = between(readme, README_BEGIN, README_END, block)
     if cluster:
         readme = between(readme, README_CLUSTER_BEGIN, README_CLUSTER_END, cluster_readme_block(cluster))
     (ROOT / "README.md").write_text(readme)
